@@ -1,0 +1,183 @@
+"""The one error hierarchy of cnm.
+
+Every error that reaches a client is a `CnmError`: it carries the API's `error_code`, the HTTP
+status it maps to, an operator-facing message and optional structured details. The API turns them
+into JSON in one place (`cnm.api.errors`); the bootstrap machinery records the bootstrap ones
+(`BootstrapFailure`) in the status record. Foreign exceptions are translated where they enter
+(httpx → `StoreUnavailable`), never passed through.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class CnmError(Exception):
+    """Base of every error cnm reports. Subclasses fix `error_code` and `http_status`."""
+
+    error_code: ClassVar[str] = "internal_error"
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON body of an error outside bootstrap: description + error_code (+ details)."""
+        body: dict[str, Any] = {"description": self.message, "error_code": self.error_code}
+        body.update(self.details)
+        return body
+
+
+# --- errors recorded in bootstrap_status (api-contract §5) -------------------------------------
+
+
+class BootstrapFailure(CnmError):
+    """An error a bootstrap action ends with: state `error`, `error_code`, `error_details`.
+
+    `retryable` says whether the same request may succeed later unchanged (shown to operators).
+    """
+
+    http_status = 406
+    retryable: ClassVar[bool] = False
+
+    def error_details(self) -> dict[str, Any]:
+        details: dict[str, Any] = {"message": self.message}
+        details.update(self.details)
+        return details
+
+
+class ConfigError(BootstrapFailure):
+    error_code = "config_error"
+
+
+class PathError(BootstrapFailure):
+    error_code = "path_error"
+
+
+class ConnectError(BootstrapFailure):
+    error_code = "connect_error"
+    retryable = True
+
+
+class AccessDenied(BootstrapFailure):
+    error_code = "access_denied"
+
+
+class InvalidLicense(BootstrapFailure):
+    error_code = "invalid_license"
+
+
+class RepairRequired(BootstrapFailure):
+    error_code = "repair_required"
+
+
+class InsufficientNodeMemory(BootstrapFailure):
+    error_code = "insufficient_node_memory"
+
+
+class InsufficientNodeFlash(BootstrapFailure):
+    error_code = "insufficient_node_flash"
+
+
+class TimeNotSync(BootstrapFailure):
+    error_code = "time_not_sync"
+    retryable = True
+
+
+class RackIdRequired(BootstrapFailure):
+    error_code = "rack_id_required"
+
+
+class SocketDirectoryMismatch(BootstrapFailure):
+    error_code = "socket_directory_mismatch"
+
+
+class NodeConfigMismatch(BootstrapFailure):
+    error_code = "node_config_mismatch"
+
+
+class BootstrapInternalError(BootstrapFailure):
+    error_code = "internal_error"
+    retryable = True
+
+
+# --- errors of the REST API -------------------------------------------------------------------
+
+
+class InvalidSchema(CnmError):
+    """The body is not JSON, not an object, or a field has the wrong type. State unchanged."""
+
+    error_code = "invalid_schema"
+    http_status = 400
+
+
+class BadRequest(CnmError):
+    error_code = "bad_request"
+    http_status = 400
+
+
+class Unauthorized(CnmError):
+    error_code = "unauthorized"
+    http_status = 401
+
+
+class InsufficientPermissions(CnmError):
+    error_code = "insufficient_permissions"
+    http_status = 403
+
+
+class NotFound(CnmError):
+    error_code = "not_found"
+    http_status = 404
+
+
+class MethodNotAllowed(CnmError):
+    error_code = "method_not_allowed"
+    http_status = 405
+
+
+class BootstrapInProgress(CnmError):
+    error_code = "bootstrap_in_progress"
+    http_status = 409
+
+
+class AlreadyBootstrapped(CnmError):
+    error_code = "already_bootstrapped"
+    http_status = 409
+
+
+class PayloadTooLarge(CnmError):
+    error_code = "payload_too_large"
+    http_status = 413
+
+
+class NoCluster(CnmError):
+    error_code = "no_cluster"
+    http_status = 503
+
+
+# --- errors of the cluster store ----------------------------------------------------------------
+
+
+class StoreError(CnmError):
+    """The store answered, but with an error we do not expect (bad request, corrupted data)."""
+
+    error_code = "store_error"
+    http_status = 500
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or did not answer in time. Retryable."""
+
+    error_code = "store_unavailable"
+    http_status = 503
+
+
+class NodeNotFound(NotFound):
+    error_code = "node_not_found"
+
+
+class UserNotFound(NotFound):
+    error_code = "user_not_found"
