@@ -1,0 +1,89 @@
+"""Durable files of one node: atomic JSON writes and the node's local state.
+
+Every state file in the data dir is replaced atomically (temp file in the same directory, fsync,
+rename, fsync of the directory), so a crash at any instant leaves either the old or the new
+document, never a torn one. The local state says which cluster this node belongs to and how it
+reaches the store; its presence is what makes a restarting agent rejoin instead of waiting for a
+bootstrap request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+LOCAL_STATE_FILE = "node-state.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def atomic_write_json(path: Path, document: Any, *, mode: int = 0o600) -> None:
+    data = json.dumps(document, indent=1, sort_keys=True).encode() + b"\n"
+    atomic_write_bytes(path, data, mode=mode)
+
+
+def read_json(path: Path) -> Any | None:
+    """The document at `path`, or None when there is none. A corrupt file raises ValueError."""
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class LocalState:
+    """What this node knows about its cluster after a completed bootstrap."""
+
+    cluster_uuid: str
+    cluster_name: str
+    node_uid: int
+    # How this node reaches the store: client URLs of the members, and whether it runs one.
+    store_endpoints: tuple[str, ...]
+    runs_store_member: bool
+    member_name: str
+    initial_cluster: str
+    cluster_token: str
+    persistent_path: str
+    ephemeral_path: str
+    bigstore_path: str | None
+    ccs_persistent_path: str
+
+    def save(self, data_dir: Path) -> None:
+        atomic_write_json(data_dir / LOCAL_STATE_FILE, asdict(self))
+
+    @classmethod
+    def load(cls, data_dir: Path) -> LocalState | None:
+        raw = read_json(data_dir / LOCAL_STATE_FILE)
+        if raw is None:
+            return None
+        raw["store_endpoints"] = tuple(raw["store_endpoints"])
+        return cls(**raw)
+
+    @staticmethod
+    def remove(data_dir: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (data_dir / LOCAL_STATE_FILE).unlink()
