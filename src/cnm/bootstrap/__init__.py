@@ -1,0 +1,1 @@
+"""Bootstrap: the status record, its state machine, and the create / join / recover actions."""
