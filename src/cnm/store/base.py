@@ -1,0 +1,189 @@
+"""The `Store` contract: everything cnm keeps cluster-wide goes through it.
+
+The contract is etcd's data model (revisioned keys, leases, transactions, watches) reduced to what
+cnm needs, so that the etcd backend is a thin translation and the in-memory backend used by unit
+tests behaves the same. Keys are `str`, values `bytes`.
+
+Failure semantics, for every method unless its docstring says otherwise:
+- `StoreUnavailable` when the store cannot be reached or does not answer within the call's
+  timeout. The call may or may not have taken effect; reads are safe to retry, writes are safe to
+  retry only when they are compare-and-set transactions (they are idempotent by construction).
+- `StoreError` when the store answers with an error cnm does not expect.
+- A `False` result never means failure: it only means "lost a compare-and-set".
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int = 0
+
+
+class CompareTarget(StrEnum):
+    VERSION = "VERSION"
+    CREATE = "CREATE"
+    MOD = "MOD"
+    VALUE = "VALUE"
+
+
+CompareOp = Literal["=", "!=", ">", "<"]
+
+
+@dataclass(frozen=True)
+class Compare:
+    """One guard of a transaction, e.g. `Compare.absent("k")` or `Compare.mod("k", "=", 7)`."""
+
+    key: str
+    target: CompareTarget
+    op: CompareOp
+    value: int | bytes
+
+    @classmethod
+    def absent(cls, key: str) -> Compare:
+        return cls(key, CompareTarget.VERSION, "=", 0)
+
+    @classmethod
+    def exists(cls, key: str) -> Compare:
+        return cls(key, CompareTarget.VERSION, ">", 0)
+
+    @classmethod
+    def mod(cls, key: str, op: CompareOp, revision: int) -> Compare:
+        return cls(key, CompareTarget.MOD, op, revision)
+
+    @classmethod
+    def value_is(cls, key: str, value: bytes) -> Compare:
+        return cls(key, CompareTarget.VALUE, "=", value)
+
+
+@dataclass(frozen=True)
+class Put:
+    key: str
+    value: bytes
+    lease: int = 0
+
+
+@dataclass(frozen=True)
+class Delete:
+    key: str
+    prefix: bool = False
+
+
+@dataclass(frozen=True)
+class Get:
+    key: str
+    prefix: bool = False
+
+
+Op = Put | Delete | Get
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    # One entry per Get in the branch that ran, in order; empty for Put/Delete.
+    reads: list[list[KeyValue]] = field(default_factory=list)
+
+
+class EventType(StrEnum):
+    PUT = "PUT"
+    DELETE = "DELETE"
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: EventType
+    kv: KeyValue
+
+
+@dataclass(frozen=True)
+class Member:
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    is_learner: bool
+
+
+def prefix_end(prefix: str) -> str:
+    """The smallest key greater than every key starting with `prefix` (etcd's range_end)."""
+    raw = bytearray(prefix.encode())
+    while raw:
+        if raw[-1] < 0xFF:
+            raw[-1] += 1
+            return raw.decode(errors="surrogateescape")
+        raw.pop()
+    return "\0"
+
+
+class Store(abc.ABC):
+    """An async handle on the cluster store. Safe to share between tasks of one event loop."""
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> KeyValue | None:
+        """Linearizable read of one key. Retryable."""
+
+    @abc.abstractmethod
+    async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Linearizable read of every key under `prefix`, sorted by key, with the store revision
+        it was read at (start a watch at revision + 1 to miss nothing). Retryable."""
+
+    @abc.abstractmethod
+    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        """Unconditional write; returns the new revision. Not a compare-and-set: retry only when
+        writing the same value again is harmless."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str, *, prefix: bool = False) -> int:
+        """Delete a key (or every key under a prefix); returns how many were deleted."""
+
+    @abc.abstractmethod
+    async def txn(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> TxnResult:
+        """Atomic compare-and-set: when every compare holds, run `success`, else `failure`, all in
+        one revision. `succeeded` False means a compare failed (lost the race), not an error."""
+
+    @abc.abstractmethod
+    async def lease_grant(self, ttl_seconds: int) -> int:
+        """A new lease; keys put with it vanish `ttl_seconds` after the last keep-alive."""
+
+    @abc.abstractmethod
+    async def lease_keepalive(self, lease_id: int) -> int:
+        """Refresh a lease; returns its remaining TTL, 0 when it has already expired. Timing-
+        critical: call well within the TTL."""
+
+    @abc.abstractmethod
+    async def lease_revoke(self, lease_id: int) -> None:
+        """Drop a lease and every key attached to it. Revoking an expired lease is not an error."""
+
+    @abc.abstractmethod
+    def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
+        """Every change under `prefix` from `start_revision` on, in order, until the iterator is
+        closed. Raises `StoreUnavailable` when the stream breaks; the caller re-reads and
+        re-watches (events are never silently skipped)."""
+
+    @abc.abstractmethod
+    async def member_list(self) -> list[Member]:
+        """The store's members (voters and learners). Retryable."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections. The store itself is untouched."""
+
+    async def create(self, key: str, value: bytes, *, lease: int = 0) -> bool:
+        """Put `key` only if it does not exist. Atomic compare-and-set."""
+        result = await self.txn([Compare.absent(key)], [Put(key, value, lease)])
+        return result.succeeded

@@ -1,0 +1,204 @@
+"""Supervision of the local etcd member that an agent runs as its child.
+
+The agent starts etcd with mutual TLS on its own address, waits until the member serves
+linearizable reads, and stops it in order on shutdown. etcd must never outlive the agent, also
+when the agent is killed with SIGKILL: the child gets a parent-death signal (`setpriv
+--pdeathsig`, from util-linux, which every Debian has; `prctl` from a pre-exec hook otherwise).
+The child is spawned from the event-loop thread, which lives as long as the process, because
+Linux delivers the parent-death signal when the spawning *thread* exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cnm.errors import StoreError, StoreUnavailable
+from cnm.store.etcd import EtcdStore
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class EtcdMemberSpec:
+    """How to run one etcd member. Paths are absolute; URLs use the node's address."""
+
+    name: str
+    data_dir: Path
+    addr: str
+    client_port: int
+    peer_port: int
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    initial_cluster: str
+    initial_state: Literal["new", "existing"]
+    cluster_token: str
+    log_file: Path
+    # Fast enough for a single-node cluster to elect itself in tens of milliseconds, slow enough
+    # that a busy 2-core machine running several members does not flap leaders.
+    heartbeat_ms: int = 100
+    election_ms: int = 1000
+
+    @property
+    def client_url(self) -> str:
+        return f"https://{_host(self.addr)}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"https://{_host(self.addr)}:{self.peer_port}"
+
+
+def _host(addr: str) -> str:
+    return f"[{addr}]" if ":" in addr else addr
+
+
+def etcd_arguments(binary: str, spec: EtcdMemberSpec) -> list[str]:
+    return [
+        binary,
+        f"--name={spec.name}",
+        f"--data-dir={spec.data_dir}",
+        f"--listen-client-urls={spec.client_url}",
+        f"--advertise-client-urls={spec.client_url}",
+        f"--listen-peer-urls={spec.peer_url}",
+        f"--initial-advertise-peer-urls={spec.peer_url}",
+        f"--initial-cluster={spec.initial_cluster}",
+        f"--initial-cluster-state={spec.initial_state}",
+        f"--initial-cluster-token={spec.cluster_token}",
+        f"--cert-file={spec.cert_file}",
+        f"--key-file={spec.key_file}",
+        f"--trusted-ca-file={spec.ca_file}",
+        "--client-cert-auth=true",
+        f"--peer-cert-file={spec.cert_file}",
+        f"--peer-key-file={spec.key_file}",
+        f"--peer-trusted-ca-file={spec.ca_file}",
+        "--peer-client-cert-auth=true",
+        f"--heartbeat-interval={spec.heartbeat_ms}",
+        f"--election-timeout={spec.election_ms}",
+        "--logger=zap",
+        "--log-level=warn",
+    ]
+
+
+def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _death_signal_wrapper() -> tuple[list[str], Callable[[], None] | None]:
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        return [setpriv, "--pdeathsig", "KILL", "--"], None
+    return [], _set_parent_death_signal
+
+
+class EtcdProcess:
+    """One etcd child process. Not restartable: make a new one to start again."""
+
+    def __init__(self, binary: str, spec: EtcdMemberSpec) -> None:
+        self.binary = binary
+        self.spec = spec
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    async def start(self) -> None:
+        self.spec.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+        prefix, preexec = _death_signal_wrapper()
+        argv = prefix + etcd_arguments(self.binary, self.spec)
+        with open(self.spec.log_file, "ab") as log_out:
+            self._process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_out,
+                stderr=log_out,
+                preexec_fn=preexec,
+                start_new_session=True,  # a Ctrl-C to the agent's group must not kill etcd first
+            )
+        log.info("etcd member %s started, pid %s", self.spec.name, self._process.pid)
+
+    async def wait_ready(self, store: EtcdStore, *, timeout: float = 15.0) -> None:
+        """Poll until the member serves linearizable reads (it has a leader). Raises
+        `StoreError` when etcd exits first, with the end of its log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.running:
+                raise StoreError(
+                    f"etcd exited with code {self.returncode()} while starting: {self.log_tail()}"
+                )
+            try:
+                await store.get("/cnm/ready-probe")
+                return
+            except StoreUnavailable:
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(
+                        f"etcd member {self.spec.name} did not serve within {timeout:.0f} s: "
+                        f"{self.log_tail()}"
+                    ) from None
+            await asyncio.sleep(0.02)
+
+    def returncode(self) -> int | None:
+        return self._process.returncode if self._process else None
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.spec.log_file.read_text(errors="replace")
+        except OSError:
+            return "(no etcd log)"
+        tail = [line for line in text.splitlines() if line.strip()][-lines:]
+        return " | ".join(tail) or "(etcd log is empty)"
+
+    async def stop(self, *, timeout: float = 5.0) -> None:
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            log.warning("etcd %s ignored SIGTERM for %.0f s, killing it", self.spec.name, timeout)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+        log.info("etcd member %s stopped", self.spec.name)
+
+    async def wait(self) -> int:
+        if self._process is None:
+            raise RuntimeError("etcd was never started")
+        return await self._process.wait()
+
+
+def remove_member_data(data_dir: Path) -> None:
+    """Delete a member's data directory (after a failed create)."""
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

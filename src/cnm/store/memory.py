@@ -1,0 +1,192 @@
+"""An in-memory `Store` for unit tests of logic: same semantics as the etcd backend, no I/O.
+
+Revisions, leases (on an injectable clock), transactions and watches behave as etcd's do, so the
+logic under test cannot tell the difference. Never used by a running agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
+
+from cnm.errors import StoreError
+from cnm.store.base import (
+    Compare,
+    CompareTarget,
+    Delete,
+    EventType,
+    Get,
+    KeyValue,
+    Member,
+    Op,
+    Put,
+    Store,
+    TxnResult,
+    WatchEvent,
+)
+
+
+class MemoryStore(Store):
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._data: dict[str, KeyValue] = {}
+        self._revision = 1
+        self._leases: dict[int, tuple[int, float]] = {}  # id -> (ttl, deadline)
+        self._next_lease = 1000
+        self._history: list[WatchEvent] = []
+        self._changed = asyncio.Condition()
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _expire_leases(self) -> None:
+        now = self._clock()
+        for lease_id, (_, deadline) in list(self._leases.items()):
+            if deadline <= now:
+                self._revoke(lease_id)
+
+    def _revoke(self, lease_id: int) -> None:
+        self._leases.pop(lease_id, None)
+        doomed = [k for k, kv in self._data.items() if kv.lease == lease_id]
+        if doomed:
+            self._revision += 1
+            for key in doomed:
+                self._record(EventType.DELETE, self._data.pop(key))
+
+    def _record(self, kind: EventType, kv: KeyValue) -> None:
+        event_kv = kv if kind is EventType.PUT else replace(kv, mod_revision=self._revision)
+        self._history.append(WatchEvent(kind, event_kv))
+
+    def _range(self, key: str, prefix: bool) -> list[KeyValue]:
+        if prefix:
+            return [self._data[k] for k in sorted(self._data) if k.startswith(key)]
+        kv = self._data.get(key)
+        return [kv] if kv else []
+
+    def _holds(self, compare: Compare) -> bool:
+        kv = self._data.get(compare.key)
+        actual: int | bytes
+        if compare.target is CompareTarget.VERSION:
+            actual = kv.version if kv else 0
+        elif compare.target is CompareTarget.CREATE:
+            actual = kv.create_revision if kv else 0
+        elif compare.target is CompareTarget.MOD:
+            actual = kv.mod_revision if kv else 0
+        else:
+            if kv is None:
+                return False
+            actual = kv.value
+        expected = compare.value
+        if compare.op == "=":
+            return actual == expected
+        if compare.op == "!=":
+            return actual != expected
+        if isinstance(actual, bytes) or isinstance(expected, bytes):
+            raise StoreError(f"ordering compare on a value of {compare.key!r}")
+        return actual > expected if compare.op == ">" else actual < expected
+
+    def _apply(self, ops: Sequence[Op]) -> list[list[KeyValue]]:
+        reads: list[list[KeyValue]] = []
+        writes = any(not isinstance(op, Get) for op in ops)
+        if writes:
+            self._revision += 1
+        for op in ops:
+            if isinstance(op, Get):
+                reads.append(self._range(op.key, op.prefix))
+            elif isinstance(op, Put):
+                if op.lease and op.lease not in self._leases:
+                    raise StoreError(f"lease {op.lease} not found")
+                old = self._data.get(op.key)
+                kv = KeyValue(
+                    key=op.key,
+                    value=op.value,
+                    create_revision=old.create_revision if old else self._revision,
+                    mod_revision=self._revision,
+                    version=(old.version if old else 0) + 1,
+                    lease=op.lease,
+                )
+                self._data[op.key] = kv
+                self._record(EventType.PUT, kv)
+            else:
+                for kv in self._range(op.key, op.prefix):
+                    del self._data[kv.key]
+                    self._record(EventType.DELETE, kv)
+        return reads
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # --- the contract ---------------------------------------------------------------------------
+
+    async def get(self, key: str) -> KeyValue | None:
+        self._expire_leases()
+        return self._data.get(key)
+
+    async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+        self._expire_leases()
+        return self._range(prefix, True), self._revision
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        self._expire_leases()
+        self._apply([Put(key, value, lease)])
+        await self._notify()
+        return self._revision
+
+    async def delete(self, key: str, *, prefix: bool = False) -> int:
+        self._expire_leases()
+        count = len(self._range(key, prefix))
+        if count:
+            self._apply([Delete(key, prefix)])
+            await self._notify()
+        return count
+
+    async def txn(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> TxnResult:
+        self._expire_leases()
+        ok = all(self._holds(c) for c in compares)
+        reads = self._apply(success if ok else failure)
+        await self._notify()
+        return TxnResult(succeeded=ok, revision=self._revision, reads=reads)
+
+    async def lease_grant(self, ttl_seconds: int) -> int:
+        self._next_lease += 1
+        self._leases[self._next_lease] = (ttl_seconds, self._clock() + ttl_seconds)
+        return self._next_lease
+
+    async def lease_keepalive(self, lease_id: int) -> int:
+        self._expire_leases()
+        if lease_id not in self._leases:
+            return 0
+        ttl, _ = self._leases[lease_id]
+        self._leases[lease_id] = (ttl, self._clock() + ttl)
+        return ttl
+
+    async def lease_revoke(self, lease_id: int) -> None:
+        self._revoke(lease_id)
+        await self._notify()
+
+    async def expire_now(self) -> None:
+        """Test hook: apply lease expiry for the current clock reading and wake watchers."""
+        self._expire_leases()
+        await self._notify()
+
+    async def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
+        position = 0
+        while True:
+            async with self._changed:
+                while position == len(self._history):
+                    await self._changed.wait()
+            for event in self._history[position:]:
+                relevant = event.kv.key.startswith(prefix)
+                if relevant and event.kv.mod_revision >= start_revision:
+                    yield event
+            position = len(self._history)
+
+    async def member_list(self) -> list[Member]:
+        return [Member(1, "memory", (), (), False)]
+
+    async def close(self) -> None:
+        return None
