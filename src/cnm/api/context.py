@@ -1,0 +1,69 @@
+"""ApiContext: what the routes need from the agent, passed to the app factory (no globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from cnm.api.auth import Authenticator
+from cnm.bootstrap.manager import BootstrapManager
+from cnm.bootstrap.schema import MAX_BODY_BYTES
+from cnm.bootstrap.status import BootstrapState
+from cnm.cluster.runtime import ClusterRuntime
+from cnm.config import NodeConfig
+from cnm.errors import NoCluster, PayloadTooLarge, StoreUnavailable
+
+
+@dataclass
+class ApiContext:
+    config: NodeConfig
+    manager: BootstrapManager
+    authenticator: Authenticator
+
+    async def authenticate_if_bootstrapped(self, request: Request) -> dict[str, Any] | None:
+        """Before the node is in a cluster anything goes; after, valid credentials only."""
+        runtime = self.manager.runtime
+        if runtime is None:
+            if self.manager.status.state is BootstrapState.COMPLETED:
+                raise StoreUnavailable(
+                    "this node belongs to a cluster but could not bring its cluster store back "
+                    "at start; see the agent's log, fix the cause and restart the agent"
+                )
+            return None
+        return await self.authenticator.authenticate(
+            request.headers.get("authorization"), runtime.snapshot
+        )
+
+    async def require_cluster(self, request: Request) -> tuple[ClusterRuntime, dict[str, Any]]:
+        """For the cluster routes: 503 `no_cluster` before bootstrap, else the user."""
+        runtime = self.manager.runtime
+        if runtime is None:
+            raise NoCluster(
+                "this node is not part of a cluster yet: create one with POST "
+                "/v1/bootstrap/create_cluster or join one with POST /v1/bootstrap/join_cluster"
+            )
+        user = await self.authenticator.authenticate(
+            request.headers.get("authorization"), runtime.snapshot
+        )
+        return runtime, user
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refusing more than the limit without reading it all into memory."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(
+            f"request body larger than {MAX_BODY_BYTES} bytes", limit=MAX_BODY_BYTES
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise PayloadTooLarge(
+                f"request body larger than {MAX_BODY_BYTES} bytes", limit=MAX_BODY_BYTES
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,30 @@
+"""Compact JSON responses: `{"a":1}`, keys sorted, no spaces (api-contract §1).
+
+One client searches the raw body for `"name":"<cluster>"`, so the separators matter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi.responses import JSONResponse, Response
+
+
+class CompactJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+
+
+def compact(
+    content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return CompactJSONResponse(content, status_code=status_code, headers=headers)
+
+
+def empty_ok() -> Response:
+    """POST bootstrap answers exactly 200 with an empty body: scripts run `jq` on it."""
+    return Response(status_code=200, content=b"")

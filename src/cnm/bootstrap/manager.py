@@ -1,0 +1,200 @@
+"""BootstrapManager: the bootstrap state machine of one node, and its restart decision table.
+
+It owns the status record and runs at most one bootstrap action at a time. Requests are checked
+synchronously (a body that is not a bootstrap object: 400, state unchanged; a state that does
+not accept a request: 409) and the action then runs as a task of the agent, moving
+`idle → initiated → creating_cluster → completed | error` and persisting every transition.
+
+At start, `restore()` applies the decision table (etcd's bootstrap.go is the model):
+- no status, or idle / error: wait for a request;
+- completed with local state: resume the cluster;
+- an action in progress (the agent died mid-way): if the local state proves the action got to
+  its end, resume and complete it; otherwise `error`, saying the attempt was interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from cnm.bootstrap.create import check_create_request, create_cluster
+from cnm.bootstrap.schema import BootstrapRequest, parse_bootstrap_body
+from cnm.bootstrap.status import BootstrapState, BootstrapStatus
+from cnm.bootstrap.validation import ACTIONS, check_request
+from cnm.clock import iso
+from cnm.cluster.runtime import ClusterRuntime
+from cnm.config import NodeConfig
+from cnm.errors import (
+    AlreadyBootstrapped,
+    BootstrapFailure,
+    BootstrapInProgress,
+    BootstrapInternalError,
+    CnmError,
+    ConfigError,
+    NotFound,
+)
+from cnm.node.local_state import LocalState
+
+log = logging.getLogger(__name__)
+
+Spawn = Callable[[Coroutine[Any, Any, None]], object]
+OnCompleted = Callable[[ClusterRuntime], Awaitable[None]]
+
+
+class BootstrapManager:
+    def __init__(self, config: NodeConfig, *, spawn: Spawn, on_completed: OnCompleted) -> None:
+        self.config = config
+        self._spawn = spawn
+        self._on_completed = on_completed
+        self.status = BootstrapStatus.load(config.data_dir)
+        self.runtime: ClusterRuntime | None = None
+
+    # --- the Progress protocol of the actions ---------------------------------------------------
+
+    def phase(self, name: str) -> None:
+        self._set(self.status.running(name))
+
+    def created(self, path: Path) -> None:
+        self._set(self.status.created(path))
+
+    @property
+    def start_time_iso(self) -> str:
+        assert self.status.start_time is not None
+        return iso(self.status.start_time)
+
+    def _set(self, status: BootstrapStatus) -> None:
+        status.save(self.config.data_dir)
+        if status.state is not self.status.state:
+            log.info("bootstrap state %s -> %s", self.status.state, status.state)
+        self.status = status
+
+    # --- restart ------------------------------------------------------------------------------
+
+    async def restore(self) -> str:
+        """Apply the decision table; returns the decision as a sentence for the log."""
+        state = self.status.state
+        local = LocalState.load(self.config.data_dir)
+        if state is BootstrapState.COMPLETED and local is not None:
+            await self._resume(local)
+            return f"rejoining cluster {local.cluster_name} as node {local.node_uid}"
+        if state.in_progress and local is not None:
+            await self._resume(local)
+            self._set(self.status.completed())
+            return f"completed the interrupted {self.status.action} from its local state"
+        if state.in_progress:
+            self._set(
+                self.status.failed(
+                    BootstrapInternalError(
+                        f"the agent stopped while {state.value} (phase {self.status.phase}) and "
+                        "the attempt was interrupted before it completed; send the request "
+                        "again to start over (what the attempt left is removed first)"
+                    )
+                )
+            )
+            return "interrupted bootstrap marked as error"
+        if state is BootstrapState.COMPLETED:
+            self._set(
+                self.status.failed(
+                    BootstrapInternalError(
+                        "the status says completed but the node's local state is missing; "
+                        "the node must bootstrap again"
+                    )
+                )
+            )
+            return "completed status without local state marked as error"
+        return f"waiting for a bootstrap request (state {state.value})"
+
+    async def _resume(self, local: LocalState) -> None:
+        runtime = await ClusterRuntime.resume(self.config, local)
+        await runtime.load()
+        self.runtime = runtime
+        await self._on_completed(runtime)
+
+    # --- requests -------------------------------------------------------------------------------
+
+    def _parse(self, action: str, raw: bytes) -> BootstrapRequest:
+        if action not in ACTIONS:
+            raise NotFound(
+                f"unknown bootstrap action {action!r}; expected one of {', '.join(ACTIONS)}"
+            )
+        return parse_bootstrap_body(raw)
+
+    def _refuse_unless_accepting(self) -> None:
+        state = self.status.state
+        if state is BootstrapState.COMPLETED:
+            raise AlreadyBootstrapped("this node has already completed its bootstrap")
+        if not state.accepts_request:
+            raise BootstrapInProgress(
+                f"Bootstrap already in progress (check state): state is {state.value}"
+            )
+
+    def submit(self, action: str, raw: bytes) -> None:
+        """Accept a bootstrap request or raise (400 / 404 / 409). Synchronous from the check of
+        the state to the transition, so two concurrent POSTs cannot both be accepted."""
+        request = self._parse(action, raw)
+        self._refuse_unless_accepting()
+        self._clean_failed_attempt()
+        self._set(self.status.initiated(action))
+        self._spawn(self._run(action, request))
+
+    def validate(self, action: str, raw: bytes) -> BootstrapFailure | None:
+        """Every check of `action` that needs no cluster, synchronously; no state changes."""
+        request = self._parse(action, raw)
+        if self.status.state is BootstrapState.COMPLETED:
+            raise AlreadyBootstrapped("this node has already completed its bootstrap")
+        try:
+            self._check(action, request)
+        except BootstrapFailure as failure:
+            return failure
+        return None
+
+    def _check(self, action: str, request: BootstrapRequest) -> None:
+        check_request(request, action)
+        if action != "create_cluster":
+            raise _not_available(action)
+        check_create_request(self.config, request)
+
+    def _clean_failed_attempt(self) -> None:
+        """A retry from `error` first removes what the failed attempt created."""
+        for name in reversed(self.status.created_paths):
+            path = Path(name)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                path.unlink()
+        LocalState.remove(self.config.data_dir)
+
+    async def _run(self, action: str, request: BootstrapRequest) -> None:
+        try:
+            check_request(request, action)
+            if action != "create_cluster":
+                raise _not_available(action)
+            runtime = await create_cluster(self.config, request, self)
+            self.runtime = runtime
+            await self._on_completed(runtime)
+            self._set(self.status.completed())
+        except BootstrapFailure as failure:
+            log.warning("bootstrap %s failed: [%s] %s", action, failure.error_code, failure)
+            self._set(self.status.failed(failure))
+        except CnmError as error:
+            log.warning("bootstrap %s failed: [%s] %s", action, error.error_code, error)
+            self._set(self.status.failed(BootstrapInternalError(error.message)))
+        except Exception as exc:
+            log.exception("bootstrap %s failed unexpectedly (please report)", action)
+            self._set(
+                self.status.failed(
+                    BootstrapInternalError(
+                        f"unexpected {type(exc).__name__}: {exc}; the attempt can be retried"
+                    )
+                )
+            )
+
+
+def _not_available(action: str) -> ConfigError:
+    return ConfigError(
+        f"action: {action} is not available in this version of cnm yet; only create_cluster is",
+        fields=["action"],
+    )

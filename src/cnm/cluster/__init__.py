@@ -1,0 +1,1 @@
+"""The cluster: its records in the store, the in-memory snapshot of them, and the runtime."""

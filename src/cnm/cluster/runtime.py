@@ -1,0 +1,159 @@
+"""ClusterRuntime: a node's live membership once bootstrap completed.
+
+It owns the etcd member this node runs (if any) and restarts it if it dies, the store client,
+the snapshot of the cluster's records, and the node's liveness lease (the node shows `down`
+within the lease TTL of its death). It is started by a completed create, or at agent start from
+the local state, and stopped before the agent exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnm.cluster import model
+from cnm.cluster.snapshot import ClusterSnapshot
+from cnm.config import NodeConfig
+from cnm.errors import StoreError, StoreUnavailable
+from cnm.node.local_state import LocalState
+from cnm.store.etcd import EtcdStore, client_tls_context
+from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess
+
+log = logging.getLogger(__name__)
+
+LIVENESS_TTL = 10
+LIVENESS_INTERVAL = 2.0
+
+
+@dataclass(frozen=True)
+class ClusterTls:
+    """Where this node keeps the cluster CA and its own certificate from it."""
+
+    directory: Path
+
+    @classmethod
+    def under(cls, data_dir: Path) -> ClusterTls:
+        return cls(data_dir / "tls" / "cluster")
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "ca.pem"
+
+    @property
+    def cert_file(self) -> Path:
+        return self.directory / "node.pem"
+
+    @property
+    def key_file(self) -> Path:
+        return self.directory / "node.key"
+
+
+def member_spec(config: NodeConfig, local: LocalState, tls: ClusterTls) -> EtcdMemberSpec:
+    return EtcdMemberSpec(
+        name=local.member_name,
+        data_dir=Path(local.ccs_persistent_path) / "etcd",
+        addr=config.addr,
+        client_port=config.etcd_client_port,
+        peer_port=config.etcd_peer_port,
+        ca_file=tls.ca_file,
+        cert_file=tls.cert_file,
+        key_file=tls.key_file,
+        initial_cluster=local.initial_cluster,
+        initial_state="new",
+        cluster_token=local.cluster_token,
+        log_file=config.data_dir / "logs" / "etcd.log",
+    )
+
+
+def open_store(endpoints: tuple[str, ...], tls: ClusterTls) -> EtcdStore:
+    context = client_tls_context(str(tls.ca_file), str(tls.cert_file), str(tls.key_file))
+    return EtcdStore(endpoints, tls=context, timeout=3.0)
+
+
+class ClusterRuntime:
+    def __init__(
+        self,
+        config: NodeConfig,
+        local: LocalState,
+        store: EtcdStore,
+        etcd: EtcdProcess | None,
+    ) -> None:
+        self.config = config
+        self.local = local
+        self.store = store
+        self.etcd = etcd
+        self.snapshot = ClusterSnapshot(store)
+        self._lease = 0
+
+    @classmethod
+    async def resume(cls, config: NodeConfig, local: LocalState) -> ClusterRuntime:
+        """Bring a node that completed its bootstrap earlier back: its etcd member, then the
+        store client. Raises `StoreError` when the member cannot start."""
+        tls = ClusterTls.under(config.data_dir)
+        etcd = None
+        if local.runs_store_member:
+            etcd = EtcdProcess(config.etcd_binary, member_spec(config, local, tls))
+            await etcd.start()
+        store = open_store(local.store_endpoints, tls)
+        if etcd is not None:
+            try:
+                await etcd.wait_ready(store)
+            except BaseException:
+                await store.close()
+                await etcd.stop()
+                raise
+        return cls(config, local, store, etcd)
+
+    async def load(self) -> None:
+        await self.snapshot.load()
+
+    async def run(self) -> None:
+        """The runtime's loops; returns only when cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.snapshot.run(), name="snapshot")
+            tasks.create_task(self._liveness(), name="liveness")
+            if self.etcd is not None:
+                tasks.create_task(self._supervise_etcd(), name="etcd-supervisor")
+
+    async def _liveness(self) -> None:
+        key = model.liveness_key(self.local.node_uid)
+        document = model.encode({"uid": self.local.node_uid, "addr": self.config.addr})
+        while True:
+            try:
+                ttl = await self.store.lease_keepalive(self._lease) if self._lease else 0
+                if ttl <= 0:
+                    self._lease = await self.store.lease_grant(LIVENESS_TTL)
+                    await self.store.put(key, document, lease=self._lease)
+                self.snapshot.mark_contact()
+            except (StoreUnavailable, StoreError) as exc:
+                log.warning("liveness keep-alive failed: %s", exc.message)
+            await asyncio.sleep(LIVENESS_INTERVAL)
+
+    async def _supervise_etcd(self) -> None:
+        backoff = 0.5
+        while True:
+            assert self.etcd is not None
+            code = await self.etcd.wait()
+            log.error(
+                "etcd member exited with code %s: %s; restarting in %.1f s",
+                code,
+                self.etcd.log_tail(),
+                backoff,
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+            replacement = EtcdProcess(self.etcd.binary, self.etcd.spec)
+            await replacement.start()
+            self.etcd = replacement
+
+    async def stop(self) -> None:
+        if self._lease:
+            # A clean stop shows the node down at once instead of after the lease TTL.
+            with contextlib.suppress(StoreUnavailable, StoreError, TimeoutError):
+                await asyncio.wait_for(self.store.lease_revoke(self._lease), 1.0)
+        await self.store.close()
+        if self.etcd is not None:
+            await self.etcd.stop()

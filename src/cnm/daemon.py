@@ -1,0 +1,145 @@
+"""The agent process: one TaskGroup owns the API servers, the bootstrap task and the cluster
+runtime; SIGTERM/SIGINT stop them in order (API first, then the store member) and exit 0.
+
+Start-up order matters: the restart decision (resume the cluster or not) is taken before the API
+listens, so a completed node never answers a request without authentication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from cnm.api.app import create_app
+from cnm.api.auth import Authenticator
+from cnm.api.context import ApiContext
+from cnm.api.server import ApiServers
+from cnm.bootstrap.manager import BootstrapManager
+from cnm.cluster import model
+from cnm.cluster.runtime import ClusterRuntime, ClusterTls
+from cnm.config import NodeConfig
+from cnm.errors import CnmError
+from cnm.security import pki
+from cnm.security.passwords import PasswordVerifier
+
+log = logging.getLogger(__name__)
+
+
+def ensure_self_signed(data_dir: Path, addr: str) -> tuple[Path, Path]:
+    """The pre-bootstrap HTTPS certificate, made at first start and kept (key 0600)."""
+    directory = data_dir / "tls" / "self"
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    if not (cert_file.exists() and key_file.exists()):
+        directory.mkdir(parents=True, exist_ok=True)
+        pair = pki.make_self_signed(f"cnm node {addr}", [addr, socket.gethostname()])
+        pki.write_private(key_file, pair.key_pem)
+        pki.write_public(cert_file, pair.cert_pem)
+        log.info("made the self-signed HTTPS certificate %s", cert_file)
+    return cert_file, key_file
+
+
+def ensure_default_paths(config: NodeConfig) -> None:
+    """Create the configured storage paths, as the product's installer does; a path that cannot
+    be created is left for the bootstrap checks to report as `path_error`."""
+    for path in (config.persistent_path, config.ephemeral_path):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("cannot create %s: %s", path, exc)
+
+
+class NodeAgent:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self._tasks: asyncio.TaskGroup | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+        self.servers: ApiServers | None = None
+        self.verifier = PasswordVerifier(ttl_seconds=config.auth_cache_seconds)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        assert self._tasks is not None
+        task = self._tasks.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _on_completed(self, runtime: ClusterRuntime) -> None:
+        tls = ClusterTls.under(self.config.data_dir)
+        assert self.servers is not None
+        self.servers.use_certificate(tls.cert_file, tls.key_file)
+
+        def on_change(key: str) -> None:
+            if key.startswith((model.USERS_PREFIX, model.USER_LOGIN_PREFIX)):
+                self.verifier.flush()
+
+        runtime.snapshot.add_listener(on_change)
+        self._spawn(runtime.run())
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> int:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_default_paths(config)
+        cert_file, key_file = ensure_self_signed(config.data_dir, config.addr)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        manager: BootstrapManager | None = None
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                manager = BootstrapManager(
+                    config, spawn=self._spawn, on_completed=self._on_completed
+                )
+                context = ApiContext(config, manager, Authenticator(self.verifier))
+                self.servers = ApiServers(
+                    create_app(context),
+                    host=config.addr,
+                    http_port=config.http_port,
+                    https_port=config.https_port,
+                    cert_file=cert_file,
+                    key_file=key_file,
+                )
+                try:
+                    decision = await manager.restore()
+                except CnmError as exc:
+                    decision = f"could not resume the cluster: {exc.message}"
+                    log.error("%s; the node answers 503 until it is restarted", decision)
+                log.info("restart decision: %s", decision)
+                http = tasks.create_task(self.servers.serve_http(), name="http")
+                https = tasks.create_task(self.servers.serve_https(), name="https")
+                log.info(
+                    "serving on http://%s:%d and https://%s:%d",
+                    config.host,
+                    config.http_port,
+                    config.host,
+                    config.https_port,
+                )
+                stop = tasks.create_task(self._stopping.wait())
+                await asyncio.wait([http, https, stop], return_when=asyncio.FIRST_COMPLETED)
+                log.info("stopping: API first, then the cluster store member")
+                self.servers.stop()
+                await asyncio.wait([http, https], timeout=5)
+                stop.cancel()
+                for task in list(self._background):
+                    task.cancel()
+        finally:
+            if manager is not None and manager.runtime is not None:
+                with contextlib.suppress(Exception):
+                    await manager.runtime.stop()
+            self.verifier.close()
+        log.info("stopped")
+        return 0
+
+
+def run_agent(config: NodeConfig) -> int:
+    return asyncio.run(NodeAgent(config).run())
