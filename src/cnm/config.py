@@ -70,14 +70,19 @@ def _coerce(name: str, value: Any, source: str) -> Any:
                 raise ValueError("expected a path")
             return Path(value)
         if name in _INT_FIELDS:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("expected an integer")
             number = int(value)
             if name in _PORT_FIELDS and not 1 <= number <= 65535:
                 raise ValueError("expected a port number 1..65535")
             return number
         if name in _FLOAT_FIELDS:
-            return float(value)
+            if isinstance(value, bool):
+                raise ValueError("expected a number")
+            seconds = float(value)
+            if not 0 <= seconds <= 86400:
+                raise ValueError("expected a number of seconds from 0 to 86400")
+            return seconds
         if name in _TUPLE_FIELDS:
             if isinstance(value, str):
                 return tuple(part for part in value.split(",") if part)

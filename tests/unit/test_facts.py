@@ -9,7 +9,6 @@ import platform
 import shlex
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -320,12 +319,11 @@ def test_node_facts_for_record(paths: StoragePaths) -> None:
             assert value == info[key], key
 
 
-def test_local_node_info_is_fast(paths: StoragePaths) -> None:
-    local_node_info(uid="1", paths=paths, software_version="v", addr="127.0.0.5")
-    runs = 200
-    start = time.perf_counter()
-    for _ in range(runs):
-        local_node_info(uid="1", paths=paths, software_version="v", addr="127.0.0.5")
-    per_call = (time.perf_counter() - start) / runs
-    # Generous bound for loaded CI machines; it measures ~0.15 ms on a 2-core VM.
-    assert per_call < 0.005
+def test_repeated_calls_agree(paths: StoragePaths) -> None:
+    # Health checks poll GET /v1/bootstrap; the facts read once and cached must not drift.
+    # (How fast a call is belongs to the benchmarks, not to this suite.)
+    first = local_node_info(uid="1", paths=paths, software_version="v", addr="127.0.0.5")
+    for _ in range(3):
+        again = local_node_info(uid="1", paths=paths, software_version="v", addr="127.0.0.5")
+        assert abs(again.pop("uptime") - first["uptime"]) <= 1
+        assert again == {k: v for k, v in first.items() if k != "uptime"}

@@ -9,7 +9,6 @@ import socket
 import ssl
 import stat
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -102,13 +101,46 @@ def test_verify_chain_ignores_leaf_eku(ca: CertKey) -> None:
     assert verify_chain(leaf.public_bytes(serialization.Encoding.PEM), ca.cert_pem)
 
 
+def _signed_by(ca: CertKey, not_before: datetime, not_after: datetime) -> bytes:
+    """A leaf the CA signed with explicit validity times (instead of waiting for time to pass)."""
+    ca_cert = _cert(ca.cert_pem)
+    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return leaf.public_bytes(serialization.Encoding.PEM)
+
+
 def test_verify_chain_rejects_expired_self_signed_and_garbage(ca: CertKey) -> None:
-    expired = issue_cert(ca, "old", ["10.0.0.1"], days=0)
-    time.sleep(1.1)  # certificate times have one-second resolution
-    assert not verify_chain(expired.cert_pem, ca.cert_pem)
+    now = datetime.now(UTC)
+    expired = _signed_by(ca, now - timedelta(days=2), now - timedelta(days=1))
+    not_yet_valid = _signed_by(ca, now + timedelta(days=1), now + timedelta(days=2))
+    # The same construction with a current validity does chain: only the times differ.
+    assert verify_chain(
+        _signed_by(ca, now - timedelta(days=1), now + timedelta(days=1)), ca.cert_pem
+    )
+    assert not verify_chain(expired, ca.cert_pem)
+    assert not verify_chain(not_yet_valid, ca.cert_pem)
     assert not verify_chain(make_self_signed("x", ["127.0.0.1"]).cert_pem, ca.cert_pem)
     assert not verify_chain(b"not a certificate", ca.cert_pem)
     assert not verify_chain(ca.cert_pem, b"garbage")
+
+
+def test_issue_cert_days_sets_the_end_of_validity(ca: CertKey) -> None:
+    # What the former test waited a second for: days=0 ends the validity now, not later.
+    before = datetime.now(UTC).replace(microsecond=0)
+    cert = _cert(issue_cert(ca, "old", ["10.0.0.1"], days=0).cert_pem)
+    after = datetime.now(UTC)
+    assert before <= cert.not_valid_after_utc <= after
 
 
 def test_node_cert_extensions(ca: CertKey) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +66,15 @@ class LocalState:
     runs_store_member: bool
     member_name: str
     initial_cluster: str
+    initial_cluster_state: str
     cluster_token: str
     persistent_path: str
     ephemeral_path: str
     bigstore_path: str | None
     ccs_persistent_path: str
+
+    def with_changes(self, **changes: Any) -> LocalState:
+        return replace(self, **changes)
 
     def save(self, data_dir: Path) -> None:
         atomic_write_json(data_dir / LOCAL_STATE_FILE, asdict(self))

@@ -180,6 +180,22 @@ class Store(abc.ABC):
         """The store's members (voters and learners). Retryable."""
 
     @abc.abstractmethod
+    async def member_add(self, peer_urls: Sequence[str], *, learner: bool) -> list[Member]:
+        """Add a member (a learner when `learner`); returns the member list including it, the
+        new member first. Not retryable blindly: a retry after an unknown outcome must check
+        `member_list` for the peer URL first. Raises `StoreError` when etcd refuses (e.g. too
+        many learners, peer URL exists, unhealthy cluster)."""
+
+    @abc.abstractmethod
+    async def member_promote(self, member_id: int) -> bool:
+        """Promote a learner to voter. False while the learner is not yet in sync with the
+        leader (retry later); raises `StoreError` for other refusals."""
+
+    @abc.abstractmethod
+    async def member_remove(self, member_id: int) -> None:
+        """Remove a member. Removing one that is already gone is not an error."""
+
+    @abc.abstractmethod
     async def close(self) -> None:
         """Release connections. The store itself is untouched."""
 

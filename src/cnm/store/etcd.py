@@ -67,6 +67,16 @@ def _kv(raw: dict[str, Any]) -> KeyValue:
     )
 
 
+def _member(raw: dict[str, Any]) -> Member:
+    return Member(
+        id=int(raw["ID"]),
+        name=raw.get("name", ""),
+        peer_urls=tuple(raw.get("peerURLs") or ()),
+        client_urls=tuple(raw.get("clientURLs") or ()),
+        is_learner=bool(raw.get("isLearner", False)),
+    )
+
+
 def _range_body(key: str, prefix: bool) -> dict[str, Any]:
     body: dict[str, Any] = {"key": _b64(key)}
     if prefix:
@@ -256,16 +266,32 @@ class EtcdStore(Store):
 
     async def member_list(self) -> list[Member]:
         answer = await self._call("/v3/cluster/member/list", {})
-        return [
-            Member(
-                id=int(raw["ID"]),
-                name=raw.get("name", ""),
-                peer_urls=tuple(raw.get("peerURLs") or ()),
-                client_urls=tuple(raw.get("clientURLs") or ()),
-                is_learner=bool(raw.get("isLearner", False)),
-            )
-            for raw in answer.get("members") or []
-        ]
+        return [_member(raw) for raw in answer.get("members") or []]
+
+    async def member_add(self, peer_urls: Sequence[str], *, learner: bool) -> list[Member]:
+        body: dict[str, Any] = {"peerURLs": list(peer_urls)}
+        if learner:
+            body["isLearner"] = True
+        answer = await self._call("/v3/cluster/member/add", body)
+        added = _member(answer["member"])
+        others = [_member(raw) for raw in answer.get("members") or [] if int(raw["ID"]) != added.id]
+        return [added, *others]
+
+    async def member_promote(self, member_id: int) -> bool:
+        try:
+            await self._call("/v3/cluster/member/promote", {"ID": str(member_id)})
+        except StoreError as exc:
+            if "in sync with leader" in exc.message:
+                return False
+            raise
+        return True
+
+    async def member_remove(self, member_id: int) -> None:
+        try:
+            await self._call("/v3/cluster/member/remove", {"ID": str(member_id)})
+        except StoreError as exc:
+            if "member not found" not in exc.message:
+                raise
 
     async def status(self, endpoint: str) -> dict[str, Any]:
         """etcd's maintenance status of one endpoint (leader, raft index): for readiness checks."""

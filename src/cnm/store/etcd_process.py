@@ -47,10 +47,11 @@ class EtcdMemberSpec:
     initial_state: Literal["new", "existing"]
     cluster_token: str
     log_file: Path
-    # Fast enough for a single-node cluster to elect itself in tens of milliseconds, slow enough
-    # that a busy 2-core machine running several members does not flap leaders.
-    heartbeat_ms: int = 100
-    election_ms: int = 1000
+    # A fresh member waits a random 1..(election/heartbeat) ticks before it elects itself, so
+    # the election timeout bounds how long a new cluster takes (0.05-0.5 s here); 50/500 ms
+    # still leaves a loaded 2-core machine running five members on loopback without flapping.
+    heartbeat_ms: int = 50
+    election_ms: int = 500
 
     @property
     def client_url(self) -> str:
@@ -154,7 +155,7 @@ class EtcdProcess:
                         f"etcd member {self.spec.name} did not serve within {timeout:.0f} s: "
                         f"{self.log_tail()}"
                     ) from None
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.01)
 
     def returncode(self) -> int | None:
         return self._process.returncode if self._process else None
@@ -167,7 +168,7 @@ class EtcdProcess:
         tail = [line for line in text.splitlines() if line.strip()][-lines:]
         return " | ".join(tail) or "(etcd log is empty)"
 
-    async def stop(self, *, timeout: float = 5.0) -> None:
+    async def stop(self, *, timeout: float = 3.0) -> None:
         process = self._process
         if process is None or process.returncode is not None:
             return

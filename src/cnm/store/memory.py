@@ -37,6 +37,7 @@ class MemoryStore(Store):
         self._next_lease = 1000
         self._history: list[WatchEvent] = []
         self._changed = asyncio.Condition()
+        self._members: dict[int, Member] = {1: Member(1, "memory", (), (), False)}
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -87,16 +88,21 @@ class MemoryStore(Store):
         return actual > expected if compare.op == ">" else actual < expected
 
     def _apply(self, ops: Sequence[Op]) -> list[list[KeyValue]]:
+        # All or nothing, as in etcd: refuse before changing anything.
+        for op in ops:
+            if isinstance(op, Put) and op.lease and op.lease not in self._leases:
+                raise StoreError(f"etcdserver: requested lease not found ({op.lease})")
         reads: list[list[KeyValue]] = []
-        writes = any(not isinstance(op, Get) for op in ops)
+        writes = any(
+            isinstance(op, Put) or (isinstance(op, Delete) and self._range(op.key, op.prefix))
+            for op in ops
+        )
         if writes:
             self._revision += 1
         for op in ops:
             if isinstance(op, Get):
                 reads.append(self._range(op.key, op.prefix))
             elif isinstance(op, Put):
-                if op.lease and op.lease not in self._leases:
-                    raise StoreError(f"lease {op.lease} not found")
                 old = self._data.get(op.key)
                 kv = KeyValue(
                     key=op.key,
@@ -186,7 +192,26 @@ class MemoryStore(Store):
             position = len(self._history)
 
     async def member_list(self) -> list[Member]:
-        return [Member(1, "memory", (), (), False)]
+        return list(self._members.values())
+
+    async def member_add(self, peer_urls: Sequence[str], *, learner: bool) -> list[Member]:
+        if learner and any(m.is_learner for m in self._members.values()):
+            raise StoreError("etcdserver: too many learner members in cluster")
+        if any(set(peer_urls) & set(m.peer_urls) for m in self._members.values()):
+            raise StoreError("etcdserver: Peer URLs already exists")
+        member = Member(max(self._members) + 1, "", tuple(peer_urls), (), learner)
+        self._members[member.id] = member
+        return [member, *(m for m in self._members.values() if m.id != member.id)]
+
+    async def member_promote(self, member_id: int) -> bool:
+        member = self._members.get(member_id)
+        if member is None or not member.is_learner:
+            raise StoreError("etcdserver: can only promote a learner member")
+        self._members[member_id] = replace(member, is_learner=False)
+        return True
+
+    async def member_remove(self, member_id: int) -> None:
+        self._members.pop(member_id, None)
 
     async def close(self) -> None:
         return None
