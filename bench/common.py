@@ -1,0 +1,182 @@
+"""Shared helpers of the benchmarks: agents on loopback, timing, statistics, tables, JSON.
+
+Agents are started with the test harness (`tests/harness`), so a benchmark runs the product the
+way the cluster tests do: a real `cnm node run` subprocess on its own claimed 127.x.y.z address
+(lock files shared with pytest, so a benchmark beside a test run never collides), fresh data
+directory each time. All traffic stays on loopback.
+
+Results are plain numbers in seconds; `Stats` summarises a list of them, `table()` prints rows
+with fixed-width columns, and `write_json()` stores a run for later comparison. Each benchmark
+measures its own baseline in the same process, interleaved with the measured runs, because these
+machines are noisy: compare the ratio, not absolute numbers from different days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from harness.addresses import claim_address, release_address  # noqa: E402
+from harness.agents import Agent, AgentFactory, basic  # noqa: E402
+
+__all__ = [
+    "ROOT",
+    "STATS_HEADERS",
+    "Agent",
+    "AgentFactory",
+    "RunFailed",
+    "Stats",
+    "base_parser",
+    "basic",
+    "claim_address",
+    "etcd_version",
+    "machine_info",
+    "machine_line",
+    "now",
+    "release_address",
+    "stats_row",
+    "table",
+    "write_json",
+]
+
+now = time.perf_counter
+"""The clock of every measurement: monotonic, highest resolution available."""
+
+
+class RunFailed(Exception):
+    """One run of a benchmark did not produce a valid measurement (error, timeout, bad exit)."""
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Summary of one series of samples, in seconds."""
+
+    runs: int
+    median: float
+    p90: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> Stats:
+        if not samples:
+            raise ValueError("no samples")
+        ordered = sorted(float(sample) for sample in samples)
+        # Linear interpolation between order statistics (numpy's default, never outside the
+        # samples); with few runs the p90 lies between the two largest samples.
+        if len(ordered) == 1:
+            p90 = ordered[0]
+        else:
+            p90 = statistics.quantiles(ordered, n=10, method="inclusive")[-1]
+        return cls(len(ordered), statistics.median(ordered), p90, ordered[0], ordered[-1])
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _cell(value: object, decimals: int) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{decimals}f}"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, decimals: int = 3) -> str:
+    """Fixed-width plain-text table: first column left-aligned, the others right-aligned.
+    Floats get `decimals` places, None prints as "-"."""
+    cells = [[_cell(value, decimals) for value in row] for row in rows]
+    widths = [len(header) for header in headers]
+    for row in cells:
+        for index, text in enumerate(row):
+            widths[index] = max(widths[index], len(text))
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            text.ljust(widths[index]) if index == 0 else text.rjust(widths[index])
+            for index, text in enumerate(values)
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(headers), rule, *(line(row) for row in cells)])
+
+
+def stats_row(name: str, samples: Sequence[float]) -> list[object]:
+    """A table row `name, runs, median, p90, min, max` (the columns of `STATS_HEADERS`)."""
+    stats = Stats.of(samples)
+    return [name, stats.runs, stats.median, stats.p90, stats.min, stats.max]
+
+
+STATS_HEADERS = ("", "runs", "median s", "p90 s", "min s", "max s")
+
+
+def base_parser(description: str, *, default_runs: int = 5) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=default_runs,
+        help=f"measured runs of each kind, interleaved (default {default_runs}, at least 1)",
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the runs' data directories (logs) afterwards"
+    )
+    return parser
+
+
+def etcd_version(binary: str = "etcd") -> str:
+    path = shutil.which(binary)
+    if path is None:
+        return "not found"
+    try:
+        output = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    for line in output.splitlines():
+        if line.lower().startswith("etcd version"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers depend on, printed above every table and stored in the JSON."""
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "etcd": etcd_version(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    return (
+        f"{info['date']}  {info['cpus']} CPUs, load {info['load_avg_1m']}, "
+        f"Python {info['python']}, etcd {info['etcd']}"
+    )
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
