@@ -66,7 +66,22 @@ class AccessDenied(BootstrapFailure):
 
 
 class InvalidLicense(BootstrapFailure):
+    """A licence that cannot be installed; `violation` (a detail) says why (cluster/licence.py).
+    Valid but violated terms: 406."""
+
     error_code = "invalid_license"
+
+    def to_body(self) -> dict[str, Any]:
+        # Outside bootstrap too, readers find the violation where the bootstrap status puts it.
+        body = super().to_body()
+        body["error_details"] = self.error_details()
+        return body
+
+
+class LicenseCorrupt(InvalidLicense):
+    """The licence text is malformed or its signature does not verify: 400 on PUT /v1/license."""
+
+    http_status = 400
 
 
 class RepairRequired(BootstrapFailure):
@@ -181,3 +196,34 @@ class NodeNotFound(NotFound):
 
 class UserNotFound(NotFound):
     error_code = "user_not_found"
+
+
+class ReadOnlyField(BadRequest):
+    """A PUT tried to change a field that is fixed for ever (cluster name, rack awareness)."""
+
+    error_code = "read_only_field"
+
+
+class EmailAlreadyExists(CnmError):
+    error_code = "email_already_exists"
+    http_status = 409
+
+
+class NameAlreadyExists(CnmError):
+    error_code = "name_already_exists"
+    http_status = 409
+
+
+class LastAdmin(CnmError):
+    """Deleting or demoting the cluster's last active admin would lock everyone out."""
+
+    error_code = "change_last_admin_role_not_allowed"
+    http_status = 406
+
+
+class PasswordTooShort(BadRequest):
+    error_code = "password_too_short"
+
+
+class PasswordNotComplex(BadRequest):
+    error_code = "password_not_complex"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 import signal
@@ -191,12 +192,15 @@ class AgentFactory:
 
     def close(self, *, failed: bool, artefacts: Path) -> list[str]:
         reports = []
+        # Stop every agent at once: one by one, each voter would wait for its lost quorum.
+        running = [a for a in self.agents if a.process is not None and a.process.poll() is None]
+        for agent in running:
+            assert agent.process is not None
+            agent.process.send_signal(signal.SIGTERM)
+        for agent in running:
+            with contextlib.suppress(AssertionError):
+                agent.stop()
         for agent in self.agents:
-            if agent.process is not None and agent.process.poll() is None:
-                try:
-                    agent.stop()
-                except AssertionError:
-                    pass
             for pid in agent.etcd_pids():
                 os.kill(pid, signal.SIGKILL)
             if REPORT_MARKER in agent.log():

@@ -9,6 +9,9 @@ from cnm.api.bootstrap_routes import bootstrap_router
 from cnm.api.cluster_routes import cluster_router
 from cnm.api.context import ApiContext
 from cnm.api.errors import install_error_handlers
+from cnm.api.join_routes import join_router
+from cnm.api.license_routes import license_router
+from cnm.api.users_routes import users_router
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -22,4 +25,7 @@ def create_app(context: ApiContext) -> FastAPI:
     install_error_handlers(app)
     app.include_router(bootstrap_router(context))
     app.include_router(cluster_router(context))
+    app.include_router(users_router(context))
+    app.include_router(license_router(context))
+    app.include_router(join_router(context))
     return app

@@ -1,34 +1,70 @@
-"""Authentication of API requests once the node is in a cluster.
+"""Authentication and permissions of API requests once the node is in a cluster.
 
 Before bootstrap there is nothing to authenticate against and any `Authorization` header is
 ignored (real clients send the credentials they are about to install). After it, every route
-needs HTTP Basic credentials of an active cluster user; the username is the user's email or
-name. Password hashes come from the cluster snapshot; verification runs off the event loop and
-successes are cached briefly (see `PasswordVerifier`), failures never.
+needs either HTTP Basic credentials of an active cluster user (the username is the user's email
+or name) or `Authorization: JWT <token>` from POST /v1/users/authorize (`Bearer` is accepted as
+a synonym). Everything is answered from the cluster snapshot, never with a store round trip:
+password hashes and the token secret come from it, password verification runs off the event loop
+and successes are cached briefly (see `PasswordVerifier`, flushed cluster-wide on any user
+change), failures never. A token carries no role: the role is read from the user's current
+record, so a changed or deleted user is refused at once.
+
+The permission table (api-contract §1) is the role sets below; `require_role` raises 403.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection
 from typing import Any
 
+from cnm.cluster import model
 from cnm.cluster.snapshot import ClusterSnapshot
-from cnm.errors import Unauthorized
+from cnm.cluster.users import ROLE_UIDS, USER_MANAGERS, user_by_login
+from cnm.errors import InsufficientPermissions, Unauthorized
 from cnm.security.passwords import PasswordVerifier, hash_password
+from cnm.security.tokens import TokenClaims, decode_secret, password_version, verify_token
+
+# Every role but `none`.
+ANY_ROLE = frozenset(ROLE_UIDS)
+CLUSTER_VIEWERS = ANY_ROLE  # view_cluster_info
+CLUSTER_ADMINS = frozenset({"admin"})  # update_cluster, update_node
+CHECK_VIEWERS = frozenset({"admin", "cluster_member", "cluster_viewer"})  # view_all_nodes_checks
+NODE_VIEWERS = ANY_ROLE  # view_all_nodes_info, view_node_info
+LICENSE_VIEWERS = ANY_ROLE  # view_license
+LICENSE_INSTALLERS = frozenset({"admin", "user_manager"})  # install_new_license
+USER_ADMINS = USER_MANAGERS  # view_all_users_info, create_new_user, update_user, delete_user
+
+TOKEN_SCHEMES = frozenset({"jwt", "bearer"})
+MAX_VERIFIED_TOKENS = 10_000
 
 # Verifying against this when the user does not exist keeps the answer's timing from telling
 # which usernames exist.
 _DUMMY_HASH = hash_password("cnm-no-such-user")
 
 
+def require_role(user: dict[str, Any], roles: Collection[str], action: str) -> None:
+    if user.get("role") not in roles:
+        raise InsufficientPermissions(
+            f"role {user.get('role')!r} may not {action}", required_roles=sorted(roles)
+        )
+
+
 def parse_basic(header: str | None) -> tuple[str, str]:
     if not header:
-        raise Unauthorized("authentication required: send HTTP Basic credentials of a cluster user")
+        raise Unauthorized(
+            "authentication required: send HTTP Basic credentials of a cluster user or "
+            "'Authorization: JWT <token>'"
+        )
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "basic" or not token.strip():
         raise Unauthorized(
-            f"unsupported authorization scheme {scheme!r}: send HTTP Basic credentials"
+            f"unsupported authorization scheme {scheme!r}: send HTTP Basic credentials or "
+            "'Authorization: JWT <token>'"
         )
     try:
         decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
@@ -43,15 +79,65 @@ def parse_basic(header: str | None) -> tuple[str, str]:
 
 
 class Authenticator:
-    def __init__(self, verifier: PasswordVerifier) -> None:
+    def __init__(
+        self, verifier: PasswordVerifier, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.verifier = verifier
+        self._clock = clock
+        self._secret: tuple[str, bytes] = ("", b"")
+        # Tokens whose signature verified, with their claims: a client sends the same token
+        # with every request, and PyJWT's checks cost ~60 us, a fifth of a whole request.
+        # Only verified tokens get in (no growth from garbage), expiry is checked on every use.
+        self._verified: OrderedDict[str, TokenClaims] = OrderedDict()
 
     async def authenticate(self, header: str | None, snapshot: ClusterSnapshot) -> dict[str, Any]:
         """The user the credentials belong to, or `Unauthorized`."""
+        scheme, _, token = (header or "").strip().partition(" ")
+        if scheme.lower() in TOKEN_SCHEMES:
+            return self.authenticate_token(token.strip(), snapshot)
         username, password = parse_basic(header)
-        user = snapshot.user_by_login(username)
+        return await self.authenticate_password(username, password, snapshot)
+
+    async def authenticate_password(
+        self, username: str, password: str, snapshot: ClusterSnapshot
+    ) -> dict[str, Any]:
+        user = user_by_login(snapshot, username)
         password_hash = str(user.get("password_hash", "")) if user else _DUMMY_HASH
         verified = await self.verifier.verify(username, password, password_hash)
         if not verified or user is None or user.get("status", "active") != "active":
             raise Unauthorized("invalid username or password")
+        return user
+
+    def _remember(self, token: str, claims: TokenClaims, now: float) -> None:
+        self._verified[token] = claims
+        if len(self._verified) > MAX_VERIFIED_TOKENS:
+            for cached, known in list(self._verified.items()):
+                if now >= known.expires_at:
+                    del self._verified[cached]
+            while len(self._verified) > MAX_VERIFIED_TOKENS:
+                self._verified.popitem(last=False)
+
+    def authenticate_token(self, token: str, snapshot: ClusterSnapshot) -> dict[str, Any]:
+        record = snapshot.get(model.JWT_SECRET_KEY)
+        if not token or record is None:
+            raise Unauthorized("invalid token: send a token from POST /v1/users/authorize")
+        stored = str(record.get("secret", ""))
+        if self._secret[0] != stored:
+            self._secret = (stored, decode_secret(stored))
+            self._verified.clear()
+        now = self._clock()
+        claims = self._verified.get(token)
+        if claims is None or now >= claims.expires_at:
+            claims = verify_token(self._secret[1], token, now=now)
+            self._remember(token, claims, now)
+        user = snapshot.get(model.user_key(claims.user_uid))
+        if (
+            user is None
+            or user.get("status", "active") != "active"
+            or password_version(str(user.get("password_hash", ""))) != claims.password_version
+        ):
+            raise Unauthorized(
+                "token no longer valid: its user was deleted or changed its password; "
+                "authorize again"
+            )
         return user

@@ -1,168 +1,119 @@
-"""Read-only cluster routes served from the snapshot: cluster, check, nodes, licence, users.
+"""The cluster and node routes: /v1/cluster (GET, PUT), /v1/cluster/policy (GET, PUT),
+/v1/cluster/check, /v1/nodes, /v1/nodes/status, /v1/nodes/{uid}.
 
-Before bootstrap they answer 503 `no_cluster`; after it they need credentials and the role's
-permission (api-contract §1), and answer 503 `store_unavailable` when the snapshot has lost the
-store. Writes (PUT cluster, users, licence) are not served yet.
+Reads are answered from the node's snapshot; before bootstrap they answer 503 `no_cluster`, after
+it they need credentials and the role's permission (api-contract §1), and answer 503
+`store_unavailable` when the snapshot has lost the store. Writes go to the store (see
+`cnm.cluster.settings`) and answer once this node's snapshot shows them.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from cnm import SOFTWARE_VERSION
+from cnm.api.auth import (
+    CHECK_VIEWERS,
+    CLUSTER_ADMINS,
+    CLUSTER_VIEWERS,
+    NODE_VIEWERS,
+    require_role,
+)
+from cnm.api.bodies import path_uid, read_json_object
 from cnm.api.context import ApiContext
 from cnm.api.responses import compact
-from cnm.clock import parse_iso
 from cnm.cluster import model
-from cnm.cluster.runtime import ClusterRuntime
-from cnm.errors import InsufficientPermissions, NodeNotFound, UserNotFound
+from cnm.cluster.health import node_check, node_uptime, observer_for
+from cnm.cluster.settings import public_cluster, public_policy, update_cluster
+from cnm.cluster.snapshot import ClusterSnapshot
+from cnm.cluster.writes import wait_for_revision
+from cnm.errors import NodeNotFound
 
-ALL_ROLES = {
-    "admin",
-    "cluster_member",
-    "cluster_viewer",
-    "db_member",
-    "db_viewer",
-    "user_manager",
-}
-NODE_VIEWERS = ALL_ROLES
-CHECK_VIEWERS = {"admin", "cluster_member", "cluster_viewer"}
-USER_MANAGERS = {"admin", "user_manager"}
-
-_CLUSTER_FIELDS = (
-    "name",
-    "created_time",
-    "rack_aware",
-    "cnm_http_port",
-    "cnm_https_port",
-    "http_support",
-    "upgrade_in_progress",
-    "wait_command",
-    "password_min_length",
-    "password_complexity",
-    "uuid",
-    "ca_fingerprint",
-)
+# Kept in the record for the cluster's own use, never shown.
+_PRIVATE_NODE_FIELDS = frozenset({"node_settings", "ccs_persistent_path", "boot_time"})
 
 
-def _allow(user: dict[str, Any], roles: set[str], action: str) -> None:
-    if user.get("role") not in roles:
-        raise InsufficientPermissions(
-            f"role {user.get('role')!r} may not {action}", required_roles=sorted(roles)
-        )
-
-
-def public_user(user: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in user.items() if k != "password_hash"}
-
-
-def public_node(runtime: ClusterRuntime, record: dict[str, Any]) -> dict[str, Any]:
-    node = {k: v for k, v in record.items() if k not in ("node_settings", "ccs_persistent_path")}
-    uid = int(record["uid"])
-    alive = runtime.snapshot.get(model.liveness_key(uid)) is not None
+def public_node(snapshot: ClusterSnapshot, record: dict[str, Any], now: float) -> dict[str, Any]:
+    node = {k: v for k, v in record.items() if k not in _PRIVATE_NODE_FIELDS}
+    node["uptime"] = node_uptime(record, now)
+    alive = snapshot.get(model.liveness_key(int(record["uid"]))) is not None
     node["status"] = "active" if alive else "down"
-    node.setdefault("software_version", SOFTWARE_VERSION)
     return node
+
+
+def _nodes(snapshot: ClusterSnapshot) -> list[dict[str, Any]]:
+    now = time.time()
+    nodes = (public_node(snapshot, r, now) for r in snapshot.under(model.NODES_PREFIX))
+    return sorted(nodes, key=lambda n: int(n["uid"]))
 
 
 def cluster_router(context: ApiContext) -> APIRouter:
     router = APIRouter()
 
-    async def fresh(request: Request) -> tuple[ClusterRuntime, dict[str, Any]]:
-        runtime, user = await context.require_cluster(request)
-        runtime.snapshot.require_fresh()
-        return runtime, user
-
     @router.get("/v1/cluster")
     async def get_cluster(request: Request) -> Response:
-        runtime, user = await fresh(request)
-        _allow(user, ALL_ROLES, "view the cluster")
-        record = runtime.snapshot.get(model.CLUSTER_KEY) or {}
-        return compact({k: record[k] for k in _CLUSTER_FIELDS if k in record})
+        runtime, user = await context.require_fresh_cluster(request)
+        require_role(user, CLUSTER_VIEWERS, "view the cluster")
+        return compact(public_cluster(runtime.snapshot.get(model.CLUSTER_KEY) or {}))
+
+    @router.put("/v1/cluster")
+    async def put_cluster(request: Request) -> Response:
+        runtime, user = await context.require_fresh_cluster(request)
+        require_role(user, CLUSTER_ADMINS, "change the cluster")
+        body = await read_json_object(request)
+        record, revision = await update_cluster(runtime.store, body, policy=False)
+        await wait_for_revision(runtime.snapshot, revision)
+        return compact(public_cluster(record))
 
     @router.get("/v1/cluster/policy")
     async def get_policy(request: Request) -> Response:
-        runtime, user = await fresh(request)
-        _allow(user, ALL_ROLES, "view the cluster policy")
-        record = runtime.snapshot.get(model.CLUSTER_KEY) or {}
-        policy = dict(record.get("policy") or {})
-        policy["rack_aware"] = bool(record.get("rack_aware", False))
-        return compact(policy)
+        runtime, user = await context.require_fresh_cluster(request)
+        require_role(user, CLUSTER_VIEWERS, "view the cluster policy")
+        return compact(public_policy(runtime.snapshot.get(model.CLUSTER_KEY) or {}))
+
+    @router.put("/v1/cluster/policy")
+    async def put_policy(request: Request) -> Response:
+        runtime, user = await context.require_fresh_cluster(request)
+        require_role(user, CLUSTER_ADMINS, "change the cluster policy")
+        body = await read_json_object(request)
+        record, revision = await update_cluster(runtime.store, body, policy=True)
+        await wait_for_revision(runtime.snapshot, revision)
+        return compact(public_policy(record))
 
     @router.get("/v1/cluster/check")
     async def check(request: Request) -> Response:
-        runtime, user = await fresh(request)
-        _allow(user, CHECK_VIEWERS, "view node checks")
-        results = []
-        for record in runtime.snapshot.under(model.NODES_PREFIX):
-            node = public_node(runtime, record)
-            entry: dict[str, Any] = {"node_uid": str(node["uid"]), "result": True}
-            if node["status"] != "active":
-                entry = {**entry, "result": False, "error": "node is down (no liveness lease)"}
-            results.append(entry)
-        return compact(
-            {
-                "cluster_test_result": all(r["result"] for r in results) and bool(results),
-                "nodes": results,
-            }
-        )
+        runtime, user = await context.require_fresh_cluster(request)
+        require_role(user, CHECK_VIEWERS, "view the nodes' checks")
+        snapshot = runtime.snapshot
+        observer = observer_for(snapshot)
+        results = [node_check(snapshot, observer, node) for node in _nodes(snapshot)]
+        passed = bool(results) and all(entry["result"] for entry in results)
+        return compact({"cluster_test_result": passed, "nodes": results})
 
     @router.get("/v1/nodes")
     async def nodes(request: Request) -> Response:
-        runtime, user = await fresh(request)
-        _allow(user, NODE_VIEWERS, "view nodes")
-        records = runtime.snapshot.under(model.NODES_PREFIX)
-        listed = sorted((public_node(runtime, r) for r in records), key=lambda n: n["uid"])
-        return compact(listed)
+        runtime, user = await context.require_fresh_cluster(request)
+        require_role(user, NODE_VIEWERS, "view nodes")
+        return compact(_nodes(runtime.snapshot))
 
     @router.get("/v1/nodes/status")
     async def nodes_status(request: Request) -> Response:
-        runtime, user = await fresh(request)
-        _allow(user, NODE_VIEWERS, "view nodes")
-        statuses = {
-            str(node["uid"]): {"status": node["status"]}
-            for node in (
-                public_node(runtime, r) for r in runtime.snapshot.under(model.NODES_PREFIX)
-            )
-        }
-        return compact(statuses)
+        runtime, user = await context.require_fresh_cluster(request)
+        require_role(user, NODE_VIEWERS, "view nodes")
+        return compact({str(n["uid"]): {"status": n["status"]} for n in _nodes(runtime.snapshot)})
 
     @router.get("/v1/nodes/{uid}")
     async def node(uid: str, request: Request) -> Response:
-        runtime, user = await fresh(request)
-        _allow(user, NODE_VIEWERS, "view nodes")
-        record = runtime.snapshot.get(model.node_key(int(uid))) if uid.isdigit() else None
+        runtime, user = await context.require_fresh_cluster(request)
+        require_role(user, NODE_VIEWERS, "view nodes")
+        snapshot = runtime.snapshot
+        number = path_uid(uid)
+        record = snapshot.get(model.node_key(number)) if number is not None else None
         if record is None:
             raise NodeNotFound(f"node {uid} does not exist")
-        return compact(public_node(runtime, record))
-
-    @router.get("/v1/license")
-    async def license_(request: Request) -> Response:
-        runtime, user = await fresh(request)
-        _allow(user, ALL_ROLES, "view the licence")
-        record = dict(runtime.snapshot.get(model.LICENSE_KEY) or {})
-        expires = record.get("expiration_date")
-        record["expired"] = bool(expires) and parse_iso(str(expires)) <= datetime.now(UTC)
-        return compact(record)
-
-    @router.get("/v1/users")
-    async def users(request: Request) -> Response:
-        runtime, user = await fresh(request)
-        _allow(user, USER_MANAGERS, "view users")
-        return compact([public_user(u) for u in runtime.snapshot.under(model.USERS_PREFIX)])
-
-    @router.get("/v1/users/{uid}")
-    async def get_user(uid: str, request: Request) -> Response:
-        runtime, user = await fresh(request)
-        if not (uid.isdigit() and int(uid) == user.get("uid")):
-            _allow(user, USER_MANAGERS, "view other users")
-        record = runtime.snapshot.get(model.user_key(int(uid))) if uid.isdigit() else None
-        if record is None:
-            raise UserNotFound(f"user {uid} does not exist")
-        return compact(public_user(record))
+        return compact(public_node(snapshot, record, time.time()))
 
     return router

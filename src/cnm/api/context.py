@@ -32,6 +32,16 @@ class ApiContext:
                     "at start; see the agent's log, fix the cause and restart the agent"
                 )
             return None
+        return await self._authenticate(request, runtime)
+
+    async def _authenticate(self, request: Request, runtime: ClusterRuntime) -> dict[str, Any]:
+        if not runtime.snapshot.loaded:
+            # Without the users there is nothing to check credentials against; a 401 would
+            # wrongly tell the client its password is bad.
+            raise StoreUnavailable(
+                "this node has not read the cluster store yet (its store members are still "
+                "starting); retry in a few seconds"
+            )
         return await self.authenticator.authenticate(
             request.headers.get("authorization"), runtime.snapshot
         )
@@ -44,9 +54,14 @@ class ApiContext:
                 "this node is not part of a cluster yet: create one with POST "
                 "/v1/bootstrap/create_cluster or join one with POST /v1/bootstrap/join_cluster"
             )
-        user = await self.authenticator.authenticate(
-            request.headers.get("authorization"), runtime.snapshot
-        )
+        return runtime, await self._authenticate(request, runtime)
+
+    async def require_fresh_cluster(
+        self, request: Request
+    ) -> tuple[ClusterRuntime, dict[str, Any]]:
+        """`require_cluster`, then 503 `store_unavailable` when the snapshot lost the store."""
+        runtime, user = await self.require_cluster(request)
+        runtime.snapshot.require_fresh()
         return runtime, user
 
 

@@ -11,18 +11,25 @@ remove it first.
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
+from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cnm.bootstrap.schema import BootstrapRequest
 from cnm.bootstrap.validation import check_paths
-from cnm.clock import parse_iso
+from cnm.clock import parse_iso, utc_now
 from cnm.cluster import model
-from cnm.cluster.runtime import ClusterRuntime, ClusterTls, member_spec, open_store
+from cnm.cluster.licence import verify_license_text
+from cnm.cluster.runtime import (
+    ClusterRuntime,
+    ClusterTls,
+    member_spec,
+    node_cert_sans,
+    open_store,
+)
 from cnm.config import NodeConfig
-from cnm.errors import ConfigError, InvalidLicense, PathError
+from cnm.errors import ConfigError, PathError
 from cnm.node.facts import StoragePaths, node_facts_for_record
 from cnm.node.local_state import LocalState
 from cnm.security import pki
@@ -39,6 +46,8 @@ class Progress(Protocol):
     def phase(self, name: str) -> None: ...
 
     def created(self, path: Path) -> None: ...
+
+    def note(self, **notes: str) -> None: ...
 
     @property
     def start_time_iso(self) -> str: ...
@@ -102,16 +111,27 @@ def node_record(
     return record
 
 
-def check_create_request(config: NodeConfig, req: BootstrapRequest) -> StoragePaths:
-    """The checks of create that need no cluster: paths, licence, rack. Raises the failure."""
+def license_for_create(
+    config: NodeConfig, req: BootstrapRequest, now: datetime
+) -> dict[str, Any] | None:
+    """The record of the request's licence, checked for a one-node cluster of the request's name
+    (raises `InvalidLicense`); None when the request asks for the trial licence."""
+    if not (req.license and req.license.strip()):
+        return None
+    return verify_license_text(
+        req.license, config.license_public_keys, req.cluster.name or "", now, node_count=1
+    )
+
+
+def check_create_request(
+    config: NodeConfig, req: BootstrapRequest, *, leftovers: tuple[str, ...] = ()
+) -> StoragePaths:
+    """The checks of create that need no cluster: paths, licence, rack. Raises the failure.
+    `leftovers` are paths a failed attempt of this node created: a retry removes them first,
+    so they are no obstacle."""
     paths = storage_paths(config, req)
     check_node_paths(paths, req)
-    if req.license and req.license.strip():
-        raise InvalidLicense(
-            "license: licence keys are not supported by this version of cnm yet; send an empty "
-            "or no `license` to install the 30-day trial licence",
-            violation="unsupported",
-        )
+    license_for_create(config, req, utc_now())
     if req.policy.rack_aware and not req.node.identity.rack_id:
         raise ConfigError(
             "node.identity.rack_id: required when policy.rack_aware is true (every node of a "
@@ -119,10 +139,11 @@ def check_create_request(config: NodeConfig, req: BootstrapRequest) -> StoragePa
             fields=["node.identity.rack_id"],
         )
     member_dir = Path(paths.ccs_persistent_path) / MEMBER_DATA_DIR
-    if member_dir.exists():
+    if member_dir.exists() and str(member_dir) not in leftovers:
         raise PathError(
-            f"node.paths.ccs_persistent_path: {member_dir} already holds cluster-store data from "
-            "another cluster; remove it or give another ccs_persistent_path",
+            f"node.paths.ccs_persistent_path: {member_dir} already holds cluster-store data "
+            "that this node did not create in its current attempt; remove it or give another "
+            "ccs_persistent_path",
             path=str(member_dir),
             field="node.paths.ccs_persistent_path",
         )
@@ -142,7 +163,7 @@ async def create_cluster(
     progress.created(tls.directory)
     tls.directory.mkdir(parents=True, exist_ok=True)
     ca = pki.make_ca(name)
-    sans = [config.addr, socket.gethostname(), *req.node.identity.external_addr]
+    sans = node_cert_sans(config.addr, req.node.identity.external_addr)
     node_cert = pki.issue_cert(ca, f"cnm node {config.addr}", sans)
     pki.write_public(tls.ca_file, ca.cert_pem)
     pki.write_public(tls.cert_file, node_cert.cert_pem)
@@ -159,6 +180,7 @@ async def create_cluster(
         runs_store_member=True,
         member_name=member_name,
         initial_cluster=f"{member_name}=https://{config.host}:{config.etcd_peer_port}",
+        initial_cluster_state="new",
         cluster_token=cluster_uuid,
         persistent_path=paths.persistent_path,
         ephemeral_path=paths.ephemeral_path,
@@ -197,7 +219,17 @@ async def create_cluster(
                     )
                 ),
             ),
-            Put(model.node_key(1), model.encode(node_record(config, req, paths, 1))),
+            Put(
+                model.node_key(1),
+                model.encode(
+                    {
+                        **node_record(config, req, paths, 1),
+                        "store_role": "voter",
+                        "store_client_url": spec.client_url,
+                        "store_peer_url": spec.peer_url,
+                    }
+                ),
+            ),
             Put(model.NODE_UID_COUNTER, model.encode({"last": 1})),
             Put(
                 model.user_key(1),
@@ -211,7 +243,10 @@ async def create_cluster(
             Put(model.USER_UID_COUNTER, model.encode({"last": 1})),
             Put(
                 model.LICENSE_KEY,
-                model.encode(model.trial_license(cluster_name=name, activated=start)),
+                model.encode(
+                    license_for_create(config, req, start)
+                    or model.trial_license(cluster_name=name, activated=start)
+                ),
             ),
             Put(
                 model.CA_KEY,

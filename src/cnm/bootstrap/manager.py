@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cnm.bootstrap.create import check_create_request, create_cluster
+from cnm.bootstrap.join import check_join_request, join_cluster
 from cnm.bootstrap.schema import BootstrapRequest, parse_bootstrap_body
 from cnm.bootstrap.status import BootstrapState, BootstrapStatus
 from cnm.bootstrap.validation import ACTIONS, check_request
@@ -59,6 +60,9 @@ class BootstrapManager:
 
     def created(self, path: Path) -> None:
         self._set(self.status.created(path))
+
+    def note(self, **notes: str) -> None:
+        self._set(self.status.noted(**notes))
 
     @property
     def start_time_iso(self) -> str:
@@ -109,7 +113,6 @@ class BootstrapManager:
 
     async def _resume(self, local: LocalState) -> None:
         runtime = await ClusterRuntime.resume(self.config, local)
-        await runtime.load()
         self.runtime = runtime
         await self._on_completed(runtime)
 
@@ -153,9 +156,12 @@ class BootstrapManager:
 
     def _check(self, action: str, request: BootstrapRequest) -> None:
         check_request(request, action)
-        if action != "create_cluster":
+        if action == "create_cluster":
+            check_create_request(self.config, request, leftovers=self.status.created_paths)
+        elif action == "join_cluster":
+            check_join_request(self.config, request)
+        else:
             raise _not_available(action)
-        check_create_request(self.config, request)
 
     def _clean_failed_attempt(self) -> None:
         """A retry from `error` first removes what the failed attempt created."""
@@ -170,9 +176,12 @@ class BootstrapManager:
     async def _run(self, action: str, request: BootstrapRequest) -> None:
         try:
             check_request(request, action)
-            if action != "create_cluster":
+            if action == "create_cluster":
+                runtime = await create_cluster(self.config, request, self)
+            elif action == "join_cluster":
+                runtime = await join_cluster(self.config, request, self)
+            else:
                 raise _not_available(action)
-            runtime = await create_cluster(self.config, request, self)
             self.runtime = runtime
             await self._on_completed(runtime)
             self._set(self.status.completed())
@@ -195,6 +204,7 @@ class BootstrapManager:
 
 def _not_available(action: str) -> ConfigError:
     return ConfigError(
-        f"action: {action} is not available in this version of cnm yet; only create_cluster is",
+        f"action: {action} is not available in this version of cnm yet; create_cluster and "
+        "join_cluster are",
         fields=["action"],
     )

@@ -66,6 +66,8 @@ class BootstrapStatus:
     error_details: dict[str, Any] | None = None
     # Paths the current attempt created, removed before a retry from `error`.
     created_paths: tuple[str, ...] = field(default=())
+    # Facts an operator should see, e.g. the cluster CA fingerprint a join trusted.
+    notes: dict[str, str] = field(default_factory=dict)
 
     def to_api(self) -> dict[str, Any]:
         body: dict[str, Any] = {"state": self.state.value}
@@ -75,6 +77,7 @@ class BootstrapStatus:
             body["end_time"] = iso(self.end_time)
         if self.state.in_progress and self.phase:
             body["phase"] = self.phase
+        body.update(self.notes)
         if self.state is BootstrapState.ERROR:
             body["error_code"] = self.error_code or "internal_error"
             body["error_details"] = dict(self.error_details or {})
@@ -90,6 +93,9 @@ class BootstrapStatus:
     def running(self, phase: str) -> BootstrapStatus:
         state = ACTION_STATES[self.action or "create_cluster"]
         return replace(self, state=state, phase=phase)
+
+    def noted(self, **notes: str) -> BootstrapStatus:
+        return replace(self, notes={**self.notes, **notes})
 
     def created(self, path: Path) -> BootstrapStatus:
         return replace(self, created_paths=(*self.created_paths, str(path)))
@@ -122,6 +128,7 @@ class BootstrapStatus:
             "error_code": self.error_code,
             "error_details": self.error_details,
             "created_paths": list(self.created_paths),
+            "notes": self.notes,
         }
         atomic_write_json(data_dir / STATUS_FILE, document)
 
@@ -139,6 +146,7 @@ class BootstrapStatus:
             error_code=raw.get("error_code"),
             error_details=raw.get("error_details"),
             created_paths=tuple(raw.get("created_paths") or ()),
+            notes=dict(raw.get("notes") or {}),
         )
 
     @staticmethod

@@ -20,7 +20,15 @@ USERS_PREFIX = "/cnm/users/"
 USER_LOGIN_PREFIX = "/cnm/user-logins/"
 LICENSE_KEY = "/cnm/license"
 CA_KEY = "/cnm/secrets/ca"
+# The HMAC key of the API's JWTs, made by the first POST /v1/users/authorize (cluster/writes.py).
+JWT_SECRET_KEY = "/cnm/secrets/jwt"
+# Each node's periodic heartbeat with its wall clock (cluster/health.py).
+NODE_CLOCK_PREFIX = "/cnm/node-clocks/"
 LIVENESS_PREFIX = "/cnm/liveness/"
+# Node key (a random id each node keeps in its data dir) → uid: makes a retried join idempotent.
+NODE_KEY_PREFIX = "/cnm/node-keys/"
+# Held by the node changing the store's membership: one change at a time (cluster/voters.py).
+STORE_CHANGE_LOCK = "/cnm/locks/store-change"
 NODE_UID_COUNTER = "/cnm/counters/node_uid"
 USER_UID_COUNTER = "/cnm/counters/user_uid"
 
@@ -108,7 +116,8 @@ def trial_license(*, cluster_name: str, activated: datetime) -> dict[str, Any]:
         "activation_date": iso(activated),
         "expiration_date": iso(activated + timedelta(days=TRIAL_DAYS)),
         "shards_limit": TRIAL_SHARDS,
-        "nodes_limit": None,
+        # 0 = no limit: typed clients parse it as an integer, so never null (cluster/licence.py).
+        "nodes_limit": 0,
         "features": ["trial"],
         "trial": True,
     }
@@ -116,3 +125,11 @@ def trial_license(*, cluster_name: str, activated: datetime) -> dict[str, Any]:
 
 def liveness_key(uid: int) -> str:
     return f"{LIVENESS_PREFIX}{uid}"
+
+
+def node_clock_key(uid: int) -> str:
+    return f"{NODE_CLOCK_PREFIX}{uid}"
+
+
+def node_key_index(node_key: str) -> str:
+    return f"{NODE_KEY_PREFIX}{node_key}"

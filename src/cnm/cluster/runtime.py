@@ -10,22 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cnm.cluster import model
+from cnm.cluster.health import run_node_upkeep
+from cnm.cluster.membership import Admissions
 from cnm.cluster.snapshot import ClusterSnapshot
+from cnm.cluster.voters import VoterManager, voter_endpoints
 from cnm.config import NodeConfig
 from cnm.errors import StoreError, StoreUnavailable
 from cnm.node.local_state import LocalState
 from cnm.store.etcd import EtcdStore, client_tls_context
-from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess
+from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess, remove_member_data
 
 log = logging.getLogger(__name__)
 
 LIVENESS_TTL = 10
 LIVENESS_INTERVAL = 2.0
+# How long a restarting node waits for its store before serving (503 until it loads).
+RESUME_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -62,10 +70,20 @@ def member_spec(config: NodeConfig, local: LocalState, tls: ClusterTls) -> EtcdM
         cert_file=tls.cert_file,
         key_file=tls.key_file,
         initial_cluster=local.initial_cluster,
-        initial_state="new",
+        initial_state="existing" if local.initial_cluster_state == "existing" else "new",
         cluster_token=local.cluster_token,
         log_file=config.data_dir / "logs" / "etcd.log",
     )
+
+
+def node_cert_sans(addr: str, external: Sequence[str]) -> list[str]:
+    """Names in a node's certificate. etcd checks a peer's certificate IP SANs against the
+    connection's source address, and on a loopback cluster the kernel sources every connection
+    from 127.0.0.1, so a node on a loopback address also carries 127.0.0.1."""
+    sans = [addr, socket.gethostname(), *external]
+    if ipaddress.ip_address(addr).is_loopback:
+        sans.append("127.0.0.1")
+    return list(dict.fromkeys(sans))
 
 
 def open_store(endpoints: tuple[str, ...], tls: ClusterTls) -> EtcdStore:
@@ -86,37 +104,95 @@ class ClusterRuntime:
         self.store = store
         self.etcd = etcd
         self.snapshot = ClusterSnapshot(store)
+        self.admissions = Admissions(store, self.snapshot)
         self._lease = 0
+        self._tasks: asyncio.TaskGroup | None = None
 
     @classmethod
     async def resume(cls, config: NodeConfig, local: LocalState) -> ClusterRuntime:
         """Bring a node that completed its bootstrap earlier back: its etcd member, then the
-        store client. Raises `StoreError` when the member cannot start."""
+        store client, then its snapshot. A store without quorum yet (the other voters are still
+        restarting) is no failure: the runtime comes up and its snapshot loads once the store
+        serves, meanwhile the API answers 503. Raises `StoreError` when etcd exits at start."""
         tls = ClusterTls.under(config.data_dir)
         etcd = None
         if local.runs_store_member:
             etcd = EtcdProcess(config.etcd_binary, member_spec(config, local, tls))
             await etcd.start()
         store = open_store(local.store_endpoints, tls)
-        if etcd is not None:
-            try:
-                await etcd.wait_ready(store)
-            except BaseException:
-                await store.close()
+        runtime = cls(config, local, store, etcd)
+        try:
+            if etcd is not None:
+                await etcd.wait_ready(store, timeout=RESUME_WAIT)
+            await runtime.load()
+        except StoreUnavailable as exc:
+            log.warning(
+                "the cluster store does not serve yet (%s); serving 503 until it does", exc.message
+            )
+        except BaseException:
+            await store.close()
+            if etcd is not None:
                 await etcd.stop()
-                raise
-        return cls(config, local, store, etcd)
+            raise
+        return runtime
 
     async def load(self) -> None:
         await self.snapshot.load()
 
     async def run(self) -> None:
         """The runtime's loops; returns only when cancelled."""
+        tls = ClusterTls.under(self.config.data_dir)
+        spec = member_spec(self.config, self.local, tls)
+        voters = VoterManager(
+            self.store,
+            self.snapshot,
+            uid=self.local.node_uid,
+            peer_url=spec.peer_url,
+            client_url=spec.client_url,
+            member_name=self.local.member_name,
+            start_member=self.start_member,
+        )
+        self.snapshot.add_listener(self._on_change)
         async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
             tasks.create_task(self.snapshot.run(), name="snapshot")
             tasks.create_task(self._liveness(), name="liveness")
+            tasks.create_task(voters.run(), name="voters")
+            tasks.create_task(
+                run_node_upkeep(self.store, self.snapshot, self.local, self.config.addr),
+                name="node-upkeep",
+            )
             if self.etcd is not None:
                 tasks.create_task(self._supervise_etcd(), name="etcd-supervisor")
+
+    def _on_change(self, key: str) -> None:
+        if not key.startswith(model.NODES_PREFIX):
+            return
+        endpoints = tuple(voter_endpoints(self.snapshot, self.local.node_uid))
+        if endpoints and endpoints != self.local.store_endpoints:
+            self.store.set_endpoints(endpoints)
+            self.local = self.local.with_changes(store_endpoints=endpoints)
+            self.local.save(self.config.data_dir)
+            log.info("store endpoints now %s", ", ".join(endpoints))
+
+    async def start_member(self, initial_cluster: str, fresh: bool) -> None:
+        """Start this node's etcd member joining the existing store (it was just added as a
+        learner). `fresh`: the member is new, so data from an earlier attempt must go."""
+        if self.etcd is not None and self.etcd.running:
+            return
+        self.local = self.local.with_changes(
+            runs_store_member=True,
+            initial_cluster=initial_cluster,
+            initial_cluster_state="existing",
+        )
+        self.local.save(self.config.data_dir)
+        spec = member_spec(self.config, self.local, ClusterTls.under(self.config.data_dir))
+        if fresh:
+            remove_member_data(spec.data_dir)
+        self.etcd = EtcdProcess(self.config.etcd_binary, spec)
+        await self.etcd.start()
+        if self._tasks is not None:
+            self._tasks.create_task(self._supervise_etcd(), name="etcd-supervisor")
 
     async def _liveness(self) -> None:
         key = model.liveness_key(self.local.node_uid)

@@ -53,6 +53,10 @@ class ClusterSnapshot:
     def under(self, prefix: str) -> list[dict[str, Any]]:
         return [value for key, value in sorted(self._records.items()) if key.startswith(prefix)]
 
+    @property
+    def loaded(self) -> bool:
+        return self._loaded.is_set()
+
     def require_fresh(self) -> None:
         if not self._loaded.is_set():
             raise StoreUnavailable("the cluster store has not been read yet; retry shortly")

@@ -90,6 +90,10 @@ def etcd_arguments(binary: str, spec: EtcdMemberSpec) -> list[str]:
         f"--election-timeout={spec.election_ms}",
         "--logger=zap",
         "--log-level=warn",
+        # Keep an hour of history (watches resume within it); without compaction the database
+        # grows with every write until etcd's space quota stops the cluster.
+        "--auto-compaction-mode=periodic",
+        "--auto-compaction-retention=1h",
     ]
 
 

@@ -1,0 +1,72 @@
+"""The licence routes: GET /v1/license and PUT /v1/license.
+
+PUT takes `{"license": "<armoured text>"}` (or the armoured text itself as the body) and checks
+it against this node's trusted keys, the cluster's name and its current node and shard counts
+(`cnm.cluster.licence`): 400 `invalid_license` for a malformed or forged licence, 406 for valid
+terms that are violated (expired, not yet valid, another cluster, too few nodes or shards), 200
+with the new licence object once this node's snapshot shows it.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from cnm.api.auth import LICENSE_INSTALLERS, LICENSE_VIEWERS, require_role
+from cnm.api.bodies import parse_json_object
+from cnm.api.context import ApiContext, read_body
+from cnm.api.responses import compact
+from cnm.clock import utc_now
+from cnm.cluster import fields, model
+from cnm.cluster.licence import (
+    LICENSE_START,
+    MAX_LICENSE_CHARS,
+    public_license,
+    verify_license_text,
+)
+from cnm.cluster.writes import wait_for_revision
+
+
+def _license_text(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace").strip()
+    if text.startswith(LICENSE_START):
+        return text
+    body = parse_json_object(raw)
+    value = fields.string(body, "license", max_chars=MAX_LICENSE_CHARS, required=True, secret=True)
+    assert value is not None
+    return value
+
+
+def license_router(context: ApiContext) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/v1/license")
+    async def get_license(request: Request) -> Response:
+        runtime, user = await context.require_fresh_cluster(request)
+        require_role(user, LICENSE_VIEWERS, "view the licence")
+        record = runtime.snapshot.get(model.LICENSE_KEY) or {}
+        return compact(public_license(record, utc_now()))
+
+    @router.put("/v1/license")
+    async def put_license(request: Request) -> Response:
+        runtime, user = await context.require_fresh_cluster(request)
+        require_role(user, LICENSE_INSTALLERS, "install a licence")
+        text = _license_text(await read_body(request))
+        snapshot = runtime.snapshot
+        cluster = snapshot.get(model.CLUSTER_KEY) or {}
+        nodes = snapshot.under(model.NODES_PREFIX)
+        shards = sum(int(node.get("shard_count") or 0) for node in nodes)
+        now = utc_now()
+        record = verify_license_text(
+            text,
+            context.config.license_public_keys,
+            str(cluster.get("name", "")),
+            now,
+            node_count=len(nodes),
+            shard_count=shards,
+        )
+        revision = await runtime.store.put(model.LICENSE_KEY, model.encode(record))
+        await wait_for_revision(snapshot, revision)
+        return compact(public_license(record, now))
+
+    return router

@@ -1,0 +1,138 @@
+"""The user routes: /v1/users (GET, POST), /v1/users/{uid} (GET, PUT, DELETE), and the tokens:
+POST /v1/users/authorize and POST /v1/users/refresh_jwt.
+
+Permissions (api-contract §1): admin and user_manager manage users; any user may read itself
+and change its own name, password and email alerts; every authenticated user may get a token.
+Writes answer once this node's snapshot shows them, and take effect on every node as soon as its
+snapshot does (the auth cache is flushed cluster-wide on any user change, see daemon.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from cnm.api.auth import USER_ADMINS, require_role
+from cnm.api.bodies import path_uid, read_json_object
+from cnm.api.context import ApiContext
+from cnm.api.responses import compact, empty_ok
+from cnm.clock import utc_now
+from cnm.cluster import fields, model
+from cnm.cluster.users import (
+    check_actor,
+    create_user,
+    delete_user,
+    parse_user_body,
+    public_user,
+    update_user,
+)
+from cnm.cluster.writes import token_secret, wait_for_revision
+from cnm.errors import InsufficientPermissions, NoCluster, Unauthorized, UserNotFound
+from cnm.security.tokens import DEFAULT_TTL, MAX_TTL, MIN_TTL, issue_token
+
+
+def users_router(context: ApiContext) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/v1/users")
+    async def list_users(request: Request) -> Response:
+        runtime, user = await context.require_fresh_cluster(request)
+        require_role(user, USER_ADMINS, "view users")
+        records = sorted(runtime.snapshot.under(model.USERS_PREFIX), key=lambda u: int(u["uid"]))
+        return compact([public_user(record) for record in records])
+
+    @router.post("/v1/users")
+    async def post_user(request: Request) -> Response:
+        runtime, actor = await context.require_fresh_cluster(request)
+        require_role(actor, USER_ADMINS, "create users")
+        changes = parse_user_body(await read_json_object(request), creating=True)
+        check_actor(actor, None, changes)
+        record, revision = await create_user(runtime.store, runtime.snapshot, changes, utc_now())
+        await wait_for_revision(runtime.snapshot, revision)
+        return compact(public_user(record))
+
+    def _own_or_admin(actor: dict[str, object], uid: str, action: str) -> int:
+        number = path_uid(uid)
+        if actor.get("role") not in USER_ADMINS and (number is None or number != actor.get("uid")):
+            raise InsufficientPermissions(
+                f"role {actor.get('role')!r} may {action} only its own user",
+                required_roles=sorted(USER_ADMINS),
+            )
+        if number is None:
+            raise UserNotFound(f"user {uid} does not exist")
+        return number
+
+    @router.get("/v1/users/{uid}")
+    async def get_user(uid: str, request: Request) -> Response:
+        runtime, actor = await context.require_fresh_cluster(request)
+        number = _own_or_admin(actor, uid, "view")
+        record = runtime.snapshot.get(model.user_key(number))
+        if record is None:
+            raise UserNotFound(f"user {uid} does not exist")
+        return compact(public_user(record))
+
+    @router.put("/v1/users/{uid}")
+    async def put_user(uid: str, request: Request) -> Response:
+        runtime, actor = await context.require_fresh_cluster(request)
+        number = _own_or_admin(actor, uid, "change")
+        changes = parse_user_body(await read_json_object(request), creating=False)
+        record, revision = await update_user(
+            runtime.store, runtime.snapshot, number, changes, actor, utc_now()
+        )
+        await wait_for_revision(runtime.snapshot, revision)
+        return compact(public_user(record))
+
+    @router.delete("/v1/users/{uid}")
+    async def remove_user(uid: str, request: Request) -> Response:
+        runtime, actor = await context.require_fresh_cluster(request)
+        require_role(actor, USER_ADMINS, "delete users")
+        number = path_uid(uid)
+        if number is None:
+            raise UserNotFound(f"user {uid} does not exist")
+        revision = await delete_user(runtime.store, runtime.snapshot, number, actor)
+        await wait_for_revision(runtime.snapshot, revision)
+        return empty_ok()
+
+    async def _token(request: Request, *, body_credentials: bool) -> Response:
+        runtime = context.manager.runtime
+        if runtime is None:
+            raise NoCluster("this node is not part of a cluster yet: there are no users")
+        snapshot = runtime.snapshot
+        header = request.headers.get("authorization")
+        if header or not body_credentials:
+            user = await context.authenticator.authenticate(header, snapshot)
+            body = await read_json_object(request, empty_allowed=True)
+        else:
+            # The documented body form: {"username": ..., "password": ..., "ttl": ...}.
+            body = await read_json_object(request, empty_allowed=True)
+            username = fields.string(body, "username", max_chars=1024, secret=True)
+            password = fields.string(body, "password", max_chars=1024, secret=True)
+            if not username or password is None:
+                raise Unauthorized(
+                    "authentication required: send HTTP Basic credentials, or username and "
+                    "password in the body"
+                )
+            user = await context.authenticator.authenticate_password(username, password, snapshot)
+        ttl = fields.integer(body, "ttl", minimum=MIN_TTL, maximum=MAX_TTL)
+        snapshot.require_fresh()
+        secret = await token_secret(runtime.store, snapshot)
+        token = issue_token(
+            secret,
+            user_uid=int(user["uid"]),
+            password_hash=str(user.get("password_hash", "")),
+            ttl=DEFAULT_TTL if ttl is None else ttl,
+            now=time.time(),
+        )
+        return compact({"access_token": token})
+
+    @router.post("/v1/users/authorize")
+    async def authorize(request: Request) -> Response:
+        return await _token(request, body_credentials=True)
+
+    @router.post("/v1/users/refresh_jwt")
+    async def refresh_jwt(request: Request) -> Response:
+        return await _token(request, body_credentials=False)
+
+    return router

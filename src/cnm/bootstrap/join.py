@@ -1,0 +1,172 @@
+"""join_cluster: the joining node's side.
+
+Phases: `contacting` (reach a member, establish trust in the cluster CA), `handshake` (clock
+measurement, then admission: the member checks the node, allocates its uid and signs its CSR),
+`store` (install the certificate, become a client of the cluster store, write the node's own
+record). The node joins as a store client, which takes well under a second; whether it later
+runs an etcd voter is the cluster's decision (cluster/voters.py), made in the background.
+
+The node key (a random id kept in the data dir across attempts) makes a retry idempotent: the
+member answers a known key with the same uid.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+
+from cnm import SOFTWARE_VERSION
+from cnm.bootstrap.create import (
+    Progress,
+    check_node_paths,
+    node_record,
+    node_settings,
+    storage_paths,
+)
+from cnm.bootstrap.member_link import connect, failure_from_answer
+from cnm.bootstrap.schema import BootstrapRequest
+from cnm.cluster import model
+from cnm.cluster.runtime import ClusterRuntime, ClusterTls, node_cert_sans, open_store
+from cnm.config import NodeConfig
+from cnm.errors import ConfigError, StoreError
+from cnm.node.local_state import LocalState, atomic_write_bytes
+from cnm.security import pki
+from cnm.store.base import Compare, Put, Store
+
+log = logging.getLogger(__name__)
+
+NODE_KEY_FILE = "node-key"
+DEFAULT_ATTEMPTS = 3
+DEFAULT_RETRY_TIME = 2.0
+
+
+def node_key(data_dir: Path) -> str:
+    """This node's join identity, made once and kept (a retry must present the same key)."""
+    path = data_dir / NODE_KEY_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        key = secrets.token_hex(16)
+        atomic_write_bytes(path, key.encode())
+        return key
+
+
+def check_join_request(config: NodeConfig, req: BootstrapRequest) -> None:
+    """The checks of join that need no cluster."""
+    check_node_paths(storage_paths(config, req), req)
+    if req.credentials.client_cert or req.credentials.client_key:
+        raise ConfigError(
+            "credentials: joining with a client certificate is not supported by this version "
+            "of cnm; give the username and password of a cluster admin",
+            fields=["credentials.client_cert"],
+        )
+
+
+async def join_cluster(
+    config: NodeConfig, req: BootstrapRequest, progress: Progress
+) -> ClusterRuntime:
+    check_join_request(config, req)
+    paths = storage_paths(config, req)
+    auth = (req.credentials.username or "", req.credentials.password or "")
+    identity = req.node.identity
+
+    progress.phase("contacting")
+    link = await connect(
+        list(req.cluster.nodes),
+        default_port=req.cnm_https_port or config.https_port,
+        pinned_fingerprint=req.cluster.ca_fingerprint,
+        local_address=config.addr,
+        attempts=req.max_retries if req.max_retries is not None else DEFAULT_ATTEMPTS,
+        retry_time=float(req.retry_time if req.retry_time is not None else DEFAULT_RETRY_TIME),
+    )
+    try:
+        if not req.cluster.ca_fingerprint:
+            log.warning(
+                "trusting the cluster CA of %s on first use: SHA-256 %s (pin it with "
+                "cluster.ca_fingerprint)",
+                link.url,
+                link.fingerprint,
+            )
+        progress.note(ca_fingerprint=link.fingerprint, member=link.url)
+
+        progress.phase("handshake")
+        offset_ms, uncertainty_ms = await link.measure_clock(auth)
+        csr_pem, key_pem = pki.make_csr(
+            f"cnm node {config.addr}", node_cert_sans(config.addr, identity.external_addr)
+        )
+        record = node_record(config, req, paths, 0)
+        answer = await link.call(
+            "/v1/join/node",
+            {
+                "node_key": node_key(config.data_dir),
+                "addr": config.addr,
+                "external_addr": list(identity.external_addr),
+                "rack_id": identity.rack_id or None,
+                "second_rack_id": identity.second_rack_id or None,
+                "node_settings": node_settings(config),
+                "software_version": SOFTWARE_VERSION,
+                "required_version": req.required_version,
+                "csr_pem": csr_pem.decode(),
+                "clock": {"offset_ms": offset_ms, "uncertainty_ms": uncertainty_ms},
+                "record": record,
+            },
+            auth,
+        )
+        if answer.status_code != 200:
+            raise failure_from_answer(answer)
+        grant = answer.json()
+    finally:
+        await link.close()
+
+    progress.phase("store")
+    uid = int(grant["uid"])
+    tls = ClusterTls.under(config.data_dir)
+    progress.created(tls.directory)
+    tls.directory.mkdir(parents=True, exist_ok=True)
+    pki.write_public(tls.ca_file, str(grant["ca_pem"]).encode())
+    pki.write_public(tls.cert_file, str(grant["cert_pem"]).encode())
+    pki.write_private(tls.key_file, key_pem)
+    local = LocalState(
+        cluster_uuid=str(grant["cluster_uuid"]),
+        cluster_name=str(grant["cluster_name"]),
+        node_uid=uid,
+        store_endpoints=tuple(grant["store_endpoints"]),
+        runs_store_member=False,
+        member_name=f"node-{uid}",
+        initial_cluster="",
+        initial_cluster_state="existing",
+        cluster_token=str(grant["cluster_uuid"]),
+        persistent_path=paths.persistent_path,
+        ephemeral_path=paths.ephemeral_path,
+        bigstore_path=paths.bigstore_path,
+        ccs_persistent_path=paths.ccs_persistent_path,
+    )
+    store = open_store(local.store_endpoints, tls)
+    try:
+        await _write_own_record(store, uid, record)
+        local.save(config.data_dir)
+        runtime = ClusterRuntime(config, local, store, None)
+        await runtime.load()
+    except BaseException:
+        await store.close()
+        raise
+    log.info("joined cluster %s as node %d through %s", local.cluster_name, uid, link.url)
+    return runtime
+
+
+async def _write_own_record(store: Store, uid: int, facts: dict[str, object]) -> None:
+    """Complete the record the member wrote at admission with this node's own facts."""
+    key = model.node_key(uid)
+    for _ in range(20):
+        current = await store.get(key)
+        if current is None:
+            raise StoreError(f"node record {key} vanished during the join")
+        record = {**model.decode(current.value), **facts, "uid": uid}
+        record.pop("joining", None)
+        result = await store.txn(
+            [Compare.mod(key, "=", current.mod_revision)], [Put(key, model.encode(record))]
+        )
+        if result.succeeded:
+            return
+    raise StoreError(f"node record {key} kept changing during the join")

@@ -1,0 +1,222 @@
+"""The joiner's connection to a member of the cluster it joins.
+
+Trust comes first: the joiner fetches the cluster CA from the member without verification (the
+CA certificate is public), checks its SHA-256 fingerprint against `cluster.ca_fingerprint` when
+the request pins one (trust on first use otherwise, with the fingerprint recorded), and from then
+on talks to the member only over TLS verified against that CA. Credentials are sent on verified
+connections only. Every failure to reach a member is described per address (refused, timeout,
+name not resolved, TLS), so `connect_error` tells the operator what to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from cnm.errors import AccessDenied, BootstrapFailure, ConnectError
+from cnm.security import pki
+
+PROBE_TIMEOUT = 3.0
+REQUEST_TIMEOUT = 10.0
+CLOCK_SAMPLES = 4
+
+
+def split_host_port(entry: str, default_port: int) -> tuple[str, int]:
+    """`host`, `host:port`, `v4:port`, `[v6]:port` or a bare IPv6 address."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, int(port)
+    return entry, default_port
+
+
+def _url(host: str, port: int) -> str:
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes: httpx wraps the OSError that says what happened."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def describe_failure(exc: BaseException, timeout: float) -> str:
+    chain = _chain(exc)
+    if any(isinstance(e, httpx.TimeoutException | TimeoutError) for e in chain):
+        return f"no answer within {timeout:.0f} s (timeout)"
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connection refused (is the cnm agent running there?)"
+    if any(isinstance(e, ssl.SSLError) for e in chain):
+        reason = next(str(e) for e in chain if isinstance(e, ssl.SSLError))
+        return f"TLS handshake failed: {reason}"
+    text = " / ".join(str(e) for e in chain if str(e)) or type(exc).__name__
+    lowered = text.lower()
+    if "refused" in lowered:
+        return "connection refused (is the cnm agent running there?)"
+    if "name or service not known" in lowered or "nodename nor servname" in lowered:
+        return "the name does not resolve (DNS)"
+    if "temporary failure in name resolution" in lowered:
+        return "the name does not resolve (DNS temporarily failing)"
+    if "ssl" in lowered or "certificate" in lowered or "handshake" in lowered:
+        return f"TLS handshake failed: {text}"
+    if "unreachable" in lowered:
+        return "network unreachable"
+    return text
+
+
+@dataclass
+class MemberLink:
+    url: str
+    ca_pem: bytes
+    fingerprint: str
+    client: httpx.AsyncClient
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def call(self, path: str, body: Any, auth: tuple[str, str]) -> httpx.Response:
+        try:
+            response = await self.client.post(self.url + path, json=body, auth=auth)
+        except httpx.HTTPError as exc:
+            raise ConnectError(
+                f"lost the connection to {self.url} during the join: "
+                f"{describe_failure(exc, REQUEST_TIMEOUT)}; retry the join"
+            ) from None
+        if response.status_code in (401, 403):
+            try:
+                reason = response.json().get("description", "")
+            except ValueError:
+                reason = ""
+            raise AccessDenied(
+                f"the cluster at {self.url} rejected the credentials for user {auth[0]!r}"
+                + (f": {reason}" if reason else "")
+                + "; give the username and password of a cluster admin"
+            )
+        return response
+
+    async def measure_clock(self, auth: tuple[str, str]) -> tuple[float, float]:
+        """(offset_ms, uncertainty_ms) of this machine's clock against the member's (positive:
+        this machine is ahead), from the
+        round trip with the least delay (the one least distorted by queueing)."""
+        best: tuple[float, float] | None = None
+        for _ in range(CLOCK_SAMPLES):
+            t1 = time.time()
+            response = await self.call("/v1/join/time", {"t1": t1}, auth)
+            t4 = time.time()
+            if response.status_code != 200:
+                raise ConnectError(
+                    f"{self.url} answered the clock exchange with HTTP {response.status_code}"
+                )
+            answer = response.json()
+            t2, t3 = float(answer["t2"]), float(answer["t3"])
+            offset = ((t2 - t1) + (t3 - t4)) / 2
+            delay = max((t4 - t1) - (t3 - t2), 0.0)
+            if best is None or delay < best[1]:
+                best = (offset, delay)
+        assert best is not None
+        offset, delay = best
+        # NTP's offset is the member's clock minus ours; operators read "this node is N ms
+        # ahead", so report ours minus the member's.
+        return -offset * 1000, delay * 1000 / 2
+
+
+async def _probe(host: str, port: int, local_address: str | None) -> tuple[str, bytes, str] | str:
+    """(url, ca_pem, fingerprint) of a member, or why it could not be reached."""
+    url = _url(host, port)
+    unverified = ssl.create_default_context()
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    transport = httpx.AsyncHTTPTransport(verify=unverified, local_address=local_address)
+    async with httpx.AsyncClient(transport=transport, timeout=PROBE_TIMEOUT) as client:
+        try:
+            response = await client.get(url + "/v1/join/ca")
+        except httpx.HTTPError as exc:
+            return f"{host}:{port}: {describe_failure(exc, PROBE_TIMEOUT)}"
+    if response.status_code == 503:
+        return f"{host}:{port}: the node there is not part of a cluster (or its store is down)"
+    if response.status_code != 200:
+        return f"{host}:{port}: answered HTTP {response.status_code}; is it a cnm node?"
+    try:
+        ca_pem = str(response.json()["ca_pem"]).encode()
+        return url, ca_pem, pki.fingerprint_sha256(ca_pem)
+    except (ValueError, KeyError, TypeError):
+        return f"{host}:{port}: answered something that is not a cluster CA"
+
+
+async def connect(
+    nodes: list[str],
+    *,
+    default_port: int,
+    pinned_fingerprint: str | None,
+    local_address: str | None,
+    attempts: int,
+    retry_time: float,
+) -> MemberLink:
+    """Reach the first member that answers, trying all listed addresses at once, `attempts`
+    times `retry_time` seconds apart. A pinned fingerprint that does not match fails at once."""
+    targets = [split_host_port(entry, default_port) for entry in nodes]
+    failures: list[str] = []
+    for attempt in range(max(attempts, 1)):
+        if attempt:
+            await asyncio.sleep(retry_time)
+        results = await asyncio.gather(*(_probe(h, p, local_address) for h, p in targets))
+        failures = [r for r in results if isinstance(r, str)]
+        reached = [r for r in results if not isinstance(r, str)]
+        if not reached:
+            continue
+        url, ca_pem, fingerprint = reached[0]
+        if pinned_fingerprint and pki.normalize_fingerprint(pinned_fingerprint) != fingerprint:
+            raise ConnectError(
+                f"fingerprint mismatch: the cluster CA at {url} has SHA-256 fingerprint "
+                f"{fingerprint}, not the expected {pki.normalize_fingerprint(pinned_fingerprint)};"
+                " check cluster.ca_fingerprint (GET /v1/cluster shows it) or the addresses",
+                ca_fingerprint=fingerprint,
+            )
+        verified = ssl.create_default_context(cadata=ca_pem.decode())
+        # Any node of the cluster may answer on the address: the chain to the pinned CA is
+        # what proves it, not the name in its certificate.
+        verified.check_hostname = False
+        transport = httpx.AsyncHTTPTransport(verify=verified, local_address=local_address)
+        client = httpx.AsyncClient(transport=transport, timeout=REQUEST_TIMEOUT)
+        return MemberLink(url=url, ca_pem=ca_pem, fingerprint=fingerprint, client=client)
+    listed = "; ".join(failures)
+    raise ConnectError(
+        f"could not reach any node of the cluster after {max(attempts, 1)} attempt(s): {listed}",
+        failures=failures,
+    )
+
+
+FAILURES_BY_CODE: dict[str, type[BootstrapFailure]] = {}
+
+
+def failure_from_answer(response: httpx.Response) -> BootstrapFailure:
+    """The member's refusal as the same bootstrap failure (code, message, details)."""
+    if not FAILURES_BY_CODE:
+        stack: list[type[BootstrapFailure]] = [BootstrapFailure]
+        while stack:
+            cls = stack.pop()
+            stack.extend(cls.__subclasses__())
+            FAILURES_BY_CODE.setdefault(cls.error_code, cls)
+    try:
+        body = response.json()
+        code = str(body.get("error_code", "internal_error"))
+        details = dict(body.get("error_details") or {})
+        message = str(details.pop("message", body.get("description", "")))
+    except (ValueError, AttributeError):
+        return ConnectError(f"the member answered HTTP {response.status_code} without details")
+    details.pop("retryable", None)
+    failure_class = FAILURES_BY_CODE.get(code, BootstrapFailure)
+    if response.status_code == 503:
+        return ConnectError(f"the member cannot admit nodes right now: {message}")
+    return failure_class(message, **details)

@@ -1,0 +1,190 @@
+"""Each node's upkeep of its own facts in the store, and the per-node checks of /v1/cluster/check.
+
+`run_node_upkeep` runs on every node for as long as it is in the cluster (started by
+`ClusterRuntime.run`). Every `UPKEEP_INTERVAL` seconds it
+- writes a heartbeat `/cnm/node-clocks/<uid>` carrying the node's wall clock (each one is a
+  store revision, so the store must compact its history: etcd's --auto-compaction-*), and
+- refreshes the machine facts of its node record (memory, storage sizes, boot time, software
+  version) when they changed: uptime is not stored but computed when read, from the boot time,
+  so the record is rewritten only when something real changed.
+
+Clock check: every node watches the heartbeats (`ClockObserver`, fed by its snapshot) and
+estimates a peer's clock offset as the peer's wall time in the heartbeat minus its own wall time
+when the heartbeat arrived. Delivery delay only makes the estimate smaller, so the largest of the
+last few estimates is the best one; a node is reported once it has two of them.
+
+Per-node results: `down` (no liveness lease), `no heartbeat` (a live node whose heartbeat stopped:
+it has likely lost the store), `clock off` (offset above `CLOCK_TOLERANCE`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from cnm import SOFTWARE_VERSION
+from cnm.cluster import model
+from cnm.cluster.snapshot import ClusterSnapshot
+from cnm.errors import StoreError, StoreUnavailable
+from cnm.node.facts import StoragePaths, node_facts_for_record
+from cnm.node.local_state import LocalState
+from cnm.store.base import Compare, Put, Store
+
+log = logging.getLogger(__name__)
+
+UPKEEP_INTERVAL = 10.0
+CLOCK_TOLERANCE = 1.0
+HEARTBEAT_SILENCE = 3 * UPKEEP_INTERVAL
+_ESTIMATES = 3
+
+
+class ClockObserver:
+    """Clock offsets and heartbeat arrival times of the nodes, as seen from this node."""
+
+    def __init__(
+        self,
+        snapshot: ClusterSnapshot,
+        *,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._snapshot = weakref.ref(snapshot)
+        self._wall = wall
+        self._monotonic = monotonic
+        self.started = monotonic()
+        self._offsets: dict[int, deque[float]] = {}
+        self._arrived: dict[int, float] = {}
+        snapshot.add_listener(self._on_change)
+
+    def _on_change(self, key: str) -> None:
+        if not key.startswith(model.NODE_CLOCK_PREFIX):
+            return
+        snapshot = self._snapshot()
+        record = snapshot.get(key) if snapshot is not None else None
+        if record is None:
+            return
+        try:
+            uid, wall = int(record["uid"]), float(record["wall"])
+        except (KeyError, TypeError, ValueError):
+            return
+        self._offsets.setdefault(uid, deque(maxlen=_ESTIMATES)).append(wall - self._wall())
+        self._arrived[uid] = self._monotonic()
+
+    def offset(self, uid: int) -> float | None:
+        """The node's clock minus this node's, in seconds; None until two heartbeats came."""
+        estimates = self._offsets.get(uid)
+        if not estimates or len(estimates) < 2:
+            return None
+        return max(estimates)
+
+    def silent_for(self, uid: int) -> float | None:
+        """Seconds since the node's last heartbeat arrived; None while it is too early to say."""
+        now = self._monotonic()
+        if uid in self._arrived:
+            return now - self._arrived[uid]
+        return now - self.started if now - self.started > HEARTBEAT_SILENCE else None
+
+
+_observers: weakref.WeakKeyDictionary[ClusterSnapshot, ClockObserver] = weakref.WeakKeyDictionary()
+
+
+def observer_for(snapshot: ClusterSnapshot) -> ClockObserver:
+    """The snapshot's observer, made (and subscribed) on first use."""
+    observer = _observers.get(snapshot)
+    if observer is None:
+        observer = _observers[snapshot] = ClockObserver(snapshot)
+    return observer
+
+
+def node_check(
+    snapshot: ClusterSnapshot, observer: ClockObserver, node: dict[str, Any]
+) -> dict[str, Any]:
+    """One entry of /v1/cluster/check."""
+    uid = int(node["uid"])
+    entry: dict[str, Any] = {"node_uid": str(uid), "result": True}
+    error = None
+    if snapshot.get(model.liveness_key(uid)) is None:
+        error = "node is down: its liveness lease expired (agent stopped or unreachable)"
+    else:
+        silent = observer.silent_for(uid)
+        offset = observer.offset(uid)
+        if silent is not None and silent > HEARTBEAT_SILENCE:
+            error = (
+                f"node has sent no heartbeat for {silent:.0f} s: it cannot write to the "
+                "cluster store"
+            )
+        elif offset is not None and abs(offset) > CLOCK_TOLERANCE:
+            error = (
+                f"node's clock is off by {offset:+.1f} s from this node's (tolerance "
+                f"{CLOCK_TOLERANCE:.0f} s): check NTP"
+            )
+    if error is not None:
+        entry.update(result=False, error=error)
+    return entry
+
+
+def live_facts(paths: StoragePaths, addr: str) -> dict[str, Any]:
+    """The facts of a node record that may change while the node runs (uptime excluded)."""
+    facts = node_facts_for_record(paths=paths, addr=addr)
+    facts.pop("uptime", None)
+    facts["total_memory"] = int(psutil.virtual_memory().total)
+    facts["boot_time"] = int(psutil.boot_time())
+    facts["software_version"] = SOFTWARE_VERSION
+    return facts
+
+
+def node_uptime(record: dict[str, Any], now: float) -> int:
+    boot = record.get("boot_time")
+    if isinstance(boot, int):
+        return max(0, int(now - boot))
+    uptime = record.get("uptime", 0)
+    return uptime if isinstance(uptime, int) else 0
+
+
+async def _refresh_record(
+    store: Store, snapshot: ClusterSnapshot, local: LocalState, addr: str
+) -> None:
+    key = model.node_key(local.node_uid)
+    paths = StoragePaths(
+        local.persistent_path, local.ephemeral_path, local.bigstore_path, local.ccs_persistent_path
+    )
+    facts = await asyncio.to_thread(live_facts, paths, addr)
+    seen = snapshot.get(key)
+    if seen is not None and all(seen.get(name) == value for name, value in facts.items()):
+        return
+    current = await store.get(key)
+    if current is None:
+        return
+    record = model.decode(current.value)
+    record.update(facts)
+    # Lost to a concurrent change of the record: the next round tries again.
+    await store.txn([Compare.mod(key, "=", current.mod_revision)], [Put(key, model.encode(record))])
+
+
+async def run_node_upkeep(
+    store: Store,
+    snapshot: ClusterSnapshot,
+    local: LocalState,
+    addr: str,
+    *,
+    interval: float = UPKEEP_INTERVAL,
+) -> None:
+    """Heartbeat and node-record refresh forever (see the module docstring)."""
+    observer_for(snapshot)
+    clock_key = model.node_clock_key(local.node_uid)
+    while True:
+        with contextlib.suppress(StoreUnavailable, StoreError):
+            await store.put(clock_key, model.encode({"uid": local.node_uid, "wall": time.time()}))
+        try:
+            await _refresh_record(store, snapshot, local, addr)
+        except (StoreUnavailable, StoreError, ValueError) as exc:
+            log.warning("could not refresh this node's record: %s", exc)
+        await asyncio.sleep(interval)

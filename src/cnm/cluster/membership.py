@@ -1,0 +1,240 @@
+"""Admission of a joining node, on the member that the joiner contacted.
+
+The joiner sends its facts (addr, rack, node settings, memory, software version, measured clock
+offset, a CSR and its node key). `admit` checks them in the order an operator would want to fix
+them (licence, version, rack, node settings, clock), each failure with its documented error code
+and structured details, then allocates the node's uid and signs its certificate.
+
+Uids come from a counter in the store, advanced in a compare-and-set transaction that also writes
+the node record and the node-key index, so a node is never half-added and a uid is never reused.
+The index makes a retried join idempotent: the same node key gets the same uid and record. Joins
+arriving at one member are allocated one at a time under an asyncio lock (no lost races among
+themselves); joins through different members race in the store and the loser retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cnm import SOFTWARE_VERSION
+from cnm.cluster import model
+from cnm.cluster.licence import check_license_for_join
+from cnm.cluster.snapshot import ClusterSnapshot
+from cnm.errors import (
+    BadRequest,
+    ConfigError,
+    NodeConfigMismatch,
+    RackIdRequired,
+    SocketDirectoryMismatch,
+    StoreUnavailable,
+    TimeNotSync,
+)
+from cnm.security import pki
+from cnm.store.base import Compare, Get, Put, Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CLOCK_OFFSET = 1.0
+ALLOCATION_ATTEMPTS = 50
+SETTING_FIELDS = ("socket_dir", "conf_dir", "install_dir", "os_user")
+
+
+class ClockReading(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    offset_ms: float
+    uncertainty_ms: float = Field(ge=0)
+
+
+class JoinRequest(BaseModel):
+    """The joiner's half of the handshake (POST /v1/join/node); cnm-internal."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    node_key: str = Field(min_length=16, max_length=128, pattern=r"^[0-9a-f]+$")
+    addr: str = Field(max_length=64)
+    external_addr: list[str] = Field(default_factory=list, max_length=64)
+    rack_id: str | None = Field(default=None, max_length=63)
+    second_rack_id: str | None = Field(default=None, max_length=63)
+    node_settings: dict[str, str] = Field(default_factory=dict)
+    software_version: str = Field(max_length=64)
+    required_version: str | None = Field(default=None, max_length=64)
+    csr_pem: str = Field(max_length=16384)
+    clock: ClockReading
+    record: dict[str, Any] = Field(default_factory=dict)
+
+
+def parse_join_request(raw: bytes) -> JoinRequest:
+    try:
+        return JoinRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors())
+        raise BadRequest(f"invalid join request: {fields}") from None
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text.split("-", maxsplit=1)[0]))
+
+
+def check_admission(
+    snapshot: ClusterSnapshot, request: JoinRequest, *, member_addr: str, now: datetime
+) -> None:
+    """Every check of a joiner against the cluster; raises the documented failure."""
+    cluster = snapshot.get(model.CLUSTER_KEY) or {}
+    nodes = snapshot.under(model.NODES_PREFIX)
+    known = snapshot.get(model.node_key_index(request.node_key))
+    licence = snapshot.get(model.LICENSE_KEY)
+    if licence is not None and known is None:
+        check_license_for_join(licence, len(nodes), now)
+
+    if request.required_version and _version_tuple(SOFTWARE_VERSION) < _version_tuple(
+        request.required_version
+    ):
+        raise ConfigError(
+            f"required_version: the cluster runs {SOFTWARE_VERSION}, older than the required "
+            f"{request.required_version}; upgrade the cluster or lower required_version",
+            fields=["required_version"],
+        )
+
+    if cluster.get("rack_aware") and not request.rack_id:
+        racks = sorted({str(n["rack_id"]) for n in nodes if n.get("rack_id")})
+        raise RackIdRequired(
+            "node.identity.rack_id: this cluster is rack-aware, so a joining node needs a "
+            f"rack_id (racks in use: {', '.join(racks) or 'none'})",
+            current_rack_ids=racks,
+        )
+
+    expected = cluster.get("node_settings") or {}
+    mismatches = [
+        {
+            "field": field,
+            "cluster_value": expected[field],
+            "node_value": request.node_settings.get(field),
+        }
+        for field in SETTING_FIELDS
+        if field in expected and request.node_settings.get(field) != expected[field]
+    ]
+    if mismatches:
+        listed = "; ".join(
+            f"{m['field']}: cluster has {m['cluster_value']!r}, node has {m['node_value']!r}"
+            for m in mismatches
+        )
+        error = (
+            SocketDirectoryMismatch
+            if any(m["field"] == "socket_dir" for m in mismatches)
+            else NodeConfigMismatch
+        )
+        raise error(
+            f"node settings differ from the cluster's ({listed}); start the agent with the "
+            "cluster's values",
+            mismatches=mismatches,
+        )
+
+    max_offset = float(cluster.get("max_clock_offset", DEFAULT_MAX_CLOCK_OFFSET))
+    offset, uncertainty = request.clock.offset_ms, request.clock.uncertainty_ms
+    # Only a clock that is off by more than the limit even at the measurement's most favourable
+    # reading fails: the measurement error must not fail a synchronised node.
+    if abs(offset) - uncertainty > max_offset * 1000:
+        raise TimeNotSync(
+            f"the joining node's clock is {offset:+.0f} ms off the cluster's (±{uncertainty:.0f} "
+            f"ms, measured against {member_addr}); the limit is {max_offset * 1000:.0f} ms: "
+            "synchronise the node's clock (NTP) and retry",
+            offset_ms=round(offset, 1),
+            uncertainty_ms=round(uncertainty, 1),
+            max_offset_ms=round(max_offset * 1000, 1),
+            member=member_addr,
+        )
+
+
+class Admissions:
+    """Allocates uids for joins arriving at this member, one at a time."""
+
+    def __init__(self, store: Store, snapshot: ClusterSnapshot) -> None:
+        self._store = store
+        self._snapshot = snapshot
+        self._lock = asyncio.Lock()
+
+    async def admit(self, request: JoinRequest, *, member_addr: str) -> dict[str, Any]:
+        """Check the joiner, allocate (or find again) its uid and sign its certificate."""
+        self._snapshot.require_fresh()
+        check_admission(self._snapshot, request, member_addr=member_addr, now=datetime.now(UTC))
+        ca_record = self._snapshot.get(model.CA_KEY)
+        if ca_record is None:
+            raise StoreUnavailable("the cluster CA is not in this node's snapshot yet; retry")
+        ca = pki.CertKey(ca_record["cert_pem"].encode(), ca_record["key_pem"].encode())
+        certificate = pki.sign_csr(ca, request.csr_pem.encode())
+        async with self._lock:
+            uid, created = await self._allocate(request)
+        log.info(
+            "%s node %d at %s (node key %s…)",
+            "admitted" if created else "re-admitted",
+            uid,
+            request.addr,
+            request.node_key[:8],
+        )
+        return {
+            "uid": uid,
+            "cert_pem": certificate.decode(),
+            "ca_pem": ca.cert_pem.decode(),
+            "ca_fingerprint": pki.fingerprint_sha256(ca.cert_pem),
+            "store_endpoints": self.store_endpoints(),
+            "cluster_name": (self._snapshot.get(model.CLUSTER_KEY) or {}).get("name"),
+            "cluster_uuid": (self._snapshot.get(model.CLUSTER_KEY) or {}).get("uuid"),
+        }
+
+    def store_endpoints(self) -> list[str]:
+        """Client URLs of the store's voters, from the node records."""
+        return [
+            str(node["store_client_url"])
+            for node in self._snapshot.under(model.NODES_PREFIX)
+            if node.get("store_role") == "voter" and node.get("store_client_url")
+        ]
+
+    async def _allocate(self, request: JoinRequest) -> tuple[int, bool]:
+        index_key = model.node_key_index(request.node_key)
+        for _ in range(ALLOCATION_ATTEMPTS):
+            found = await self._store.txn(
+                [Compare.exists(index_key)],
+                [Get(index_key)],
+                [Get(model.NODE_UID_COUNTER)],
+            )
+            if found.succeeded:
+                return int(model.decode(found.reads[0][0].value)["uid"]), False
+            counter = found.reads[0][0] if found.reads and found.reads[0] else None
+            last = int(model.decode(counter.value)["last"]) if counter else 0
+            uid = last + 1
+            record = {
+                **request.record,
+                "uid": uid,
+                "addr": request.addr,
+                "external_addr": request.external_addr,
+                "rack_id": request.rack_id or "",
+                "second_rack_id": request.second_rack_id or "",
+                "node_settings": request.node_settings,
+                "software_version": request.software_version,
+                "store_role": "client",
+                "joining": True,
+            }
+            guard = (
+                Compare.mod(model.NODE_UID_COUNTER, "=", counter.mod_revision)
+                if counter
+                else Compare.absent(model.NODE_UID_COUNTER)
+            )
+            result = await self._store.txn(
+                [guard, Compare.absent(index_key)],
+                [
+                    Put(model.NODE_UID_COUNTER, model.encode({"last": uid})),
+                    Put(index_key, model.encode({"uid": uid})),
+                    Put(model.node_key(uid), model.encode(record)),
+                ],
+            )
+            if result.succeeded:
+                return uid, True
+        raise StoreUnavailable(
+            f"could not allocate a node uid after {ALLOCATION_ATTEMPTS} attempts under "
+            "contention; retry the join"
+        )

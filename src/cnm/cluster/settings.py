@@ -1,0 +1,128 @@
+"""The cluster object and its policy as the API shows them, and the settings a PUT may change.
+
+GET /v1/cluster shows the fields of api-contract §6 (plus the cluster uuid and the CA
+certificate's SHA-256 fingerprint). PUT /v1/cluster may change `password_min_length` (8..256),
+`password_complexity` and `wait_command`; PUT /v1/cluster/policy may change
+`default_shards_placement`, `shards_overbooking` and the two proxy policies. Every other field of
+the object is fixed: sending it with its current value is fine (clients write back what they
+read), sending another value is a 400 `read_only_field` naming it (`name` and `rack_aware` are
+fixed for ever). Unknown fields are ignored, as in the bootstrap object. A write is a
+compare-and-set on the cluster record, retried when another write came first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from cnm.cluster import fields, model
+from cnm.errors import NoCluster, ReadOnlyField, StoreUnavailable
+from cnm.store.base import Compare, Put, Store
+
+CLUSTER_FIELDS = (
+    "name",
+    "created_time",
+    "rack_aware",
+    "cnm_http_port",
+    "cnm_https_port",
+    "http_support",
+    "upgrade_in_progress",
+    "wait_command",
+    "password_min_length",
+    "password_complexity",
+    "uuid",
+    "ca_fingerprint",
+)
+PROXY_POLICIES = ("single", "all-master-shards", "all-nodes")
+POLICY_DEFAULTS: dict[str, Any] = {
+    "default_shards_placement": "dense",
+    "shards_overbooking": False,
+    "default_sharded_proxy_policy": "single",
+    "default_non_sharded_proxy_policy": "single",
+}
+_FIXED_REASONS = {
+    "name": "the cluster name is fixed at creation",
+    "rack_aware": "rack awareness is fixed at creation",
+}
+_WRITE_ATTEMPTS = 20
+
+Reader = Callable[[Mapping[str, Any], str], Any]
+
+
+def public_cluster(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: record[name] for name in CLUSTER_FIELDS if name in record}
+
+
+def public_policy(record: Mapping[str, Any]) -> dict[str, Any]:
+    policy = {**POLICY_DEFAULTS, **(record.get("policy") or {})}
+    policy["rack_aware"] = bool(record.get("rack_aware", False))
+    return policy
+
+
+def _cluster_readers() -> dict[str, Reader]:
+    return {
+        "password_min_length": lambda body, f: fields.integer(body, f, minimum=8, maximum=256),
+        "password_complexity": fields.boolean,
+        "wait_command": fields.boolean,
+    }
+
+
+def _policy_readers() -> dict[str, Reader]:
+    return {
+        "default_shards_placement": lambda body, f: fields.choice(body, f, ("dense", "sparse")),
+        "shards_overbooking": fields.boolean,
+        "default_sharded_proxy_policy": lambda body, f: fields.choice(body, f, PROXY_POLICIES),
+        "default_non_sharded_proxy_policy": lambda b, f: fields.choice(b, f, PROXY_POLICIES),
+    }
+
+
+def _changes(
+    body: Mapping[str, Any], current: Mapping[str, Any], readers: Mapping[str, Reader]
+) -> dict[str, Any]:
+    """The changed settings of `body` against the object `current` as shown."""
+    for name, value in body.items():
+        if name in readers or name not in current or value is None:
+            continue
+        if value != current[name] or type(value) is not type(current[name]):
+            reason = _FIXED_REASONS.get(name, f"{name} cannot be changed")
+            raise ReadOnlyField(f"{name}: {reason}", fields=[name])
+    changes = {}
+    for name, read in readers.items():
+        value = read(body, name)
+        if value is not None:
+            changes[name] = value
+    return changes
+
+
+def cluster_changes(body: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
+    return _changes(body, public_cluster(record), _cluster_readers())
+
+
+def policy_changes(body: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
+    return _changes(body, public_policy(record), _policy_readers())
+
+
+async def update_cluster(
+    store: Store, body: Mapping[str, Any], *, policy: bool
+) -> tuple[dict[str, Any], int]:
+    """Apply a PUT of the cluster (or of its `policy`); (new record, revision of the write)."""
+    for _ in range(_WRITE_ATTEMPTS):
+        current = await store.get(model.CLUSTER_KEY)
+        if current is None:
+            raise NoCluster("the cluster record is missing from the store")
+        record = model.decode(current.value)
+        if policy:
+            changes = policy_changes(body, record)
+            record["policy"] = {**(record.get("policy") or {}), **changes}
+        else:
+            changes = cluster_changes(body, record)
+            record.update(changes)
+        if not changes:
+            return record, 0
+        result = await store.txn(
+            [Compare.mod(model.CLUSTER_KEY, "=", current.mod_revision)],
+            [Put(model.CLUSTER_KEY, model.encode(record))],
+        )
+        if result.succeeded:
+            return record, result.revision
+    raise StoreUnavailable("too many concurrent changes of the cluster; retry")

@@ -1,0 +1,238 @@
+"""Store voters: which nodes run etcd voters, and how a node becomes one.
+
+The cluster wants 1 voter below 3 nodes, 3 from 3 nodes and 5 from 5 (capped by the cluster
+setting `store_voters`). Every node computes the same plan from its snapshot; the one node that
+is next in the plan promotes itself, so only one node acts and it is the one that must start
+the etcd member anyway. Candidates are live store clients, taken from the racks with the fewest
+voters first, then by uid.
+
+Becoming a voter is etcd's safe sequence, one change at a time cluster-wide under a lock key with
+a lease (a dead holder frees it): add this node as a learner (it does not count for quorum, so
+a learner that never starts costs nothing), start its member with `initial-cluster-state
+existing`, promote it once etcd says it is in sync, then record `store_role: voter`. A learner
+left behind by a node that died half way is removed by the next holder of the lock, since etcd
+allows one learner at a time. Nothing here ever adds a voting member that is not running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cnm.cluster import model
+from cnm.cluster.snapshot import ClusterSnapshot
+from cnm.errors import CnmError, StoreError
+from cnm.store.base import Compare, Member, Put, Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORE_VOTERS = 5
+LOCK_TTL = 15
+PROMOTE_TIMEOUT = 60.0
+UNHEALTHY = "unhealthy cluster"
+
+
+def target_voters(node_count: int, store_voters: int) -> int:
+    wanted = 5 if node_count >= 5 else 3 if node_count >= 3 else 1
+    return max(1, min(wanted, store_voters))
+
+
+def next_voter(snapshot: ClusterSnapshot) -> int | None:
+    """The uid of the node that should become a voter next, or None when none should."""
+    cluster = snapshot.get(model.CLUSTER_KEY) or {}
+    nodes = snapshot.under(model.NODES_PREFIX)
+    # A learner counts only while its node lives: one that died half way is replaced (and its
+    # etcd learner removed by the next node to take the lock).
+    voters = [
+        n
+        for n in nodes
+        if n.get("store_role") == "voter"
+        or (
+            n.get("store_role") == "learner"
+            and snapshot.get(model.liveness_key(int(n["uid"]))) is not None
+        )
+    ]
+    wanted = target_voters(len(nodes), int(cluster.get("store_voters", DEFAULT_STORE_VOTERS)))
+    if len(voters) >= wanted:
+        return None
+    per_rack = Counter(str(n.get("rack_id") or "") for n in voters)
+    candidates = [
+        n
+        for n in nodes
+        if n.get("store_role", "client") == "client"
+        and not n.get("joining")
+        and snapshot.get(model.liveness_key(int(n["uid"]))) is not None
+    ]
+    if not candidates:
+        return None
+    best = min(candidates, key=lambda n: (per_rack[str(n.get("rack_id") or "")], int(n["uid"])))
+    return int(best["uid"])
+
+
+def voter_endpoints(snapshot: ClusterSnapshot, own_uid: int) -> list[str]:
+    """Client URLs of the voters, this node's own first (it is the closest)."""
+    voters = [
+        n
+        for n in snapshot.under(model.NODES_PREFIX)
+        if n.get("store_role") == "voter" and n.get("store_client_url")
+    ]
+    voters.sort(key=lambda n: (int(n["uid"]) != own_uid, int(n["uid"])))
+    return [str(n["store_client_url"]) for n in voters]
+
+
+# (initial_cluster, fresh): fresh when the member was just added, so old data must go.
+StartMember = Callable[[str, bool], Awaitable[None]]
+
+
+class VoterManager:
+    """Runs on every node; acts only when this node is the next voter."""
+
+    def __init__(
+        self,
+        store: Store,
+        snapshot: ClusterSnapshot,
+        *,
+        uid: int,
+        peer_url: str,
+        client_url: str,
+        member_name: str,
+        start_member: StartMember,
+    ) -> None:
+        self._store = store
+        self._snapshot = snapshot
+        self._uid = uid
+        self._peer_url = peer_url
+        self._client_url = client_url
+        self._member_name = member_name
+        self._start_member = start_member
+        self._wake = asyncio.Event()
+        snapshot.add_listener(self._on_change)
+
+    def _on_change(self, key: str) -> None:
+        if key.startswith((model.NODES_PREFIX, model.LIVENESS_PREFIX, model.STORE_CHANGE_LOCK)):
+            self._wake.set()
+
+    async def run(self) -> None:
+        backoff = 0.5
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 2.0)
+            self._wake.clear()
+            own = self._snapshot.get(model.node_key(self._uid)) or {}
+            # A node that died while becoming a voter finishes the job when it comes back.
+            if own.get("store_role") != "learner" and next_voter(self._snapshot) != self._uid:
+                continue
+            try:
+                if await self.become_voter():
+                    backoff = 0.5
+                    continue
+                pause = 0.2  # another node holds the lock: its change ends soon
+            except CnmError as exc:
+                if UNHEALTHY in exc.message:
+                    # etcd admits a change only once every voter has been connected for 5 s
+                    # after the previous one: wait at its pace, not with a growing backoff.
+                    log.info("store not ready for another member yet (%s); waiting", exc.message)
+                    pause = 0.5
+                else:
+                    log.warning("becoming a store voter failed: %s; retrying", exc.message)
+                    pause = backoff
+                    backoff = min(backoff * 2, 10.0)
+            await asyncio.sleep(pause)
+            self._wake.set()
+
+    async def _set_role(self, role: str) -> None:
+        key = model.node_key(self._uid)
+        for _ in range(20):
+            current = await self._store.get(key)
+            if current is None:
+                raise StoreError(f"node record {key} is missing")
+            record: dict[str, Any] = model.decode(current.value)
+            record["store_role"] = role
+            if role == "voter":
+                record["store_client_url"] = self._client_url
+                record["store_peer_url"] = self._peer_url
+            result = await self._store.txn(
+                [Compare.mod(key, "=", current.mod_revision)], [Put(key, model.encode(record))]
+            )
+            if result.succeeded:
+                return
+        raise StoreError(f"node record {key} kept changing")
+
+    async def become_voter(self) -> bool:
+        """One attempt under the store-change lock; False when another node holds it."""
+        lease = await self._store.lease_grant(LOCK_TTL)
+        holder = model.encode({"uid": self._uid, "since": time.time()})
+        if not await self._store.create(model.STORE_CHANGE_LOCK, holder, lease=lease):
+            await self._store.lease_revoke(lease)
+            return False
+        keepalive = asyncio.create_task(self._keep_lease(lease))
+        started = time.monotonic()
+        try:
+            member, fresh = await self._add_learner()
+            await self._set_role("learner")
+            members = await self._store.member_list()
+            await self._start_member(self._initial_cluster(members), fresh)
+            await self._promote(member)
+            await self._set_role("voter")
+            log.info(
+                "became a store voter (learner add, start, promote) in %.2f s",
+                time.monotonic() - started,
+            )
+            return True
+        except BaseException:
+            with contextlib.suppress(CnmError):
+                members = await self._store.member_list()
+                if not any(self._peer_url in m.peer_urls and not m.is_learner for m in members):
+                    await self._set_role("client")
+            raise
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(CnmError):
+                await self._store.delete(model.STORE_CHANGE_LOCK)
+                await self._store.lease_revoke(lease)
+
+    async def _keep_lease(self, lease: int) -> None:
+        while True:
+            await asyncio.sleep(LOCK_TTL / 3)
+            with contextlib.suppress(CnmError):
+                await self._store.lease_keepalive(lease)
+
+    async def _add_learner(self) -> tuple[Member, bool]:
+        members = await self._store.member_list()
+        for member in members:
+            if self._peer_url in member.peer_urls:
+                return member, False  # added by an earlier attempt of this node
+        for member in members:
+            if member.is_learner:
+                log.warning(
+                    "removing learner %s left by a node that died while becoming a voter",
+                    member.peer_urls,
+                )
+                await self._store.member_remove(member.id)
+        added = await self._store.member_add([self._peer_url], learner=True)
+        return added[0], True
+
+    def _initial_cluster(self, members: list[Member]) -> str:
+        parts = []
+        for member in members:
+            name = self._member_name if self._peer_url in member.peer_urls else member.name
+            if name and member.peer_urls:
+                parts.append(f"{name}={member.peer_urls[0]}")
+        return ",".join(parts)
+
+    async def _promote(self, member: Member) -> None:
+        if not member.is_learner:
+            return
+        deadline = time.monotonic() + PROMOTE_TIMEOUT
+        while not await self._store.member_promote(member.id):
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"the store learner {self._peer_url} did not catch up within "
+                    f"{PROMOTE_TIMEOUT:.0f} s"
+                )
+            await asyncio.sleep(0.05)
