@@ -1,85 +1,82 @@
-"""The `cnm` command line. `cnm node run` starts the agent; the other commands are clients of
-the REST API (see the README)."""
+"""The `cnm` command line: wires the command groups together and takes the global options.
+
+`cnm node run` starts the agent; every other command is a thin client of the REST API through
+`cnm.client` and never talks to etcd. Each group lives in its own module: `bootstrap_cmd`,
+`cluster_cmd`, `node_cmd`, `admin_cmd` (licence and users), `local_cmd` (a local cluster);
+`common` holds the shared options and exit codes, `render` the output.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cnm.config import ConfigurationError, load_node_config
+from cnm import __version__
+from cnm.cli.admin_cmd import license_app, user_app
+from cnm.cli.bootstrap_cmd import bootstrap_app
+from cnm.cli.cluster_cmd import cluster_app
+from cnm.cli.common import (
+    CaFileOpt,
+    InsecureOpt,
+    NodeOpt,
+    OutputOpt,
+    PasswordStdinOpt,
+    UsernameOpt,
+    global_options,
+)
+from cnm.cli.local_cmd import local_app
+from cnm.cli.node_cmd import node_app
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     name="cnm",
-    help="cnm: the cluster node manager (Redis Enterprise bootstrap API on etcd).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-node_app = typer.Typer(help="This node: run the agent, list and show nodes.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+app.add_typer(bootstrap_app, name="bootstrap")
+app.add_typer(cluster_app, name="cluster")
+app.add_typer(license_app, name="license")
+app.add_typer(user_app, name="user")
+app.add_typer(local_app, name="local")
 
 
-@node_app.command("run")
-def node_run(
-    addr: Annotated[
-        str | None,
-        typer.Option(help="The node's internal address [default: the default route's address]"),
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cnm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    node: NodeOpt = None,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
+    output: OutputOpt = None,
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version"),
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="State directory [/var/opt/cnm]")] = None,
-    http_port: Annotated[int | None, typer.Option(help="HTTP port [8080]")] = None,
-    https_port: Annotated[int | None, typer.Option(help="HTTPS port [9443]")] = None,
-    etcd_client_port: Annotated[int | None, typer.Option(help="etcd client port [2379]")] = None,
-    etcd_peer_port: Annotated[int | None, typer.Option(help="etcd peer port [2380]")] = None,
-    etcd_binary: Annotated[str | None, typer.Option(help="etcd executable [etcd]")] = None,
-    persistent_path: Annotated[Path | None, typer.Option(help="Default persistent path")] = None,
-    ephemeral_path: Annotated[Path | None, typer.Option(help="Default ephemeral path")] = None,
-    bigstore_path: Annotated[Path | None, typer.Option(help="Default flash path")] = None,
-    socket_dir: Annotated[Path | None, typer.Option(help="Socket directory")] = None,
-    conf_dir: Annotated[Path | None, typer.Option(help="Configuration directory")] = None,
-    install_dir: Annotated[Path | None, typer.Option(help="Installation directory")] = None,
-    os_user: Annotated[str | None, typer.Option(help="OS user of the services")] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
-    log_format: Annotated[str | None, typer.Option(help="text or json")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML file with these options")] = None,
 ) -> None:
-    """Run the node agent: the bootstrap API on HTTP and HTTPS, and the node's etcd member.
+    r"""cnm: the cluster node manager (Redis Enterprise bootstrap API on etcd).
 
-    Example: cnm node run --addr 127.0.0.2 --data-dir /tmp/n1 --persistent-path /tmp/n1/persist
+    The connection options work before the command or after it. Exit codes: 0 done, 1 the
+    server reported an error, 2 usage, 3 --wait timed out, 4 the node cannot be reached.
+
+    Examples:
+
+        cnm local up
+
+        cnm --node https://10.0.0.1:9443 --insecure bootstrap status
+
+        CNM_PASSWORD=... cnm node list -u admin@example.com \
+            --node https://10.0.0.1:9443 --ca-file ca.pem
     """
-    from cnm.daemon import run_agent
-    from cnm.logs import configure_logging
-    from cnm.node.facts import default_route_address
-
-    flags = {
-        "addr": addr,
-        "data_dir": data_dir,
-        "http_port": http_port,
-        "https_port": https_port,
-        "etcd_client_port": etcd_client_port,
-        "etcd_peer_port": etcd_peer_port,
-        "etcd_binary": etcd_binary,
-        "persistent_path": persistent_path,
-        "ephemeral_path": ephemeral_path,
-        "bigstore_path": bigstore_path,
-        "socket_dir": socket_dir,
-        "conf_dir": conf_dir,
-        "install_dir": install_dir,
-        "os_user": os_user,
-        "log_level": log_level,
-        "log_format": log_format,
-    }
-    try:
-        node_config = load_node_config(
-            flags=flags, config_file=config, default_addr=default_route_address()
-        )
-    except ConfigurationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    configure_logging(
-        level=node_config.log_level, log_format=node_config.log_format, addr=node_config.addr
-    )
-    raise typer.Exit(run_agent(node_config))
+    global_options(ctx, node, username, password_stdin, ca_file, insecure, output)
 
 
 def main() -> None:

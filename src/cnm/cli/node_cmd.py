@@ -1,0 +1,149 @@
+"""`cnm node ...`: run the agent on this host, and list or show the cluster's nodes.
+
+`node run` is the agent itself (its options map one to one onto `NodeConfig`); `list` and
+`show` are clients of GET /v1/nodes like every other command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnm.cli import render
+from cnm.cli.common import (
+    CaFileOpt,
+    InsecureOpt,
+    NodeOpt,
+    OutputOpt,
+    PasswordStdinOpt,
+    UsernameOpt,
+    api_command,
+    logged_in,
+    target,
+)
+from cnm.config import ConfigurationError, load_node_config
+
+node_app = typer.Typer(
+    rich_markup_mode="markdown",
+    help="This node: run the agent, list and show nodes.",
+    no_args_is_help=True,
+)
+
+
+@node_app.command("run")
+def node_run(
+    addr: Annotated[
+        str | None,
+        typer.Option(help="The node's internal address [default: the default route's address]"),
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="State directory [/var/opt/cnm]")] = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP port [8080]")] = None,
+    https_port: Annotated[int | None, typer.Option(help="HTTPS port [9443]")] = None,
+    etcd_client_port: Annotated[int | None, typer.Option(help="etcd client port [2379]")] = None,
+    etcd_peer_port: Annotated[int | None, typer.Option(help="etcd peer port [2380]")] = None,
+    etcd_binary: Annotated[str | None, typer.Option(help="etcd executable [etcd]")] = None,
+    persistent_path: Annotated[Path | None, typer.Option(help="Default persistent path")] = None,
+    ephemeral_path: Annotated[Path | None, typer.Option(help="Default ephemeral path")] = None,
+    bigstore_path: Annotated[Path | None, typer.Option(help="Default flash path")] = None,
+    socket_dir: Annotated[Path | None, typer.Option(help="Socket directory")] = None,
+    conf_dir: Annotated[Path | None, typer.Option(help="Configuration directory")] = None,
+    install_dir: Annotated[Path | None, typer.Option(help="Installation directory")] = None,
+    os_user: Annotated[str | None, typer.Option(help="OS user of the services")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
+    log_format: Annotated[str | None, typer.Option(help="text or json")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with these options")] = None,
+) -> None:
+    """Run the node agent: the bootstrap API on HTTP and HTTPS, and the node's etcd member.
+
+    Example: cnm node run --addr 127.0.0.2 --data-dir /tmp/n1 --persistent-path /tmp/n1/persist
+    """
+    from cnm.daemon import run_agent
+    from cnm.logs import configure_logging
+    from cnm.node.facts import default_route_address
+
+    flags = {
+        "addr": addr,
+        "data_dir": data_dir,
+        "http_port": http_port,
+        "https_port": https_port,
+        "etcd_client_port": etcd_client_port,
+        "etcd_peer_port": etcd_peer_port,
+        "etcd_binary": etcd_binary,
+        "persistent_path": persistent_path,
+        "ephemeral_path": ephemeral_path,
+        "bigstore_path": bigstore_path,
+        "socket_dir": socket_dir,
+        "conf_dir": conf_dir,
+        "install_dir": install_dir,
+        "os_user": os_user,
+        "log_level": log_level,
+        "log_format": log_format,
+    }
+    try:
+        node_config = load_node_config(
+            flags=flags, config_file=config, default_addr=default_route_address()
+        )
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(
+        level=node_config.log_level, log_format=node_config.log_format, addr=node_config.addr
+    )
+    raise typer.Exit(run_agent(node_config))
+
+
+@node_app.command("list")
+@api_command
+def node_list(
+    ctx: typer.Context,
+    node: NodeOpt = None,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
+    output: OutputOpt = None,
+) -> None:
+    r"""List the cluster's nodes: uid, address, rack, status, store role, memory, uptime.
+
+    Example:
+
+        CNM_PASSWORD=... cnm node list -u admin@example.com \
+            --node https://10.0.0.1:9443 --ca-file ca.pem
+    """
+    t = target(ctx, node, username, password_stdin, ca_file, insecure, output)
+    with logged_in(t) as client:
+        nodes = client.nodes()
+    if t.json:
+        render.print_json(nodes)
+    else:
+        render.console().print(render.node_table(nodes))
+
+
+@node_app.command("show")
+@api_command
+def node_show(
+    ctx: typer.Context,
+    uid: Annotated[int, typer.Argument(help="The node's uid", min=1, show_default=False)],
+    node: NodeOpt = None,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
+    output: OutputOpt = None,
+) -> None:
+    r"""Show every field of one node.
+
+    Example:
+
+        CNM_PASSWORD=... cnm node show 2 -u admin@example.com \
+            --node https://10.0.0.1:9443 --ca-file ca.pem
+    """
+    t = target(ctx, node, username, password_stdin, ca_file, insecure, output)
+    with logged_in(t) as client:
+        document = client.node(uid)
+    if t.json:
+        render.print_json(document)
+    else:
+        render.console().print(render.document_panel(f"node {uid}", document))

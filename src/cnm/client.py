@@ -1,0 +1,490 @@
+"""A typed client of cnm's own REST API, for the CLI, the tests and the benchmarks.
+
+It owns the translation at the client's edge: transport failures become `Unreachable` (a TLS
+verification failure `TlsVerifyFailed`, with the way out), any answer >= 400 becomes `ApiError`
+parsed from either error shape the API uses (`{"description", "error_code", ...}` outside
+bootstrap, a `bootstrap_status` object from `validate`), and a bootstrap that ends in `error`
+becomes `BootstrapFailed`. Callers never see an httpx exception or a raw status code.
+
+`wait_bootstrap` polls GET /v1/bootstrap until `completed` or `error` against a deadline; the
+poll interval is its only sleep. `CnmClient` is synchronous (the CLI); `AsyncCnmClient` offers
+the bootstrap calls for asyncio callers (benchmarks driving many nodes at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable, Generator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+DEFAULT_URL = "https://127.0.0.1:9443"
+FINAL_STATES = ("completed", "error")
+BOOTSTRAP_ACTIONS = ("create_cluster", "join_cluster", "recover_cluster")
+
+StatusCallback = Callable[[dict[str, Any]], None]
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class ClientError(Exception):
+    """Base of everything this client raises."""
+
+
+class ApiError(ClientError):
+    """The server answered with an error.
+
+    `status` is the HTTP status, or None when the error was read from a bootstrap status (the
+    POST was accepted, the action then failed). `details` holds every field besides the code and
+    the message (mismatches, failed nodes, line and column, ...); `document` is the body as sent.
+    """
+
+    def __init__(
+        self,
+        status: int | None,
+        error_code: str,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        document: Any = None,
+    ) -> None:
+        super().__init__(f"[{error_code}] {message}")
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+        self.document = document
+
+
+class BootstrapFailed(ApiError):
+    """A bootstrap action ended in state `error`; `document` is the whole GET /v1/bootstrap."""
+
+
+class Unreachable(ClientError):
+    """No HTTP answer from the node: refused, timed out, name not resolved, TLS failure."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+class TlsVerifyFailed(Unreachable):
+    """The node's certificate did not verify: self-signed before bootstrap, or another CA."""
+
+
+class WaitTimeout(ClientError):
+    """The deadline of `wait_bootstrap` passed; `last` is the last status seen (or None)."""
+
+    def __init__(self, timeout: float, last: dict[str, Any] | None) -> None:
+        state = (last or {}).get("bootstrap_status", {}).get("state", "unknown")
+        super().__init__(f"bootstrap not finished after {timeout:g} s (state {state})")
+        self.timeout = timeout
+        self.last = last
+
+
+# --- the translation at the edge ----------------------------------------------------------------
+
+
+def error_from_response(response: httpx.Response) -> ApiError:
+    """The `ApiError` an error answer stands for, whichever of the API's shapes it has."""
+    try:
+        document: Any = response.json()
+    except ValueError:
+        text = response.text.strip()[:300] or response.reason_phrase
+        return ApiError(response.status_code, "http_error", text, document=None)
+    if isinstance(document, dict) and isinstance(document.get("error_details"), dict):
+        # validate/{action}: a bootstrap_status with the message inside error_details.
+        details = dict(document["error_details"])
+        message = str(details.pop("message", "") or document.get("error_code", ""))
+        code = str(document.get("error_code") or "error")
+        return ApiError(response.status_code, code, message, details, document)
+    if isinstance(document, dict):
+        details = {k: v for k, v in document.items() if k not in ("description", "error_code")}
+        code = str(document.get("error_code") or "http_error")
+        message = str(document.get("description") or response.reason_phrase)
+        return ApiError(response.status_code, code, message, details, document)
+    return ApiError(response.status_code, "http_error", str(document)[:300], document=document)
+
+
+def bootstrap_failure(document: dict[str, Any]) -> BootstrapFailed:
+    status = document.get("bootstrap_status", {})
+    details = dict(status.get("error_details") or {})
+    message = str(details.pop("message", "") or "the bootstrap action failed")
+    return BootstrapFailed(
+        None, str(status.get("error_code") or "internal_error"), message, details, document
+    )
+
+
+def _is_tls_verify_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        if "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def unreachable(url: str, exc: httpx.TransportError) -> Unreachable:
+    if _is_tls_verify_failure(exc):
+        return TlsVerifyFailed(
+            url,
+            "the node's TLS certificate did not verify (a fresh node serves a self-signed "
+            "certificate: use --insecure or http://ADDR:8080 until the cluster exists, then "
+            "--ca-file DATA_DIR/tls/cluster/ca.pem)",
+        )
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        reason = f"timed out ({type(exc).__name__})"
+    return Unreachable(url, reason)
+
+
+def tls_verify(
+    *, ca_file: str | Path | None = None, insecure: bool = False
+) -> ssl.SSLContext | bool:
+    """What httpx's `verify` gets: the cluster CA, nothing (insecure), or the system's CAs. An
+    SSLContext rather than a path: httpx deprecates string paths."""
+    if insecure:
+        return False
+    if ca_file is not None:
+        return ssl.create_default_context(cafile=str(ca_file))
+    return True
+
+
+class JwtAuth(httpx.Auth):
+    """`Authorization: JWT <token>`: the word JWT, not Bearer (api-contract §1)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"JWT {self.token}"
+        yield request
+
+
+def _auth(username: str | None, password: str | None, token: str | None) -> httpx.Auth | None:
+    if token is not None:
+        return JwtAuth(token)
+    if username is not None:
+        return httpx.BasicAuth(username, password or "")
+    return None
+
+
+def _decode(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise error_from_response(response)
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise ApiError(
+            response.status_code, "bad_response", "the node answered with a body that is not JSON"
+        ) from None
+
+
+def _bootstrap_body(action: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    if action not in BOOTSTRAP_ACTIONS:
+        raise ValueError(f"not a bootstrap action: {action!r}")
+    return {"action": action, **body}
+
+
+def _user_body(email: str, password: str, role: str, name: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"email": email, "password": password, "role": role}
+    if name:
+        body["name"] = name
+    return body
+
+
+def _state(document: dict[str, Any]) -> tuple[str, str | None]:
+    status = document.get("bootstrap_status", {})
+    return str(status.get("state", "")), status.get("phase")
+
+
+# --- the synchronous client ---------------------------------------------------------------------
+
+
+class CnmClient:
+    """One node's API. `username`/`password` send HTTP Basic, `token` a JWT; `verify` as made by
+    `tls_verify`; `trust_env=False` ignores proxy settings (for loopback nodes). Before bootstrap
+    the node ignores credentials, so sending the ones about to be created from the first request
+    on is right (and keeps working once they are required)."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        verify: ssl.SSLContext | bool = True,
+        timeout: float = 10.0,
+        trust_env: bool = True,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url,
+            auth=_auth(username, password, token),
+            verify=verify,
+            timeout=timeout,
+            trust_env=trust_env,
+            transport=transport,
+            headers={"User-Agent": "cnm-client"},
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, *, json_body: Any = None) -> Any:
+        """One call: the decoded JSON (None for an empty body), or ApiError / Unreachable."""
+        try:
+            response = self._http.request(
+                method,
+                path,
+                json=json_body,
+            )
+        except httpx.TransportError as exc:
+            raise unreachable(self.url, exc) from None
+        return _decode(response)
+
+    # --- bootstrap ---
+
+    def bootstrap_status(self) -> dict[str, Any]:
+        document: dict[str, Any] = self.request("GET", "/v1/bootstrap")
+        return document
+
+    def bootstrap(self, action: str, body: Mapping[str, Any]) -> None:
+        self.request("POST", f"/v1/bootstrap/{action}", json_body=_bootstrap_body(action, body))
+
+    def create_cluster(self, body: Mapping[str, Any]) -> None:
+        self.bootstrap("create_cluster", body)
+
+    def join_cluster(self, body: Mapping[str, Any]) -> None:
+        self.bootstrap("join_cluster", body)
+
+    def recover_cluster(self, body: Mapping[str, Any]) -> None:
+        self.bootstrap("recover_cluster", body)
+
+    def validate(self, action: str, body: Mapping[str, Any]) -> None:
+        """Returns if the node would accept `body` for `action`; ApiError (406) says why not."""
+        path = f"/v1/bootstrap/validate/{action}"
+        self.request("POST", path, json_body=_bootstrap_body(action, body))
+
+    def wait_bootstrap(
+        self,
+        timeout: float,
+        on_change: StatusCallback | None = None,
+        *,
+        interval: float = 0.25,
+        unreachable_grace: float = 5.0,
+    ) -> dict[str, Any]:
+        """Poll until `completed` (returns the document) or `error` (BootstrapFailed).
+
+        `on_change` gets the document whenever state or phase changes, the first one included.
+        A node that stops answering for longer than `unreachable_grace` raises Unreachable (a
+        single dropped poll, while the node switches its certificate, does not). WaitTimeout
+        after `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] | None = None
+        seen: tuple[str, str | None] | None = None
+        lost_since: float | None = None
+        while True:
+            try:
+                document = self.bootstrap_status()
+                lost_since = None
+            except Unreachable:
+                now = time.monotonic()
+                lost_since = lost_since or now
+                if now - lost_since > unreachable_grace or now > deadline:
+                    raise
+            else:
+                last = document
+                current = _state(document)
+                if current != seen and on_change is not None:
+                    on_change(document)
+                seen = current
+                if current[0] == "completed":
+                    return document
+                if current[0] == "error":
+                    raise bootstrap_failure(document)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(timeout, last)
+            time.sleep(min(interval, remaining))
+
+    # --- cluster ---
+
+    def cluster(self) -> dict[str, Any]:
+        document: dict[str, Any] = self.request("GET", "/v1/cluster")
+        return document
+
+    def cluster_check(self) -> dict[str, Any]:
+        document: dict[str, Any] = self.request("GET", "/v1/cluster/check")
+        return document
+
+    def nodes(self) -> list[dict[str, Any]]:
+        document: list[dict[str, Any]] = self.request("GET", "/v1/nodes")
+        return document
+
+    def node(self, uid: int) -> dict[str, Any]:
+        document: dict[str, Any] = self.request("GET", f"/v1/nodes/{uid}")
+        return document
+
+    def license(self) -> dict[str, Any]:
+        document: dict[str, Any] = self.request("GET", "/v1/license")
+        return document
+
+    def put_license(self, text: str) -> dict[str, Any]:
+        document = self.request("PUT", "/v1/license", json_body={"license": text})
+        return document if isinstance(document, dict) else {}
+
+    def users(self) -> list[dict[str, Any]]:
+        document: list[dict[str, Any]] = self.request("GET", "/v1/users")
+        return document
+
+    def user(self, uid: int) -> dict[str, Any]:
+        document: dict[str, Any] = self.request("GET", f"/v1/users/{uid}")
+        return document
+
+    def add_user(
+        self, *, email: str, password: str, role: str = "admin", name: str | None = None
+    ) -> dict[str, Any]:
+        document = self.request(
+            "POST", "/v1/users", json_body=_user_body(email, password, role, name)
+        )
+        return document if isinstance(document, dict) else {}
+
+    def authorize(self, ttl: int | None = None) -> str:
+        """A JWT for `Authorization: JWT <token>` (POST /v1/users/authorize)."""
+        document = self.request(
+            "POST", "/v1/users/authorize", json_body={} if ttl is None else {"ttl": ttl}
+        )
+        return str((document or {}).get("access_token", ""))
+
+
+# --- the asynchronous client --------------------------------------------------------------------
+
+
+class AsyncCnmClient:
+    """The bootstrap calls of `CnmClient` for asyncio callers (benchmarks driving many nodes at
+    once), with the same errors; anything else through `request`."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        verify: ssl.SSLContext | bool = True,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.url,
+            auth=_auth(username, password, token),
+            verify=verify,
+            timeout=timeout,
+            transport=transport,
+            headers={"User-Agent": "cnm-client"},
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request(self, method: str, path: str, *, json_body: Any = None) -> Any:
+        try:
+            response = await self._http.request(
+                method,
+                path,
+                json=json_body,
+            )
+        except httpx.TransportError as exc:
+            raise unreachable(self.url, exc) from None
+        return _decode(response)
+
+    async def bootstrap_status(self) -> dict[str, Any]:
+        document: dict[str, Any] = await self.request("GET", "/v1/bootstrap")
+        return document
+
+    async def bootstrap(self, action: str, body: Mapping[str, Any]) -> None:
+        await self.request(
+            "POST", f"/v1/bootstrap/{action}", json_body=_bootstrap_body(action, body)
+        )
+
+    async def create_cluster(self, body: Mapping[str, Any]) -> None:
+        await self.bootstrap("create_cluster", body)
+
+    async def join_cluster(self, body: Mapping[str, Any]) -> None:
+        await self.bootstrap("join_cluster", body)
+
+    async def validate(self, action: str, body: Mapping[str, Any]) -> None:
+        path = f"/v1/bootstrap/validate/{action}"
+        await self.request("POST", path, json_body=_bootstrap_body(action, body))
+
+    async def wait_bootstrap(
+        self,
+        timeout: float,
+        on_change: StatusCallback | None = None,
+        *,
+        interval: float = 0.25,
+    ) -> dict[str, Any]:
+        """As `CnmClient.wait_bootstrap`, without the grace for a lost poll."""
+        last: dict[str, Any] | None = None
+        seen: tuple[str, str | None] | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    document = await self.bootstrap_status()
+                    last = document
+                    current = _state(document)
+                    if current != seen and on_change is not None:
+                        on_change(document)
+                    seen = current
+                    if current[0] == "completed":
+                        return document
+                    if current[0] == "error":
+                        raise bootstrap_failure(document)
+                    await asyncio.sleep(interval)
+        except TimeoutError:
+            raise WaitTimeout(timeout, last) from None
+
+    async def cluster(self) -> dict[str, Any]:
+        document: dict[str, Any] = await self.request("GET", "/v1/cluster")
+        return document
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        document: list[dict[str, Any]] = await self.request("GET", "/v1/nodes")
+        return document
