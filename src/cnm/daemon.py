@@ -137,6 +137,10 @@ class NodeAgent:
                 with contextlib.suppress(Exception):
                     await manager.runtime.stop()
             self.verifier.close()
+            # Closing the loop puts SIGTERM back to its default action; a second SIGTERM from
+            # a supervisor in the last instants must not turn a clean exit into a kill.
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         log.info("stopped")
         return 0
 

@@ -194,3 +194,12 @@ async def test_uids_are_distinct_under_concurrency_and_stable_per_node_key() -> 
     assert again == uids
     items, _ = await store.get_prefix(model.NODES_PREFIX)
     assert len(items) == 20
+
+
+async def test_an_address_that_is_a_live_node_under_another_key_is_refused() -> None:
+    nodes = [node(1, "voter", addr="127.0.0.9"), node(2, addr="127.0.0.8")]
+    snapshot = await snapshot_of(nodes, alive={1})
+    with pytest.raises(ConfigError, match=r"127\.0\.0\.9 is already node 1"):
+        check_admission(snapshot, request(addr="127.0.0.9"), member_addr="m", now=NOW)
+    # A dead node's address may be taken by a new node.
+    check_admission(snapshot, request(addr="127.0.0.8"), member_addr="m", now=NOW)

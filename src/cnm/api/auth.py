@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
@@ -42,9 +43,13 @@ USER_ADMINS = USER_MANAGERS  # view_all_users_info, create_new_user, update_user
 TOKEN_SCHEMES = frozenset({"jwt", "bearer"})
 MAX_VERIFIED_TOKENS = 10_000
 
+
 # Verifying against this when the user does not exist keeps the answer's timing from telling
 # which usernames exist.
-_DUMMY_HASH = hash_password("cnm-no-such-user")
+@functools.cache
+def _dummy_hash() -> str:
+    # Made on first use, not at import: hashing costs tens of milliseconds of agent start-up.
+    return hash_password("cnm-no-such-user")
 
 
 def require_role(user: dict[str, Any], roles: Collection[str], action: str) -> None:
@@ -102,7 +107,7 @@ class Authenticator:
         self, username: str, password: str, snapshot: ClusterSnapshot
     ) -> dict[str, Any]:
         user = user_by_login(snapshot, username)
-        password_hash = str(user.get("password_hash", "")) if user else _DUMMY_HASH
+        password_hash = str(user.get("password_hash", "")) if user else _dummy_hash()
         verified = await self.verifier.verify(username, password, password_hash)
         if not verified or user is None or user.get("status", "active") != "active":
             raise Unauthorized("invalid username or password")

@@ -87,6 +87,16 @@ def check_admission(
     cluster = snapshot.get(model.CLUSTER_KEY) or {}
     nodes = snapshot.under(model.NODES_PREFIX)
     known = snapshot.get(model.node_key_index(request.node_key))
+    if known is None:
+        for node in nodes:
+            alive = snapshot.get(model.liveness_key(int(node["uid"]))) is not None
+            if node.get("addr") == request.addr and alive:
+                raise ConfigError(
+                    f"node.identity.addr: {request.addr} is already node {node['uid']} of this "
+                    "cluster, alive, under another identity (a node belongs to one cluster); "
+                    "stop that node or give this one another address",
+                    fields=["node.identity.addr"],
+                )
     licence = snapshot.get(model.LICENSE_KEY)
     if licence is not None and known is None:
         check_license_for_join(licence, len(nodes), now)
