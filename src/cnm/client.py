@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -26,6 +27,7 @@ import httpx
 DEFAULT_URL = "https://127.0.0.1:9443"
 FINAL_STATES = ("completed", "error")
 BOOTSTRAP_ACTIONS = ("create_cluster", "join_cluster", "recover_cluster")
+_HEADERS = {"User-Agent": "cnm-client"}
 
 StatusCallback = Callable[[dict[str, Any]], None]
 
@@ -208,6 +210,28 @@ def _state(document: dict[str, Any]) -> tuple[str, str | None]:
     return str(status.get("state", "")), status.get("phase")
 
 
+def _observe(
+    document: dict[str, Any], seen: tuple[str, str | None] | None, on_change: StatusCallback | None
+) -> tuple[str, str | None]:
+    """One poll of a wait: tell `on_change` when state or phase changed since `seen`; the new
+    (state, phase), or BootstrapFailed if the action ended in `error`."""
+    current = _state(document)
+    if current != seen and on_change is not None:
+        on_change(document)
+    if current[0] == "error":
+        raise bootstrap_failure(document)
+    return current
+
+
+@contextmanager
+def _reaching(url: str) -> Iterator[None]:
+    """Around one request: a transport failure becomes `Unreachable`."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise unreachable(url, exc) from None
+
+
 # --- the synchronous client ---------------------------------------------------------------------
 
 
@@ -237,7 +261,7 @@ class CnmClient:
             timeout=timeout,
             trust_env=trust_env,
             transport=transport,
-            headers={"User-Agent": "cnm-client"},
+            headers=_HEADERS,
         )
 
     def __enter__(self) -> Self:
@@ -256,14 +280,8 @@ class CnmClient:
 
     def request(self, method: str, path: str, *, json_body: Any = None) -> Any:
         """One call: the decoded JSON (None for an empty body), or ApiError / Unreachable."""
-        try:
-            response = self._http.request(
-                method,
-                path,
-                json=json_body,
-            )
-        except httpx.TransportError as exc:
-            raise unreachable(self.url, exc) from None
+        with _reaching(self.url):
+            response = self._http.request(method, path, json=json_body)
         return _decode(response)
 
     # --- bootstrap ---
@@ -319,14 +337,9 @@ class CnmClient:
                     raise
             else:
                 last = document
-                current = _state(document)
-                if current != seen and on_change is not None:
-                    on_change(document)
-                seen = current
-                if current[0] == "completed":
+                seen = _observe(document, seen, on_change)
+                if seen[0] == "completed":
                     return document
-                if current[0] == "error":
-                    raise bootstrap_failure(document)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise WaitTimeout(timeout, last)
@@ -407,7 +420,7 @@ class AsyncCnmClient:
             verify=verify,
             timeout=timeout,
             transport=transport,
-            headers={"User-Agent": "cnm-client"},
+            headers=_HEADERS,
         )
 
     async def __aenter__(self) -> Self:
@@ -425,14 +438,8 @@ class AsyncCnmClient:
         await self._http.aclose()
 
     async def request(self, method: str, path: str, *, json_body: Any = None) -> Any:
-        try:
-            response = await self._http.request(
-                method,
-                path,
-                json=json_body,
-            )
-        except httpx.TransportError as exc:
-            raise unreachable(self.url, exc) from None
+        with _reaching(self.url):
+            response = await self._http.request(method, path, json=json_body)
         return _decode(response)
 
     async def bootstrap_status(self) -> dict[str, Any]:
@@ -469,14 +476,9 @@ class AsyncCnmClient:
                 while True:
                     document = await self.bootstrap_status()
                     last = document
-                    current = _state(document)
-                    if current != seen and on_change is not None:
-                        on_change(document)
-                    seen = current
-                    if current[0] == "completed":
+                    seen = _observe(document, seen, on_change)
+                    if seen[0] == "completed":
                         return document
-                    if current[0] == "error":
-                        raise bootstrap_failure(document)
                     await asyncio.sleep(interval)
         except TimeoutError:
             raise WaitTimeout(timeout, last) from None

@@ -10,6 +10,7 @@ it they need credentials and the role's permission (api-contract §1), and answe
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -50,38 +51,45 @@ def _nodes(snapshot: ClusterSnapshot) -> list[dict[str, Any]]:
     return sorted(nodes, key=lambda n: int(n["uid"]))
 
 
+def _record_routes(
+    router: APIRouter,
+    context: ApiContext,
+    path: str,
+    view: Callable[[Mapping[str, Any]], dict[str, Any]],
+    *,
+    policy: bool,
+    name: str,
+    what: str,
+) -> None:
+    """GET and PUT on one view of the cluster record. The routes are named get_{name} and
+    put_{name}, as their OpenAPI operations are."""
+
+    @router.get(path, name=f"get_{name}")
+    async def read(request: Request) -> Response:
+        runtime, user = await context.require_fresh_cluster(request)
+        require_role(user, CLUSTER_VIEWERS, f"view {what}")
+        return compact(view(runtime.snapshot.get(model.CLUSTER_KEY) or {}))
+
+    @router.put(path, name=f"put_{name}")
+    async def write(request: Request) -> Response:
+        runtime, user = await context.require_fresh_cluster(request)
+        require_role(user, CLUSTER_ADMINS, f"change {what}")
+        body = await read_json_object(request)
+        record, revision = await update_cluster(runtime.store, body, policy=policy)
+        await wait_for_revision(runtime.snapshot, revision)
+        return compact(view(record))
+
+
 def cluster_router(context: ApiContext) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/v1/cluster")
-    async def get_cluster(request: Request) -> Response:
-        runtime, user = await context.require_fresh_cluster(request)
-        require_role(user, CLUSTER_VIEWERS, "view the cluster")
-        return compact(public_cluster(runtime.snapshot.get(model.CLUSTER_KEY) or {}))
-
-    @router.put("/v1/cluster")
-    async def put_cluster(request: Request) -> Response:
-        runtime, user = await context.require_fresh_cluster(request)
-        require_role(user, CLUSTER_ADMINS, "change the cluster")
-        body = await read_json_object(request)
-        record, revision = await update_cluster(runtime.store, body, policy=False)
-        await wait_for_revision(runtime.snapshot, revision)
-        return compact(public_cluster(record))
-
-    @router.get("/v1/cluster/policy")
-    async def get_policy(request: Request) -> Response:
-        runtime, user = await context.require_fresh_cluster(request)
-        require_role(user, CLUSTER_VIEWERS, "view the cluster policy")
-        return compact(public_policy(runtime.snapshot.get(model.CLUSTER_KEY) or {}))
-
-    @router.put("/v1/cluster/policy")
-    async def put_policy(request: Request) -> Response:
-        runtime, user = await context.require_fresh_cluster(request)
-        require_role(user, CLUSTER_ADMINS, "change the cluster policy")
-        body = await read_json_object(request)
-        record, revision = await update_cluster(runtime.store, body, policy=True)
-        await wait_for_revision(runtime.snapshot, revision)
-        return compact(public_policy(record))
+    # /v1/cluster and /v1/cluster/policy read and write the same record, each through its own
+    # view of it (`update_cluster` takes only that view's fields).
+    for path, view, policy, name, what in (
+        ("/v1/cluster", public_cluster, False, "cluster", "the cluster"),
+        ("/v1/cluster/policy", public_policy, True, "policy", "the cluster policy"),
+    ):
+        _record_routes(router, context, path, view, policy=policy, name=name, what=what)
 
     @router.get("/v1/cluster/check")
     async def check(request: Request) -> Response:

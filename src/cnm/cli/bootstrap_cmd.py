@@ -7,18 +7,7 @@ from typing import Annotated
 import typer
 
 from cnm.cli import render
-from cnm.cli.common import (
-    CaFileOpt,
-    InsecureOpt,
-    NodeOpt,
-    OutputOpt,
-    PasswordStdinOpt,
-    UsernameOpt,
-    api_command,
-    connect,
-    read_password,
-    target,
-)
+from cnm.cli.common import Target, client_command, connect, read_password
 from cnm.cli.progress import wait_visibly
 
 bootstrap_app = typer.Typer(
@@ -29,9 +18,9 @@ bootstrap_app = typer.Typer(
 
 
 @bootstrap_app.command("status")
-@api_command
+@client_command
 def status(
-    ctx: typer.Context,
+    t: Target,
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Refresh until the state is completed or error")
     ] = False,
@@ -39,12 +28,6 @@ def status(
         float | None,
         typer.Option(help="With --watch: give up after this many seconds (exit 3)", min=0),
     ] = None,
-    node: NodeOpt = None,
-    username: UsernameOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    output: OutputOpt = None,
 ) -> None:
     r"""Show the node's bootstrap state and its facts (memory, cores, paths, addresses).
 
@@ -61,7 +44,6 @@ def status(
         cnm bootstrap status --node https://10.0.0.1:9443 --ca-file ca.pem \
             -u admin@example.com -o json
     """
-    t = target(ctx, node, username, password_stdin, ca_file, insecure, output)
     # Credentials only when a user is named: a fresh node needs none, and prompting for them
     # would stop a script that only wants to know whether the node is idle.
     password = read_password(t, what=t.username) if t.username else None
@@ -72,7 +54,4 @@ def status(
             )
         else:
             document = client.bootstrap_status()
-    if t.json:
-        render.print_json(document)
-    else:
-        render.console().print(render.bootstrap_panel(document))
+    render.show(document, render.bootstrap_panel, json_mode=t.json)

@@ -8,6 +8,7 @@ validate/{action} instead and changes nothing on the node.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -15,21 +16,7 @@ from urllib.parse import urlsplit
 import typer
 
 from cnm.cli import render
-from cnm.cli.common import (
-    CaFileOpt,
-    InsecureOpt,
-    NodeOpt,
-    OutputOpt,
-    PasswordStdinOpt,
-    Target,
-    UsernameOpt,
-    api_command,
-    connect,
-    logged_in,
-    need_username,
-    read_password,
-    target,
-)
+from cnm.cli.common import Target, client_command, connect, logged_in, need_username, read_password
 from cnm.cli.progress import wait_visibly
 from cnm.client import ApiError, CnmClient
 
@@ -78,35 +65,41 @@ TimeoutOpt = Annotated[
 ]
 
 
-def _node_section(
-    *,
-    addr: str | None,
-    external_addr: list[str] | None,
-    rack_id: str | None,
-    persistent_path: str | None,
-    ephemeral_path: str | None,
-    uid: int | None = None,
-) -> dict[str, Any]:
-    identity: dict[str, Any] = {}
-    if addr:
-        identity["addr"] = addr
-    if external_addr:
-        identity["external_addr"] = list(external_addr)
-    if rack_id:
-        identity["rack_id"] = rack_id
-    if uid is not None:
-        identity["uid"] = uid
-    paths = {
-        k: v
-        for k, v in (("persistent_path", persistent_path), ("ephemeral_path", ephemeral_path))
-        if v
-    }
-    section: dict[str, Any] = {}
-    if identity:
-        section["identity"] = identity
-    if paths:
-        section["paths"] = paths
-    return section
+@dataclass(frozen=True)
+class Placement:
+    """This node's place in the cluster, the options create and join share (an option group, see
+    `cnm.cli.options`; recover takes three of them): the bootstrap body's `node` section."""
+
+    rack_id: RackIdOpt = None
+    addr: AddrOpt = None
+    external_addr: ExternalAddrOpt = None
+    persistent_path: PersistentOpt = None
+    ephemeral_path: EphemeralOpt = None
+
+    def section(self, uid: int | None = None) -> dict[str, Any]:
+        identity: dict[str, Any] = {}
+        if self.addr:
+            identity["addr"] = self.addr
+        if self.external_addr:
+            identity["external_addr"] = list(self.external_addr)
+        if self.rack_id:
+            identity["rack_id"] = self.rack_id
+        if uid is not None:
+            identity["uid"] = uid
+        paths = {
+            k: v
+            for k, v in (
+                ("persistent_path", self.persistent_path),
+                ("ephemeral_path", self.ephemeral_path),
+            )
+            if v
+        }
+        section: dict[str, Any] = {}
+        if identity:
+            section["identity"] = identity
+        if paths:
+            section["paths"] = paths
+        return section
 
 
 def _validating(ctx: typer.Context) -> bool:
@@ -114,6 +107,24 @@ def _validating(ctx: typer.Context) -> bool:
 
 
 def _submit(
+    ctx: typer.Context,
+    t: Target,
+    action: str,
+    body: dict[str, Any],
+    node: dict[str, Any],
+    *,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Send the body, with this node's section if it has one, as the user of its credentials."""
+    if node:
+        body["node"] = node
+    user = body.get("credentials", {})
+    with connect(t, username=user.get("username"), password=user.get("password")) as client:
+        _send(ctx, t, client, action, body, wait=wait, timeout=timeout)
+
+
+def _send(
     ctx: typer.Context,
     t: Target,
     client: CnmClient,
@@ -184,9 +195,10 @@ def _summary(
     "    cnm cluster validate create c1.example.com -u admin@example.com --node "
     "https://10.0.0.1:9443 --insecure",
 )
-@api_command
+@client_command
 def create(
     ctx: typer.Context,
+    t: Target,
     name: Annotated[str, typer.Argument(help="The cluster's name, an FQDN", show_default=False)],
     license_file: Annotated[
         Path | None,
@@ -195,19 +207,10 @@ def create(
     rack_aware: Annotated[
         bool, typer.Option(help="Make the cluster rack-aware (for ever); needs --rack-id")
     ] = False,
-    rack_id: RackIdOpt = None,
-    addr: AddrOpt = None,
-    external_addr: ExternalAddrOpt = None,
-    persistent_path: PersistentOpt = None,
-    ephemeral_path: EphemeralOpt = None,
+    *,  # a group has no default: the options after it are keyword-only
+    placement: Placement,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 120.0,
-    node: NodeOpt = None,
-    username: UsernameOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    output: OutputOpt = None,
 ) -> None:
     r"""Create a new cluster on a fresh node; --username and the password make its admin.
 
@@ -224,8 +227,7 @@ def create(
             --password-stdin --rack-aware --rack-id r1 \
             --node http://10.0.0.1:8080 --wait
     """
-    t = target(ctx, node, username, password_stdin, ca_file, insecure, output)
-    if rack_aware and not rack_id:
+    if rack_aware and not placement.rack_id:
         raise typer.BadParameter("a rack-aware cluster needs this node's --rack-id")
     admin = need_username(t, "the admin to create")
     password = read_password(t, what=f"the new admin {admin}", confirm=True)
@@ -237,17 +239,7 @@ def create(
         body["license"] = license_file.read_text()
     if rack_aware:
         body["policy"] = {"rack_aware": True}
-    section = _node_section(
-        addr=addr,
-        external_addr=external_addr,
-        rack_id=rack_id,
-        persistent_path=persistent_path,
-        ephemeral_path=ephemeral_path,
-    )
-    if section:
-        body["node"] = section
-    with connect(t, username=admin, password=password) as client:
-        _submit(ctx, t, client, "create_cluster", body, wait=wait, timeout=timeout)
+    _submit(ctx, t, "create_cluster", body, placement.section(), wait=wait, timeout=timeout)
 
 
 @cluster_app.command("join")
@@ -257,9 +249,10 @@ def create(
     "    cnm cluster validate join --nodes 10.0.0.1 -u admin@example.com --node "
     "https://10.0.0.2:9443 --insecure",
 )
-@api_command
+@client_command
 def join(
     ctx: typer.Context,
+    t: Target,
     nodes: Annotated[
         list[str],
         typer.Option(
@@ -275,19 +268,10 @@ def join(
     replace_uid: Annotated[
         int | None, typer.Option(help="Replace the failed node with this uid", min=1)
     ] = None,
-    rack_id: RackIdOpt = None,
-    addr: AddrOpt = None,
-    external_addr: ExternalAddrOpt = None,
-    persistent_path: PersistentOpt = None,
-    ephemeral_path: EphemeralOpt = None,
+    *,
+    placement: Placement,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 120.0,
-    node: NodeOpt = None,
-    username: UsernameOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    output: OutputOpt = None,
 ) -> None:
     r"""Join the node named by --node to the cluster that --nodes belong to.
 
@@ -302,7 +286,6 @@ def join(
         cnm cluster join --nodes 10.0.0.1,10.0.0.3 -u admin@example.com --replace-uid 2 \
             --node http://10.0.0.4:8080 --wait
     """
-    t = target(ctx, node, username, password_stdin, ca_file, insecure, output)
     members = [part.strip() for item in nodes for part in item.split(",") if part.strip()]
     if not members:
         raise typer.BadParameter("give at least one cluster member's address", param_hint="--nodes")
@@ -315,24 +298,16 @@ def join(
         "cluster": cluster,
         "credentials": {"username": admin, "password": password},
     }
-    section = _node_section(
-        addr=addr,
-        external_addr=external_addr,
-        rack_id=rack_id,
-        persistent_path=persistent_path,
-        ephemeral_path=ephemeral_path,
-        uid=replace_uid,
+    _submit(
+        ctx, t, "join_cluster", body, placement.section(uid=replace_uid), wait=wait, timeout=timeout
     )
-    if section:
-        body["node"] = section
-    with connect(t, username=admin, password=password) as client:
-        _submit(ctx, t, client, "join_cluster", body, wait=wait, timeout=timeout)
 
 
 @cluster_app.command("recover")
-@api_command
+@client_command
 def recover(
     ctx: typer.Context,
+    t: Target,
     file: Annotated[
         str,
         typer.Option(
@@ -347,12 +322,6 @@ def recover(
         bool, typer.Option("--wait/--no-wait", help="Follow the recovery until it ends")
     ] = True,
     timeout: TimeoutOpt = 300.0,
-    node: NodeOpt = None,
-    username: UsernameOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    output: OutputOpt = None,
 ) -> None:
     r"""Recover a cluster that lost its store, on a fresh node, from a store backup.
 
@@ -364,37 +333,17 @@ def recover(
         cnm cluster recover --file /var/opt/redislabs/persist/ccs/backup.db \
             -u admin@example.com --node https://10.0.0.1:9443 --insecure
     """
-    t = target(ctx, node, username, password_stdin, ca_file, insecure, output)
     body: dict[str, Any] = {"recovery_filename": file}
-    password = None
     if t.username:
         password = read_password(t, what=f"the cluster admin {t.username}")
         body["credentials"] = {"username": t.username, "password": password}
-    section = _node_section(
-        addr=addr,
-        external_addr=None,
-        rack_id=None,
-        persistent_path=persistent_path,
-        ephemeral_path=ephemeral_path,
-        uid=uid,
-    )
-    if section:
-        body["node"] = section
-    with connect(t, username=t.username, password=password) as client:
-        _submit(ctx, t, client, "recover_cluster", body, wait=wait, timeout=timeout)
+    placement = Placement(addr=addr, persistent_path=persistent_path, ephemeral_path=ephemeral_path)
+    _submit(ctx, t, "recover_cluster", body, placement.section(uid=uid), wait=wait, timeout=timeout)
 
 
 @cluster_app.command("info")
-@api_command
-def info(
-    ctx: typer.Context,
-    node: NodeOpt = None,
-    username: UsernameOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    output: OutputOpt = None,
-) -> None:
+@client_command
+def info(t: Target) -> None:
     r"""Show the cluster: name, uuid, rack awareness, ports, CA fingerprint and node checks.
 
     Example:
@@ -402,7 +351,6 @@ def info(
         CNM_PASSWORD=... cnm cluster info -u admin@example.com \
             --node https://10.0.0.1:9443 --ca-file ca.pem
     """
-    t = target(ctx, node, username, password_stdin, ca_file, insecure, output)
     with logged_in(t) as client:
         cluster = client.cluster()
         if t.json:

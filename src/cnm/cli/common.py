@@ -1,11 +1,14 @@
-"""What every client command shares: the connection options, their resolution, credentials, and
-the one place where client errors become messages and exit codes.
+"""What every client command shares: the resolution of the connection options (declared in
+`options`), credentials, and the one place where client errors become messages and exit codes.
 
 The connection options are accepted both before the command (`cnm --node URL node list`, the
 root callback stores them) and after it (`cnm node list --node URL`); the command's own value
 wins, then the global one, then the environment (`CNM_NODE`, `CNM_USERNAME`, `CNM_PASSWORD`),
 then the default. Passwords never come from a flag value: `CNM_PASSWORD`, one line of stdin
 (`--password-stdin`) or a hidden prompt.
+
+A client command takes them resolved, as its one parameter `t: Target` (`client_command`);
+typer sees the six options in its place.
 
 Exit codes (the README documents them): 0 done, 1 the server reported an error (or a local
 operation failed), 2 usage, 3 `--wait` timed out, 4 the node cannot be reached, 130 interrupted.
@@ -14,17 +17,18 @@ operation failed), 2 usage, 3 `--wait` timed out, 4 the node cannot be reached, 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import typer
 
+from cnm.cli.options import Flags, Output, option_groups, set_signature
 from cnm.client import (
     DEFAULT_URL,
     ApiError,
@@ -41,8 +45,6 @@ EXIT_TIMEOUT = 3
 EXIT_UNREACHABLE = 4
 EXIT_INTERRUPTED = 130
 
-CONNECTION = "Connection"
-
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -54,74 +56,6 @@ class CliFailure(Exception):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
-
-
-class Output(StrEnum):
-    table = "table"
-    json = "json"
-
-
-NodeOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--node",
-        help=f"The node's API URL [env CNM_NODE; default {DEFAULT_URL}]",
-        rich_help_panel=CONNECTION,
-        show_default=False,
-    ),
-]
-UsernameOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--username",
-        "-u",
-        help="Cluster user (email or name) [env CNM_USERNAME]",
-        rich_help_panel=CONNECTION,
-        show_default=False,
-    ),
-]
-PasswordStdinOpt = Annotated[
-    bool,
-    typer.Option(
-        "--password-stdin",
-        help="Read the password from the first line of stdin (else $CNM_PASSWORD, else a "
-        "hidden prompt)",
-        rich_help_panel=CONNECTION,
-    ),
-]
-CaFileOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--ca-file",
-        help="Verify HTTPS with this CA: the cluster CA, DATA_DIR/tls/cluster/ca.pem on a node",
-        rich_help_panel=CONNECTION,
-        show_default=False,
-        exists=True,
-        dir_okay=False,
-        readable=True,
-    ),
-]
-InsecureOpt = Annotated[
-    bool,
-    typer.Option(
-        "--insecure",
-        "-k",
-        help="Do not verify HTTPS. A fresh node serves a self-signed certificate and needs "
-        "this (or http://ADDR:8080) until its cluster exists",
-        rich_help_panel=CONNECTION,
-    ),
-]
-OutputOpt = Annotated[
-    Output | None,
-    typer.Option(
-        "--output",
-        "-o",
-        help="table (readable) or json (the API's own document, for scripts) [default: table]",
-        rich_help_panel=CONNECTION,
-        show_default=False,
-        case_sensitive=False,
-    ),
-]
 
 
 @dataclass(frozen=True)
@@ -154,47 +88,25 @@ class Target:
         return shlex.join(["cnm", *words, *self.flags()])
 
 
-def global_options(
-    ctx: typer.Context,
-    node: NodeOpt = None,
-    username: UsernameOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    output: OutputOpt = None,
-) -> None:
-    """Stores the options given before the command, for `target` to merge."""
-    ctx.obj = {
-        "node": node,
-        "username": username,
-        "password_stdin": password_stdin,
-        "ca_file": ca_file,
-        "insecure": insecure,
-        "output": output,
-    }
+def _given(ctx: typer.Context) -> Flags:
+    """The connection options given before the command (the root callback stored them)."""
+    given = ctx.find_root().obj
+    return given if isinstance(given, Flags) else Flags()
 
 
-def target(
-    ctx: typer.Context,
-    node: str | None,
-    username: str | None,
-    password_stdin: bool,
-    ca_file: Path | None,
-    insecure: bool,
-    output: Output | None,
-) -> Target:
+def target(ctx: typer.Context, own: Flags) -> Target:
     """The command's connection settings: its own options, else those given before the command,
     else the environment, else the defaults."""
-    given = ctx.find_root().obj or {}
-    if (ca_file or given.get("ca_file")) and (insecure or given.get("insecure")):
+    given = _given(ctx)
+    if (own.ca_file or given.ca_file) and (own.insecure or given.insecure):
         raise CliFailure("--ca-file and --insecure exclude each other", EXIT_USAGE)
     resolved = Target(
-        url=(node or given.get("node") or os.environ.get("CNM_NODE") or DEFAULT_URL).rstrip("/"),
-        username=username or given.get("username") or os.environ.get("CNM_USERNAME") or None,
-        password_stdin=password_stdin or bool(given.get("password_stdin")),
-        ca_file=ca_file or given.get("ca_file"),
-        insecure=insecure or bool(given.get("insecure")),
-        output=output or given.get("output") or Output.table,
+        url=(own.node or given.node or os.environ.get("CNM_NODE") or DEFAULT_URL).rstrip("/"),
+        username=own.username or given.username or os.environ.get("CNM_USERNAME") or None,
+        password_stdin=own.password_stdin or given.password_stdin,
+        ca_file=own.ca_file or given.ca_file,
+        insecure=own.insecure or given.insecure,
+        output=own.output or given.output or Output.table,
     )
     if not resolved.url.startswith(("http://", "https://")):
         raise CliFailure(
@@ -228,9 +140,21 @@ def need_username(t: Target, what: str = "the cluster user to log in as") -> str
 
 def read_password(t: Target, *, what: str, confirm: bool = False) -> str:
     """The password of `what`: stdin if asked for, else $CNM_PASSWORD, else a hidden prompt."""
-    if t.password_stdin:
+    return read_secret(
+        what,
+        from_stdin=t.password_stdin,
+        env="CNM_PASSWORD",
+        flag="--password-stdin",
+        confirm=confirm,
+    )
+
+
+def read_secret(what: str, *, from_stdin: bool, env: str, flag: str, confirm: bool) -> str:
+    """The password of `what`: one line of stdin if `flag` was given, else $`env`, else a hidden
+    prompt (`confirm`: typed twice) when there is a terminal to ask on."""
+    if from_stdin:
         return read_stdin_line(f"the password of {what}")
-    from_env = os.environ.get("CNM_PASSWORD")
+    from_env = os.environ.get(env)
     if from_env:
         return from_env
     if sys.stdin.isatty():
@@ -240,8 +164,8 @@ def read_password(t: Target, *, what: str, confirm: bool = False) -> str:
             )
         )
     raise CliFailure(
-        f"no password for {what}: set CNM_PASSWORD, pipe it with --password-stdin, or run in "
-        "a terminal to be prompted",
+        f"no password for {what}: set {env}, pipe it with {flag}, or run in a terminal to be "
+        "prompted",
         EXIT_USAGE,
     )
 
@@ -305,9 +229,32 @@ def api_command(function: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def client_command(function: Callable[..., R]) -> Callable[..., R]:
+    """A command that talks to a node. It takes `t: Target` where typer sees the connection
+    options (the fields of `Flags`), and `ctx` if it needs the context; `target` resolves the
+    options before it runs. Errors are reported as by `api_command`."""
+    declared = inspect.signature(function, eval_str=True).parameters.values()
+    wants_ctx = any(p.name == "ctx" for p in declared)
+
+    @functools.wraps(function)
+    def command(ctx: typer.Context, t: Flags, **kwargs: Any) -> R:
+        if wants_ctx:
+            kwargs["ctx"] = ctx
+        return function(t=target(ctx, t), **kwargs)
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    # `target` needs the context even when the command does not.
+    context = [] if wants_ctx else [inspect.Parameter("ctx", keyword, annotation=typer.Context)]
+    own = [p.replace(kind=keyword) for p in declared if p.name != "t"]
+    # The connection options last, after any other group: "Connection" ends the help.
+    connection = inspect.Parameter("t", keyword, annotation=Flags)
+    set_signature(command, [*context, *own, connection])
+    return api_command(option_groups(command))
+
+
 def resolve_output(ctx: typer.Context, output: Output | None) -> Output:
     """For commands without the connection options (`cnm local ...`)."""
-    resolved: Output = output or (ctx.find_root().obj or {}).get("output") or Output.table
+    resolved: Output = output or _given(ctx).output or Output.table
     ctx.find_root().meta["cnm.output"] = resolved
     return resolved
 

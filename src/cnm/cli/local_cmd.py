@@ -18,15 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from cnm.cli import local_api, render
-from cnm.cli.common import (
-    EXIT_INTERRUPTED,
-    CliFailure,
-    Output,
-    OutputOpt,
-    api_command,
-    report,
-    resolve_output,
-)
+from cnm.cli.common import EXIT_INTERRUPTED, CliFailure, api_command, report, resolve_output
 from cnm.cli.local_cluster import (
     LocalCluster,
     LocalNode,
@@ -35,6 +27,7 @@ from cnm.cli.local_cluster import (
     check_ports,
     stop_all,
 )
+from cnm.cli.options import Output, OutputOpt
 from cnm.client import ClientError
 
 local_app = typer.Typer(

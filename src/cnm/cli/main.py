@@ -3,7 +3,8 @@
 `cnm node run` starts the agent; every other command is a thin client of the REST API through
 `cnm.client` and never talks to etcd. Each group lives in its own module: `bootstrap_cmd`,
 `cluster_cmd`, `node_cmd`, `admin_cmd` (licence and users), `local_cmd` (a local cluster);
-`common` holds the shared options and exit codes, `render` the output.
+`options` declares the shared options, `common` resolves them and holds the exit codes,
+`render` the output.
 """
 
 from __future__ import annotations
@@ -16,17 +17,9 @@ from cnm import __version__
 from cnm.cli.admin_cmd import license_app, user_app
 from cnm.cli.bootstrap_cmd import bootstrap_app
 from cnm.cli.cluster_cmd import cluster_app
-from cnm.cli.common import (
-    CaFileOpt,
-    InsecureOpt,
-    NodeOpt,
-    OutputOpt,
-    PasswordStdinOpt,
-    UsernameOpt,
-    global_options,
-)
 from cnm.cli.local_cmd import local_app
 from cnm.cli.node_cmd import node_app
+from cnm.cli.options import Flags, option_groups
 
 app = typer.Typer(
     rich_markup_mode="markdown",
@@ -49,14 +42,10 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
+@option_groups
 def root(
     ctx: typer.Context,
-    node: NodeOpt = None,
-    username: UsernameOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    output: OutputOpt = None,
+    flags: Flags,
     version: Annotated[
         bool | None,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version"),
@@ -76,7 +65,8 @@ def root(
         CNM_PASSWORD=... cnm node list -u admin@example.com \
             --node https://10.0.0.1:9443 --ca-file ca.pem
     """
-    global_options(ctx, node, username, password_stdin, ca_file, insecure, output)
+    # For `target` to merge with the command's own (the command's win).
+    ctx.obj = flags
 
 
 def main() -> None:

@@ -12,17 +12,7 @@ from typing import Annotated
 import typer
 
 from cnm.cli import render
-from cnm.cli.common import (
-    CaFileOpt,
-    InsecureOpt,
-    NodeOpt,
-    OutputOpt,
-    PasswordStdinOpt,
-    UsernameOpt,
-    api_command,
-    logged_in,
-    target,
-)
+from cnm.cli.common import Target, client_command, logged_in
 from cnm.config import ConfigurationError, load_node_config
 
 node_app = typer.Typer(
@@ -95,16 +85,8 @@ def node_run(
 
 
 @node_app.command("list")
-@api_command
-def node_list(
-    ctx: typer.Context,
-    node: NodeOpt = None,
-    username: UsernameOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    output: OutputOpt = None,
-) -> None:
+@client_command
+def node_list(t: Target) -> None:
     r"""List the cluster's nodes: uid, address, rack, status, store role, memory, uptime.
 
     Example:
@@ -112,26 +94,16 @@ def node_list(
         CNM_PASSWORD=... cnm node list -u admin@example.com \
             --node https://10.0.0.1:9443 --ca-file ca.pem
     """
-    t = target(ctx, node, username, password_stdin, ca_file, insecure, output)
     with logged_in(t) as client:
         nodes = client.nodes()
-    if t.json:
-        render.print_json(nodes)
-    else:
-        render.console().print(render.node_table(nodes))
+    render.show(nodes, render.node_table, json_mode=t.json)
 
 
 @node_app.command("show")
-@api_command
+@client_command
 def node_show(
-    ctx: typer.Context,
+    t: Target,
     uid: Annotated[int, typer.Argument(help="The node's uid", min=1, show_default=False)],
-    node: NodeOpt = None,
-    username: UsernameOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    output: OutputOpt = None,
 ) -> None:
     r"""Show every field of one node.
 
@@ -140,10 +112,6 @@ def node_show(
         CNM_PASSWORD=... cnm node show 2 -u admin@example.com \
             --node https://10.0.0.1:9443 --ca-file ca.pem
     """
-    t = target(ctx, node, username, password_stdin, ca_file, insecure, output)
     with logged_in(t) as client:
         document = client.node(uid)
-    if t.json:
-        render.print_json(document)
-    else:
-        render.console().print(render.document_panel(f"node {uid}", document))
+    render.show(document, lambda d: render.document_panel(f"node {uid}", d), json_mode=t.json)

@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from cnm.client import ApiError
+
+D = TypeVar("D")
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -33,6 +35,14 @@ def console(*, stderr: bool = False) -> Console:
 def print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
     sys.stdout.flush()
+
+
+def show(document: D, view: Callable[[D], RenderableType], *, json_mode: bool) -> None:
+    """A command's result: the API's document as it came in json mode, else its `view`."""
+    if json_mode:
+        print_json(document)
+    else:
+        console().print(view(document))
 
 
 def print_problem(message: str) -> None:
