@@ -89,6 +89,8 @@ class Agent:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **self.env},
+            # Its own process group, so teardown can reach anything a wrapper started.
+            start_new_session=True,
         )
         log.close()
         if wait:
@@ -201,6 +203,9 @@ class AgentFactory:
             with contextlib.suppress(AssertionError):
                 agent.stop()
         for agent in self.agents:
+            if agent.process is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(agent.process.pid, signal.SIGKILL)
             for pid in agent.etcd_pids():
                 os.kill(pid, signal.SIGKILL)
             if REPORT_MARKER in agent.log():
