@@ -16,6 +16,11 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+# httpx loads its transport (httpcore and anyio's asyncio backend) on the first request; load it
+# at start so a node's first join does not pay for it mid-handshake.
+import anyio._backends._asyncio  # noqa: F401
+import httpcore  # noqa: F401
+
 from cnm.api.app import create_app
 from cnm.api.auth import Authenticator
 from cnm.api.context import ApiContext
@@ -23,6 +28,7 @@ from cnm.api.server import ApiServers
 from cnm.bootstrap.manager import BootstrapManager
 from cnm.cluster import model
 from cnm.cluster.runtime import ClusterRuntime, ClusterTls
+from cnm.cluster.users import user_by_login
 from cnm.config import NodeConfig
 from cnm.errors import CnmError
 from cnm.security import pki
@@ -70,10 +76,18 @@ class NodeAgent:
         task.add_done_callback(self._background.discard)
         return task
 
-    async def _on_completed(self, runtime: ClusterRuntime) -> None:
+    async def _on_completed(
+        self, runtime: ClusterRuntime, credentials: tuple[str, str] | None
+    ) -> None:
         tls = ClusterTls.under(self.config.data_dir)
         assert self.servers is not None
         self.servers.use_certificate(tls.cert_file, tls.key_file)
+        if credentials is not None:
+            # The client polls next with the credentials it just bootstrapped with; they are
+            # proven (hashed here at create, accepted by the cluster at join).
+            user = user_by_login(runtime.snapshot, credentials[0])
+            if user is not None and user.get("password_hash"):
+                self.verifier.remember(*credentials, str(user["password_hash"]))
 
         def on_change(key: str) -> None:
             if key.startswith((model.USERS_PREFIX, model.USER_LOGIN_PREFIX)):

@@ -143,7 +143,8 @@ async def running_node(config: NodeConfig) -> AsyncIterator[Node]:
     spawner = Spawner()
     completed: list[ClusterRuntime] = []
 
-    async def on_completed(runtime: ClusterRuntime) -> None:
+    async def on_completed(runtime: ClusterRuntime, credentials: tuple[str, str] | None) -> None:
+        del credentials  # the agent pre-fills its password cache with them; not needed here
         # As the agent does: keep the snapshot current and the node's liveness lease alive.
         completed.append(runtime)
         task = asyncio.get_running_loop().create_task(runtime.run())

@@ -219,3 +219,18 @@ async def test_close_forgets_cache(pw_hash: str) -> None:
     assert v.cached_entries == 0
     with pytest.raises(RuntimeError):
         await v.verify("admin", "correct horse", pw_hash)
+
+
+async def test_remember_caches_a_success_proven_elsewhere() -> None:
+    verifier = PasswordVerifier()
+    try:
+        password_hash = hash_password("proven-secret")
+        verifier.remember("admin@example.com", "proven-secret", password_hash)
+        assert verifier.cached_entries == 1
+        assert await verifier.verify("admin@example.com", "proven-secret", password_hash)
+        # A different password for the same user is still verified for real (and fails).
+        assert not await verifier.verify("admin@example.com", "guess", password_hash)
+        verifier.flush()
+        assert verifier.cached_entries == 0
+    finally:
+        verifier.close()

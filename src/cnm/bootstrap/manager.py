@@ -42,7 +42,8 @@ from cnm.node.local_state import LocalState
 log = logging.getLogger(__name__)
 
 Spawn = Callable[[Coroutine[Any, Any, None]], object]
-OnCompleted = Callable[[ClusterRuntime], Awaitable[None]]
+# (runtime, credentials the action proved: (username, password), or None on a restart)
+OnCompleted = Callable[[ClusterRuntime, tuple[str, str] | None], Awaitable[None]]
 
 
 class BootstrapManager:
@@ -114,7 +115,7 @@ class BootstrapManager:
     async def _resume(self, local: LocalState) -> None:
         runtime = await ClusterRuntime.resume(self.config, local)
         self.runtime = runtime
-        await self._on_completed(runtime)
+        await self._on_completed(runtime, None)
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -183,7 +184,8 @@ class BootstrapManager:
             else:
                 raise _not_available(action)
             self.runtime = runtime
-            await self._on_completed(runtime)
+            credentials = (request.credentials.username or "", request.credentials.password or "")
+            await self._on_completed(runtime, credentials)
             self._set(self.status.completed())
         except BootstrapFailure as failure:
             log.warning("bootstrap %s failed: [%s] %s", action, failure.error_code, failure)

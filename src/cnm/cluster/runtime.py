@@ -229,7 +229,8 @@ class ClusterRuntime:
         if self._lease:
             # A clean stop shows the node down at once instead of after the lease TTL.
             with contextlib.suppress(StoreUnavailable, StoreError, TimeoutError):
-                await asyncio.wait_for(self.store.lease_revoke(self._lease), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self.store.lease_revoke(self._lease)
         await self.store.close()
         if self.etcd is not None:
             await self.etcd.stop()

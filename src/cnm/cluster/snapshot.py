@@ -102,7 +102,8 @@ class ClusterSnapshot:
             self._notify(key)
 
     async def wait_loaded(self, timeout: float) -> None:
-        await asyncio.wait_for(self._loaded.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._loaded.wait()
 
     def _notify(self, key: str) -> None:
         for listener in self._listeners:

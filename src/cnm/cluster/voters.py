@@ -120,8 +120,11 @@ class VoterManager:
     async def run(self) -> None:
         backoff = 0.5
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that lands with the event (CPython gh-86296), and the agent then never exits.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._wake.wait()
             self._wake.clear()
             own = self._snapshot.get(model.node_key(self._uid)) or {}
             # A node that died while becoming a voter finishes the job when it comes back.

@@ -61,7 +61,8 @@ async def wait_for_revision(
             )
             return False
         try:
-            await asyncio.wait_for(signal.changed.wait(), remaining)
+            async with asyncio.timeout(remaining):
+                await signal.changed.wait()
         except TimeoutError:
             continue
     return True

@@ -129,16 +129,30 @@ class PasswordVerifier:
             generation = self._generation
         loop = asyncio.get_running_loop()
         ok = await loop.run_in_executor(self._executor, verify_password, password_hash, password)
-        if ok and self._ttl > 0 and self._max_entries > 0:
-            with self._lock:
-                if generation == self._generation:
-                    now = self._clock()
-                    self._cache.pop(key, None)
-                    self._cache[key] = now + self._ttl
-                    self._prune(now)
-                    while len(self._cache) > self._max_entries:
-                        self._cache.popitem(last=False)
+        if ok:
+            self._remember_key(key, generation)
         return ok
+
+    def remember(self, username: str, password: str, password_hash: str) -> None:
+        """Cache a success proven elsewhere: this node just made `password_hash` from
+        `password` (create), or the cluster accepted these credentials against this very hash
+        (join). Spares the client's first request a full argon2 run."""
+        with self._lock:
+            generation = self._generation
+        self._remember_key(self._cache_key(username, password, password_hash), generation)
+
+    def _remember_key(self, key: bytes, generation: int) -> None:
+        if self._ttl <= 0 or self._max_entries <= 0:
+            return
+        with self._lock:
+            if generation != self._generation:
+                return
+            now = self._clock()
+            self._cache.pop(key, None)
+            self._cache[key] = now + self._ttl
+            self._prune(now)
+            while len(self._cache) > self._max_entries:
+                self._cache.popitem(last=False)
 
     def flush(self) -> None:
         """Forget every cached success (call whenever any user is changed or removed)."""

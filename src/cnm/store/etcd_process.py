@@ -179,7 +179,8 @@ class EtcdProcess:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await process.wait()
         except TimeoutError:
             log.warning("etcd %s ignored SIGTERM for %.0f s, killing it", self.spec.name, timeout)
             with contextlib.suppress(ProcessLookupError):
