@@ -44,11 +44,15 @@ __all__ = [
     "base_parser",
     "basic",
     "claim_address",
+    "cpu_seconds",
     "etcd_version",
+    "log_times",
+    "machine_busy_seconds",
     "machine_info",
     "machine_line",
     "now",
     "release_address",
+    "start_agents",
     "stats_row",
     "table",
     "write_json",
@@ -180,3 +184,57 @@ def machine_line(info: dict[str, Any]) -> str:
 def write_json(path: Path, document: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+
+
+def start_agents(agents: Sequence[Agent], *, batch: int = 6, timeout: float = 30.0) -> None:
+    """Start agents `batch` at a time and wait until each serves (untimed set-up): starting
+    dozens of Python processes at once on a small machine only makes every one of them slow."""
+    for first in range(0, len(agents), max(batch, 1)):
+        group = agents[first : first + max(batch, 1)]
+        for agent in group:
+            agent.start(wait=False)
+        for agent in group:
+            agent.wait_serving(timeout=timeout)
+
+
+def log_times(path: Path, key: str, markers: dict[str, str]) -> dict[str, float]:
+    """Wall-clock time (epoch seconds) of the first JSON log line containing each marker; `key`
+    names the timestamp field (`time` in the agent's `--log-format json`, `ts` in etcd's)."""
+    found: dict[str, float] = {}
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return found
+    for line in lines:
+        try:
+            record = json.loads(line)
+            stamp = datetime.datetime.fromisoformat(record[key]).timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue
+        text = json.dumps(record, ensure_ascii=False)
+        for name, marker in markers.items():
+            if name not in found and marker in text:
+                found[name] = stamp
+    return found
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far; 0.0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine has spent busy (all CPUs, not idle or waiting for I/O) since
+    boot: the difference over an interval, minus what the measured processes used, is what the
+    rest of the machine (other test runs, say) took from them."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    # Fields 8 and 9 (guest time) are already counted in user and nice.
+    return (sum(fields[:8]) - idle) / _CLOCK_TICKS
