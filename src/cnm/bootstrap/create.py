@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from cnm.bootstrap.schema import BootstrapRequest
 from cnm.bootstrap.validation import check_paths
-from cnm.clock import parse_iso, utc_now
+from cnm.clock import utc_now
 from cnm.cluster import model
 from cnm.cluster.licence import verify_license_text
 from cnm.cluster.runtime import (
@@ -50,7 +50,7 @@ class Progress(Protocol):
     def note(self, **notes: str) -> None: ...
 
     @property
-    def start_time_iso(self) -> str: ...
+    def start_time(self) -> datetime: ...
 
 
 def storage_paths(config: NodeConfig, req: BootstrapRequest) -> StoragePaths:
@@ -125,13 +125,14 @@ def license_for_create(
 
 def check_create_request(
     config: NodeConfig, req: BootstrapRequest, *, leftovers: tuple[str, ...] = ()
-) -> StoragePaths:
-    """The checks of create that need no cluster: paths, licence, rack. Raises the failure.
-    `leftovers` are paths a failed attempt of this node created: a retry removes them first,
-    so they are no obstacle."""
+) -> tuple[StoragePaths, dict[str, Any] | None]:
+    """The checks of create that need no cluster: paths, licence, rack. Raises the failure;
+    returns the node's paths and the verified licence record (None: the trial). `leftovers` are
+    paths a failed attempt of this node created: a retry removes them first, so they are no
+    obstacle."""
     paths = storage_paths(config, req)
     check_node_paths(paths, req)
-    license_for_create(config, req, utc_now())
+    licence = license_for_create(config, req, utc_now())
     if req.policy.rack_aware and not req.node.identity.rack_id:
         raise ConfigError(
             "node.identity.rack_id: required when policy.rack_aware is true (every node of a "
@@ -147,13 +148,13 @@ def check_create_request(
             path=str(member_dir),
             field="node.paths.ccs_persistent_path",
         )
-    return paths
+    return paths, licence
 
 
 async def create_cluster(
     config: NodeConfig, req: BootstrapRequest, progress: Progress
 ) -> ClusterRuntime:
-    paths = check_create_request(config, req)
+    paths, licence = check_create_request(config, req)
     name = req.cluster.name or ""
     password = req.credentials.password or ""
     username = req.credentials.username or ""
@@ -199,7 +200,7 @@ async def create_cluster(
         password_hash = await hashing
 
         progress.phase("records")
-        start = parse_iso(progress.start_time_iso)
+        start = progress.start_time
         rack_aware = bool(req.policy.rack_aware)
         records = [
             Put(
@@ -243,10 +244,7 @@ async def create_cluster(
             Put(model.USER_UID_COUNTER, model.encode({"last": 1})),
             Put(
                 model.LICENSE_KEY,
-                model.encode(
-                    license_for_create(config, req, start)
-                    or model.trial_license(cluster_name=name, activated=start)
-                ),
+                model.encode(licence or model.trial_license(cluster_name=name, activated=start)),
             ),
             Put(
                 model.CA_KEY,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from functools import partial
 from pathlib import Path
 
 from cnm import SOFTWARE_VERSION
@@ -28,11 +29,11 @@ from cnm.bootstrap.member_link import connect, failure_from_answer
 from cnm.bootstrap.schema import BootstrapRequest
 from cnm.cluster import model
 from cnm.cluster.runtime import ClusterRuntime, ClusterTls, node_cert_sans, open_store
+from cnm.cluster.writes import update_record
 from cnm.config import NodeConfig
-from cnm.errors import ConfigError, StoreError
+from cnm.errors import ConfigError
 from cnm.node.local_state import LocalState, atomic_write_bytes
 from cnm.security import pki
-from cnm.store.base import Compare, Put, Store
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ async def join_cluster(
     )
     store = open_store(local.store_endpoints, tls)
     try:
-        await _write_own_record(store, uid, record)
+        await update_record(store, model.node_key(uid), partial(_complete_record, uid, record))
         local.save(config.data_dir)
         runtime = ClusterRuntime(config, local, store, None)
         await runtime.load()
@@ -155,18 +156,8 @@ async def join_cluster(
     return runtime
 
 
-async def _write_own_record(store: Store, uid: int, facts: dict[str, object]) -> None:
+def _complete_record(uid: int, facts: dict[str, object], record: dict[str, object]) -> None:
     """Complete the record the member wrote at admission with this node's own facts."""
-    key = model.node_key(uid)
-    for _ in range(20):
-        current = await store.get(key)
-        if current is None:
-            raise StoreError(f"node record {key} vanished during the join")
-        record = {**model.decode(current.value), **facts, "uid": uid}
-        record.pop("joining", None)
-        result = await store.txn(
-            [Compare.mod(key, "=", current.mod_revision)], [Put(key, model.encode(record))]
-        )
-        if result.succeeded:
-            return
-    raise StoreError(f"node record {key} kept changing during the join")
+    record.update(facts)
+    record["uid"] = uid
+    record.pop("joining", None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,6 @@ from cnm.bootstrap.join import check_join_request, join_cluster
 from cnm.bootstrap.schema import BootstrapRequest, parse_bootstrap_body
 from cnm.bootstrap.status import BootstrapState, BootstrapStatus
 from cnm.bootstrap.validation import ACTIONS, check_request
-from cnm.clock import iso
 from cnm.cluster.runtime import ClusterRuntime
 from cnm.config import NodeConfig
 from cnm.errors import (
@@ -66,9 +66,9 @@ class BootstrapManager:
         self._set(self.status.noted(**notes))
 
     @property
-    def start_time_iso(self) -> str:
+    def start_time(self) -> datetime:
         assert self.status.start_time is not None
-        return iso(self.status.start_time)
+        return self.status.start_time
 
     def _set(self, status: BootstrapStatus) -> None:
         status.save(self.config.data_dir)

@@ -26,8 +26,9 @@ from typing import Any
 
 from cnm.cluster import model
 from cnm.cluster.snapshot import ClusterSnapshot
+from cnm.cluster.writes import update_record
 from cnm.errors import CnmError, StoreError
-from cnm.store.base import Compare, Member, Put, Store
+from cnm.store.base import Member, Store
 
 log = logging.getLogger(__name__)
 
@@ -149,22 +150,13 @@ class VoterManager:
             self._wake.set()
 
     async def _set_role(self, role: str) -> None:
-        key = model.node_key(self._uid)
-        for _ in range(20):
-            current = await self._store.get(key)
-            if current is None:
-                raise StoreError(f"node record {key} is missing")
-            record: dict[str, Any] = model.decode(current.value)
+        def change(record: dict[str, Any]) -> None:
             record["store_role"] = role
             if role == "voter":
                 record["store_client_url"] = self._client_url
                 record["store_peer_url"] = self._peer_url
-            result = await self._store.txn(
-                [Compare.mod(key, "=", current.mod_revision)], [Put(key, model.encode(record))]
-            )
-            if result.succeeded:
-                return
-        raise StoreError(f"node record {key} kept changing")
+
+        await update_record(self._store, model.node_key(self._uid), change)
 
     async def become_voter(self) -> bool:
         """One attempt under the store-change lock; False when another node holds it."""

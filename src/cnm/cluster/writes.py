@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 from cnm.cluster import model
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.errors import StoreError
 from cnm.security.tokens import decode_secret, new_secret
-from cnm.store.base import Store
+from cnm.store.base import Compare, Put, Store
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +82,27 @@ async def token_secret(store: Store, snapshot: ClusterSnapshot) -> bytes:
         await wait_for_revision(snapshot, stored.mod_revision)
         record = model.decode(stored.value)
     return decode_secret(str(record["secret"]))
+
+
+async def update_record(
+    store: Store,
+    key: str,
+    change: Callable[[dict[str, Any]], None],
+    *,
+    attempts: int = 20,
+) -> None:
+    """Read-modify-write one JSON record with compare-and-set, retrying lost races: `change`
+    edits the decoded record in place. Raises `StoreError` when the record does not exist or
+    keeps changing for `attempts` rounds."""
+    for _ in range(attempts):
+        current = await store.get(key)
+        if current is None:
+            raise StoreError(f"record {key} does not exist")
+        record = model.decode(current.value)
+        change(record)
+        result = await store.txn(
+            [Compare.mod(key, "=", current.mod_revision)], [Put(key, model.encode(record))]
+        )
+        if result.succeeded:
+            return
+    raise StoreError(f"record {key} kept changing; gave up after {attempts} attempts")
