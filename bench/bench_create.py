@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
-import json
 import shutil
 import socket
 import sys
@@ -38,25 +36,32 @@ from typing import Any
 
 import httpx
 
-from cnm.cluster.runtime import ClusterTls, open_store
+from cnm.cluster.runtime import open_store
 from cnm.errors import StoreError, StoreUnavailable
 from cnm.security import pki
-from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess
+from cnm.store.etcd_process import EtcdProcess
 from common import (
+    BREAKDOWN_HEADERS,
     STATS_HEADERS,
     AgentFactory,
     RunFailed,
     Stats,
     base_parser,
     basic,
-    claim_address,
+    claimed_addresses,
+    etcd_missing,
+    finish,
+    log_times,
     machine_info,
     machine_line,
+    member_spec,
+    node_tls,
     now,
-    release_address,
+    phase_line,
+    segment_rows,
     stats_row,
+    stats_segment,
     table,
-    write_json,
 )
 
 ADMIN = ("admin@example.com", "bench-pass-1")
@@ -102,26 +107,6 @@ class CnmRun:
 # --- cnm ----------------------------------------------------------------------------------------
 
 
-def _log_times(path: Path, key: str, markers: dict[str, str]) -> dict[str, float]:
-    """Wall-clock time (epoch seconds) of the first JSON log line containing each marker."""
-    found: dict[str, float] = {}
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return found
-    for line in lines:
-        try:
-            record = json.loads(line)
-            stamp = datetime.datetime.fromisoformat(record[key]).timestamp()
-        except (ValueError, KeyError, TypeError):
-            continue
-        text = json.dumps(record)
-        for name, marker in markers.items():
-            if name not in found and marker in text:
-                found[name] = stamp
-    return found
-
-
 def run_cnm(factory: AgentFactory, name: str, timeout: float) -> CnmRun:
     agent = factory.make(name, extra_args=["--log-format", "json"])
     try:
@@ -142,10 +127,10 @@ def run_cnm(factory: AgentFactory, name: str, timeout: float) -> CnmRun:
     if agent.etcd_pids():
         raise RunFailed("agent exited but its etcd is still running")
 
-    for event, stamp in _log_times(agent.log_file, "time", LOG_EVENTS).items():
+    for event, stamp in log_times(agent.log_file, "time", LOG_EVENTS).items():
         events[event] = stamp - wall_start
     etcd_log = agent.data_dir / "logs" / "etcd.log"
-    ready = _log_times(etcd_log, "ts", {"etcd_ready": ETCD_FIRST_REQUEST})
+    ready = log_times(etcd_log, "ts", {"etcd_ready": ETCD_FIRST_REQUEST})
     if "etcd_ready" in ready:
         events["etcd_ready"] = ready["etcd_ready"] - wall_start
     elif "poll_records" in events:  # another etcd version: the poll's view, 10 ms coarse
@@ -196,27 +181,16 @@ def _create(url: str, timeout: float) -> tuple[float, dict[str, float]]:
 
 
 async def _bare_etcd(addr: str, directory: Path, timeout: float) -> float:
-    tls = ClusterTls(directory / "tls")
-    tls.directory.mkdir(parents=True)
-    ca = pki.make_ca("bench")
-    node = pki.issue_cert(ca, f"cnm node {addr}", [addr, socket.gethostname()])
-    pki.write_public(tls.ca_file, ca.cert_pem)
-    pki.write_public(tls.cert_file, node.cert_pem)
-    pki.write_private(tls.key_file, node.key_pem)
-    token = str(uuid.uuid4())
-    spec = EtcdMemberSpec(
-        name="node-1",
+    tls = node_tls(directory / "tls", pki.make_ca("bench"), addr, [addr, socket.gethostname()])
+    spec = member_spec(
+        "node-1",
+        addr,
+        tls,
         data_dir=directory / "etcd",
-        addr=addr,
-        client_port=2379,
-        peer_port=2380,
-        ca_file=tls.ca_file,
-        cert_file=tls.cert_file,
-        key_file=tls.key_file,
+        log_file=directory / "etcd.log",
         initial_cluster=f"node-1=https://{addr}:2380",
         initial_state="new",
-        cluster_token=token,
-        log_file=directory / "etcd.log",
+        token=str(uuid.uuid4()),
     )
     etcd = EtcdProcess("etcd", spec)
     store = open_store((spec.client_url,), tls)
@@ -246,35 +220,15 @@ async def _bare_etcd(addr: str, directory: Path, timeout: float) -> float:
 
 
 def run_etcd(base: Path, name: str, timeout: float) -> float:
-    addr = claim_address()
-    try:
+    with claimed_addresses(1) as (addr,):
         return asyncio.run(_bare_etcd(addr, base / name, timeout))
-    finally:
-        release_address(addr)
 
 
 # --- report -------------------------------------------------------------------------------------
 
 
-def _median_or_none(values: list[float]) -> float | None:
-    return Stats.of(values).median if values else None
-
-
 def breakdown(runs: list[CnmRun]) -> tuple[str, list[dict[str, Any]]]:
-    rows: list[list[object]] = []
-    document = []
-    for label, source, begin, end in SEGMENTS:
-        spans = [
-            run.events[end] - (run.events[begin] if begin else 0.0)
-            for run in runs
-            if end in run.events and (begin is None or begin in run.events)
-        ]
-        if not spans:
-            rows.append([label, source, 0, None, None, None])
-            continue
-        stats = Stats.of(spans)
-        rows.append([label, source, stats.runs, stats.median, stats.min, stats.max])
-        document.append({"segment": label, "source": source, **stats.as_dict()})
+    rows, document = segment_rows(SEGMENTS, [run.events for run in runs])
     outside = [
         run.seconds - (run.events["etcd_ready"] - run.events["etcd_spawned"])
         for run in runs
@@ -285,21 +239,8 @@ def breakdown(runs: list[CnmRun]) -> tuple[str, list[dict[str, Any]]]:
         ("total minus store segment: cnm's own", "derived", outside),
     ):
         if values:
-            stats = Stats.of(values)
-            rows.append([label, source, stats.runs, stats.median, stats.min, stats.max])
-            document.append({"segment": label, "source": source, **stats.as_dict()})
-    text = table(("segment", "source", "runs", "median s", "min s", "max s"), rows)
-    return text, document
-
-
-def phase_line(runs: list[CnmRun]) -> str:
-    parts = []
-    for phase in ("checks", "certificates", "store", "records", "completed"):
-        values = [run.events[f"poll_{phase}"] for run in runs if f"poll_{phase}" in run.events]
-        median = _median_or_none(values)
-        shown = f"{median:.3f} s ({len(values)}/{len(runs)} runs)" if median is not None else "-"
-        parts.append(f"{phase} {shown}")
-    return "phase first seen by the poll (median, s after POST): " + ", ".join(parts)
+            stats_segment(rows, document, label, source, values)
+    return table(BREAKDOWN_HEADERS, rows), document
 
 
 def measure(args: argparse.Namespace) -> tuple[list[CnmRun], list[float], list[str]]:
@@ -354,8 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    if shutil.which("etcd") is None:
-        print("etcd is not on PATH (Debian package etcd-server)", file=sys.stderr)
+    if etcd_missing():
         return 1
 
     info = machine_info()
@@ -408,17 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("where cnm's time goes (from outside: agent JSON log, etcd log, polls; seconds):")
         print(text)
-        print(phase_line(cnm_runs))
-    if args.json:
-        write_json(args.json, document)
-        print(f"results written to {args.json}")
-    if failures:
-        print()
-        print(f"{len(failures)} run(s) failed:")
-        for failure in failures:
-            print(f"  {failure}")
-        return 1
-    return 0
+        phases = ("checks", "certificates", "store", "records", "completed")
+        print(phase_line(phases, [run.events for run in cnm_runs]))
+    return finish(args.json, document, failures)
 
 
 if __name__ == "__main__":

@@ -73,23 +73,30 @@ from cnm.store.base import Compare, Get, Put
 from cnm.store.etcd import EtcdStore
 from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess
 from common import (
+    BREAKDOWN_HEADERS,
     Agent,
     AgentFactory,
     RunFailed,
     Stats,
     base_parser,
     basic,
-    claim_address,
+    claimed_addresses,
     cpu_seconds,
+    etcd_missing,
+    etcd_pids_under,
+    finish,
     log_times,
     machine_busy_seconds,
     machine_info,
     machine_line,
+    member_spec,
+    node_tls,
     now,
-    release_address,
+    phase_line,
+    segment_rows,
     start_agents,
+    stats_segment,
     table,
-    write_json,
 )
 
 ADMIN = ("admin@example.com", "bench-pass-1")
@@ -274,22 +281,6 @@ def voter_endpoints(nodes: list[dict[str, Any]]) -> tuple[str, ...]:
         for node in nodes
         if node.get("store_role") == "voter" and node.get("store_client_url")
     )
-
-
-def etcd_pids_under(directory: Path) -> list[int]:
-    """etcd processes whose command line names a path under `directory` (one /proc scan)."""
-    marker = str(directory).encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmdline[0].endswith(b"etcd") and any(marker in part for part in cmdline):
-            found.append(int(entry.name))
-    return found
 
 
 def _terminate(agents: Sequence[Agent], label: str) -> list[str]:
@@ -571,48 +562,21 @@ def report_sizes(args: argparse.Namespace, runs: list[JoinRun]) -> dict[str, Any
     print()
     print("where a join's time goes (all joins; from outside: joiner and member JSON logs, polls):")
     print(text)
-    print(phase_line(runs))
+    print(phase_line(("contacting", "handshake", "store", "completed"), [r.events for r in runs]))
     document["samples"] = [asdict(run) for run in runs]
     return document
 
 
 def breakdown(runs: list[JoinRun]) -> tuple[str, list[dict[str, Any]]]:
-    rows: list[list[object]] = []
-    document = []
-    for label, source, begin, end in SEGMENTS:
-        spans = [
-            run.events[end] - (run.events[begin] if begin else 0.0)
-            for run in runs
-            if end in run.events and (begin is None or begin in run.events)
-        ]
-        if not spans:
-            rows.append([label, source, 0, None, None, None])
-            continue
-        stats = Stats.of(spans)
-        rows.append([label, source, stats.runs, stats.median, stats.min, stats.max])
-        document.append({"segment": label, "source": source, **stats.as_dict()})
+    rows, document = segment_rows(SEGMENTS, [run.events for run in runs])
     if runs:
-        stats = Stats.of([run.seconds for run in runs])
         label = "total (POST -> completed seen)"
-        rows.append([label, "poll", stats.runs, stats.median, stats.min, stats.max])
-        document.append({"segment": label, "source": "poll", **stats.as_dict()})
+        stats_segment(rows, document, label, "poll", [run.seconds for run in runs])
     for name, label in CPU_ROWS:
         values = [run.cpu[name] for run in runs if name in run.cpu]
         if values:
-            stats = Stats.of(values)
-            rows.append([label, "/proc", stats.runs, stats.median, stats.min, stats.max])
-            document.append({"segment": label, "source": "/proc", **stats.as_dict()})
-    text = table(("segment", "source", "runs", "median s", "min s", "max s"), rows)
-    return text, document
-
-
-def phase_line(runs: list[JoinRun]) -> str:
-    parts = []
-    for phase in ("contacting", "handshake", "store", "completed"):
-        values = [run.events[f"poll_{phase}"] for run in runs if f"poll_{phase}" in run.events]
-        shown = f"{Stats.of(values).median:.3f} s ({len(values)}/{len(runs)})" if values else "-"
-        parts.append(f"{phase} {shown}")
-    return "phase first seen by the poll (median, s after POST): " + ", ".join(parts)
+            stats_segment(rows, document, label, "/proc", values)
+    return table(BREAKDOWN_HEADERS, rows), document
 
 
 # --- part 2: many joins at once -----------------------------------------------------------------
@@ -909,26 +873,17 @@ async def _raw_voters(addrs: list[str], directory: Path, timeout: float) -> Vote
     token = str(uuid.uuid4())
     specs: list[EtcdMemberSpec] = []
     for number, addr in enumerate(addrs, start=1):
-        tls = ClusterTls(directory / f"tls-{number}")
-        tls.directory.mkdir(parents=True)
-        node = pki.issue_cert(ca, f"cnm node {addr}", node_cert_sans(addr, []))
-        pki.write_public(tls.ca_file, ca.cert_pem)
-        pki.write_public(tls.cert_file, node.cert_pem)
-        pki.write_private(tls.key_file, node.key_pem)
+        tls = node_tls(directory / f"tls-{number}", ca, addr, node_cert_sans(addr, []))
         specs.append(
-            EtcdMemberSpec(
-                name=f"node-{number}",
+            member_spec(
+                f"node-{number}",
+                addr,
+                tls,
                 data_dir=directory / f"etcd-{number}",
-                addr=addr,
-                client_port=2379,
-                peer_port=2380,
-                ca_file=tls.ca_file,
-                cert_file=tls.cert_file,
-                key_file=tls.key_file,
+                log_file=directory / f"etcd-{number}.log",
                 initial_cluster=f"node-1={specs[0].peer_url}" if specs else "",
                 initial_state="existing",
-                cluster_token=token,
-                log_file=directory / f"etcd-{number}.log",
+                token=token,
             )
         )
     specs[0] = replace(specs[0], initial_cluster=f"node-1={specs[0].peer_url}", initial_state="new")
@@ -984,12 +939,8 @@ async def _raw_voters(addrs: list[str], directory: Path, timeout: float) -> Vote
 
 
 def voters_etcd(args: argparse.Namespace, base: Path, index: int) -> VoterRun:
-    addrs = [claim_address() for _ in range(3)]
-    try:
+    with claimed_addresses(3) as addrs:
         return asyncio.run(_raw_voters(addrs, base / f"voters-etcd-{index}", args.voters_timeout))
-    finally:
-        for addr in addrs:
-            release_address(addr)
 
 
 def part_voters(args: argparse.Namespace, base: Path, failures: list[str]) -> list[VoterRun]:
@@ -1012,6 +963,16 @@ def part_voters(args: argparse.Namespace, base: Path, failures: list[str]) -> li
                 shown[kind] = f"{kind} FAILED"
         print(f"  run {index + 1}: " + "; ".join(shown[kind] for kind in order), flush=True)
     return runs
+
+
+def event_medians(runs: list[VoterRun], names: Sequence[str]) -> str:
+    """`name median` of each event some run saw, comma-separated."""
+    parts = []
+    for name in names:
+        values = [run.events[name] for run in runs if name in run.events]
+        if values:
+            parts.append(f"{name} {Stats.of(values).median:.3f}")
+    return ", ".join(parts)
 
 
 def report_voters(runs: list[VoterRun]) -> dict[str, Any]:
@@ -1059,9 +1020,7 @@ def report_voters(runs: list[VoterRun]) -> dict[str, Any]:
             target_ratio=VOTERS_RATIO_TARGET,
             verdict=verdict,
         )
-        events = [run.events for run in cnm]
-        parts = []
-        for name in (
+        cnm_events = (
             "completed",
             "node2_attempt",
             "node2_voter",
@@ -1069,25 +1028,17 @@ def report_voters(runs: list[VoterRun]) -> dict[str, Any]:
             "node3_attempt",
             "node3_voter",
             "voters",
-        ):
-            values = [e[name] for e in events if name in e]
-            if values:
-                parts.append(f"{name} {Stats.of(values).median:.3f}")
-        print("cnm events (median s after the third POST): " + ", ".join(parts))
-        raw_events = [run.events for run in raw]
-        parts = []
-        for name in (
+        )
+        print("cnm events (median s after the third POST): " + event_medians(cnm, cnm_events))
+        raw_events = (
             "member2_added",
             "member2_promoted",
             "member3_first_refusal",
             "member3_add_sent",
             "member3_added",
             "member3_promoted",
-        ):
-            values = [e[name] for e in raw_events if name in e]
-            if values:
-                parts.append(f"{name} {Stats.of(values).median:.3f}")
-        print("raw etcd events (median s after the first add): " + ", ".join(parts))
+        )
+        print("raw etcd events (median s after the first add): " + event_medians(raw, raw_events))
     return document
 
 
@@ -1155,8 +1106,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs, --window and --burst must be at least 1")
     if max(args.sizes) < args.window + 1:
         parser.error("the largest size must be at least --window + 1")
-    if shutil.which("etcd") is None:
-        print("etcd is not on PATH (Debian package etcd-server)", file=sys.stderr)
+    if etcd_missing():
         return 1
 
     info = machine_info()
@@ -1216,16 +1166,7 @@ def main(argv: list[str] | None = None) -> int:
     document["failures"] = failures
     document["elapsed_s"] = now() - began
     print(f"\nbenchmark took {document['elapsed_s']:.0f} s")
-    if args.json:
-        write_json(args.json, document)
-        print(f"results written to {args.json}")
-    if failures:
-        print()
-        print(f"{len(failures)} failure(s):")
-        for failure in failures:
-            print(f"  {failure}")
-        return 1
-    return 0
+    return finish(args.json, document, failures)
 
 
 if __name__ == "__main__":

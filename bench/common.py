@@ -14,6 +14,7 @@ machines are noisy: compare the ratio, not absolute numbers from different days.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -23,18 +24,23 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from cnm.cluster.runtime import ClusterTls
+from cnm.security import pki
+from cnm.store.etcd_process import EtcdMemberSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from harness.addresses import claim_address, release_address  # noqa: E402
-from harness.agents import Agent, AgentFactory, basic  # noqa: E402
+from harness.agents import Agent, AgentFactory, basic, etcd_pids_under  # noqa: E402
 
 __all__ = [
+    "BREAKDOWN_HEADERS",
     "ROOT",
     "STATS_HEADERS",
     "Agent",
@@ -44,16 +50,25 @@ __all__ = [
     "base_parser",
     "basic",
     "claim_address",
+    "claimed_addresses",
     "cpu_seconds",
+    "etcd_missing",
+    "etcd_pids_under",
     "etcd_version",
+    "finish",
     "log_times",
     "machine_busy_seconds",
     "machine_info",
     "machine_line",
+    "member_spec",
+    "node_tls",
     "now",
+    "phase_line",
     "release_address",
+    "segment_rows",
     "start_agents",
     "stats_row",
+    "stats_segment",
     "table",
     "write_json",
 ]
@@ -128,6 +143,53 @@ def stats_row(name: str, samples: Sequence[float]) -> list[object]:
 
 
 STATS_HEADERS = ("", "runs", "median s", "p90 s", "min s", "max s")
+BREAKDOWN_HEADERS = ("segment", "source", "runs", "median s", "min s", "max s")
+
+
+def stats_segment(
+    rows: list[list[object]],
+    document: list[dict[str, Any]],
+    label: str,
+    source: str,
+    samples: Sequence[float],
+) -> None:
+    """Add a breakdown row (the columns of `BREAKDOWN_HEADERS`) and its JSON entry."""
+    stats = Stats.of(samples)
+    rows.append([label, source, stats.runs, stats.median, stats.min, stats.max])
+    document.append({"segment": label, "source": source, **stats.as_dict()})
+
+
+def segment_rows(
+    segments: Sequence[tuple[str, str, str | None, str]], events: Sequence[Mapping[str, float]]
+) -> tuple[list[list[object]], list[dict[str, Any]]]:
+    """Breakdown rows and JSON entries of `segments` (label, source, from-event or None for the
+    start, to-event) over the runs' `events`; a segment no run saw gets an empty row."""
+    rows: list[list[object]] = []
+    document: list[dict[str, Any]] = []
+    for label, source, begin, end in segments:
+        spans = [
+            run[end] - (run[begin] if begin else 0.0)
+            for run in events
+            if end in run and (begin is None or begin in run)
+        ]
+        if spans:
+            stats_segment(rows, document, label, source, spans)
+        else:
+            rows.append([label, source, 0, None, None, None])
+    return rows, document
+
+
+def phase_line(phases: Sequence[str], events: Sequence[Mapping[str, float]]) -> str:
+    """The median time at which the poll first saw each phase (`poll_<phase>` events)."""
+    parts = []
+    for phase in phases:
+        values = [run[f"poll_{phase}"] for run in events if f"poll_{phase}" in run]
+        if values:
+            median = Stats.of(values).median
+            parts.append(f"{phase} {median:.3f} s ({len(values)}/{len(events)} runs)")
+        else:
+            parts.append(f"{phase} -")
+    return "phase first seen by the poll (median, s after POST): " + ", ".join(parts)
 
 
 def base_parser(description: str, *, default_runs: int = 5) -> argparse.ArgumentParser:
@@ -143,6 +205,28 @@ def base_parser(description: str, *, default_runs: int = 5) -> argparse.Argument
         "--keep", action="store_true", help="keep the runs' data directories (logs) afterwards"
     )
     return parser
+
+
+def etcd_missing() -> bool:
+    """True, after saying so on stderr, when there is no etcd on PATH to measure."""
+    if shutil.which("etcd") is None:
+        print("etcd is not on PATH (Debian package etcd-server)", file=sys.stderr)
+        return True
+    return False
+
+
+def finish(json_path: Path | None, document: dict[str, Any], failures: Sequence[str]) -> int:
+    """Write the results (when asked), list the failures; the exit code: 1 if any failed."""
+    if json_path:
+        write_json(json_path, document)
+        print(f"results written to {json_path}")
+    if failures:
+        print()
+        print(f"{len(failures)} failure(s):")
+        for failure in failures:
+            print(f"  {failure}")
+        return 1
+    return 0
 
 
 def etcd_version(binary: str = "etcd") -> str:
@@ -184,6 +268,59 @@ def machine_line(info: dict[str, Any]) -> str:
 def write_json(path: Path, document: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def claimed_addresses(count: int) -> Iterator[list[str]]:
+    """`count` loopback addresses of our own (the harness's claims), released afterwards."""
+    addrs: list[str] = []
+    try:
+        for _ in range(count):
+            addrs.append(claim_address())
+        yield addrs
+    finally:
+        for addr in addrs:
+            release_address(addr)
+
+
+def node_tls(directory: Path, ca: pki.CertKey, addr: str, sans: Sequence[str]) -> ClusterTls:
+    """A node's TLS files in a new `directory`, as cnm writes them: the cluster CA and a node
+    certificate for `addr` (names `sans`) that serves clients and peers (mutual TLS)."""
+    tls = ClusterTls(directory)
+    tls.directory.mkdir(parents=True)
+    node = pki.issue_cert(ca, f"cnm node {addr}", sans)
+    pki.write_public(tls.ca_file, ca.cert_pem)
+    pki.write_public(tls.cert_file, node.cert_pem)
+    pki.write_private(tls.key_file, node.key_pem)
+    return tls
+
+
+def member_spec(
+    name: str,
+    addr: str,
+    tls: ClusterTls,
+    *,
+    data_dir: Path,
+    log_file: Path,
+    initial_cluster: str,
+    initial_state: Literal["new", "existing"],
+    token: str,
+) -> EtcdMemberSpec:
+    """An etcd member on `addr` with cnm's ports and `tls`, launched as cnm launches its own."""
+    return EtcdMemberSpec(
+        name=name,
+        data_dir=data_dir,
+        addr=addr,
+        client_port=2379,
+        peer_port=2380,
+        ca_file=tls.ca_file,
+        cert_file=tls.cert_file,
+        key_file=tls.key_file,
+        initial_cluster=initial_cluster,
+        initial_state=initial_state,
+        cluster_token=token,
+        log_file=log_file,
+    )
 
 
 def start_agents(agents: Sequence[Agent], *, batch: int = 6, timeout: float = 30.0) -> None:

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.agents import AgentFactory
-
-ARTEFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+from harness.agents import ARTEFACTS, AgentFactory, close_and_check, module_agent_factory
 
 if shutil.which("etcd") is None:
     raise pytest.UsageError("etcd is not on PATH: run the README's test command, which installs it")
@@ -31,6 +29,15 @@ def agents(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AgentFact
     yield factory
     call_report = getattr(request.node, "report_call", None)
     failed = call_report is None or call_report.failed
-    reports = factory.close(failed=failed, artefacts=ARTEFACTS / request.node.name)
-    if reports:
-        pytest.fail("agent logs contain the please-report marker: " + "; ".join(reports))
+    close_and_check(factory, failed=failed, artefacts=ARTEFACTS / request.node.name)
+
+
+@pytest.fixture(scope="module")
+def module_agents(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AgentFactory]:
+    """Agents shared by the tests of one module (a cluster that costs seconds to make): stopped
+    after the module's last test, logs scanned for the "please report" marker, directories kept
+    under test-artifacts/<module> when a test of the module failed."""
+    with module_agent_factory(request, tmp_path_factory, request.path.stem) as factory:
+        yield factory

@@ -9,7 +9,6 @@ written, or the status file byte for byte unchanged.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -25,66 +24,16 @@ from typing import Any
 import httpx
 import pytest
 
-from api.conftest import ADMIN, Node, create_body, node_config, running_node
 from cnm.bootstrap.schema import MAX_BODY_BYTES
 from harness.addresses import claim_address, release_address
+from harness.agents import basic
+from harness.api_node import Node, node_config, running_node
+from harness.bodies import ADMIN, create_body
+from harness.doc_examples import DOC_CREATE_BODY, DOC_JOIN_BODY
 
 ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 CREATE = "/v1/bootstrap/create_cluster"
 VALIDATE = "/v1/bootstrap/validate/create_cluster"
-
-# The documentation's example bodies, verbatim, with their missing commas (api-contract §8).
-DOC_JOIN_EXAMPLE = """{
-    "action": "join_cluster",
-    "cluster": {
-       "nodes":[ "1.1.1.1", "2.2.2.2" ]
-    },
-    "node": {
-       "paths": {
-          "persistent_path": "/path/to/persistent/storage",
-          "ephemeral_path": "/path/to/ephemeral/storage"
-          "bigstore_path": "/path/to/bigstore/storage"
-       },
-       "bigstore_driver": "rocksdb"
-       "identity": {
-          "addr":"1.2.3.4"
-          "external_addr":["2001:0db8:85a3:0000:0000:8a2e:0370:7334", "3.4.5.6"]
-       }
-    },
-    "credentials": {
-       "username": "my_username",
-       "password": "my_password"
-    }
-}"""
-DOC_CREATE_EXAMPLE = """{
-    "action": "create_cluster",
-    "cluster": {
-       "nodes": [],
-       "name": "my.cluster"
-    },
-    "node": {
-       "paths": {
-          "persistent_path": "/path/to/persistent/storage",
-          "ephemeral_path": "/path/to/ephemeral/storage"
-          "bigstore_path": "/path/to/bigredis/storage"
-       },
-       "identity": {
-          "addr":"1.2.3.4"
-          "external_addr":["2001:0db8:85a3:0000:0000:8a2e:0370:7334", "3.4.5.6"]
-       },
-       "bigstore_driver": "rocksdb"
-    },
-    "license": "",
-    "credentials": {
-       "username": "my_username",
-       "password": "my_password"
-    }
-}"""
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    token = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
 
 
 def json_of(response: httpx.Response) -> Any:
@@ -400,7 +349,7 @@ async def test_bad_input_in_error_state_leaves_the_record(node: Node) -> None:
 
 @pytest.mark.parametrize(
     ("example", "line", "column", "comma_line"),
-    [(DOC_JOIN_EXAMPLE, 10, 11, 9), (DOC_CREATE_EXAMPLE, 11, 11, 10)],
+    [(DOC_JOIN_BODY, 10, 11, 9), (DOC_CREATE_BODY, 11, 11, 10)],
     ids=["join", "create"],
 )
 @pytest.mark.parametrize("path", [CREATE, VALIDATE])
@@ -418,7 +367,7 @@ async def test_documentation_examples_point_at_the_missing_comma(
 async def test_documentation_create_example_with_commas_fixed_step_by_step(node: Node) -> None:
     # Each fix moves the 400 to the next missing comma; with all fixed, the body parses and the
     # semantic checks answer (the example's address is not one of this machine).
-    lines = DOC_CREATE_EXAMPLE.splitlines()
+    lines = DOC_CREATE_BODY.splitlines()
     reported = []
     for _ in range(5):
         response = await node.client.post(VALIDATE, content="\n".join(lines).encode())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from api.conftest import Node
 from harness.agents import basic
+from harness.api_node import Node
 
 WRITES = [
     ("PUT", "/v1/cluster"),

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cli.clikit import create_cluster_over_http, run_cnm
 from harness.agents import Agent, AgentFactory
-
-ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +21,9 @@ def vendor_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory, vendor_key: tuple[Path, Path]
-) -> Iterator[Agent]:
+def cluster(module_agents: AgentFactory, vendor_key: tuple[Path, Path]) -> Agent:
     """One agent in a one-node cluster that trusts `vendor_key` (module-wide: starting and
     creating costs seconds)."""
-    factory = AgentFactory(tmp_path_factory.mktemp("cli-cluster"))
-    agent = factory.start(env={"CNM_LICENSE_PUBLIC_KEYS": str(vendor_key[1])})
+    agent = module_agents.start(env={"CNM_LICENSE_PUBLIC_KEYS": str(vendor_key[1])})
     create_cluster_over_http(agent)
-    yield agent
-    reports = factory.close(failed=False, artefacts=ARTEFACTS / "cli-cluster")
-    assert not reports, reports
+    return agent

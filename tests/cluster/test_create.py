@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import signal
 import ssl
-from typing import Any
 
 import httpx
 
 from harness.agents import AgentFactory, basic
+from harness.bodies import ADMIN, create_body
 from harness.polling import eventually
-
-ADMIN = ("admin@example.com", "s3cret-pass")
-
-
-def create_body(name: str = "c1.example.com", **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "action": "create_cluster",
-        "cluster": {"name": name},
-        "credentials": {"username": ADMIN[0], "password": ADMIN[1]},
-    }
-    body.update(extra)
-    return body
 
 
 def test_create_cluster_completes_and_requires_auth_after(agents: AgentFactory) -> None:

@@ -17,23 +17,11 @@ from typing import Any
 import httpx
 
 from harness.agents import Agent, AgentFactory, basic
+from harness.bodies import ADMIN, create_body
 from harness.polling import eventually
 
-ADMIN = ("admin@example.com", "s3cret-pass")
 CREATE = "/v1/bootstrap/create_cluster"
 STATE_ORDER = ["idle", "initiated", "creating_cluster", "completed"]
-
-
-def create_body(
-    name: str = "c1.example.com", admin: tuple[str, str] = ADMIN, **extra: Any
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "action": "create_cluster",
-        "cluster": {"name": name},
-        "credentials": {"username": admin[0], "password": admin[1]},
-    }
-    body.update(extra)
-    return body
 
 
 def record(agent: Agent) -> dict[str, Any] | None:

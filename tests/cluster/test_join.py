@@ -5,18 +5,13 @@ from __future__ import annotations
 import signal
 from typing import Any
 
+from harness import bodies
 from harness.agents import Agent, AgentFactory
-
-ADMIN = ("admin@example.com", "s3cret-pass")
+from harness.bodies import ADMIN, create_body
 
 
 def create(agent: Agent, **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "action": "create_cluster",
-        "cluster": {"name": "join.example.com"},
-        "credentials": {"username": ADMIN[0], "password": ADMIN[1]},
-    }
-    body.update(extra)
+    body = create_body("join.example.com", **extra)
     assert agent.post("/v1/bootstrap/create_cluster", body).status_code == 200
     status = agent.wait_state("completed", "error", auth=ADMIN)
     assert status["bootstrap_status"]["state"] == "completed", status
@@ -24,13 +19,7 @@ def create(agent: Agent, **extra: Any) -> dict[str, Any]:
 
 
 def join_body(member: Agent, **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "action": "join_cluster",
-        "cluster": {"nodes": [member.addr]},
-        "credentials": {"username": ADMIN[0], "password": ADMIN[1]},
-    }
-    body.update(extra)
-    return body
+    return bodies.join_body([member.addr], **extra)
 
 
 def join(agent: Agent, member: Agent, **extra: Any) -> dict[str, Any]:

@@ -2,37 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness.agents import Agent, AgentFactory
-
-ADMIN = ("admin@example.com", "s3cret-pass")
-ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+from harness.bodies import ADMIN, create_body, join_body
 
 
 @pytest.fixture(scope="module")
-def cluster_agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentFactory]:
-    factory = AgentFactory(tmp_path_factory.mktemp("join-errors") / "agents")
-    yield factory
-    reports = factory.close(failed=False, artefacts=ARTEFACTS / "join-errors")
-    assert not reports, reports
-
-
-@pytest.fixture(scope="module")
-def member(cluster_agents: AgentFactory) -> Agent:
+def member(module_agents: AgentFactory) -> Agent:
     """A one-node rack-aware cluster."""
-    agent = cluster_agents.start("member")
-    body = {
-        "action": "create_cluster",
-        "cluster": {"name": "errors.example.com"},
-        "credentials": {"username": ADMIN[0], "password": ADMIN[1]},
-        "policy": {"rack_aware": True},
-        "node": {"identity": {"rack_id": "rack-a"}},
-    }
+    agent = module_agents.start("member")
+    body = create_body(
+        "errors.example.com",
+        policy={"rack_aware": True},
+        node={"identity": {"rack_id": "rack-a"}},
+    )
     assert agent.post("/v1/bootstrap/create_cluster", body).status_code == 200
     assert agent.wait_state("completed", "error", auth=ADMIN)["bootstrap_status"]["state"] == (
         "completed"
@@ -48,14 +35,7 @@ def join_and_fail(joiner: Agent, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def body_for(member: Agent, **changes: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "action": "join_cluster",
-        "cluster": {"nodes": [member.addr]},
-        "credentials": {"username": ADMIN[0], "password": ADMIN[1]},
-        "node": {"identity": {"rack_id": "rack-b"}},
-    }
-    body.update(changes)
-    return body
+    return join_body([member.addr], **{"node": {"identity": {"rack_id": "rack-b"}}, **changes})
 
 
 def test_unreachable_addresses_list_each_address_and_why(agents: AgentFactory) -> None:

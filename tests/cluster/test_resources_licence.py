@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,11 @@ from cnm.clock import iso
 from cnm.cluster import model
 from cnm.cluster.licence import LicenseTerms, generate_key_pair, issue_license, load_private_key
 from cnm.cluster.runtime import ClusterTls, open_store
+from harness import bodies
 from harness.agents import Agent, AgentFactory, basic
+from harness.bodies import ADMIN
 
-ADMIN = ("admin@example.com", "s3cret-pass")
 NAME = "lic.example.com"
-ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 pytestmark = pytest.mark.cluster
 
@@ -70,27 +69,8 @@ def violations(private: bytes) -> dict[str, str]:
 
 
 def create_body(text: str | None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "action": "create_cluster",
-        "cluster": {"name": NAME},
-        "credentials": {"username": ADMIN[0], "password": ADMIN[1]},
-    }
-    if text is not None:
-        body["license"] = text
-    return body
-
-
-@pytest.fixture(scope="module")
-def module_agents(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AgentFactory]:
-    factory = AgentFactory(tmp_path_factory.mktemp("agents"))
-    failed_before = request.session.testsfailed
-    yield factory
-    failed = request.session.testsfailed > failed_before
-    reports = factory.close(failed=failed, artefacts=ARTEFACTS / "test_resources_licence")
-    if reports:
-        pytest.fail("agent logs contain the please-report marker: " + "; ".join(reports))
+    """A create_cluster body for NAME, with licence `text` (no `license` key when None)."""
+    return bodies.create_body(NAME, **({} if text is None else {"license": text}))
 
 
 @pytest.fixture(scope="module")

@@ -9,21 +9,40 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from harness.addresses import claim_address, release_address
 from harness.polling import eventually
 
 REPORT_MARKER = "please report"
+ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def basic(username: str, password: str) -> dict[str, str]:
     token = base64.b64encode(f"{username}:{password}".encode()).decode()
     return {"Authorization": f"Basic {token}"}
+
+
+def etcd_pids_under(directory: Path) -> list[int]:
+    """etcd processes whose command line names a path under `directory` (one /proc scan)."""
+    marker = str(directory).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline[0].endswith(b"etcd") and any(marker in part for part in cmdline):
+            found.append(int(entry.name))
+    return found
 
 
 @dataclass
@@ -161,19 +180,7 @@ class Agent:
 
     def etcd_pids(self) -> list[int]:
         """Processes whose command line runs etcd with this agent's data dir."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(part.endswith(b"etcd") for part in cmdline[:1]) and any(
-                str(self.data_dir).encode() in part for part in cmdline
-            ):
-                found.append(int(entry.name))
-        return found
+        return etcd_pids_under(self.data_dir)
 
 
 class AgentFactory:
@@ -215,3 +222,28 @@ class AgentFactory:
             artefacts.mkdir(parents=True, exist_ok=True)
             shutil.copytree(self.base, artefacts / self.base.name, dirs_exist_ok=True)
         return reports
+
+
+def close_and_check(factory: AgentFactory, *, failed: bool, artefacts: Path) -> None:
+    """Close `factory` (its dirs kept under `artefacts` when `failed`); fail the test when an
+    agent's log holds the please-report marker."""
+    reports = factory.close(failed=failed, artefacts=artefacts)
+    if reports:
+        pytest.fail("agent logs contain the please-report marker: " + "; ".join(reports))
+
+
+@contextlib.contextmanager
+def module_agent_factory(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[AgentFactory]:
+    """The agent factory of a module-scoped fixture: `with module_agent_factory(...) as f:
+    yield f`. Closed at the module's end (dirs kept under test-artifacts/`name` when a test of
+    the module failed, or the set-up did), then checked for the please-report marker."""
+    factory = AgentFactory(tmp_path_factory.mktemp(name))
+    failed_before = request.session.testsfailed
+    failed = True
+    try:
+        yield factory
+        failed = request.session.testsfailed > failed_before
+    finally:
+        close_and_check(factory, failed=failed, artefacts=ARTEFACTS / name)

@@ -64,6 +64,11 @@ def info(paths: StoragePaths) -> dict[str, Any]:
     return local_node_info(uid="1", paths=paths, software_version="7.22.0-test")
 
 
+def info_at(paths: StoragePaths) -> dict[str, Any]:
+    """local_node_info of node 1 (software "v") on the loopback address 127.0.0.5."""
+    return local_node_info(uid="1", paths=paths, software_version="v", addr="127.0.0.5")
+
+
 def _read_os_release() -> dict[str, str]:
     fields = {}
     for line in Path("/etc/os-release").read_text().splitlines():
@@ -89,7 +94,7 @@ def test_every_key_of_the_contract_example_is_present(info: dict[str, Any]) -> N
 
 
 def test_field_types_are_strict(paths: StoragePaths) -> None:
-    info = local_node_info(uid="1", paths=paths, software_version="v", addr="127.0.0.5")
+    info = info_at(paths)
     for key in ("cores", "total_memory", "uptime"):
         assert type(info[key]) is int, key
     for key in ("persistent_storage_size", "ephemeral_storage_size"):
@@ -295,22 +300,14 @@ def test_os_release_default_path_is_etc() -> None:
 
 def test_node_facts_for_record(paths: StoragePaths) -> None:
     record = node_facts_for_record(paths=paths, addr="127.0.0.5")
-    info = local_node_info(uid="1", paths=paths, software_version="v", addr="127.0.0.5")
-    assert set(record) == {
-        "cores",
-        "total_memory",
-        "uptime",
-        "architecture",
-        "os_family",
-        "os_name",
-        "os_semantic_version",
-        "os_version",
-        "short_hostname",
-        "persistent_storage_path",
-        "persistent_storage_size",
-        "ephemeral_storage_path",
-        "ephemeral_storage_size",
-        "bigredis_storage_path",
+    info = info_at(paths)
+    # The contract's keys but the node's identity, FIPS mode, drivers and addresses.
+    assert set(record) == EXAMPLE_KEYS - {
+        "uid",
+        "software_version",
+        "fips_enabled",
+        "supported_bigstore_drivers",
+        "available_addresses",
     }
     for key, value in record.items():
         if key == "uptime":
@@ -322,8 +319,8 @@ def test_node_facts_for_record(paths: StoragePaths) -> None:
 def test_repeated_calls_agree(paths: StoragePaths) -> None:
     # Health checks poll GET /v1/bootstrap; the facts read once and cached must not drift.
     # (How fast a call is belongs to the benchmarks, not to this suite.)
-    first = local_node_info(uid="1", paths=paths, software_version="v", addr="127.0.0.5")
+    first = info_at(paths)
     for _ in range(3):
-        again = local_node_info(uid="1", paths=paths, software_version="v", addr="127.0.0.5")
+        again = info_at(paths)
         assert abs(again.pop("uptime") - first["uptime"]) <= 1
         assert again == {k: v for k, v in first.items() if k != "uptime"}

@@ -1,0 +1,152 @@
+"""A node's API on its ASGI app, for the tests under tests/api: a real `BootstrapManager` on a
+temporary data dir, a real `PasswordVerifier`, and an httpx client that calls the app in-process
+(no sockets).
+
+The manager runs bootstrap actions as tasks of the test's event loop, as the agent does. A test
+can hold them back (`node.spawner.hold = True`) to look at the state between the accepted POST
+and the run. Runs that fail semantically never reach etcd; the configured etcd binary does not
+exist, so one that did would end in `error` instead of starting a stray etcd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from cnm.api.app import create_app
+from cnm.api.auth import Authenticator
+from cnm.api.context import ApiContext
+from cnm.bootstrap.manager import BootstrapManager
+from cnm.bootstrap.status import STATUS_FILE
+from cnm.cluster.runtime import ClusterRuntime
+from cnm.config import NodeConfig
+from cnm.security.passwords import PasswordVerifier
+
+
+class Spawner:
+    """The manager's `spawn`: a task of the running loop, or held back while `hold` is set."""
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.held: list[Coroutine[Any, Any, None]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        if self.hold:
+            self.held.append(coroutine)
+            return None
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        return task
+
+    async def release(self) -> None:
+        """Run the held actions to their end."""
+        held, self.held = self.held, []
+        for coroutine in held:
+            await coroutine
+
+    async def close(self) -> None:
+        for coroutine in self.held:
+            coroutine.close()
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@dataclass
+class Node:
+    config: NodeConfig
+    manager: BootstrapManager
+    app: FastAPI
+    client: httpx.AsyncClient
+    spawner: Spawner
+    completed: list[ClusterRuntime] = field(default_factory=list)
+
+    @property
+    def status_file(self) -> Path:
+        return self.config.data_dir / STATUS_FILE
+
+    def status_file_bytes(self) -> bytes | None:
+        try:
+            return self.status_file.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    async def bootstrap_status(self, **kw: Any) -> dict[str, Any]:
+        response = await self.client.get("/v1/bootstrap", **kw)
+        assert response.status_code == 200, response.text
+        status: dict[str, Any] = response.json()["bootstrap_status"]
+        return status
+
+    async def wait_state(self, *states: str, timeout: float = 10.0, **kw: Any) -> dict[str, Any]:
+        """Poll GET /v1/bootstrap until the state is one of `states` (deadline, no fixed wait)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            status = await self.bootstrap_status(**kw)
+            if status["state"] in states:
+                return status
+            if loop.time() > deadline:
+                raise AssertionError(f"state {states} not reached in {timeout} s: {status}")
+            await asyncio.sleep(0.01)
+
+    def file_status(self) -> dict[str, Any] | None:
+        """The status record on disk, parsed (it must always parse: written atomically)."""
+        raw = self.status_file_bytes()
+        if raw is None:
+            return None
+        document: dict[str, Any] = json.loads(raw)
+        return document
+
+
+def node_config(tmp_path: Path, **overrides: Any) -> NodeConfig:
+    persist, ephemeral = tmp_path / "persist", tmp_path / "tmp"
+    persist.mkdir(exist_ok=True)
+    ephemeral.mkdir(exist_ok=True)
+    settings: dict[str, Any] = {
+        "addr": "127.0.0.1",
+        "data_dir": tmp_path / "data",
+        "persistent_path": persist,
+        "ephemeral_path": ephemeral,
+        "bigstore_path": tmp_path / "flash",
+        "etcd_binary": str(tmp_path / "no-such-etcd"),
+    }
+    settings.update(overrides)
+    return NodeConfig(**settings)
+
+
+@contextlib.asynccontextmanager
+async def running_node(config: NodeConfig) -> AsyncIterator[Node]:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    spawner = Spawner()
+    completed: list[ClusterRuntime] = []
+
+    async def on_completed(runtime: ClusterRuntime, credentials: tuple[str, str] | None) -> None:
+        del credentials  # the agent pre-fills its password cache with them; not needed here
+        # As the agent does: keep the snapshot current and the node's liveness lease alive.
+        completed.append(runtime)
+        task = asyncio.get_running_loop().create_task(runtime.run())
+        spawner.tasks.add(task)
+
+    manager = BootstrapManager(config, spawn=spawner, on_completed=on_completed)
+    verifier = PasswordVerifier(ttl_seconds=config.auth_cache_seconds)
+    app = create_app(ApiContext(config, manager, Authenticator(verifier)))
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield Node(config, manager, app, client, spawner, completed)
+    finally:
+        await spawner.close()
+        if manager.runtime is not None:
+            await manager.runtime.stop()
+        verifier.close()
