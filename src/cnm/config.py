@@ -53,7 +53,12 @@ class NodeConfig:
     @property
     def host(self) -> str:
         """`addr` as it goes into a URL."""
-        return f"[{self.addr}]" if ":" in self.addr else self.addr
+        return url_host(self.addr)
+
+
+def url_host(addr: str) -> str:
+    """An address as the host part of a URL: IPv6 in brackets."""
+    return f"[{addr}]" if ":" in addr else addr
 
 
 _PATH_FIELDS = {f.name for f in fields(NodeConfig) if f.type in ("Path", Path)}

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from cnm.config import url_host
 from cnm.errors import AccessDenied, BootstrapFailure, ConnectError
 from cnm.security import pki
 
@@ -38,7 +39,7 @@ def split_host_port(entry: str, default_port: int) -> tuple[str, int]:
 
 
 def _url(host: str, port: int) -> str:
-    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    return f"https://{url_host(host)}:{port}"
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

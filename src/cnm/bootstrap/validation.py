@@ -16,10 +16,9 @@ import re
 import uuid
 from collections.abc import Mapping
 
-import psutil
-
 from cnm.bootstrap.schema import BootstrapRequest, Credentials
 from cnm.errors import ConfigError, PathError
+from cnm.node.facts import is_local_address
 
 ACTIONS = ("create_cluster", "join_cluster", "recover_cluster")
 DEFAULT_PASSWORD_MIN_LENGTH = 8
@@ -224,7 +223,7 @@ def _check_identity(req: BootstrapRequest, problems: _Problems) -> None:
                     f"node.identity.addr: {identity.addr[:80]!r} is not an IP address",
                 )
             )
-        elif not is_local_address(address):
+        elif not is_local_address(str(address)):
             problems.append(
                 (
                     "node.identity.addr",
@@ -300,23 +299,6 @@ def is_sha256_fingerprint(value: str) -> bool:
     if value[:7].lower() == "sha256:":
         value = value[7:]
     return _HEX64_RE.fullmatch(value.replace(":", "")) is not None
-
-
-def is_local_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """True if `address` is bound to an interface of this machine.
-
-    Linux routes all of 127.0.0.0/8 to loopback, so any such address is local (the cluster tests
-    run several nodes as 127.0.0.x) even though only 127.0.0.1 is listed on `lo`.
-    """
-    if address.version == 4 and address.is_loopback:
-        return True
-    for addresses in psutil.net_if_addrs().values():
-        for entry in addresses:
-            # IPv6 link-local entries carry a zone ("fe80::1%eth0"); the zone is not the address.
-            bound = _ip(entry.address.split("%", 1)[0])
-            if bound is not None and bound == address:
-                return True
-    return False
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

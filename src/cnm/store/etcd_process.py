@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from cnm.config import url_host
 from cnm.errors import StoreError, StoreUnavailable
 from cnm.store.etcd import EtcdStore
 
@@ -55,15 +56,11 @@ class EtcdMemberSpec:
 
     @property
     def client_url(self) -> str:
-        return f"https://{_host(self.addr)}:{self.client_port}"
+        return f"https://{url_host(self.addr)}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"https://{_host(self.addr)}:{self.peer_port}"
-
-
-def _host(addr: str) -> str:
-    return f"[{addr}]" if ":" in addr else addr
+        return f"https://{url_host(self.addr)}:{self.peer_port}"
 
 
 def etcd_arguments(binary: str, spec: EtcdMemberSpec) -> list[str]:
