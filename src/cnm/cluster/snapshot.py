@@ -115,9 +115,14 @@ class ClusterSnapshot:
     async def run(self) -> None:
         """Load and watch forever; after any break, reload (nothing is missed) with backoff."""
         backoff = 0.1
+        # A snapshot loaded just before (create, join, resume) watches on from its revision;
+        # after any break it reloads.
+        reload = not self._loaded.is_set()
         while True:
             try:
-                await self.load()
+                if reload:
+                    await self.load()
+                reload = True
                 backoff = 0.1
                 await self._watch()
             except (StoreUnavailable, StoreError) as exc:
