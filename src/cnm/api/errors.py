@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from cnm.api.responses import compact
 from cnm.errors import CnmError, NoCluster, Unauthorized
@@ -59,6 +60,19 @@ def install_error_handlers(app: FastAPI) -> None:
         }
         return compact(body, status_code=400)
 
+    async def on_client_gone(request: Request, exc: Exception) -> Response:
+        # The client went away mid-request (killed, timed out): nothing is wrong here and
+        # nobody reads the answer.
+        log.info(
+            "%s %s: the client disconnected before sending its body",
+            request.method,
+            request.url.path,
+        )
+        return compact(
+            {"description": "the client disconnected", "error_code": "client_disconnected"},
+            status_code=400,
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s (please report)", request.method, request.url.path)
         body = {
@@ -70,4 +84,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CnmError, on_cnm_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)
