@@ -46,8 +46,8 @@ class NodeConfig:
     os_user: str = "redislabs"
     # How long a cached successful password verification stays valid.
     auth_cache_seconds: float = 30.0
-    # The Ed25519 keys whose licences this node accepts: each entry a PEM text (starting with
-    # "-----BEGIN") or the path of a PEM file (cluster/licence.py). Empty: only the trial.
+    # The Ed25519 keys whose licenses this node accepts: each entry a PEM text (starting with
+    # "-----BEGIN") or the path of a PEM file (cluster/license.py). Empty: only the trial.
     license_public_keys: tuple[str, ...] = field(default=())
 
     @property

@@ -66,7 +66,7 @@ class AccessDenied(BootstrapFailure):
 
 
 class InvalidLicense(BootstrapFailure):
-    """A licence that cannot be installed; `violation` (a detail) says why (cluster/licence.py).
+    """A license that cannot be installed; `violation` (a detail) says why (cluster/license.py).
     Valid but violated terms: 406."""
 
     error_code = "invalid_license"
@@ -79,7 +79,7 @@ class InvalidLicense(BootstrapFailure):
 
 
 class LicenseCorrupt(InvalidLicense):
-    """The licence text is malformed or its signature does not verify: 400 on PUT /v1/license."""
+    """The license text is malformed or its signature does not verify: 400 on PUT /v1/license."""
 
     http_status = 400
 

@@ -12,7 +12,7 @@ from harness.agents import Agent, AgentFactory
 
 @pytest.fixture(scope="module")
 def vendor_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A licence signing key pair (private, public), made with `cnm license keygen`."""
+    """A license signing key pair (private, public), made with `cnm license keygen`."""
     directory = tmp_path_factory.mktemp("vendor")
     private, public = directory / "vendor.pem", directory / "vendor.pub.pem"
     made = run_cnm("license", "keygen", "--out-private", str(private), "--out-public", str(public))

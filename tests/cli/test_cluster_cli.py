@@ -1,4 +1,4 @@
-"""The commands of a node in a cluster: nodes, cluster info, licence, users (on one shared
+"""The commands of a node in a cluster: nodes, cluster info, license, users (on one shared
 cluster), and joining a second node, all through the real `cnm` subprocess."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def test_node_list_and_show_as_table_and_json(cluster: Agent) -> None:
     assert "error: [node_not_found]" in missing.stderr
 
 
-def test_cluster_info_licence_and_users(cluster: Agent) -> None:
+def test_cluster_info_license_and_users(cluster: Agent) -> None:
     info = run_cnm("cluster", "info", *login(cluster), env=password_env())
     assert info.code == 0, info
     assert "c1.example.com" in info.stdout
@@ -51,9 +51,9 @@ def test_cluster_info_licence_and_users(cluster: Agent) -> None:
     assert document.json()["name"] == "c1.example.com"
     assert len(document.json()["ca_fingerprint"]) == 95  # 32 bytes as hex pairs with colons
 
-    licence = run_cnm("license", "show", *login(cluster), env=password_env())
-    assert licence.code == 0, licence
-    assert "expiration_date" in licence.stdout
+    license = run_cnm("license", "show", *login(cluster), env=password_env())
+    assert license.code == 0, license
+    assert "expiration_date" in license.stdout
 
     users = run_cnm("user", "list", *login(cluster), "-o", "json", env=password_env())
     assert users.code == 0, users
@@ -90,7 +90,7 @@ def test_user_add_then_listed(cluster: Agent) -> None:
 
 def test_license_install_of_a_bad_file_exits_1(cluster: Agent, tmp_path: Path) -> None:
     bad = tmp_path / "bad.license"
-    bad.write_text("----- LICENSE START -----\nnot a licence\n----- LICENSE END -----\n")
+    bad.write_text("----- LICENSE START -----\nnot a license\n----- LICENSE END -----\n")
     result = run_cnm("license", "install", str(bad), *login(cluster), env=password_env())
     assert result.code == 1, result
     assert "error: [invalid_license]" in result.stderr
@@ -100,14 +100,14 @@ def test_license_install_of_a_bad_file_exits_1(cluster: Agent, tmp_path: Path) -
 def test_license_issue_then_install(
     cluster: Agent, vendor_key: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    licence = tmp_path / "acme.license"
+    license = tmp_path / "acme.license"
     issued = run_cnm(
         "license", "issue", "--key", str(vendor_key[0]), "--owner", "Acme", "--cluster-name",
         "c1.example.com", "--days", "30", "--shards-limit", "8", "--nodes-limit", "3",
-        "--out", str(licence),
+        "--out", str(license),
     )  # fmt: skip
     assert issued.code == 0, issued
-    installed = run_cnm("license", "install", str(licence), *login(cluster), env=password_env())
+    installed = run_cnm("license", "install", str(license), *login(cluster), env=password_env())
     assert installed.code == 0, installed
     assert "Acme" in installed.stdout
     shown = run_cnm("license", "show", *login(cluster), "-o", "json", env=password_env())

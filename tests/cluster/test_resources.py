@@ -154,12 +154,12 @@ def test_shapes_follow_the_contract(node: Agent, people: dict[str, tuple[str, st
         response = call(node, "GET", f"/v1/nodes/{missing}", ADMIN)
         assert response.status_code == 404 and compact(response)["error_code"] == "node_not_found"
 
-    licence = compact(call(node, "GET", "/v1/license", ADMIN))
-    assert licence["features"] == ["trial"] and licence["expired"] is False
-    assert is_int(licence["shards_limit"]) and licence["shards_limit"] == 4
-    assert is_int(licence["nodes_limit"])
+    license = compact(call(node, "GET", "/v1/license", ADMIN))
+    assert license["features"] == ["trial"] and license["expired"] is False
+    assert is_int(license["shards_limit"]) and license["shards_limit"] == 4
+    assert is_int(license["nodes_limit"])
     for field in ("owner", "cluster_name", "key", "license", "activation_date", "expiration_date"):
-        assert isinstance(licence[field], str), field
+        assert isinstance(license[field], str), field
 
     users = compact(call(node, "GET", "/v1/users", ADMIN))
     assert len(users) == 1 + len(ALL_ROLES)
@@ -186,7 +186,7 @@ TABLE: list[tuple[str, str, Any, set[str], int]] = [
     ("GET", "/v1/nodes/1", None, EVERY, 200),
     ("GET", "/v1/nodes/status", None, EVERY, 200),
     ("GET", "/v1/license", None, EVERY, 200),
-    ("PUT", "/v1/license", {"license": "not a licence"}, {"admin", "user_manager"}, 400),
+    ("PUT", "/v1/license", {"license": "not a license"}, {"admin", "user_manager"}, 400),
     ("GET", "/v1/users", None, {"admin", "user_manager"}, 200),
     ("POST", "/v1/users", {"email": "x"}, {"admin", "user_manager"}, 400),
     ("GET", "/v1/users/1", None, {"admin", "user_manager"}, 200),

@@ -1,10 +1,10 @@
-"""The licence routes: GET /v1/license and PUT /v1/license.
+"""The license routes: GET /v1/license and PUT /v1/license.
 
 PUT takes `{"license": "<armoured text>"}` (or the armoured text itself as the body) and checks
 it against this node's trusted keys, the cluster's name and its current node and shard counts
-(`cnm.cluster.licence`): 400 `invalid_license` for a malformed or forged licence, 406 for valid
+(`cnm.cluster.license`): 400 `invalid_license` for a malformed or forged license, 406 for valid
 terms that are violated (expired, not yet valid, another cluster, too few nodes or shards), 200
-with the new licence object once this node's snapshot shows it.
+with the new license object once this node's snapshot shows it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from cnm.api.context import ApiContext, read_body
 from cnm.api.responses import compact
 from cnm.clock import utc_now
 from cnm.cluster import fields, model
-from cnm.cluster.licence import (
+from cnm.cluster.license import (
     LICENSE_START,
     MAX_LICENSE_CHARS,
     public_license,
@@ -43,14 +43,14 @@ def license_router(context: ApiContext) -> APIRouter:
     @router.get("/v1/license")
     async def get_license(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
-        require_role(user, LICENSE_VIEWERS, "view the licence")
+        require_role(user, LICENSE_VIEWERS, "view the license")
         record = runtime.snapshot.get(model.LICENSE_KEY) or {}
         return compact(public_license(record, utc_now()))
 
     @router.put("/v1/license")
     async def put_license(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
-        require_role(user, LICENSE_INSTALLERS, "install a licence")
+        require_role(user, LICENSE_INSTALLERS, "install a license")
         text = _license_text(await read_body(request))
         snapshot = runtime.snapshot
         cluster = snapshot.get(model.CLUSTER_KEY) or {}

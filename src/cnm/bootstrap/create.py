@@ -2,7 +2,7 @@
 
 The steps, each a phase in the status record: `certificates` (cluster CA and this node's
 certificate from it), `store` (etcd as the agent's child with mutual TLS, the admin's password
-hashed meanwhile), `records` (cluster, node 1, admin user 1, trial licence and the CA in one
+hashed meanwhile), `records` (cluster, node 1, admin user 1, trial license and the CA in one
 transaction that only succeeds on an empty store), then the local state that makes a restart
 rejoin. Everything created on disk is reported to `progress` so that a retry after a failure can
 remove it first.
@@ -20,7 +20,7 @@ from cnm.bootstrap.schema import BootstrapRequest
 from cnm.bootstrap.validation import check_paths
 from cnm.clock import utc_now
 from cnm.cluster import model
-from cnm.cluster.licence import verify_license_text
+from cnm.cluster.license import verify_license_text
 from cnm.cluster.runtime import (
     ClusterRuntime,
     ClusterTls,
@@ -114,8 +114,8 @@ def node_record(
 def license_for_create(
     config: NodeConfig, req: BootstrapRequest, now: datetime
 ) -> dict[str, Any] | None:
-    """The record of the request's licence, checked for a one-node cluster of the request's name
-    (raises `InvalidLicense`); None when the request asks for the trial licence."""
+    """The record of the request's license, checked for a one-node cluster of the request's name
+    (raises `InvalidLicense`); None when the request asks for the trial license."""
     if not (req.license and req.license.strip()):
         return None
     return verify_license_text(
@@ -126,13 +126,13 @@ def license_for_create(
 def check_create_request(
     config: NodeConfig, req: BootstrapRequest, *, leftovers: tuple[str, ...] = ()
 ) -> tuple[StoragePaths, dict[str, Any] | None]:
-    """The checks of create that need no cluster: paths, licence, rack. Raises the failure;
-    returns the node's paths and the verified licence record (None: the trial). `leftovers` are
+    """The checks of create that need no cluster: paths, license, rack. Raises the failure;
+    returns the node's paths and the verified license record (None: the trial). `leftovers` are
     paths a failed attempt of this node created: a retry removes them first, so they are no
     obstacle."""
     paths = storage_paths(config, req)
     check_node_paths(paths, req)
-    licence = license_for_create(config, req, utc_now())
+    license = license_for_create(config, req, utc_now())
     if req.policy.rack_aware and not req.node.identity.rack_id:
         raise ConfigError(
             "node.identity.rack_id: required when policy.rack_aware is true (every node of a "
@@ -148,13 +148,13 @@ def check_create_request(
             path=str(member_dir),
             field="node.paths.ccs_persistent_path",
         )
-    return paths, licence
+    return paths, license
 
 
 async def create_cluster(
     config: NodeConfig, req: BootstrapRequest, progress: Progress
 ) -> ClusterRuntime:
-    paths, licence = check_create_request(config, req)
+    paths, license = check_create_request(config, req)
     name = req.cluster.name or ""
     password = req.credentials.password or ""
     username = req.credentials.username or ""
@@ -244,7 +244,7 @@ async def create_cluster(
             Put(model.USER_UID_COUNTER, model.encode({"last": 1})),
             Put(
                 model.LICENSE_KEY,
-                model.encode(licence or model.trial_license(cluster_name=name, activated=start)),
+                model.encode(license or model.trial_license(cluster_name=name, activated=start)),
             ),
             Put(
                 model.CA_KEY,

@@ -27,9 +27,9 @@ from pydantic_core import ErrorDetails
 
 from cnm.errors import InvalidSchema, PayloadTooLarge
 
-MAX_BODY_BYTES = 1_048_576  # 1 MiB: a licence and a few PEMs fit with room to spare
+MAX_BODY_BYTES = 1_048_576  # 1 MiB: a license and a few PEMs fit with room to spare
 MAX_JSON_DEPTH = 64
-MAX_STRING_CHARS = 65_536  # a licence or a PEM chain can be long
+MAX_STRING_CHARS = 65_536  # a license or a PEM chain can be long
 MAX_LIST_ITEMS = 1_000
 MAX_INT32 = 2**31 - 1
 

@@ -1,6 +1,6 @@
-"""`cnm license ...` and `cnm user ...`: the cluster's licence and its users, over the API.
+"""`cnm license ...` and `cnm user ...`: the cluster's license and its users, over the API.
 
-`cnm license issue` (making a licence offline) lives in `license_issue.py`, written separately;
+`cnm license issue` (making a license offline) lives in `license_issue.py`, written separately;
 it is attached to the `license` group when present.
 """
 
@@ -20,7 +20,7 @@ from cnm.cli.common import Target, client_command, logged_in, read_secret
 
 license_app = typer.Typer(
     rich_markup_mode="markdown",
-    help="The cluster's licence: show it, install one (and make licences offline).",
+    help="The cluster's license: show it, install one (and make licenses offline).",
     no_args_is_help=True,
 )
 user_app = typer.Typer(
@@ -41,7 +41,7 @@ class Role(StrEnum):
 @license_app.command("show")
 @client_command
 def license_show(t: Target) -> None:
-    r"""Show the cluster's licence: owner, dates, limits, features.
+    r"""Show the cluster's license: owner, dates, limits, features.
 
     Example:
 
@@ -50,7 +50,7 @@ def license_show(t: Target) -> None:
     """
     with logged_in(t) as client:
         document = client.license()
-    render.show(document, _licence_panel, json_mode=t.json)
+    render.show(document, _license_panel, json_mode=t.json)
 
 
 @license_app.command("install")
@@ -60,11 +60,11 @@ def license_install(
     file: Annotated[
         Path,
         typer.Argument(
-            help="The licence file", exists=True, dir_okay=False, readable=True, show_default=False
+            help="The license file", exists=True, dir_okay=False, readable=True, show_default=False
         ),
     ],
 ) -> None:
-    r"""Install a licence on the cluster (PUT /v1/license); needs an admin or user manager.
+    r"""Install a license on the cluster (PUT /v1/license); needs an admin or user manager.
 
     Example:
 
@@ -78,13 +78,13 @@ def license_install(
     if t.json:
         render.print_json(document)
         return
-    render.say(f"licence from {file} installed")
-    render.console().print(_licence_panel(document))
+    render.say(f"license from {file} installed")
+    render.console().print(_license_panel(document))
 
 
-def _licence_panel(document: dict[str, Any]) -> Panel:
-    # The licence text and key are long and say nothing at a glance; `-o json` has them.
-    return render.document_panel("licence", document, skip=("license", "key"))
+def _license_panel(document: dict[str, Any]) -> Panel:
+    # The license text and key are long and say nothing at a glance; `-o json` has them.
+    return render.document_panel("license", document, skip=("license", "key"))
 
 
 def _attach_license_issue() -> None:

@@ -202,7 +202,7 @@ def create(
     name: Annotated[str, typer.Argument(help="The cluster's name, an FQDN", show_default=False)],
     license_file: Annotated[
         Path | None,
-        typer.Option(help="Licence file (else a 30-day trial)", exists=True, dir_okay=False),
+        typer.Option(help="License file (else a 30-day trial)", exists=True, dir_okay=False),
     ] = None,
     rack_aware: Annotated[
         bool, typer.Option(help="Make the cluster rack-aware (for ever); needs --rack-id")

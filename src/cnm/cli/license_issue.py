@@ -1,8 +1,8 @@
-"""`cnm license issue` and `cnm license keygen`: make signed licences offline.
+"""`cnm license issue` and `cnm license keygen`: make signed licenses offline.
 
 For vendors and tests: `keygen` makes an Ed25519 key pair (the private key file is written 0600),
-`issue` signs licence terms with the private key. Agents that list the public key in their
-`license_public_keys` setting accept the licences. Neither command talks to a node.
+`issue` signs license terms with the private key. Agents that list the public key in their
+`license_public_keys` setting accept the licenses. Neither command talks to a node.
 These are plain functions; the CLI attaches them to its `license` group.
 """
 
@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from cnm.cluster.licence import (
+from cnm.cluster.license import (
     MAX_FEATURES,
     MAX_LIMIT,
     MAX_TEXT_CHARS,
@@ -32,7 +32,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _activation(text: str | None) -> datetime:
-    """Midnight UTC today by default: a licence activated "now" would not yet be valid on a
+    """Midnight UTC today by default: a license activated "now" would not yet be valid on a
     node whose clock is a little behind the vendor's."""
     if text is None:
         return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -46,7 +46,7 @@ def _activation(text: str | None) -> datetime:
 
 def issue(
     key: Annotated[Path, typer.Option(help="The vendor's Ed25519 private key (PEM)")],
-    owner: Annotated[str, typer.Option(help="Who the licence is for")],
+    owner: Annotated[str, typer.Option(help="Who the license is for")],
     cluster_name: Annotated[str, typer.Option(help="The FQDN of the cluster it is for")],
     days: Annotated[int, typer.Option(help="Days of validity from the activation date")],
     shards_limit: Annotated[int, typer.Option(help="Most shards allowed; 0 = no limit")],
@@ -56,9 +56,9 @@ def issue(
         str | None,
         typer.Option(help="First valid day, YYYY-MM-DD or ISO-8601 UTC [today, 00:00 UTC]"),
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the licence here [stdout]")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the license here [stdout]")] = None,
 ) -> None:
-    """Sign a licence with a vendor key.
+    """Sign a license with a vendor key.
 
     Example: cnm license issue --key vendor.pem --owner Acme --cluster-name c1.example.com
     --days 365 --shards-limit 100 --nodes-limit 10 --features rof,crdt --out acme.license
@@ -93,14 +93,14 @@ def issue(
         typer.echo(text, nl=False)
     else:
         out.write_text(text)
-        typer.echo(f"licence for {cluster_name} written to {out}", err=True)
+        typer.echo(f"license for {cluster_name} written to {out}", err=True)
 
 
 def keygen(
     out_private: Annotated[Path, typer.Option(help="Where to write the private key (0600)")],
     out_public: Annotated[Path, typer.Option(help="Where to write the public key")],
 ) -> None:
-    """Make an Ed25519 key pair for signing licences; agents trust the public one through
+    """Make an Ed25519 key pair for signing licenses; agents trust the public one through
     `license_public_keys`.
 
     Example: cnm license keygen --out-private vendor.pem --out-public vendor.pub.pem

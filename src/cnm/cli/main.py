@@ -2,7 +2,7 @@
 
 `cnm node run` starts the agent; every other command is a thin client of the REST API through
 `cnm.client` and never talks to etcd. Each group lives in its own module: `bootstrap_cmd`,
-`cluster_cmd`, `node_cmd`, `admin_cmd` (licence and users), `local_cmd` (a local cluster);
+`cluster_cmd`, `node_cmd`, `admin_cmd` (license and users), `local_cmd` (a local cluster);
 `options` declares the shared options, `common` resolves them and holds the exit codes,
 `render` the output.
 """

@@ -1,10 +1,10 @@
 """Typed reading of the fields of a request body (a parsed JSON object), strictly.
 
-The resource writes (users, cluster settings, licence) read their bodies with these instead of
+The resource writes (users, cluster settings, license) read their bodies with these instead of
 trusting types: an integer is a JSON integer (never `true`, `1.0` or `"1"`), a boolean is
 `true`/`false`, strings and lists are bounded. A wrong field is a 400 `invalid_schema` whose
 message and `fields` detail name it; a JSON `null` means the same as an absent field. Values that
-may be secrets (passwords, licence text) are never echoed back.
+may be secrets (passwords, license text) are never echoed back.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The joiner sends its facts (addr, rack, node settings, memory, software version, measured clock
 offset, a CSR and its node key). `admit` checks them in the order an operator would want to fix
-them (licence, version, rack, node settings, clock), each failure with its documented error code
+them (license, version, rack, node settings, clock), each failure with its documented error code
 and structured details, then allocates the node's uid and signs its certificate.
 
 Uids come from a counter in the store, advanced in a compare-and-set transaction that also writes
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cnm import SOFTWARE_VERSION
 from cnm.cluster import model
-from cnm.cluster.licence import check_license_for_join
+from cnm.cluster.license import check_license_for_join
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.errors import (
     BadRequest,
@@ -97,9 +97,9 @@ def check_admission(
                     "stop that node or give this one another address",
                     fields=["node.identity.addr"],
                 )
-    licence = snapshot.get(model.LICENSE_KEY)
-    if licence is not None and known is None:
-        check_license_for_join(licence, len(nodes), now)
+    license = snapshot.get(model.LICENSE_KEY)
+    if license is not None and known is None:
+        check_license_for_join(license, len(nodes), now)
 
     if request.required_version and _version_tuple(SOFTWARE_VERSION) < _version_tuple(
         request.required_version

@@ -116,7 +116,7 @@ def trial_license(*, cluster_name: str, activated: datetime) -> dict[str, Any]:
         "activation_date": iso(activated),
         "expiration_date": iso(activated + timedelta(days=TRIAL_DAYS)),
         "shards_limit": TRIAL_SHARDS,
-        # 0 = no limit: typed clients parse it as an integer, so never null (cluster/licence.py).
+        # 0 = no limit: typed clients parse it as an integer, so never null (cluster/license.py).
         "nodes_limit": 0,
         "features": ["trial"],
         "trial": True,

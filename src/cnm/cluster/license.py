@@ -1,20 +1,20 @@
-"""Signed licences: their format, issuing, verification, the stored record and its checks.
+"""Signed licenses: their format, issuing, verification, the stored record and its checks.
 
 Format. The terms (`owner`, `cluster_name`, `activation_date`, `expiration_date` as ISO-8601 UTC
 with a `Z`, `shards_limit`, `nodes_limit`, `features`, `format`) are serialised as canonical JSON
 (keys sorted, no spaces, ASCII only) and signed with Ed25519. The envelope
 `{"signature": <base64 of the 64-byte signature>, "terms": {...}}`, itself canonical JSON, is
 base64-encoded, wrapped at 64 columns and armoured between `----- LICENSE START -----` and
-`----- LICENSE END -----` lines. Whitespace around and inside the armour is ignored, so a licence
+`----- LICENSE END -----` lines. Whitespace around and inside the armour is ignored, so a license
 pasted into a YAML or JSON string with its line breaks lost still verifies.
 
 Limits: `shards_limit` and `nodes_limit` are integers, and 0 means "no limit". They are never
-null because typed clients parse them as integers (api-contract §1); the trial licence has
+null because typed clients parse them as integers (api-contract §1); the trial license has
 `shards_limit` 4 and `nodes_limit` 0.
 
 Trust. An agent trusts the Ed25519 public keys of its `license_public_keys` setting: each entry is
-either a PEM text (starting with `-----BEGIN`) or the path of a PEM file. A licence verifies when
-any of them verifies its signature. Keys are read at each check (a licence is checked rarely), so
+either a PEM text (starting with `-----BEGIN`) or the path of a PEM file. A license verifies when
+any of them verifies its signature. Keys are read at each check (a license is checked rarely), so
 an unreadable entry is reported in the check's message instead of stopping the agent.
 
 Checks, in this order (the first failing one is reported as `violation`): `malformed`,
@@ -95,13 +95,13 @@ class LicenseTerms:
 
     @classmethod
     def from_document(cls, document: object) -> LicenseTerms:
-        """The terms of a decoded licence; `malformed` for anything off."""
+        """The terms of a decoded license; `malformed` for anything off."""
         if not isinstance(document, dict):
             raise _corrupt(Violation.MALFORMED, "the terms are not a JSON object")
         if document.get("format") != FORMAT_VERSION:
             raise _corrupt(
                 Violation.MALFORMED,
-                f"unsupported licence format {document.get('format')!r} (expected "
+                f"unsupported license format {document.get('format')!r} (expected "
                 f"{FORMAT_VERSION})",
             )
         texts = {}
@@ -207,7 +207,7 @@ def load_public_keys(entries: Sequence[str]) -> tuple[list[Ed25519PublicKey], li
 
 
 def issue_license(private_key: Ed25519PrivateKey, terms: LicenseTerms) -> str:
-    """The armoured licence text for `terms`, signed with `private_key`."""
+    """The armoured license text for `terms`, signed with `private_key`."""
     document = terms.to_document()
     signature = private_key.sign(canonical_json(document))
     envelope = canonical_json(
@@ -219,7 +219,7 @@ def issue_license(private_key: Ed25519PrivateKey, terms: LicenseTerms) -> str:
 
 
 def _unarmour(text: str) -> tuple[dict[str, Any], bytes]:
-    """(terms document, signature) of an armoured licence; `malformed` for anything off."""
+    """(terms document, signature) of an armoured license; `malformed` for anything off."""
     if len(text) > MAX_LICENSE_CHARS:
         raise _corrupt(Violation.MALFORMED, f"longer than {MAX_LICENSE_CHARS} characters")
     stripped = text.strip()
@@ -232,9 +232,9 @@ def _unarmour(text: str) -> tuple[dict[str, Any], bytes]:
     try:
         envelope = json.loads(base64.b64decode(body, validate=True))
     except (binascii.Error, ValueError, RecursionError):
-        raise _corrupt(Violation.MALFORMED, "the armoured text is not a licence") from None
+        raise _corrupt(Violation.MALFORMED, "the armoured text is not a license") from None
     if not isinstance(envelope, dict) or not isinstance(envelope.get("terms"), dict):
-        raise _corrupt(Violation.MALFORMED, "the armoured text is not a licence")
+        raise _corrupt(Violation.MALFORMED, "the armoured text is not a license")
     try:
         signature = base64.b64decode(str(envelope.get("signature", "")), validate=True)
     except (binascii.Error, ValueError):
@@ -243,7 +243,7 @@ def _unarmour(text: str) -> tuple[dict[str, Any], bytes]:
 
 
 def read_license(text: str, public_keys: Sequence[str | Ed25519PublicKey]) -> LicenseTerms:
-    """The terms of a licence whose signature a trusted key verifies (no other check)."""
+    """The terms of a license whose signature a trusted key verifies (no other check)."""
     terms_document, signature = _unarmour(text)
     terms = LicenseTerms.from_document(terms_document)
     keys = [key for key in public_keys if isinstance(key, Ed25519PublicKey)]
@@ -257,13 +257,13 @@ def read_license(text: str, public_keys: Sequence[str | Ed25519PublicKey]) -> Li
         except InvalidSignature:
             continue
     if not keys:
-        reason = "no licence public key is configured on this node (license_public_keys)"
+        reason = "no license public key is configured on this node (license_public_keys)"
         if problems:
-            reason = "none of the configured licence public keys is usable: " + "; ".join(problems)
+            reason = "none of the configured license public keys is usable: " + "; ".join(problems)
         raise _corrupt(Violation.BAD_SIGNATURE, reason)
     raise _corrupt(
         Violation.BAD_SIGNATURE,
-        "the signature does not verify with any trusted licence key (forged, altered, or "
+        "the signature does not verify with any trusted license key (forged, altered, or "
         "issued by a vendor this node does not trust)",
     )
 
@@ -318,7 +318,7 @@ def check_terms(
 
 
 def license_record(text: str, terms: LicenseTerms) -> dict[str, Any]:
-    """The document kept under /cnm/license for an installed licence."""
+    """The document kept under /cnm/license for an installed license."""
     document = terms.to_document()
     del document["format"]
     return {**document, "license": text, "key": text, "trial": False}
@@ -332,7 +332,7 @@ def verify_license_text(
     node_count: int,
     shard_count: int = 0,
 ) -> dict[str, Any]:
-    """Every check of a licence to install (create_cluster, PUT /v1/license): the record to
+    """Every check of a license to install (create_cluster, PUT /v1/license): the record to
     store, or `LicenseCorrupt` / `InvalidLicense` with the first violation."""
     terms = read_license(text, public_keys)
     check_terms(
@@ -346,18 +346,18 @@ def verify_license_text(
 
 
 def check_license_for_join(
-    licence_record: Mapping[str, Any], current_node_count: int, now: datetime
+    record: Mapping[str, Any], current_node_count: int, now: datetime
 ) -> None:
-    """The checks of the installed licence when one more node joins (its signature and cluster
+    """The checks of the installed license when one more node joins (its signature and cluster
     name were checked at install): `expired`, `not_yet_valid`, `nodes_limit_exceeded`."""
     try:
-        activation = parse_iso(str(licence_record["activation_date"]))
-        expiration = parse_iso(str(licence_record["expiration_date"]))
+        activation = parse_iso(str(record["activation_date"]))
+        expiration = parse_iso(str(record["expiration_date"]))
     except (KeyError, ValueError):
-        raise _corrupt(Violation.MALFORMED, "the cluster's licence record is unreadable") from None
+        raise _corrupt(Violation.MALFORMED, "the cluster's license record is unreadable") from None
     check_dates(activation, expiration, now)
     check_counts(
-        nodes_limit=licence_record.get("nodes_limit"),
+        nodes_limit=record.get("nodes_limit"),
         shards_limit=0,
         node_count=current_node_count + 1,
         shard_count=0,

@@ -1,4 +1,4 @@
-"""Signed licences on real agents: every violation on create, on PUT /v1/license and on join.
+"""Signed licenses on real agents: every violation on create, on PUT /v1/license and on join.
 
 The agents trust a key pair made for the module: one through `CNM_LICENSE_PUBLIC_KEYS` (a file
 path), the other through a `--config` TOML file (the PEM text inline).
@@ -17,7 +17,7 @@ import pytest
 
 from cnm.clock import iso
 from cnm.cluster import model
-from cnm.cluster.licence import LicenseTerms, generate_key_pair, issue_license, load_private_key
+from cnm.cluster.license import LicenseTerms, generate_key_pair, issue_license, load_private_key
 from cnm.cluster.runtime import ClusterTls, open_store
 from harness import bodies
 from harness.agents import Agent, AgentFactory, basic
@@ -37,7 +37,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, Path]:
     return private, path
 
 
-def licence(private: bytes, **changes: Any) -> str:
+def license(private: bytes, **changes: Any) -> str:
     today = datetime.now(UTC).replace(microsecond=0)
     terms: dict[str, Any] = {
         "owner": "Acme",
@@ -53,23 +53,23 @@ def licence(private: bytes, **changes: Any) -> str:
 
 
 def violations(private: bytes) -> dict[str, str]:
-    """A licence per violation that a one-node cluster named NAME can have at creation."""
+    """A license per violation that a one-node cluster named NAME can have at creation."""
     today = datetime.now(UTC)
     return {
         "malformed": "----- LICENSE START -----\nbm90IGEgbGljZW5jZQ==\n----- LICENSE END -----",
-        "bad_signature": licence(generate_key_pair()[0]),
-        "expired": licence(
+        "bad_signature": license(generate_key_pair()[0]),
+        "expired": license(
             private,
             activation_date=today - timedelta(days=40),
             expiration_date=today - timedelta(days=10),
         ),
-        "not_yet_valid": licence(private, activation_date=today + timedelta(days=2)),
-        "cluster_name_mismatch": licence(private, cluster_name="other.example.com"),
+        "not_yet_valid": license(private, activation_date=today + timedelta(days=2)),
+        "cluster_name_mismatch": license(private, cluster_name="other.example.com"),
     }
 
 
 def create_body(text: str | None) -> dict[str, Any]:
-    """A create_cluster body for NAME, with licence `text` (no `license` key when None)."""
+    """A create_cluster body for NAME, with license `text` (no `license` key when None)."""
     return bodies.create_body(NAME, **({} if text is None else {"license": text}))
 
 
@@ -110,7 +110,7 @@ def test_each_violation_on_create(node: Agent, keys: tuple[bytes, Path]) -> None
         assert status["error_code"] == "invalid_license", expected
         assert status["error_details"]["violation"] == expected
         assert status["error_details"]["message"].startswith("license: ")
-    valid = node.post("/v1/bootstrap/validate/create_cluster", create_body(licence(keys[0])))
+    valid = node.post("/v1/bootstrap/validate/create_cluster", create_body(license(keys[0])))
     assert valid.status_code == 200, valid.text
     # A real attempt fails the same way, and leaves the node free to try again.
     forged = violations(keys[0])["bad_signature"]
@@ -120,8 +120,8 @@ def test_each_violation_on_create(node: Agent, keys: tuple[bytes, Path]) -> None
     assert status["error_details"]["violation"] == "bad_signature"
 
 
-def test_create_with_a_licence_installs_it(node: Agent, keys: tuple[bytes, Path]) -> None:
-    text = licence(keys[0])
+def test_create_with_a_license_installs_it(node: Agent, keys: tuple[bytes, Path]) -> None:
+    text = license(keys[0])
     assert node.post("/v1/bootstrap/create_cluster", create_body(text)).status_code == 200
     status = node.wait_state("completed", "error", auth=ADMIN)["bootstrap_status"]
     assert status["state"] == "completed", status
@@ -148,10 +148,10 @@ def test_each_violation_on_put(node: Agent, keys: tuple[bytes, Path]) -> None:
             ("nodes_limit_exceeded", {"nodes_limit": 1}),
             ("shards_limit_exceeded", {"nodes_limit": 0, "shards_limit": 5}),
         ):
-            response = put_license(node, {"license": licence(keys[0], **limits)})
+            response = put_license(node, {"license": license(keys[0], **limits)})
             assert response.status_code == 406, response.text
             assert response.json()["error_details"]["violation"] == expected
-        fits = put_license(node, {"license": licence(keys[0], nodes_limit=2, shards_limit=6)})
+        fits = put_license(node, {"license": license(keys[0], nodes_limit=2, shards_limit=6)})
         assert fits.status_code == 200, fits.text
     finally:
         store_write(node, model.node_key(99), None)
@@ -160,7 +160,7 @@ def test_each_violation_on_put(node: Agent, keys: tuple[bytes, Path]) -> None:
 
 
 def test_put_takes_the_text_itself_too(node: Agent, keys: tuple[bytes, Path]) -> None:
-    text = licence(keys[0], owner="Raw Corp")
+    text = license(keys[0], owner="Raw Corp")
     response = put_license(node, None, raw=text.encode())
     assert response.status_code == 200, response.text
     assert response.json()["owner"] == "Raw Corp"
@@ -174,10 +174,10 @@ def test_keys_inline_in_a_config_file(
     pem = keys[1].read_text()
     config.write_text(f"license_public_keys = [{json.dumps(pem)}]\n")
     agent = agents.start(extra_args=["--config", str(config)])
-    ok = agent.post("/v1/bootstrap/validate/create_cluster", create_body(licence(keys[0])))
+    ok = agent.post("/v1/bootstrap/validate/create_cluster", create_body(license(keys[0])))
     assert ok.status_code == 200, ok.text
     untrusted = agents.start()
-    refused = untrusted.post("/v1/bootstrap/validate/create_cluster", create_body(licence(keys[0])))
+    refused = untrusted.post("/v1/bootstrap/validate/create_cluster", create_body(license(keys[0])))
     assert refused.json()["error_details"]["violation"] == "bad_signature"
     assert "license_public_keys" in refused.json()["error_details"]["message"]
 

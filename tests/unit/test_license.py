@@ -1,4 +1,4 @@
-"""Signed licences: format, signatures, each violation, the join check, the issuing commands."""
+"""Signed licenses: format, signatures, each violation, the join check, the issuing commands."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cnm.cli.license_issue import issue, keygen
 from cnm.cluster import model
-from cnm.cluster.licence import (
+from cnm.cluster.license import (
     LICENSE_END,
     LICENSE_START,
     LicenseTerms,
@@ -95,7 +95,7 @@ def test_whitespace_and_case_of_the_cluster_name_do_not_matter(vendor: tuple[byt
     "text",
     [
         "",
-        "not a licence",
+        "not a license",
         f"{LICENSE_START}\n{LICENSE_END}",
         f"{LICENSE_START}\n!!!!\n{LICENSE_END}",
         LICENSE_START + "\n" + base64.b64encode(b"[1, 2]").decode() + "\n" + LICENSE_END,
@@ -149,7 +149,7 @@ def test_altered_terms_have_a_bad_signature(vendor: tuple[bytes, bytes]) -> None
     assert violation(exc) == "bad_signature"  # type: ignore[arg-type]
 
 
-def test_another_vendors_licence_has_a_bad_signature(vendor: tuple[bytes, bytes]) -> None:
+def test_another_vendors_license_has_a_bad_signature(vendor: tuple[bytes, bytes]) -> None:
     forger = generate_key_pair()
     with pytest.raises(LicenseCorrupt) as exc:
         verify(signed(forger), vendor)
