@@ -28,7 +28,6 @@ from cnm.api.server import ApiServers
 from cnm.bootstrap.manager import BootstrapManager
 from cnm.cluster import model
 from cnm.cluster.runtime import ClusterRuntime, ClusterTls
-from cnm.cluster.users import user_by_login
 from cnm.config import NodeConfig
 from cnm.errors import CnmError
 from cnm.security import pki
@@ -85,9 +84,9 @@ class NodeAgent:
         if credentials is not None:
             # The client polls next with the credentials it just bootstrapped with; they are
             # proven (hashed here at create, accepted by the cluster at join).
-            user = user_by_login(runtime.snapshot, credentials[0])
-            if user is not None and user.get("password_hash"):
-                self.verifier.remember(*credentials, str(user["password_hash"]))
+            user = runtime.snapshot.user_by_login(credentials[0])
+            if user is not None and user.password_hash:
+                self.verifier.remember(*credentials, user.password_hash)
 
         def on_change(key: str) -> None:
             if key.startswith((model.USERS_PREFIX, model.USER_LOGIN_PREFIX)):

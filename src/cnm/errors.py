@@ -190,6 +190,15 @@ class StoreUnavailable(StoreError):
     http_status = 503
 
 
+class StoreContention(StoreError):
+    """A compare-and-set lost to concurrent writes of the same records attempt after attempt
+    (cluster/writes.py `cas_retry`): the store is healthy, the client should simply retry.
+    A `StoreError` so the background loops that retry store errors retry this too."""
+
+    error_code = "store_contention"
+    http_status = 409
+
+
 class NodeNotFound(NotFound):
     error_code = "node_not_found"
 

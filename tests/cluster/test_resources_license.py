@@ -95,7 +95,8 @@ def store_write(agent: Agent, key: str, document: dict[str, Any] | None) -> None
             if document is None:
                 await store.delete(key)
             else:
-                await store.put(key, model.encode(document))
+                raw = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+                await store.put(key, raw)
         finally:
             await store.close()
 

@@ -12,7 +12,6 @@ import typer
 from typer.testing import CliRunner
 
 from cnm.cli.license_issue import issue, keygen
-from cnm.cluster import model
 from cnm.cluster.license import (
     LICENSE_END,
     LICENSE_START,
@@ -26,6 +25,7 @@ from cnm.cluster.license import (
     read_license,
     verify_license_text,
 )
+from cnm.cluster.records import LicenseRecord, trial_license
 from cnm.errors import InvalidLicense, LicenseCorrupt
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -71,7 +71,7 @@ def test_round_trip_gives_the_record(vendor: tuple[bytes, bytes]) -> None:
     assert text.rstrip().endswith(LICENSE_END)
     assert all(len(line) <= 64 for line in text.splitlines()[1:-1])
     record = verify(text, vendor)
-    assert record == {
+    assert record.document() == {
         "owner": "Acme",
         "cluster_name": CLUSTER,
         "activation_date": "2025-05-31T12:00:00Z",
@@ -88,7 +88,7 @@ def test_round_trip_gives_the_record(vendor: tuple[bytes, bytes]) -> None:
 def test_whitespace_and_case_of_the_cluster_name_do_not_matter(vendor: tuple[bytes, bytes]) -> None:
     text = signed(vendor)
     squashed = "  " + text.replace("\n", " ") + "\n\n"
-    assert verify(squashed, vendor, cluster_name="C1.Example.COM")["owner"] == "Acme"
+    assert verify(squashed, vendor, cluster_name="C1.Example.COM").owner == "Acme"
 
 
 @pytest.mark.parametrize(
@@ -172,7 +172,7 @@ def test_any_trusted_key_may_verify(vendor: tuple[bytes, bytes], tmp_path: Path)
     key_file = tmp_path / "vendor.pub"
     key_file.write_bytes(vendor[1])
     keys = [other[1].decode(), "/no/such/file", str(key_file)]
-    assert verify_license_text(signed(vendor), keys, CLUSTER, NOW, 1)["owner"] == "Acme"
+    assert verify_license_text(signed(vendor), keys, CLUSTER, NOW, 1).owner == "Acme"
     loaded, problems = load_public_keys(keys)
     assert len(loaded) == 2
     assert problems == [problems[0]] and "/no/such/file" in problems[0]
@@ -208,12 +208,12 @@ def test_limits_at_the_edge_and_zero_means_no_limit(vendor: tuple[bytes, bytes])
 
 
 def test_join_check() -> None:
-    record = {
-        "activation_date": "2025-05-01T00:00:00Z",
-        "expiration_date": "2025-07-01T00:00:00Z",
-        "nodes_limit": 3,
-        "shards_limit": 4,
-    }
+    record = LicenseRecord(
+        activation_date="2025-05-01T00:00:00Z",
+        expiration_date="2025-07-01T00:00:00Z",
+        nodes_limit=3,
+        shards_limit=4,
+    )
     check_license_for_join(record, 2, NOW)
     with pytest.raises(InvalidLicense) as exc:
         check_license_for_join(record, 3, NOW)
@@ -224,16 +224,16 @@ def test_join_check() -> None:
     with pytest.raises(InvalidLicense) as exc:
         check_license_for_join(record, 1, datetime(2025, 4, 1, tzinfo=UTC))
     assert violation(exc) == "not_yet_valid"
-    trial = model.trial_license(cluster_name=CLUSTER, activated=NOW)
+    trial = trial_license(cluster_name=CLUSTER, activated=NOW)
     check_license_for_join(trial, 100, NOW)
-    check_license_for_join({**trial, "nodes_limit": None}, 100, NOW)
+    check_license_for_join(trial.changed(nodes_limit=None), 100, NOW)
     with pytest.raises(InvalidLicense) as exc:
-        check_license_for_join({}, 1, NOW)
+        check_license_for_join(LicenseRecord(), 1, NOW)
     assert violation(exc) == "malformed"
 
 
 def test_public_license_adds_expired() -> None:
-    trial = model.trial_license(cluster_name=CLUSTER, activated=NOW)
+    trial = trial_license(cluster_name=CLUSTER, activated=NOW)
     shown = public_license(trial, NOW)
     assert shown["expired"] is False
     assert shown["shards_limit"] == 4 and shown["nodes_limit"] == 0

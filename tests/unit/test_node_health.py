@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 
 from cnm.cluster import model
 from cnm.cluster.health import HEARTBEAT_SILENCE, ClockObserver, node_check, node_uptime
+from cnm.cluster.records import NodeRecord
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.writes import wait_for_revision
 from cnm.store.memory import MemoryStore
@@ -36,14 +38,15 @@ async def world() -> AsyncIterator[tuple[MemoryStore, ClusterSnapshot]]:
 async def put(
     store: MemoryStore, snapshot: ClusterSnapshot, key: str, doc: dict[str, object]
 ) -> None:
-    assert await wait_for_revision(snapshot, await store.put(key, model.encode(doc)))
+    raw = json.dumps(doc).encode()
+    assert await wait_for_revision(snapshot, await store.put(key, raw))
 
 
 async def test_checks(world: tuple[MemoryStore, ClusterSnapshot]) -> None:
     store, snapshot = world
     clocks = Clocks()
     observer = ClockObserver(snapshot, wall=lambda: clocks.wall, monotonic=lambda: clocks.mono)
-    nodes = {uid: {"uid": uid} for uid in (1, 2, 3, 4)}
+    nodes = {uid: NodeRecord(uid=uid) for uid in (1, 2, 3, 4)}
     for uid in (1, 2, 3):
         await put(store, snapshot, model.liveness_key(uid), {"uid": uid})
 
@@ -78,7 +81,7 @@ async def test_checks(world: tuple[MemoryStore, ClusterSnapshot]) -> None:
 
 
 def test_uptime_from_boot_time() -> None:
-    assert node_uptime({"boot_time": 1000}, 1500.7) == 500
-    assert node_uptime({"boot_time": 2000}, 1500) == 0
-    assert node_uptime({"uptime": 42}, 1500) == 42
-    assert node_uptime({}, 1500) == 0
+    assert node_uptime(NodeRecord(uid=1, boot_time=1000), 1500.7) == 500
+    assert node_uptime(NodeRecord(uid=1, boot_time=2000), 1500) == 0
+    assert node_uptime(NodeRecord(uid=1, uptime=42), 1500) == 42
+    assert node_uptime(NodeRecord(uid=1), 1500) == 0

@@ -12,6 +12,13 @@ import pytest
 
 from cnm.api.auth import Authenticator
 from cnm.cluster import model
+from cnm.cluster.records import (
+    ClusterRecord,
+    UidCounter,
+    UserLoginIndex,
+    UserRecord,
+    admin_user_record,
+)
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.users import (
     UserChanges,
@@ -21,7 +28,6 @@ from cnm.cluster.users import (
     parse_user_body,
     public_user,
     update_user,
-    user_by_login,
 )
 from cnm.cluster.writes import token_secret, wait_for_revision
 from cnm.errors import (
@@ -49,12 +55,12 @@ class Cluster:
         self.snapshot = snapshot
 
     @property
-    def admin(self) -> dict[str, Any]:
-        record = self.snapshot.get(model.user_key(1))
+    def admin(self) -> UserRecord:
+        record = self.snapshot.user(1)
         assert record is not None
         return record
 
-    async def create(self, email: str, role: str = "db_viewer", **kw: Any) -> dict[str, Any]:
+    async def create(self, email: str, role: str = "db_viewer", **kw: Any) -> UserRecord:
         changes = UserChanges(
             email=email, password=kw.pop("password", "password1"), role=role, **kw
         )
@@ -62,14 +68,14 @@ class Cluster:
         assert await wait_for_revision(self.snapshot, revision)
         return record
 
-    async def update(self, uid: int, actor: dict[str, Any] | None = None, **kw: Any) -> Any:
+    async def update(self, uid: int, actor: UserRecord | None = None, **kw: Any) -> Any:
         record, revision = await update_user(
             self.store, self.snapshot, uid, UserChanges(**kw), actor or self.admin, NOW
         )
         assert await wait_for_revision(self.snapshot, revision)
         return record
 
-    async def delete(self, uid: int, actor: dict[str, Any] | None = None) -> None:
+    async def delete(self, uid: int, actor: UserRecord | None = None) -> None:
         revision = await delete_user(self.store, self.snapshot, uid, actor or self.admin)
         assert await wait_for_revision(self.snapshot, revision)
 
@@ -77,14 +83,12 @@ class Cluster:
 @pytest.fixture
 async def cluster() -> AsyncIterator[Cluster]:
     store = MemoryStore()
-    cluster_record = {"name": "c1.example.com", "password_min_length": 8}
-    await store.put(model.CLUSTER_KEY, model.encode(cluster_record))
-    admin = model.admin_user_record(
-        email="admin@example.com", password_hash=ADMIN_HASH, created=NOW
-    )
-    await store.put(model.user_key(1), model.encode(admin))
-    await store.put(model.login_key("admin@example.com"), model.encode({"uid": 1}))
-    await store.put(model.USER_UID_COUNTER, model.encode({"last": 1}))
+    cluster_record = ClusterRecord(name="c1.example.com", password_min_length=8)
+    await store.put(model.CLUSTER_KEY, cluster_record.encode())
+    admin = admin_user_record(email="admin@example.com", password_hash=ADMIN_HASH, created=NOW)
+    await store.put(model.user_key(1), admin.encode())
+    await store.put(model.login_key("admin@example.com"), UserLoginIndex(uid=1).encode())
+    await store.put(model.USER_UID_COUNTER, UidCounter(last=1).encode())
     snapshot = ClusterSnapshot(store)
     task = asyncio.create_task(snapshot.run())
     await snapshot.wait_loaded(5)
@@ -96,7 +100,7 @@ async def cluster() -> AsyncIterator[Cluster]:
 
 async def test_create_allocates_uids_and_indexes_both_logins(cluster: Cluster) -> None:
     user = await cluster.create("Ann@Example.com", role="cluster_viewer", name="ann")
-    assert user["uid"] == 2
+    assert user.uid == 2
     assert public_user(user) == {
         "uid": 2,
         "name": "ann",
@@ -108,20 +112,21 @@ async def test_create_allocates_uids_and_indexes_both_logins(cluster: Cluster) -
         "password_issue_date": "2025-06-01T00:00:00Z",
         "email_alerts": True,
     }
-    assert "password_hash" in user and user["password_hash"] != "password1"
+    assert user.password_hash and user.password_hash != "password1"
+    assert "password_hash" not in repr(user)
     for login in ("ann@example.com", "ANN", "Ann@Example.com"):
-        found = user_by_login(cluster.snapshot, login)
-        assert found is not None and found["uid"] == 2
+        found = cluster.snapshot.user_by_login(login)
+        assert found is not None and found.uid == 2
     # The bootstrap admin's name was never indexed; it is still a login.
-    by_name = user_by_login(cluster.snapshot, "administrator")
-    assert by_name is not None and by_name["uid"] == 1
+    by_name = cluster.snapshot.user_by_login("administrator")
+    assert by_name is not None and by_name.uid == 1
 
 
 async def test_concurrent_creates_get_distinct_uids(cluster: Cluster) -> None:
     users = await asyncio.gather(*(cluster.create(f"u{i}@example.com") for i in range(8)))
-    assert sorted(u["uid"] for u in users) == list(range(2, 10))
-    counter = cluster.snapshot.get(model.USER_UID_COUNTER)
-    assert counter == {"last": 9}
+    assert sorted(u.uid for u in users) == list(range(2, 10))
+    counter = cluster.snapshot.record(model.USER_UID_COUNTER)
+    assert counter == UidCounter(last=9)
 
 
 async def test_logins_are_unique_across_emails_and_names(cluster: Cluster) -> None:
@@ -137,29 +142,29 @@ async def test_logins_are_unique_across_emails_and_names(cluster: Cluster) -> No
     racing = await asyncio.gather(
         *(cluster.create("same@example.com") for _ in range(3)), return_exceptions=True
     )
-    assert sum(isinstance(r, dict) for r in racing) == 1
+    assert sum(isinstance(r, UserRecord) for r in racing) == 1
     assert sum(isinstance(r, EmailAlreadyExists) for r in racing) == 2
 
 
 async def test_uids_are_never_reused(cluster: Cluster) -> None:
     user = await cluster.create("ann@example.com")
-    await cluster.delete(user["uid"])
-    assert user_by_login(cluster.snapshot, "ann@example.com") is None
+    await cluster.delete(user.uid)
+    assert cluster.snapshot.user_by_login("ann@example.com") is None
     again = await cluster.create("ann@example.com")
-    assert again["uid"] == user["uid"] + 1
+    assert again.uid == user.uid + 1
 
 
 async def test_update_moves_the_login_index(cluster: Cluster) -> None:
     user = await cluster.create("ann@example.com", name="ann")
-    await cluster.update(user["uid"], email="anne@example.com", name="anne")
-    assert user_by_login(cluster.snapshot, "ann@example.com") is None
-    assert user_by_login(cluster.snapshot, "ann") is None
-    found = user_by_login(cluster.snapshot, "anne")
-    assert found is not None and found["email"] == "anne@example.com"
+    await cluster.update(user.uid, email="anne@example.com", name="anne")
+    assert cluster.snapshot.user_by_login("ann@example.com") is None
+    assert cluster.snapshot.user_by_login("ann") is None
+    found = cluster.snapshot.user_by_login("anne")
+    assert found is not None and found.email == "anne@example.com"
     with pytest.raises(EmailAlreadyExists):
         await cluster.update(1, email="ANNE@example.com")
     # Changing to its own current login (any case) is fine.
-    await cluster.update(user["uid"], email="Anne@example.com")
+    await cluster.update(user.uid, email="Anne@example.com")
     with pytest.raises(UserNotFound):
         await cluster.update(99, name="x")
 
@@ -169,7 +174,7 @@ async def test_password_policy(cluster: Cluster) -> None:
         await cluster.create("ann@example.com", password="short")
     revision = await cluster.store.put(
         model.CLUSTER_KEY,
-        model.encode({"name": "c", "password_min_length": 12, "password_complexity": True}),
+        ClusterRecord(name="c", password_min_length=12, password_complexity=True).encode(),
     )
     assert await wait_for_revision(cluster.snapshot, revision)
     with pytest.raises(PasswordTooShort):
@@ -191,19 +196,19 @@ async def test_last_admin_can_be_neither_deleted_nor_demoted(cluster: Cluster) -
     # Two admins demoting each other at once: exactly one may succeed.
     results = await asyncio.gather(
         cluster.update(1, role="db_viewer"),
-        cluster.update(second["uid"], role="db_viewer"),
+        cluster.update(second.uid, role="db_viewer"),
         return_exceptions=True,
     )
     assert sum(isinstance(r, LastAdmin) for r in results) == 1
-    admins = [u for u in cluster.snapshot.under(model.USERS_PREFIX) if u["role"] == "admin"]
+    admins = [u for u in cluster.snapshot.users() if u.role == "admin"]
     assert len(admins) == 1
 
 
 async def test_deleted_admin_with_another_admin_left(cluster: Cluster) -> None:
     second = await cluster.create("second@example.com", role="admin")
     await cluster.delete(1, actor=second)
-    assert cluster.snapshot.get(model.user_key(1)) is None
-    assert user_by_login(cluster.snapshot, "admin@example.com") is None
+    assert cluster.snapshot.user(1) is None
+    assert cluster.snapshot.user_by_login("admin@example.com") is None
 
 
 @pytest.mark.parametrize(
@@ -246,9 +251,9 @@ def test_role_uids_stand_for_roles() -> None:
 
 
 def test_who_may_change_whom() -> None:
-    admin = {"uid": 1, "role": "admin"}
-    manager = {"uid": 2, "role": "user_manager"}
-    viewer = {"uid": 3, "role": "cluster_viewer"}
+    admin = UserRecord(uid=1, role="admin")
+    manager = UserRecord(uid=2, role="user_manager")
+    viewer = UserRecord(uid=3, role="cluster_viewer")
     check_actor(admin, viewer, UserChanges(role="admin"))
     check_actor(manager, viewer, UserChanges(role="db_member", email="x@y"))
     check_actor(viewer, viewer, UserChanges(name="me", password="password1", email_alerts=False))
@@ -277,13 +282,13 @@ async def test_tokens_follow_the_user(cluster: Cluster) -> None:
 
     def token(ttl: int = 300) -> str:
         return issue_token(
-            secret, user_uid=user["uid"], password_hash=user["password_hash"], ttl=ttl, now=clock[0]
+            secret, user_uid=user.uid, password_hash=user.password_hash, ttl=ttl, now=clock[0]
         )
 
     good = token(60)
-    assert auth.authenticate_token(good, cluster.snapshot)["uid"] == user["uid"]
-    assert (await auth.authenticate(f"JWT {good}", cluster.snapshot))["uid"] == user["uid"]
-    assert (await auth.authenticate(f"Bearer {good}", cluster.snapshot))["uid"] == user["uid"]
+    assert auth.authenticate_token(good, cluster.snapshot).uid == user.uid
+    assert (await auth.authenticate(f"JWT {good}", cluster.snapshot)).uid == user.uid
+    assert (await auth.authenticate(f"Bearer {good}", cluster.snapshot)).uid == user.uid
     clock[0] += 59.9
     assert auth.authenticate_token(good, cluster.snapshot)
     clock[0] += 0.1
@@ -303,9 +308,9 @@ async def test_tokens_follow_the_user(cluster: Cluster) -> None:
         )
 
     # Role changes apply at once; a changed password or a deletion ends the token.
-    await cluster.update(user["uid"], role="db_member")
-    assert auth.authenticate_token(fresh, cluster.snapshot)["role"] == "db_member"
-    await cluster.update(user["uid"], password="another-password")
+    await cluster.update(user.uid, role="db_member")
+    assert auth.authenticate_token(fresh, cluster.snapshot).role == "db_member"
+    await cluster.update(user.uid, password="another-password")
     with pytest.raises(Unauthorized, match="no longer valid"):
         auth.authenticate_token(fresh, cluster.snapshot)
     verifier.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,12 @@ from cnm.errors import (
 )
 from cnm.store.memory import MemoryStore
 
+
+def raw(document: dict[str, Any]) -> bytes:
+    """A document as another writer (or version) may have stored it."""
+    return json.dumps(document).encode()
+
+
 SETTINGS = {"socket_dir": "/s", "conf_dir": "/c", "install_dir": "/i", "os_user": "u"}
 
 
@@ -28,11 +35,11 @@ async def snapshot_of(
 ) -> ClusterSnapshot:
     store = MemoryStore()
     record = {"name": "c", "node_settings": SETTINGS, **(cluster or {})}
-    await store.put(model.CLUSTER_KEY, model.encode(record))
+    await store.put(model.CLUSTER_KEY, raw(record))
     for node in nodes:
-        await store.put(model.node_key(node["uid"]), model.encode(node))
+        await store.put(model.node_key(node["uid"]), raw(node))
         if node["uid"] in alive:
-            await store.put(model.liveness_key(node["uid"]), model.encode({"uid": node["uid"]}))
+            await store.put(model.liveness_key(node["uid"]), raw({"uid": node["uid"]}))
     snapshot = ClusterSnapshot(store)
     await snapshot.load()
     return snapshot
@@ -169,12 +176,12 @@ async def test_uids_are_distinct_under_concurrency_and_stable_per_node_key() -> 
 
     store = MemoryStore()
     ca = pki.make_ca("c")
-    await store.put(model.CLUSTER_KEY, model.encode({"name": "c", "node_settings": SETTINGS}))
+    await store.put(model.CLUSTER_KEY, raw({"name": "c", "node_settings": SETTINGS}))
     await store.put(
         model.CA_KEY,
-        model.encode({"cert_pem": ca.cert_pem.decode(), "key_pem": ca.key_pem.decode()}),
+        raw({"cert_pem": ca.cert_pem.decode(), "key_pem": ca.key_pem.decode()}),
     )
-    await store.put(model.NODE_UID_COUNTER, model.encode({"last": 1}))
+    await store.put(model.NODE_UID_COUNTER, raw({"last": 1}))
     members = []
     for _ in range(2):  # two members admitting at once, each with its own snapshot
         snapshot = ClusterSnapshot(store)

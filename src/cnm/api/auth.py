@@ -21,11 +21,10 @@ import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
-from typing import Any
 
-from cnm.cluster import model
+from cnm.cluster.records import UserRecord
 from cnm.cluster.snapshot import ClusterSnapshot
-from cnm.cluster.users import ROLE_UIDS, USER_MANAGERS, user_by_login
+from cnm.cluster.users import ROLE_UIDS, USER_MANAGERS
 from cnm.errors import InsufficientPermissions, Unauthorized
 from cnm.security.passwords import PasswordVerifier, hash_password
 from cnm.security.tokens import TokenClaims, decode_secret, password_version, verify_token
@@ -52,10 +51,10 @@ def _dummy_hash() -> str:
     return hash_password("cnm-no-such-user")
 
 
-def require_role(user: dict[str, Any], roles: Collection[str], action: str) -> None:
-    if user.get("role") not in roles:
+def require_role(user: UserRecord, roles: Collection[str], action: str) -> None:
+    if user.role not in roles:
         raise InsufficientPermissions(
-            f"role {user.get('role')!r} may not {action}", required_roles=sorted(roles)
+            f"role {user.role!r} may not {action}", required_roles=sorted(roles)
         )
 
 
@@ -95,7 +94,7 @@ class Authenticator:
         # Only verified tokens get in (no growth from garbage), expiry is checked on every use.
         self._verified: OrderedDict[str, TokenClaims] = OrderedDict()
 
-    async def authenticate(self, header: str | None, snapshot: ClusterSnapshot) -> dict[str, Any]:
+    async def authenticate(self, header: str | None, snapshot: ClusterSnapshot) -> UserRecord:
         """The user the credentials belong to, or `Unauthorized`."""
         scheme, _, token = (header or "").strip().partition(" ")
         if scheme.lower() in TOKEN_SCHEMES:
@@ -105,11 +104,11 @@ class Authenticator:
 
     async def authenticate_password(
         self, username: str, password: str, snapshot: ClusterSnapshot
-    ) -> dict[str, Any]:
-        user = user_by_login(snapshot, username)
-        password_hash = str(user.get("password_hash", "")) if user else _dummy_hash()
+    ) -> UserRecord:
+        user = snapshot.user_by_login(username)
+        password_hash = user.password_hash if user else _dummy_hash()
         verified = await self.verifier.verify(username, password, password_hash)
-        if not verified or user is None or user.get("status", "active") != "active":
+        if not verified or user is None or user.status != "active":
             raise Unauthorized("invalid username or password")
         return user
 
@@ -122,11 +121,11 @@ class Authenticator:
             while len(self._verified) > MAX_VERIFIED_TOKENS:
                 self._verified.popitem(last=False)
 
-    def authenticate_token(self, token: str, snapshot: ClusterSnapshot) -> dict[str, Any]:
-        record = snapshot.get(model.JWT_SECRET_KEY)
+    def authenticate_token(self, token: str, snapshot: ClusterSnapshot) -> UserRecord:
+        record = snapshot.jwt_secret()
         if not token or record is None:
             raise Unauthorized("invalid token: send a token from POST /v1/users/authorize")
-        stored = str(record.get("secret", ""))
+        stored = record.secret
         if self._secret[0] != stored:
             self._secret = (stored, decode_secret(stored))
             self._verified.clear()
@@ -135,11 +134,11 @@ class Authenticator:
         if claims is None or now >= claims.expires_at:
             claims = verify_token(self._secret[1], token, now=now)
             self._remember(token, claims, now)
-        user = snapshot.get(model.user_key(claims.user_uid))
+        user = snapshot.user(claims.user_uid)
         if (
             user is None
-            or user.get("status", "active") != "active"
-            or password_version(str(user.get("password_hash", ""))) != claims.password_version
+            or user.status != "active"
+            or password_version(user.password_hash) != claims.password_version
         ):
             raise Unauthorized(
                 "token no longer valid: its user was deleted or changed its password; "

@@ -10,7 +10,7 @@ it they need credentials and the role's permission (api-contract §1), and answe
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -26,8 +26,8 @@ from cnm.api.auth import (
 from cnm.api.bodies import path_uid, read_json_object
 from cnm.api.context import ApiContext
 from cnm.api.responses import compact
-from cnm.cluster import model
 from cnm.cluster.health import node_check, node_uptime, observer_for
+from cnm.cluster.records import ClusterRecord, NodeRecord, NodeStatus
 from cnm.cluster.settings import public_cluster, public_policy, update_cluster
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.writes import wait_for_revision
@@ -37,25 +37,26 @@ from cnm.errors import NodeNotFound
 _PRIVATE_NODE_FIELDS = frozenset({"node_settings", "ccs_persistent_path", "boot_time"})
 
 
-def public_node(snapshot: ClusterSnapshot, record: dict[str, Any], now: float) -> dict[str, Any]:
-    node = {k: v for k, v in record.items() if k not in _PRIVATE_NODE_FIELDS}
+def public_node(snapshot: ClusterSnapshot, record: NodeRecord, now: float) -> dict[str, Any]:
+    """The node object of the API: the record's fields but the private ones, its uptime, and its
+    status from its liveness lease."""
+    node = {k: v for k, v in record.document().items() if k not in _PRIVATE_NODE_FIELDS}
     node["uptime"] = node_uptime(record, now)
-    alive = snapshot.get(model.liveness_key(int(record["uid"]))) is not None
-    node["status"] = "active" if alive else "down"
+    alive = snapshot.is_alive(record.uid)
+    node["status"] = (NodeStatus.ACTIVE if alive else NodeStatus.DOWN).value
     return node
 
 
 def _nodes(snapshot: ClusterSnapshot) -> list[dict[str, Any]]:
     now = time.time()
-    nodes = (public_node(snapshot, r, now) for r in snapshot.under(model.NODES_PREFIX))
-    return sorted(nodes, key=lambda n: int(n["uid"]))
+    return [public_node(snapshot, record, now) for record in snapshot.nodes()]
 
 
 def _record_routes(
     router: APIRouter,
     context: ApiContext,
     path: str,
-    view: Callable[[Mapping[str, Any]], dict[str, Any]],
+    view: Callable[[ClusterRecord], dict[str, Any]],
     *,
     policy: bool,
     name: str,
@@ -68,7 +69,7 @@ def _record_routes(
     async def read(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, CLUSTER_VIEWERS, f"view {what}")
-        return compact(view(runtime.snapshot.get(model.CLUSTER_KEY) or {}))
+        return compact(view(runtime.snapshot.cluster() or ClusterRecord()))
 
     @router.put(path, name=f"put_{name}")
     async def write(request: Request) -> Response:
@@ -97,7 +98,7 @@ def cluster_router(context: ApiContext) -> APIRouter:
         require_role(user, CHECK_VIEWERS, "view the nodes' checks")
         snapshot = runtime.snapshot
         observer = observer_for(snapshot)
-        results = [node_check(snapshot, observer, node) for node in _nodes(snapshot)]
+        results = [node_check(snapshot, observer, node) for node in snapshot.nodes()]
         passed = bool(results) and all(entry["result"] for entry in results)
         return compact({"cluster_test_result": passed, "nodes": results})
 
@@ -119,7 +120,7 @@ def cluster_router(context: ApiContext) -> APIRouter:
         require_role(user, NODE_VIEWERS, "view nodes")
         snapshot = runtime.snapshot
         number = path_uid(uid)
-        record = snapshot.get(model.node_key(number)) if number is not None else None
+        record = snapshot.node(number) if number is not None else None
         if record is None:
             raise NodeNotFound(f"node {uid} does not exist")
         return compact(public_node(snapshot, record, time.time()))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import Request
 
@@ -11,6 +10,7 @@ from cnm.api.auth import Authenticator
 from cnm.bootstrap.manager import BootstrapManager
 from cnm.bootstrap.schema import MAX_BODY_BYTES
 from cnm.bootstrap.status import BootstrapState
+from cnm.cluster.records import UserRecord
 from cnm.cluster.runtime import ClusterRuntime
 from cnm.config import NodeConfig
 from cnm.errors import NoCluster, PayloadTooLarge, StoreUnavailable
@@ -22,7 +22,7 @@ class ApiContext:
     manager: BootstrapManager
     authenticator: Authenticator
 
-    async def authenticate_if_bootstrapped(self, request: Request) -> dict[str, Any] | None:
+    async def authenticate_if_bootstrapped(self, request: Request) -> UserRecord | None:
         """Before the node is in a cluster anything goes; after, valid credentials only."""
         runtime = self.manager.runtime
         if runtime is None:
@@ -34,7 +34,7 @@ class ApiContext:
             return None
         return await self._authenticate(request, runtime)
 
-    async def _authenticate(self, request: Request, runtime: ClusterRuntime) -> dict[str, Any]:
+    async def _authenticate(self, request: Request, runtime: ClusterRuntime) -> UserRecord:
         if not runtime.snapshot.loaded:
             # Without the users there is nothing to check credentials against; a 401 would
             # wrongly tell the client its password is bad.
@@ -46,7 +46,7 @@ class ApiContext:
             request.headers.get("authorization"), runtime.snapshot
         )
 
-    async def require_cluster(self, request: Request) -> tuple[ClusterRuntime, dict[str, Any]]:
+    async def require_cluster(self, request: Request) -> tuple[ClusterRuntime, UserRecord]:
         """For the cluster routes: 503 `no_cluster` before bootstrap, else the user."""
         runtime = self.manager.runtime
         if runtime is None:
@@ -56,9 +56,7 @@ class ApiContext:
             )
         return runtime, await self._authenticate(request, runtime)
 
-    async def require_fresh_cluster(
-        self, request: Request
-    ) -> tuple[ClusterRuntime, dict[str, Any]]:
+    async def require_fresh_cluster(self, request: Request) -> tuple[ClusterRuntime, UserRecord]:
         """`require_cluster`, then 503 `store_unavailable` when the snapshot lost the store."""
         runtime, user = await self.require_cluster(request)
         runtime.snapshot.require_fresh()

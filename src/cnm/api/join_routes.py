@@ -18,7 +18,6 @@ from fastapi.responses import Response
 from cnm.api.auth import CLUSTER_ADMINS
 from cnm.api.context import ApiContext, read_body
 from cnm.api.responses import compact
-from cnm.cluster import model
 from cnm.cluster.membership import parse_join_request
 from cnm.errors import BadRequest, BootstrapFailure, InsufficientPermissions, NoCluster
 from cnm.security import pki
@@ -29,19 +28,18 @@ def join_router(context: ApiContext) -> APIRouter:
 
     async def admin(request: Request) -> None:
         _, user = await context.require_cluster(request)
-        if user.get("role") not in CLUSTER_ADMINS:
+        if user.role not in CLUSTER_ADMINS:
             raise InsufficientPermissions(
-                f"user {user.get('email')!r} is not an admin; joining a node needs an admin's "
-                "credentials"
+                f"user {user.email!r} is not an admin; joining a node needs an admin's credentials"
             )
 
     @router.get("/v1/join/ca")
     async def ca() -> Response:
         runtime = context.manager.runtime
-        record = runtime.snapshot.get(model.CA_KEY) if runtime else None
+        record = runtime.snapshot.ca() if runtime else None
         if record is None:
             raise NoCluster("this node is not part of a cluster: it cannot admit nodes")
-        cert = str(record["cert_pem"]).encode()
+        cert = record.cert_pem.encode()
         return compact({"ca_pem": cert.decode(), "ca_fingerprint": pki.fingerprint_sha256(cert)})
 
     @router.post("/v1/join/time")

@@ -24,6 +24,7 @@ from cnm.cluster.license import (
     public_license,
     verify_license_text,
 )
+from cnm.cluster.records import LicenseRecord
 from cnm.cluster.writes import wait_for_revision
 
 
@@ -44,7 +45,7 @@ def license_router(context: ApiContext) -> APIRouter:
     async def get_license(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, LICENSE_VIEWERS, "view the license")
-        record = runtime.snapshot.get(model.LICENSE_KEY) or {}
+        record = runtime.snapshot.license() or LicenseRecord()
         return compact(public_license(record, utc_now()))
 
     @router.put("/v1/license")
@@ -53,19 +54,19 @@ def license_router(context: ApiContext) -> APIRouter:
         require_role(user, LICENSE_INSTALLERS, "install a license")
         text = _license_text(await read_body(request))
         snapshot = runtime.snapshot
-        cluster = snapshot.get(model.CLUSTER_KEY) or {}
-        nodes = snapshot.under(model.NODES_PREFIX)
-        shards = sum(int(node.get("shard_count") or 0) for node in nodes)
+        cluster = snapshot.cluster()
+        nodes = snapshot.nodes()
+        shards = sum(node.shard_count for node in nodes)
         now = utc_now()
         record = verify_license_text(
             text,
             context.config.license_public_keys,
-            str(cluster.get("name", "")),
+            cluster.name if cluster else "",
             now,
             node_count=len(nodes),
             shard_count=shards,
         )
-        revision = await runtime.store.put(model.LICENSE_KEY, model.encode(record))
+        revision = await runtime.store.put(model.LICENSE_KEY, record.encode())
         await wait_for_revision(snapshot, revision)
         return compact(public_license(record, now))
 

@@ -19,7 +19,8 @@ from cnm.api.bodies import path_uid, read_json_object
 from cnm.api.context import ApiContext
 from cnm.api.responses import compact, empty_ok
 from cnm.clock import utc_now
-from cnm.cluster import fields, model
+from cnm.cluster import fields
+from cnm.cluster.records import UserRecord
 from cnm.cluster.users import (
     check_actor,
     create_user,
@@ -40,8 +41,7 @@ def users_router(context: ApiContext) -> APIRouter:
     async def list_users(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, USER_ADMINS, "view users")
-        records = sorted(runtime.snapshot.under(model.USERS_PREFIX), key=lambda u: int(u["uid"]))
-        return compact([public_user(record) for record in records])
+        return compact([public_user(record) for record in runtime.snapshot.users()])
 
     @router.post("/v1/users")
     async def post_user(request: Request) -> Response:
@@ -53,11 +53,11 @@ def users_router(context: ApiContext) -> APIRouter:
         await wait_for_revision(runtime.snapshot, revision)
         return compact(public_user(record))
 
-    def _own_or_admin(actor: dict[str, object], uid: str, action: str) -> int:
+    def _own_or_admin(actor: UserRecord, uid: str, action: str) -> int:
         number = path_uid(uid)
-        if actor.get("role") not in USER_ADMINS and (number is None or number != actor.get("uid")):
+        if actor.role not in USER_ADMINS and (number is None or number != actor.uid):
             raise InsufficientPermissions(
-                f"role {actor.get('role')!r} may {action} only its own user",
+                f"role {actor.role!r} may {action} only its own user",
                 required_roles=sorted(USER_ADMINS),
             )
         if number is None:
@@ -68,7 +68,7 @@ def users_router(context: ApiContext) -> APIRouter:
     async def get_user(uid: str, request: Request) -> Response:
         runtime, actor = await context.require_fresh_cluster(request)
         number = _own_or_admin(actor, uid, "view")
-        record = runtime.snapshot.get(model.user_key(number))
+        record = runtime.snapshot.user(number)
         if record is None:
             raise UserNotFound(f"user {uid} does not exist")
         return compact(public_user(record))
@@ -120,8 +120,8 @@ def users_router(context: ApiContext) -> APIRouter:
         secret = await token_secret(runtime.store, snapshot)
         token = issue_token(
             secret,
-            user_uid=int(user["uid"]),
-            password_hash=str(user.get("password_hash", "")),
+            user_uid=user.uid,
+            password_hash=user.password_hash,
             ttl=DEFAULT_TTL if ttl is None else ttl,
             now=time.time(),
         )

@@ -14,13 +14,24 @@ import asyncio
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from cnm.bootstrap.schema import BootstrapRequest
 from cnm.bootstrap.validation import check_paths
 from cnm.clock import utc_now
 from cnm.cluster import model
 from cnm.cluster.license import verify_license_text
+from cnm.cluster.records import (
+    CaSecret,
+    LicenseRecord,
+    NodeRecord,
+    StoreRole,
+    UidCounter,
+    UserLoginIndex,
+    admin_user_record,
+    cluster_record,
+    trial_license,
+)
 from cnm.cluster.runtime import (
     ClusterRuntime,
     ClusterTls,
@@ -113,7 +124,7 @@ def node_record(
 
 def license_for_create(
     config: NodeConfig, req: BootstrapRequest, now: datetime
-) -> dict[str, Any] | None:
+) -> LicenseRecord | None:
     """The record of the request's license, checked for a one-node cluster of the request's name
     (raises `InvalidLicense`); None when the request asks for the trial license."""
     if not (req.license and req.license.strip()):
@@ -125,7 +136,7 @@ def license_for_create(
 
 def check_create_request(
     config: NodeConfig, req: BootstrapRequest, *, leftovers: tuple[str, ...] = ()
-) -> tuple[StoragePaths, dict[str, Any] | None]:
+) -> tuple[StoragePaths, LicenseRecord | None]:
     """The checks of create that need no cluster: paths, license, rack. Raises the failure;
     returns the node's paths and the verified license record (None: the trial). `leftovers` are
     paths a failed attempt of this node created: a retry removes them first, so they are no
@@ -202,54 +213,38 @@ async def create_cluster(
         progress.phase("records")
         start = progress.start_time
         rack_aware = bool(req.policy.rack_aware)
+        cluster = cluster_record(
+            name=name,
+            uuid=cluster_uuid,
+            created=start,
+            rack_aware=rack_aware,
+            policy=req.policy.model_dump(exclude_none=True),
+            wait_command=req.cluster.wait_command,
+            http_port=config.http_port,
+            https_port=config.https_port,
+            node_settings=node_settings(config),
+            ca_fingerprint=pki.fingerprint_sha256(ca.cert_pem),
+        )
+        node = NodeRecord.model_validate(
+            {
+                **node_record(config, req, paths, 1),
+                "store_role": StoreRole.VOTER,
+                "store_client_url": spec.client_url,
+                "store_peer_url": spec.peer_url,
+            }
+        )
+        admin = admin_user_record(email=username, password_hash=password_hash, created=start)
+        license = license or trial_license(cluster_name=name, activated=start)
+        ca_secret = CaSecret(cert_pem=ca.cert_pem.decode(), key_pem=ca.key_pem.decode())
         records = [
-            Put(
-                model.CLUSTER_KEY,
-                model.encode(
-                    model.cluster_record(
-                        name=name,
-                        uuid=cluster_uuid,
-                        created=start,
-                        rack_aware=rack_aware,
-                        policy=req.policy.model_dump(exclude_none=True),
-                        wait_command=req.cluster.wait_command,
-                        http_port=config.http_port,
-                        https_port=config.https_port,
-                        node_settings=node_settings(config),
-                        ca_fingerprint=pki.fingerprint_sha256(ca.cert_pem),
-                    )
-                ),
-            ),
-            Put(
-                model.node_key(1),
-                model.encode(
-                    {
-                        **node_record(config, req, paths, 1),
-                        "store_role": "voter",
-                        "store_client_url": spec.client_url,
-                        "store_peer_url": spec.peer_url,
-                    }
-                ),
-            ),
-            Put(model.NODE_UID_COUNTER, model.encode({"last": 1})),
-            Put(
-                model.user_key(1),
-                model.encode(
-                    model.admin_user_record(
-                        email=username, password_hash=password_hash, created=start
-                    )
-                ),
-            ),
-            Put(model.login_key(username), model.encode({"uid": 1})),
-            Put(model.USER_UID_COUNTER, model.encode({"last": 1})),
-            Put(
-                model.LICENSE_KEY,
-                model.encode(license or model.trial_license(cluster_name=name, activated=start)),
-            ),
-            Put(
-                model.CA_KEY,
-                model.encode({"cert_pem": ca.cert_pem.decode(), "key_pem": ca.key_pem.decode()}),
-            ),
+            Put(model.CLUSTER_KEY, cluster.encode()),
+            Put(model.node_key(1), node.encode()),
+            Put(model.NODE_UID_COUNTER, UidCounter(last=1).encode()),
+            Put(model.user_key(1), admin.encode()),
+            Put(model.login_key(username), UserLoginIndex(uid=1).encode()),
+            Put(model.USER_UID_COUNTER, UidCounter(last=1).encode()),
+            Put(model.LICENSE_KEY, license.encode()),
+            Put(model.CA_KEY, ca_secret.encode()),
         ]
         result = await store.txn([Compare.absent(model.CLUSTER_KEY)], records)
         if not result.succeeded:

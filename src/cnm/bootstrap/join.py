@@ -28,6 +28,7 @@ from cnm.bootstrap.create import (
 from cnm.bootstrap.member_link import connect, failure_from_answer
 from cnm.bootstrap.schema import BootstrapRequest
 from cnm.cluster import model
+from cnm.cluster.records import NodeRecord
 from cnm.cluster.runtime import ClusterRuntime, ClusterTls, node_cert_sans, open_store
 from cnm.cluster.writes import update_record
 from cnm.config import NodeConfig
@@ -145,7 +146,8 @@ async def join_cluster(
     )
     store = open_store(local.store_endpoints, tls)
     try:
-        await update_record(store, model.node_key(uid), partial(_complete_record, uid, record))
+        complete = partial(_complete_record, uid, record)
+        await update_record(store, model.node_key(uid), NodeRecord, complete)
         local.save(config.data_dir)
         runtime = ClusterRuntime(config, local, store, None)
         await runtime.load()
@@ -156,8 +158,8 @@ async def join_cluster(
     return runtime
 
 
-def _complete_record(uid: int, facts: dict[str, object], record: dict[str, object]) -> None:
+def _complete_record(uid: int, facts: dict[str, object], record: NodeRecord) -> NodeRecord:
     """Complete the record the member wrote at admission with this node's own facts."""
-    record.update(facts)
-    record["uid"] = uid
-    record.pop("joining", None)
+    document = {**record.document(), **facts, "uid": uid}
+    document.pop("joining", None)
+    return NodeRecord.model_validate(document)

@@ -32,11 +32,13 @@ import psutil
 
 from cnm import SOFTWARE_VERSION
 from cnm.cluster import model
+from cnm.cluster.records import NodeClockRecord, NodeRecord
 from cnm.cluster.snapshot import ClusterSnapshot
-from cnm.errors import StoreError, StoreUnavailable
+from cnm.cluster.writes import update_record
+from cnm.errors import StoreContention, StoreError, StoreUnavailable
 from cnm.node.facts import StoragePaths, node_facts_for_record
 from cnm.node.local_state import LocalState
-from cnm.store.base import Compare, Put, Store
+from cnm.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +70,11 @@ class ClockObserver:
         if not key.startswith(model.NODE_CLOCK_PREFIX):
             return
         snapshot = self._snapshot()
-        record = snapshot.get(key) if snapshot is not None else None
-        if record is None:
+        record = snapshot.record(key) if snapshot is not None else None
+        if not isinstance(record, NodeClockRecord):
             return
-        try:
-            uid, wall = int(record["uid"]), float(record["wall"])
-        except (KeyError, TypeError, ValueError):
-            return
-        self._offsets.setdefault(uid, deque(maxlen=_ESTIMATES)).append(wall - self._wall())
+        uid = record.uid
+        self._offsets.setdefault(uid, deque(maxlen=_ESTIMATES)).append(record.wall - self._wall())
         self._arrived[uid] = self._monotonic()
 
     def offset(self, uid: int) -> float | None:
@@ -105,13 +104,13 @@ def observer_for(snapshot: ClusterSnapshot) -> ClockObserver:
 
 
 def node_check(
-    snapshot: ClusterSnapshot, observer: ClockObserver, node: dict[str, Any]
+    snapshot: ClusterSnapshot, observer: ClockObserver, node: NodeRecord
 ) -> dict[str, Any]:
     """One entry of /v1/cluster/check."""
-    uid = int(node["uid"])
+    uid = node.uid
     entry: dict[str, Any] = {"node_uid": str(uid), "result": True}
     error = None
-    if snapshot.get(model.liveness_key(uid)) is None:
+    if not snapshot.is_alive(uid):
         error = "node is down: its liveness lease expired (agent stopped or unreachable)"
     else:
         silent = observer.silent_for(uid)
@@ -141,12 +140,10 @@ def live_facts(paths: StoragePaths, addr: str) -> dict[str, Any]:
     return facts
 
 
-def node_uptime(record: dict[str, Any], now: float) -> int:
-    boot = record.get("boot_time")
-    if isinstance(boot, int):
-        return max(0, int(now - boot))
-    uptime = record.get("uptime", 0)
-    return uptime if isinstance(uptime, int) else 0
+def node_uptime(record: NodeRecord, now: float) -> int:
+    if record.boot_time is not None:
+        return max(0, int(now - record.boot_time))
+    return record.uptime or 0
 
 
 async def _refresh_record(
@@ -157,16 +154,19 @@ async def _refresh_record(
         local.persistent_path, local.ephemeral_path, local.bigstore_path, local.ccs_persistent_path
     )
     facts = await asyncio.to_thread(live_facts, paths, addr)
-    seen = snapshot.get(key)
-    if seen is not None and all(seen.get(name) == value for name, value in facts.items()):
+    seen = snapshot.node(local.node_uid)
+    if seen is not None and _holds(seen, facts):
         return
-    current = await store.get(key)
-    if current is None:
-        return
-    record = model.decode(current.value)
-    record.update(facts)
-    # Lost to a concurrent change of the record: the next round tries again.
-    await store.txn([Compare.mod(key, "=", current.mod_revision)], [Put(key, model.encode(record))])
+    # One attempt: lost to a concurrent change of the record, the next round tries again.
+    with contextlib.suppress(StoreContention):
+        await update_record(
+            store, key, NodeRecord, lambda record: record.changed(**facts), attempts=1
+        )
+
+
+def _holds(record: NodeRecord, facts: dict[str, Any]) -> bool:
+    document = record.document()
+    return all(document.get(name) == value for name, value in facts.items())
 
 
 async def run_node_upkeep(
@@ -182,7 +182,8 @@ async def run_node_upkeep(
     clock_key = model.node_clock_key(local.node_uid)
     while True:
         with contextlib.suppress(StoreUnavailable, StoreError):
-            await store.put(clock_key, model.encode({"uid": local.node_uid, "wall": time.time()}))
+            heartbeat = NodeClockRecord(uid=local.node_uid, wall=time.time())
+            await store.put(clock_key, heartbeat.encode())
         try:
             await _refresh_record(store, snapshot, local, addr)
         except (StoreUnavailable, StoreError, ValueError) as exc:

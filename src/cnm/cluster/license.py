@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from cnm.clock import iso, parse_iso
+from cnm.cluster.records import LicenseRecord
 from cnm.errors import InvalidLicense, LicenseCorrupt
 
 LICENSE_START = "----- LICENSE START -----"
@@ -317,11 +318,11 @@ def check_terms(
     )
 
 
-def license_record(text: str, terms: LicenseTerms) -> dict[str, Any]:
-    """The document kept under /cnm/license for an installed license."""
+def license_record(text: str, terms: LicenseTerms) -> LicenseRecord:
+    """The record kept under /cnm/license for an installed license."""
     document = terms.to_document()
     del document["format"]
-    return {**document, "license": text, "key": text, "trial": False}
+    return LicenseRecord.model_validate({**document, "license": text, "key": text, "trial": False})
 
 
 def verify_license_text(
@@ -331,7 +332,7 @@ def verify_license_text(
     now: datetime,
     node_count: int,
     shard_count: int = 0,
-) -> dict[str, Any]:
+) -> LicenseRecord:
     """Every check of a license to install (create_cluster, PUT /v1/license): the record to
     store, or `LicenseCorrupt` / `InvalidLicense` with the first violation."""
     terms = read_license(text, public_keys)
@@ -345,28 +346,26 @@ def verify_license_text(
     return license_record(text, terms)
 
 
-def check_license_for_join(
-    record: Mapping[str, Any], current_node_count: int, now: datetime
-) -> None:
+def check_license_for_join(record: LicenseRecord, current_node_count: int, now: datetime) -> None:
     """The checks of the installed license when one more node joins (its signature and cluster
     name were checked at install): `expired`, `not_yet_valid`, `nodes_limit_exceeded`."""
     try:
-        activation = parse_iso(str(record["activation_date"]))
-        expiration = parse_iso(str(record["expiration_date"]))
-    except (KeyError, ValueError):
+        activation = parse_iso(record.activation_date)
+        expiration = parse_iso(record.expiration_date)
+    except ValueError:
         raise _corrupt(Violation.MALFORMED, "the cluster's license record is unreadable") from None
     check_dates(activation, expiration, now)
     check_counts(
-        nodes_limit=record.get("nodes_limit"),
+        nodes_limit=record.nodes_limit,
         shards_limit=0,
         node_count=current_node_count + 1,
         shard_count=0,
     )
 
 
-def public_license(record: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+def public_license(record: LicenseRecord, now: datetime) -> dict[str, Any]:
     """GET /v1/license: the record's fields plus `expired` at `now`."""
-    shown = dict(record)
+    shown = record.document()
     shown["nodes_limit"] = _limit(shown.get("nodes_limit"))
     expires = shown.get("expiration_date")
     try:

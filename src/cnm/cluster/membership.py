@@ -25,7 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cnm import SOFTWARE_VERSION
 from cnm.cluster import model
 from cnm.cluster.license import check_license_for_join
+from cnm.cluster.records import ClusterRecord, NodeKeyIndex, NodeRecord, StoreRole
 from cnm.cluster.snapshot import ClusterSnapshot
+from cnm.cluster.writes import UidClaim, allocate_uid
 from cnm.errors import (
     BadRequest,
     ConfigError,
@@ -36,11 +38,10 @@ from cnm.errors import (
     TimeNotSync,
 )
 from cnm.security import pki
-from cnm.store.base import Compare, Get, Put, Store
+from cnm.store.base import Compare, Get, Put, Store, TxnResult
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_CLOCK_OFFSET = 1.0
 ALLOCATION_ATTEMPTS = 50
 SETTING_FIELDS = ("socket_dir", "conf_dir", "install_dir", "os_user")
 
@@ -84,20 +85,19 @@ def check_admission(
     snapshot: ClusterSnapshot, request: JoinRequest, *, member_addr: str, now: datetime
 ) -> None:
     """Every check of a joiner against the cluster; raises the documented failure."""
-    cluster = snapshot.get(model.CLUSTER_KEY) or {}
-    nodes = snapshot.under(model.NODES_PREFIX)
-    known = snapshot.get(model.node_key_index(request.node_key))
+    cluster = snapshot.cluster() or ClusterRecord()
+    nodes = snapshot.nodes()
+    known = snapshot.node_uid_for_key(request.node_key)
     if known is None:
         for node in nodes:
-            alive = snapshot.get(model.liveness_key(int(node["uid"]))) is not None
-            if node.get("addr") == request.addr and alive:
+            if node.addr == request.addr and snapshot.is_alive(node.uid):
                 raise ConfigError(
-                    f"node.identity.addr: {request.addr} is already node {node['uid']} of this "
+                    f"node.identity.addr: {request.addr} is already node {node.uid} of this "
                     "cluster, alive, under another identity (a node belongs to one cluster); "
                     "stop that node or give this one another address",
                     fields=["node.identity.addr"],
                 )
-    license = snapshot.get(model.LICENSE_KEY)
+    license = snapshot.license()
     if license is not None and known is None:
         check_license_for_join(license, len(nodes), now)
 
@@ -110,15 +110,15 @@ def check_admission(
             fields=["required_version"],
         )
 
-    if cluster.get("rack_aware") and not request.rack_id:
-        racks = sorted({str(n["rack_id"]) for n in nodes if n.get("rack_id")})
+    if cluster.rack_aware and not request.rack_id:
+        racks = sorted({n.rack_id for n in nodes if n.rack_id})
         raise RackIdRequired(
             "node.identity.rack_id: this cluster is rack-aware, so a joining node needs a "
             f"rack_id (racks in use: {', '.join(racks) or 'none'})",
             current_rack_ids=racks,
         )
 
-    expected = cluster.get("node_settings") or {}
+    expected = cluster.node_settings.values()
     mismatches = [
         {
             "field": field,
@@ -144,7 +144,7 @@ def check_admission(
             mismatches=mismatches,
         )
 
-    max_offset = float(cluster.get("max_clock_offset", DEFAULT_MAX_CLOCK_OFFSET))
+    max_offset = cluster.max_clock_offset
     offset, uncertainty = request.clock.offset_ms, request.clock.uncertainty_ms
     # Only a clock that is off by more than the limit even at the measurement's most favourable
     # reading fails: the measurement error must not fail a synchronised node.
@@ -172,10 +172,10 @@ class Admissions:
         """Check the joiner, allocate (or find again) its uid and sign its certificate."""
         self._snapshot.require_fresh()
         check_admission(self._snapshot, request, member_addr=member_addr, now=datetime.now(UTC))
-        ca_record = self._snapshot.get(model.CA_KEY)
+        ca_record = self._snapshot.ca()
         if ca_record is None:
             raise StoreUnavailable("the cluster CA is not in this node's snapshot yet; retry")
-        ca = pki.CertKey(ca_record["cert_pem"].encode(), ca_record["key_pem"].encode())
+        ca = pki.CertKey(ca_record.cert_pem.encode(), ca_record.key_pem.encode())
         certificate = pki.sign_csr(ca, request.csr_pem.encode())
         async with self._lock:
             uid, created = await self._allocate(request)
@@ -186,65 +186,66 @@ class Admissions:
             request.addr,
             request.node_key[:8],
         )
+        cluster = self._snapshot.cluster()
         return {
             "uid": uid,
             "cert_pem": certificate.decode(),
             "ca_pem": ca.cert_pem.decode(),
             "ca_fingerprint": pki.fingerprint_sha256(ca.cert_pem),
             "store_endpoints": self.store_endpoints(),
-            "cluster_name": (self._snapshot.get(model.CLUSTER_KEY) or {}).get("name"),
-            "cluster_uuid": (self._snapshot.get(model.CLUSTER_KEY) or {}).get("uuid"),
+            "cluster_name": cluster.name if cluster else None,
+            "cluster_uuid": cluster.uuid if cluster else None,
         }
 
     def store_endpoints(self) -> list[str]:
         """Client URLs of the store's voters, from the node records."""
         return [
-            str(node["store_client_url"])
-            for node in self._snapshot.under(model.NODES_PREFIX)
-            if node.get("store_role") == "voter" and node.get("store_client_url")
+            node.store_client_url
+            for node in self._snapshot.nodes()
+            if node.store_role is StoreRole.VOTER and node.store_client_url
         ]
 
     async def _allocate(self, request: JoinRequest) -> tuple[int, bool]:
         index_key = model.node_key_index(request.node_key)
-        for _ in range(ALLOCATION_ATTEMPTS):
-            found = await self._store.txn(
-                [Compare.exists(index_key)],
-                [Get(index_key)],
-                [Get(model.NODE_UID_COUNTER)],
+
+        def claim(uid: int) -> UidClaim:
+            record = NodeRecord.model_validate(
+                {
+                    **request.record,
+                    "uid": uid,
+                    "addr": request.addr,
+                    "external_addr": request.external_addr,
+                    "rack_id": request.rack_id or "",
+                    "second_rack_id": request.second_rack_id or "",
+                    "node_settings": request.node_settings,
+                    "software_version": request.software_version,
+                    "store_role": StoreRole.CLIENT,
+                    "joining": True,
+                }
             )
-            if found.succeeded:
-                return int(model.decode(found.reads[0][0].value)["uid"]), False
-            counter = found.reads[0][0] if found.reads and found.reads[0] else None
-            last = int(model.decode(counter.value)["last"]) if counter else 0
-            uid = last + 1
-            record = {
-                **request.record,
-                "uid": uid,
-                "addr": request.addr,
-                "external_addr": request.external_addr,
-                "rack_id": request.rack_id or "",
-                "second_rack_id": request.second_rack_id or "",
-                "node_settings": request.node_settings,
-                "software_version": request.software_version,
-                "store_role": "client",
-                "joining": True,
-            }
-            guard = (
-                Compare.mod(model.NODE_UID_COUNTER, "=", counter.mod_revision)
-                if counter
-                else Compare.absent(model.NODE_UID_COUNTER)
-            )
-            result = await self._store.txn(
-                [guard, Compare.absent(index_key)],
-                [
-                    Put(model.NODE_UID_COUNTER, model.encode({"last": uid})),
-                    Put(index_key, model.encode({"uid": uid})),
-                    Put(model.node_key(uid), model.encode(record)),
+            return UidClaim(
+                compares=[Compare.absent(index_key)],
+                ops=[
+                    Put(index_key, NodeKeyIndex(uid=uid).encode()),
+                    Put(model.node_key(uid), record.encode()),
                 ],
+                reads=[Get(index_key)],
             )
-            if result.succeeded:
-                return uid, True
-        raise StoreUnavailable(
-            f"could not allocate a node uid after {ALLOCATION_ATTEMPTS} attempts under "
-            "contention; retry the join"
-        )
+
+        def lost(result: TxnResult) -> int | None:
+            # The same node key was admitted already (a retried join): its uid, not a new one.
+            found = result.reads[0] if result.reads else []
+            return NodeKeyIndex.decode(found[0].value).uid if found else None
+
+        try:
+            allocated = await allocate_uid(
+                self._store,
+                model.NODE_UID_COUNTER,
+                claim,
+                lost=lost,
+                what="the node uid counter",
+                attempts=ALLOCATION_ATTEMPTS,
+            )
+        except ValidationError:
+            raise BadRequest("invalid join request: record") from None
+        return allocated.uid, allocated.created

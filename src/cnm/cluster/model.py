@@ -1,17 +1,12 @@
-"""The cluster's records in the store: key layout and the documents written at creation.
+"""The cluster's records in the store: the key layout and the constants records are read with.
 
 Everything cluster-wide lives under `/cnm/` as JSON documents. Uids are allocated from counters
 in compare-and-set transactions and never reused; names and emails are kept unique by index keys
-written in the same transaction as the record they point to.
+written in the same transaction as the record they point to. The record types, their
+encoding and the documents written at creation are in `cluster/records.py`.
 """
 
 from __future__ import annotations
-
-import json
-from datetime import datetime, timedelta
-from typing import Any
-
-from cnm.clock import iso
 
 PREFIX = "/cnm/"
 CLUSTER_KEY = "/cnm/cluster"
@@ -36,6 +31,9 @@ TRIAL_DAYS = 30
 TRIAL_SHARDS = 4
 DEFAULT_PASSWORD_MIN_LENGTH = 8
 ADMIN_ROLE_UID = 1
+# Read when the cluster record has no such setting (cluster/voters.py, cluster/membership.py).
+DEFAULT_STORE_VOTERS = 5
+DEFAULT_MAX_CLOCK_OFFSET = 1.0
 
 
 def node_key(uid: int) -> str:
@@ -49,78 +47,6 @@ def user_key(uid: int) -> str:
 def login_key(login: str) -> str:
     """Index of users by email/username: logins are case-insensitive."""
     return f"{USER_LOGIN_PREFIX}{login.casefold()}"
-
-
-def encode(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-
-
-def decode(raw: bytes) -> dict[str, Any]:
-    value = json.loads(raw)
-    if not isinstance(value, dict):
-        raise ValueError("store record is not a JSON object")
-    return value
-
-
-def cluster_record(
-    *,
-    name: str,
-    uuid: str,
-    created: datetime,
-    rack_aware: bool,
-    policy: dict[str, Any],
-    wait_command: bool,
-    http_port: int,
-    https_port: int,
-    node_settings: dict[str, str],
-    ca_fingerprint: str,
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "uuid": uuid,
-        "created_time": iso(created),
-        "rack_aware": rack_aware,
-        "policy": policy,
-        "wait_command": wait_command,
-        "cnm_http_port": http_port,
-        "cnm_https_port": https_port,
-        "http_support": True,
-        "upgrade_in_progress": False,
-        "password_min_length": DEFAULT_PASSWORD_MIN_LENGTH,
-        "password_complexity": False,
-        "node_settings": node_settings,
-        "ca_fingerprint": ca_fingerprint,
-    }
-
-
-def admin_user_record(*, email: str, password_hash: str, created: datetime) -> dict[str, Any]:
-    return {
-        "uid": 1,
-        "name": "Administrator",
-        "email": email,
-        "role": "admin",
-        "role_uids": [ADMIN_ROLE_UID],
-        "status": "active",
-        "auth_method": "regular",
-        "password_hash": password_hash,
-        "password_issue_date": iso(created),
-    }
-
-
-def trial_license(*, cluster_name: str, activated: datetime) -> dict[str, Any]:
-    return {
-        "license": "",
-        "key": "",
-        "owner": "",
-        "cluster_name": cluster_name,
-        "activation_date": iso(activated),
-        "expiration_date": iso(activated + timedelta(days=TRIAL_DAYS)),
-        "shards_limit": TRIAL_SHARDS,
-        # 0 = no limit: typed clients parse it as an integer, so never null (cluster/license.py).
-        "nodes_limit": 0,
-        "features": ["trial"],
-        "trial": True,
-    }
 
 
 def liveness_key(uid: int) -> str:

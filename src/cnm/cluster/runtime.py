@@ -20,6 +20,7 @@ from pathlib import Path
 from cnm.cluster import model
 from cnm.cluster.health import run_node_upkeep
 from cnm.cluster.membership import Admissions
+from cnm.cluster.records import LivenessRecord
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.voters import VoterManager, voter_endpoints
 from cnm.config import NodeConfig
@@ -196,7 +197,7 @@ class ClusterRuntime:
 
     async def _liveness(self) -> None:
         key = model.liveness_key(self.local.node_uid)
-        document = model.encode({"uid": self.local.node_uid, "addr": self.config.addr})
+        document = LivenessRecord(uid=self.local.node_uid, addr=self.config.addr).encode()
         while True:
             try:
                 ttl = await self.store.lease_keepalive(self._lease) if self._lease else 0

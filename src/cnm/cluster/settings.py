@@ -16,8 +16,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from cnm.cluster import fields, model
-from cnm.errors import NoCluster, ReadOnlyField, StoreUnavailable
-from cnm.store.base import Compare, Put, Store
+from cnm.cluster.records import ClusterRecord
+from cnm.cluster.writes import update_record
+from cnm.errors import NoCluster, ReadOnlyField
+from cnm.store.base import Store
 
 CLUSTER_FIELDS = (
     "name",
@@ -44,18 +46,21 @@ _FIXED_REASONS = {
     "name": "the cluster name is fixed at creation",
     "rack_aware": "rack awareness is fixed at creation",
 }
-_WRITE_ATTEMPTS = 20
 
 Reader = Callable[[Mapping[str, Any], str], Any]
 
 
-def public_cluster(record: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: record[name] for name in CLUSTER_FIELDS if name in record}
+def public_cluster(record: ClusterRecord) -> dict[str, Any]:
+    """GET /v1/cluster: the shown fields the record holds."""
+    document = record.document()
+    return {name: document[name] for name in CLUSTER_FIELDS if name in document}
 
 
-def public_policy(record: Mapping[str, Any]) -> dict[str, Any]:
-    policy = {**POLICY_DEFAULTS, **(record.get("policy") or {})}
-    policy["rack_aware"] = bool(record.get("rack_aware", False))
+def public_policy(record: ClusterRecord) -> dict[str, Any]:
+    """GET /v1/cluster/policy: the stored policy over the defaults, and the cluster's
+    rack awareness."""
+    policy = {**POLICY_DEFAULTS, **record.policy.document()}
+    policy["rack_aware"] = record.rack_aware
     return policy
 
 
@@ -94,35 +99,26 @@ def _changes(
     return changes
 
 
-def cluster_changes(body: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
+def cluster_changes(body: Mapping[str, Any], record: ClusterRecord) -> dict[str, Any]:
     return _changes(body, public_cluster(record), _cluster_readers())
 
 
-def policy_changes(body: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
+def policy_changes(body: Mapping[str, Any], record: ClusterRecord) -> dict[str, Any]:
     return _changes(body, public_policy(record), _policy_readers())
 
 
 async def update_cluster(
     store: Store, body: Mapping[str, Any], *, policy: bool
-) -> tuple[dict[str, Any], int]:
-    """Apply a PUT of the cluster (or of its `policy`); (new record, revision of the write)."""
-    for _ in range(_WRITE_ATTEMPTS):
-        current = await store.get(model.CLUSTER_KEY)
-        if current is None:
-            raise NoCluster("the cluster record is missing from the store")
-        record = model.decode(current.value)
+) -> tuple[ClusterRecord, int]:
+    """Apply a PUT of the cluster (or of its `policy`); (new record, revision of the write:
+    0 when nothing changed)."""
+
+    def change(record: ClusterRecord) -> ClusterRecord:
         if policy:
             changes = policy_changes(body, record)
-            record["policy"] = {**(record.get("policy") or {}), **changes}
-        else:
-            changes = cluster_changes(body, record)
-            record.update(changes)
-        if not changes:
-            return record, 0
-        result = await store.txn(
-            [Compare.mod(model.CLUSTER_KEY, "=", current.mod_revision)],
-            [Put(model.CLUSTER_KEY, model.encode(record))],
-        )
-        if result.succeeded:
-            return record, result.revision
-    raise StoreUnavailable("too many concurrent changes of the cluster; retry")
+            return record.changed(policy=record.policy.changed(**changes)) if changes else record
+        changes = cluster_changes(body, record)
+        return record.changed(**changes) if changes else record
+
+    missing = NoCluster("the cluster record is missing from the store")
+    return await update_record(store, model.CLUSTER_KEY, ClusterRecord, change, missing=missing)

@@ -5,6 +5,10 @@ everything under `/cnm/` at one revision, then watches from the next revision, s
 missed; when the watch breaks it reloads and watches again. It knows how fresh it is: after the
 store has been unreachable for longer than `stale_after` seconds, `require_fresh()` raises
 `StoreUnavailable` rather than presenting stale data as current.
+
+Records are decoded once, as the load or the watch delivers them, into their types
+(cluster/records.py); one that does not decode is logged and left out. Readers use the typed
+accessors (`cluster()`, `nodes()`, `user_by_login()`, ...), never keys.
 """
 
 from __future__ import annotations
@@ -13,15 +17,31 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
+
+from pydantic import ValidationError
 
 from cnm.cluster import model
+from cnm.cluster.records import (
+    CaSecret,
+    ClusterRecord,
+    JwtSecret,
+    LicenseRecord,
+    LivenessRecord,
+    NodeKeyIndex,
+    NodeRecord,
+    Record,
+    UserLoginIndex,
+    UserRecord,
+    decode_at,
+)
 from cnm.errors import StoreError, StoreUnavailable
 from cnm.store.base import EventType, Store
 
 log = logging.getLogger(__name__)
 
 ChangeListener = Callable[[str], None]
+R = TypeVar("R", bound=Record)
 
 
 class ClusterSnapshot:
@@ -33,7 +53,7 @@ class ClusterSnapshot:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
-        self._records: dict[str, dict[str, Any]] = {}
+        self._records: dict[str, Record] = {}
         self._revision = 0
         self._stale_after = stale_after
         self._clock = clock
@@ -47,11 +67,67 @@ class ClusterSnapshot:
     def revision(self) -> int:
         return self._revision
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def record(self, key: str) -> Record | None:
+        """The record at `key`, of its kind; for listeners, which are told keys."""
         return self._records.get(key)
 
-    def under(self, prefix: str) -> list[dict[str, Any]]:
-        return [value for key, value in sorted(self._records.items()) if key.startswith(prefix)]
+    def _typed(self, key: str, kind: type[R]) -> R | None:
+        record = self._records.get(key)
+        return record if isinstance(record, kind) else None
+
+    def _all(self, prefix: str, kind: type[R]) -> list[R]:
+        records = self._records.items()
+        return [r for k, r in records if k.startswith(prefix) and isinstance(r, kind)]
+
+    def cluster(self) -> ClusterRecord | None:
+        return self._typed(model.CLUSTER_KEY, ClusterRecord)
+
+    def nodes(self) -> list[NodeRecord]:
+        """Every node record, by uid."""
+        return sorted(self._all(model.NODES_PREFIX, NodeRecord), key=lambda n: n.uid)
+
+    def node(self, uid: int) -> NodeRecord | None:
+        return self._typed(model.node_key(uid), NodeRecord)
+
+    def liveness(self, uid: int) -> LivenessRecord | None:
+        return self._typed(model.liveness_key(uid), LivenessRecord)
+
+    def is_alive(self, uid: int) -> bool:
+        """Whether the node's liveness lease lives."""
+        return model.liveness_key(uid) in self._records
+
+    def node_uid_for_key(self, node_key: str) -> int | None:
+        """The uid a node key was admitted with, if it was."""
+        index = self._typed(model.node_key_index(node_key), NodeKeyIndex)
+        return index.uid if index is not None else None
+
+    def users(self) -> list[UserRecord]:
+        """Every user record, by uid."""
+        return sorted(self._all(model.USERS_PREFIX, UserRecord), key=lambda u: u.uid)
+
+    def user(self, uid: int) -> UserRecord | None:
+        return self._typed(model.user_key(uid), UserRecord)
+
+    def user_by_login(self, login: str) -> UserRecord | None:
+        """The user whose email or name is `login` (case-insensitive)."""
+        index = self._typed(model.login_key(login), UserLoginIndex)
+        if index is not None:
+            return self.user(index.uid)
+        # Names written before they were indexed (the bootstrap admin's "Administrator").
+        folded = login.casefold()
+        for user in self.users():
+            if user.name.casefold() == folded:
+                return user
+        return None
+
+    def license(self) -> LicenseRecord | None:
+        return self._typed(model.LICENSE_KEY, LicenseRecord)
+
+    def ca(self) -> CaSecret | None:
+        return self._typed(model.CA_KEY, CaSecret)
+
+    def jwt_secret(self) -> JwtSecret | None:
+        return self._typed(model.JWT_SECRET_KEY, JwtSecret)
 
     @property
     def loaded(self) -> bool:
@@ -67,12 +143,6 @@ class ClusterSnapshot:
                 "cannot answer with current data (check the store members' health)"
             )
 
-    def user_by_login(self, login: str) -> dict[str, Any] | None:
-        index = self._records.get(model.login_key(login))
-        if index is None:
-            return None
-        return self._records.get(model.user_key(int(index["uid"])))
-
     def add_listener(self, listener: ChangeListener) -> None:
         """`listener(key)` runs on the event loop after each change is applied."""
         self._listeners.append(listener)
@@ -85,12 +155,12 @@ class ClusterSnapshot:
 
     async def load(self) -> None:
         items, revision = await self._store.get_prefix(model.PREFIX)
-        records: dict[str, dict[str, Any]] = {}
+        records: dict[str, Record] = {}
         for kv in items:
             try:
-                records[kv.key] = model.decode(kv.value)
-            except ValueError:
-                log.error("store record %s is not a JSON object; ignored (please report)", kv.key)
+                records[kv.key] = decode_at(kv.key, kv.value)
+            except ValueError as exc:
+                _undecodable(kv.key, exc)
         changed = set(records) ^ set(self._records) | {
             key for key in records if self._records.get(key) != records[key]
         }
@@ -138,10 +208,21 @@ class ClusterSnapshot:
                 self._records.pop(key, None)
             else:
                 try:
-                    self._records[key] = model.decode(event.kv.value)
-                except ValueError:
-                    log.error("store record %s is not a JSON object; ignored (please report)", key)
+                    self._records[key] = decode_at(key, event.kv.value)
+                except ValueError as exc:
+                    _undecodable(key, exc)
                     continue
             self._revision = max(self._revision, event.kv.mod_revision)
             self.mark_contact()
             self._notify(key)
+
+
+def _undecodable(key: str, error: ValueError) -> None:
+    # The fields only: pydantic's text quotes the input, which may hold a secret.
+    if isinstance(error, ValidationError):
+        reason = "bad " + ", ".join(
+            ".".join(map(str, e["loc"])) or "document" for e in error.errors()
+        )
+    else:
+        reason = type(error).__name__
+    log.error("store record %s does not decode (%s); ignored (please report)", key, reason)

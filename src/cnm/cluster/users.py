@@ -25,7 +25,9 @@ from typing import Any
 
 from cnm.clock import iso
 from cnm.cluster import fields, model
+from cnm.cluster.records import ClusterRecord, UserLoginIndex, UserRecord
 from cnm.cluster.snapshot import ClusterSnapshot
+from cnm.cluster.writes import UidClaim, allocate_uid, cas_retry
 from cnm.errors import (
     EmailAlreadyExists,
     InsufficientPermissions,
@@ -34,11 +36,10 @@ from cnm.errors import (
     NameAlreadyExists,
     PasswordNotComplex,
     PasswordTooShort,
-    StoreUnavailable,
     UserNotFound,
 )
 from cnm.security.passwords import hash_password
-from cnm.store.base import Compare, Delete, Get, KeyValue, Op, Put, Store
+from cnm.store.base import Compare, Delete, Get, KeyValue, Op, Put, Store, TxnResult
 
 ROLE_UIDS: dict[str, int] = {
     "admin": model.ADMIN_ROLE_UID,
@@ -65,34 +66,20 @@ MAX_LOGIN_CHARS = 254
 MAX_PASSWORD_CHARS = 256
 MAX_PASSWORD_MIN_LENGTH = 256
 FORBIDDEN_LOGIN_CHARS = frozenset('&<>"')
-_WRITE_ATTEMPTS = 20
 
 
-def public_user(record: Mapping[str, Any]) -> dict[str, Any]:
+def public_user(record: UserRecord) -> dict[str, Any]:
     """The user object of the API: never the password hash."""
-    user = {name: record[name] for name in PUBLIC_FIELDS if name in record}
-    role = str(record.get("role", "none"))
-    user.setdefault("role_uids", [ROLE_UIDS[role]] if role in ROLE_UIDS else [])
+    document = record.document()
+    user = {name: document[name] for name in PUBLIC_FIELDS if name in document}
+    user.setdefault("role_uids", _role_uids(record.role))
     user.setdefault("email_alerts", True)
     user.setdefault("status", "active")
     return user
 
 
-def is_active_admin(record: Mapping[str, Any]) -> bool:
-    return record.get("role") == "admin" and record.get("status", "active") == "active"
-
-
-def user_by_login(snapshot: ClusterSnapshot, login: str) -> dict[str, Any] | None:
-    """The user whose email or name is `login` (case-insensitive)."""
-    user = snapshot.user_by_login(login)
-    if user is not None:
-        return user
-    # Names written before they were indexed (the bootstrap admin's "Administrator").
-    folded = login.casefold()
-    for record in snapshot.under(model.USERS_PREFIX):
-        if str(record.get("name", "")).casefold() == folded:
-            return record
-    return None
+def _role_uids(role: str) -> list[int]:
+    return [ROLE_UIDS[role]] if role in ROLE_UIDS else []
 
 
 # --- bodies ---------------------------------------------------------------------------------------
@@ -162,15 +149,15 @@ def parse_user_body(body: Mapping[str, Any], *, creating: bool) -> UserChanges:
     return changes
 
 
-def check_password(password: str, cluster: Mapping[str, Any], logins: set[str]) -> None:
+def check_password(password: str, cluster: ClusterRecord, logins: set[str]) -> None:
     """The cluster's password policy: minimum length, and complexity when it is on (upper and
     lower case letters, a digit, another character, and no login inside it)."""
-    minimum = int(cluster.get("password_min_length", model.DEFAULT_PASSWORD_MIN_LENGTH))
+    minimum = cluster.password_min_length
     if len(password) < minimum:
         raise PasswordTooShort(
             f"password: must be at least {minimum} characters", fields=["password"]
         )
-    if cluster.get("password_complexity"):
+    if cluster.password_complexity:
         classes = (str.isupper, str.islower, str.isdigit, lambda c: not c.isalnum())
         missing = not all(any(test(c) for c in password) for test in classes)
         folded = password.casefold()
@@ -182,12 +169,10 @@ def check_password(password: str, cluster: Mapping[str, Any], logins: set[str]) 
             )
 
 
-def check_actor(
-    actor: Mapping[str, Any], target: Mapping[str, Any] | None, changes: UserChanges
-) -> None:
+def check_actor(actor: UserRecord, target: UserRecord | None, changes: UserChanges) -> None:
     """Whether `actor` may make `changes` to `target` (None: a new user). 403 otherwise."""
-    role = actor.get("role")
-    is_self = target is not None and target.get("uid") == actor.get("uid")
+    role = actor.role
+    is_self = target is not None and target.uid == actor.uid
     if role not in USER_MANAGERS:
         own = {"name", "password", "email_alerts"}
         if not is_self or not changes.given() <= own:
@@ -196,7 +181,7 @@ def check_actor(
                 required_roles=sorted(USER_MANAGERS),
             )
         return
-    target_admin = target is not None and target.get("role") == "admin"
+    target_admin = target is not None and target.role == "admin"
     if role == "user_manager" and (changes.role == "admin" or target_admin):
         raise InsufficientPermissions(
             "a user_manager may not create, change or delete admins",
@@ -204,13 +189,13 @@ def check_actor(
         )
 
 
-def check_actor_may_delete(actor: Mapping[str, Any], target: Mapping[str, Any]) -> None:
-    if actor.get("role") not in USER_MANAGERS:
+def check_actor_may_delete(actor: UserRecord, target: UserRecord) -> None:
+    if actor.role not in USER_MANAGERS:
         raise InsufficientPermissions(
-            f"role {actor.get('role')!r} may not delete users",
+            f"role {actor.role!r} may not delete users",
             required_roles=sorted(USER_MANAGERS),
         )
-    if actor.get("role") == "user_manager" and target.get("role") == "admin":
+    if actor.role == "user_manager" and target.role == "admin":
         raise InsufficientPermissions(
             "a user_manager may not create, change or delete admins", required_roles=["admin"]
         )
@@ -221,25 +206,24 @@ def _check_logins_free(snapshot: ClusterSnapshot, changes: UserChanges, uid: int
         login = getattr(changes, field)
         if login is None:
             continue
-        owner = user_by_login(snapshot, login)
-        if owner is not None and owner.get("uid") != uid:
+        owner = snapshot.user_by_login(login)
+        if owner is not None and owner.uid != uid:
             raise error(f"{field}: {login!r} is already the email or name of another user")
 
 
-def _logins(record: Mapping[str, Any]) -> dict[str, str]:
+def _logins(record: UserRecord) -> dict[str, str]:
     """index key -> field, email first."""
     keys: dict[str, str] = {}
-    for field in ("email", "name"):
-        value = record.get(field)
+    for field, value in (("email", record.email), ("name", record.name)):
         if value:
-            keys.setdefault(model.login_key(str(value)), field)
+            keys.setdefault(model.login_key(value), field)
     return keys
 
 
-def _taken(result_reads: list[list[KeyValue]], added: list[tuple[str, str]], uid: int) -> None:
+def _taken(result: TxnResult, added: list[tuple[str, str]], uid: int) -> None:
     """After a lost transaction: 409 when one of the new logins belongs to someone else."""
-    for (_, field), read in zip(added, result_reads, strict=False):
-        if read and model.decode(read[0].value).get("uid") != uid:
+    for (_, field), read in zip(added, result.reads, strict=False):
+        if read and UserLoginIndex.decode(read[0].value).uid != uid:
             error = EmailAlreadyExists if field == "email" else NameAlreadyExists
             raise error(f"{field}: already the email or name of another user")
 
@@ -249,67 +233,70 @@ def _taken(result_reads: list[list[KeyValue]], added: list[tuple[str, str]], uid
 
 async def create_user(
     store: Store, snapshot: ClusterSnapshot, changes: UserChanges, now: datetime
-) -> tuple[dict[str, Any], int]:
+) -> tuple[UserRecord, int]:
     """Create a user; (record, revision of the write)."""
     assert changes.email is not None and changes.password is not None
     _check_logins_free(snapshot, changes, None)
-    cluster = snapshot.get(model.CLUSTER_KEY) or {}
+    cluster = snapshot.cluster() or ClusterRecord()
     check_password(changes.password, cluster, {changes.email, changes.name or ""})
     password_hash = await asyncio.to_thread(hash_password, changes.password)
     role = changes.role or "none"
-    for _ in range(_WRITE_ATTEMPTS):
-        counter = await store.get(model.USER_UID_COUNTER)
-        known = [int(u["uid"]) for u in snapshot.under(model.USERS_PREFIX)]
-        last = max([model.decode(counter.value)["last"] if counter else 0, *known])
-        uid = int(last) + 1
-        record: dict[str, Any] = {
-            "uid": uid,
-            "name": changes.name or changes.email,
-            "email": changes.email,
-            "role": role,
-            "role_uids": [ROLE_UIDS[role]] if role in ROLE_UIDS else [],
-            "status": "active",
-            "auth_method": "regular",
-            "email_alerts": True if changes.email_alerts is None else changes.email_alerts,
-            "password_hash": password_hash,
-            "password_issue_date": iso(now),
-        }
+    made: dict[int, tuple[UserRecord, list[tuple[str, str]]]] = {}
+
+    def claim(uid: int) -> UidClaim:
+        record = UserRecord(
+            uid=uid,
+            name=changes.name or changes.email or "",
+            email=changes.email or "",
+            role=role,
+            role_uids=_role_uids(role),
+            status="active",
+            auth_method="regular",
+            email_alerts=True if changes.email_alerts is None else changes.email_alerts,
+            password_hash=password_hash,
+            password_issue_date=iso(now),
+        )
         added = list(_logins(record).items())
-        guard = (
-            Compare.mod(model.USER_UID_COUNTER, "=", counter.mod_revision)
-            if counter
-            else Compare.absent(model.USER_UID_COUNTER)
+        made[uid] = (record, added)
+        return UidClaim(
+            compares=[Compare.absent(model.user_key(uid)), *(Compare.absent(k) for k, _ in added)],
+            ops=[
+                Put(model.user_key(uid), record.encode()),
+                *(Put(key, UserLoginIndex(uid=uid).encode()) for key, _ in added),
+            ],
+            reads=[Get(key) for key, _ in added],
         )
-        ops: list[Op] = [
-            Put(model.user_key(uid), model.encode(record)),
-            Put(model.USER_UID_COUNTER, model.encode({"last": uid})),
-            *(Put(key, model.encode({"uid": uid})) for key, _ in added),
-        ]
-        result = await store.txn(
-            [guard, Compare.absent(model.user_key(uid)), *(Compare.absent(k) for k, _ in added)],
-            ops,
-            [Get(key) for key, _ in added],
-        )
-        if result.succeeded:
-            return record, result.revision
-        _taken(result.reads, added, uid)
-    raise StoreUnavailable("too many concurrent user creations; retry")
+
+    def lost(result: TxnResult) -> None:
+        uid = max(made)
+        _taken(result, made[uid][1], uid)
+
+    allocated = await allocate_uid(
+        store,
+        model.USER_UID_COUNTER,
+        claim,
+        lost=lost,
+        # Uids in use count too: never hand out one a record already has.
+        above=max((user.uid for user in snapshot.users()), default=0),
+        what="the users",
+    )
+    return made[allocated.uid][0], allocated.revision
 
 
-async def _read_users(store: Store) -> dict[int, tuple[KeyValue, dict[str, Any]]]:
+async def _read_users(store: Store) -> dict[int, tuple[KeyValue, UserRecord]]:
     items, _ = await store.get_prefix(model.USERS_PREFIX)
     users = {}
     for kv in items:
-        record = model.decode(kv.value)
-        users[int(record["uid"])] = (kv, record)
+        record = UserRecord.decode(kv.value)
+        users[record.uid] = (kv, record)
     return users
 
 
 def _last_admin_guard(
-    users: Mapping[int, tuple[KeyValue, dict[str, Any]]], uid: int, action: str
+    users: Mapping[int, tuple[KeyValue, UserRecord]], uid: int, action: str
 ) -> list[Compare]:
     """Compares that keep every other active admin as read; 406 when there is none."""
-    others = [kv for other, (kv, r) in users.items() if other != uid and is_active_admin(r)]
+    others = [kv for other, (kv, r) in users.items() if other != uid and r.active_admin]
     if not others:
         raise LastAdmin(
             f"user {uid} is the cluster's last admin and cannot be {action}; make another "
@@ -323,50 +310,46 @@ async def update_user(
     snapshot: ClusterSnapshot,
     uid: int,
     changes: UserChanges,
-    actor: Mapping[str, Any],
+    actor: UserRecord,
     now: datetime,
-) -> tuple[dict[str, Any], int]:
+) -> tuple[UserRecord, int]:
     """Apply `changes` to user `uid`; (record, revision of the write)."""
-    current = snapshot.get(model.user_key(uid))
+    current = snapshot.user(uid)
     if current is None:
         raise UserNotFound(f"user {uid} does not exist")
     check_actor(actor, current, changes)
     _check_logins_free(snapshot, changes, uid)
     password_hash = None
     if changes.password is not None:
-        cluster = snapshot.get(model.CLUSTER_KEY) or {}
-        logins = {
-            str(changes.email or current.get("email", "")),
-            str(changes.name or current.get("name", "")),
-        }
-        check_password(changes.password, cluster, logins)
+        logins = {changes.email or current.email, changes.name or current.name}
+        check_password(changes.password, snapshot.cluster() or ClusterRecord(), logins)
         password_hash = await asyncio.to_thread(hash_password, changes.password)
-    for _ in range(_WRITE_ATTEMPTS):
+    updates: dict[str, Any] = {
+        field: getattr(changes, field)
+        for field in ("email", "name", "email_alerts")
+        if getattr(changes, field) is not None
+    }
+    if changes.role is not None:
+        updates.update(role=changes.role, role_uids=_role_uids(changes.role))
+    if password_hash is not None:
+        updates.update(password_hash=password_hash, password_issue_date=iso(now))
+
+    async def attempt() -> tuple[UserRecord, int] | None:
         users = await _read_users(store)
         if uid not in users:
             raise UserNotFound(f"user {uid} does not exist")
         kv, old = users[uid]
-        record = dict(old)
-        for field in ("email", "name", "email_alerts"):
-            value = getattr(changes, field)
-            if value is not None:
-                record[field] = value
-        if changes.role is not None:
-            record["role"] = changes.role
-            record["role_uids"] = [ROLE_UIDS[changes.role]] if changes.role in ROLE_UIDS else []
-        if password_hash is not None:
-            record["password_hash"] = password_hash
-            record["password_issue_date"] = iso(now)
+        record = old.changed(**updates)
         if record == old:
             return record, 0
         compares = [Compare.mod(kv.key, "=", kv.mod_revision)]
-        if is_active_admin(old) and not is_active_admin(record):
+        if old.active_admin and not record.active_admin:
             compares += _last_admin_guard(users, uid, "demoted")
         old_logins, new_logins = _logins(old), _logins(record)
         added = [(k, f) for k, f in new_logins.items() if k not in old_logins]
-        ops: list[Op] = [Put(kv.key, model.encode(record))]
+        ops: list[Op] = [Put(kv.key, record.encode())]
         ops += [Delete(key) for key in old_logins if key not in new_logins]
-        ops += [Put(key, model.encode({"uid": uid})) for key, _ in added]
+        ops += [Put(key, UserLoginIndex(uid=uid).encode()) for key, _ in added]
         result = await store.txn(
             [*compares, *(Compare.absent(k) for k, _ in added)],
             ops,
@@ -374,28 +357,29 @@ async def update_user(
         )
         if result.succeeded:
             return record, result.revision
-        _taken(result.reads, added, uid)
-    raise StoreUnavailable("too many concurrent changes of this user; retry")
+        _taken(result, added, uid)
+        return None
+
+    return await cas_retry(attempt, what=f"user {uid}")
 
 
-async def delete_user(
-    store: Store, snapshot: ClusterSnapshot, uid: int, actor: Mapping[str, Any]
-) -> int:
+async def delete_user(store: Store, snapshot: ClusterSnapshot, uid: int, actor: UserRecord) -> int:
     """Delete user `uid` and its logins; the revision of the write."""
-    current = snapshot.get(model.user_key(uid))
+    current = snapshot.user(uid)
     if current is None:
         raise UserNotFound(f"user {uid} does not exist")
     check_actor_may_delete(actor, current)
-    for _ in range(_WRITE_ATTEMPTS):
+
+    async def attempt() -> int | None:
         users = await _read_users(store)
         if uid not in users:
             raise UserNotFound(f"user {uid} does not exist")
         kv, old = users[uid]
         compares = [Compare.mod(kv.key, "=", kv.mod_revision)]
-        if is_active_admin(old):
+        if old.active_admin:
             compares += _last_admin_guard(users, uid, "deleted")
         ops: list[Op] = [Delete(kv.key), *(Delete(key) for key in _logins(old))]
         result = await store.txn(compares, ops)
-        if result.succeeded:
-            return result.revision
-    raise StoreUnavailable("too many concurrent changes of this user; retry")
+        return result.revision if result.succeeded else None
+
+    return await cas_retry(attempt, what=f"user {uid}")

@@ -22,9 +22,9 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from cnm.cluster import model
+from cnm.cluster.records import ClusterRecord, NodeRecord, StoreChangeLock, StoreRole
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.writes import update_record
 from cnm.errors import CnmError, StoreError
@@ -32,7 +32,6 @@ from cnm.store.base import Member, Store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STORE_VOTERS = 5
 LOCK_TTL = 15
 PROMOTE_TIMEOUT = 60.0
 UNHEALTHY = "unhealthy cluster"
@@ -45,45 +44,36 @@ def target_voters(node_count: int, store_voters: int) -> int:
 
 def next_voter(snapshot: ClusterSnapshot) -> int | None:
     """The uid of the node that should become a voter next, or None when none should."""
-    cluster = snapshot.get(model.CLUSTER_KEY) or {}
-    nodes = snapshot.under(model.NODES_PREFIX)
+    cluster = snapshot.cluster() or ClusterRecord()
+    nodes = snapshot.nodes()
     # A learner counts only while its node lives: one that died half way is replaced (and its
     # etcd learner removed by the next node to take the lock).
     voters = [
         n
         for n in nodes
-        if n.get("store_role") == "voter"
-        or (
-            n.get("store_role") == "learner"
-            and snapshot.get(model.liveness_key(int(n["uid"]))) is not None
-        )
+        if n.store_role is StoreRole.VOTER
+        or (n.store_role is StoreRole.LEARNER and snapshot.is_alive(n.uid))
     ]
-    wanted = target_voters(len(nodes), int(cluster.get("store_voters", DEFAULT_STORE_VOTERS)))
+    wanted = target_voters(len(nodes), cluster.store_voters)
     if len(voters) >= wanted:
         return None
-    per_rack = Counter(str(n.get("rack_id") or "") for n in voters)
+    per_rack = Counter(n.rack_id for n in voters)
     candidates = [
         n
         for n in nodes
-        if n.get("store_role", "client") == "client"
-        and not n.get("joining")
-        and snapshot.get(model.liveness_key(int(n["uid"]))) is not None
+        if n.store_role is StoreRole.CLIENT and not n.joining and snapshot.is_alive(n.uid)
     ]
     if not candidates:
         return None
-    best = min(candidates, key=lambda n: (per_rack[str(n.get("rack_id") or "")], int(n["uid"])))
-    return int(best["uid"])
+    best = min(candidates, key=lambda n: (per_rack[n.rack_id], n.uid))
+    return best.uid
 
 
 def voter_endpoints(snapshot: ClusterSnapshot, own_uid: int) -> list[str]:
     """Client URLs of the voters, this node's own first (it is the closest)."""
-    voters = [
-        n
-        for n in snapshot.under(model.NODES_PREFIX)
-        if n.get("store_role") == "voter" and n.get("store_client_url")
-    ]
-    voters.sort(key=lambda n: (int(n["uid"]) != own_uid, int(n["uid"])))
-    return [str(n["store_client_url"]) for n in voters]
+    voters = [n for n in snapshot.nodes() if n.store_role is StoreRole.VOTER and n.store_client_url]
+    voters.sort(key=lambda n: (n.uid != own_uid, n.uid))
+    return [n.store_client_url for n in voters]
 
 
 # (initial_cluster, fresh): fresh when the member was just added, so old data must go.
@@ -127,9 +117,10 @@ class VoterManager:
                 async with asyncio.timeout(2.0):
                     await self._wake.wait()
             self._wake.clear()
-            own = self._snapshot.get(model.node_key(self._uid)) or {}
+            own = self._snapshot.node(self._uid)
+            learner = own is not None and own.store_role is StoreRole.LEARNER
             # A node that died while becoming a voter finishes the job when it comes back.
-            if own.get("store_role") != "learner" and next_voter(self._snapshot) != self._uid:
+            if not learner and next_voter(self._snapshot) != self._uid:
                 continue
             try:
                 if await self.become_voter():
@@ -149,19 +140,22 @@ class VoterManager:
             await asyncio.sleep(pause)
             self._wake.set()
 
-    async def _set_role(self, role: str) -> None:
-        def change(record: dict[str, Any]) -> None:
-            record["store_role"] = role
-            if role == "voter":
-                record["store_client_url"] = self._client_url
-                record["store_peer_url"] = self._peer_url
+    async def _set_role(self, role: StoreRole) -> None:
+        def change(record: NodeRecord) -> NodeRecord:
+            if role is StoreRole.VOTER:
+                return record.changed(
+                    store_role=role,
+                    store_client_url=self._client_url,
+                    store_peer_url=self._peer_url,
+                )
+            return record.changed(store_role=role)
 
-        await update_record(self._store, model.node_key(self._uid), change)
+        await update_record(self._store, model.node_key(self._uid), NodeRecord, change)
 
     async def become_voter(self) -> bool:
         """One attempt under the store-change lock; False when another node holds it."""
         lease = await self._store.lease_grant(LOCK_TTL)
-        holder = model.encode({"uid": self._uid, "since": time.time()})
+        holder = StoreChangeLock(uid=self._uid, since=time.time()).encode()
         if not await self._store.create(model.STORE_CHANGE_LOCK, holder, lease=lease):
             await self._store.lease_revoke(lease)
             return False
@@ -169,11 +163,11 @@ class VoterManager:
         started = time.monotonic()
         try:
             member, fresh = await self._add_learner()
-            await self._set_role("learner")
+            await self._set_role(StoreRole.LEARNER)
             members = await self._store.member_list()
             await self._start_member(self._initial_cluster(members), fresh)
             await self._promote(member)
-            await self._set_role("voter")
+            await self._set_role(StoreRole.VOTER)
             log.info(
                 "became a store voter (learner add, start, promote) in %.2f s",
                 time.monotonic() - started,
@@ -183,7 +177,7 @@ class VoterManager:
             with contextlib.suppress(CnmError):
                 members = await self._store.member_list()
                 if not any(self._peer_url in m.peer_urls and not m.is_learner for m in members):
-                    await self._set_role("client")
+                    await self._set_role(StoreRole.CLIENT)
             raise
         finally:
             keepalive.cancel()

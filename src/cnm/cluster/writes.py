@@ -1,4 +1,6 @@
-"""What the API's writes share: read-your-writes on the writing node, and the token secret.
+"""What the cluster's writes share: the one compare-and-set retry loop (`cas_retry`, with
+`update_record` for one record and `allocate_uid` for new nodes and users), read-your-writes on
+the writing node, and the token secret.
 
 Writes go to the store in compare-and-set transactions; the records reach every node's snapshot
 through its watch. The node that wrote waits until its own snapshot has caught up with the
@@ -12,18 +14,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 from cnm.cluster import model
+from cnm.cluster.records import JwtSecret, Record, UidCounter
 from cnm.cluster.snapshot import ClusterSnapshot
-from cnm.errors import StoreError
+from cnm.errors import CnmError, StoreContention, StoreError
 from cnm.security.tokens import decode_secret, new_secret
-from cnm.store.base import Compare, Put, Store
+from cnm.store.base import Compare, Op, Put, Store, TxnResult
 
 log = logging.getLogger(__name__)
 
 READ_YOUR_WRITES_TIMEOUT = 3.0
+WRITE_ATTEMPTS = 20
+
+T = TypeVar("T")
+R = TypeVar("R", bound=Record)
 
 
 class _RevisionSignal:
@@ -73,36 +81,121 @@ async def wait_for_revision(
 async def token_secret(store: Store, snapshot: ClusterSnapshot) -> bytes:
     """The cluster's JWT secret, made on first use: the first node to write it wins (a
     compare-and-set on its absence) and every node then uses that one."""
-    record = snapshot.get(model.JWT_SECRET_KEY)
+    record = snapshot.jwt_secret()
     if record is None:
-        await store.create(model.JWT_SECRET_KEY, model.encode({"secret": new_secret()}))
+        await store.create(model.JWT_SECRET_KEY, JwtSecret(secret=new_secret()).encode())
         stored = await store.get(model.JWT_SECRET_KEY)
         if stored is None:
             raise StoreError("the token secret vanished right after it was written")
         await wait_for_revision(snapshot, stored.mod_revision)
-        record = model.decode(stored.value)
-    return decode_secret(str(record["secret"]))
+        record = JwtSecret.decode(stored.value)
+    return decode_secret(record.secret)
+
+
+# --- compare-and-set --------------------------------------------------------------------------
+
+
+async def cas_retry(
+    attempt: Callable[[], Awaitable[T | None]], *, what: str, attempts: int = WRITE_ATTEMPTS
+) -> T:
+    """The one retry loop of every read-modify-compare-and-set: `attempt()` reads, decides and
+    runs its transaction, and returns its outcome, or None when it lost the compare-and-set to a
+    concurrent write (then it is tried again, from a fresh read). After `attempts` lost rounds:
+    `StoreContention` (409, the client should retry), not an outage."""
+    for _ in range(attempts):
+        outcome = await attempt()
+        if outcome is not None:
+            return outcome
+    raise StoreContention(
+        f"{what} kept changing under concurrent writes ({attempts} attempts); retry"
+    )
 
 
 async def update_record(
     store: Store,
     key: str,
-    change: Callable[[dict[str, Any]], None],
+    kind: type[R],
+    change: Callable[[R], R],
     *,
-    attempts: int = 20,
-) -> None:
-    """Read-modify-write one JSON record with compare-and-set, retrying lost races: `change`
-    edits the decoded record in place. Raises `StoreError` when the record does not exist or
-    keeps changing for `attempts` rounds."""
-    for _ in range(attempts):
+    attempts: int = WRITE_ATTEMPTS,
+    missing: CnmError | None = None,
+) -> tuple[R, int]:
+    """Read-modify-write one record with compare-and-set: `change` returns the new record (the
+    same object: nothing to write, revision 0). (the record written, its revision). Raises
+    `missing` (default a `StoreError`) when the record does not exist, `StoreContention` when it
+    kept changing."""
+
+    async def attempt() -> tuple[R, int] | None:
         current = await store.get(key)
         if current is None:
-            raise StoreError(f"record {key} does not exist")
-        record = model.decode(current.value)
-        change(record)
+            raise missing or StoreError(f"record {key} does not exist")
+        old = kind.decode(current.value)
+        new = change(old)
+        if new is old:
+            return new, 0
         result = await store.txn(
-            [Compare.mod(key, "=", current.mod_revision)], [Put(key, model.encode(record))]
+            [Compare.mod(key, "=", current.mod_revision)], [Put(key, new.encode())]
+        )
+        return (new, result.revision) if result.succeeded else None
+
+    return await cas_retry(attempt, what=f"record {key}", attempts=attempts)
+
+
+# --- uids -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UidClaim:
+    """What a new uid's transaction checks and writes besides advancing the counter; `reads`
+    run when it fails, for `lost` to tell a lost race from a conflict."""
+
+    compares: Sequence[Compare] = ()
+    ops: Sequence[Op] = ()
+    reads: Sequence[Op] = ()
+
+
+@dataclass(frozen=True)
+class Allocated:
+    uid: int
+    revision: int
+    # False: `lost` found the uid already allocated to the same thing (an idempotent retry).
+    created: bool = True
+
+
+async def allocate_uid(
+    store: Store,
+    counter_key: str,
+    claim: Callable[[int], UidClaim],
+    *,
+    lost: Callable[[TxnResult], int | None] = lambda result: None,
+    above: int = 0,
+    what: str,
+    attempts: int = WRITE_ATTEMPTS,
+) -> Allocated:
+    """Allocate the next uid of a counter (nodes and users alike) in one compare-and-set
+    transaction with `claim(uid)`'s compares and writes, so a uid is never reused and its record
+    is never half-written. The uid is above both the counter and `above` (uids known otherwise).
+    When the transaction fails, `lost(result)` may raise (a conflict), return a uid (already
+    allocated: the outcome of an earlier attempt) or None (a lost race: retry)."""
+
+    async def attempt() -> Allocated | None:
+        counter = await store.get(counter_key)
+        last = UidCounter.decode(counter.value).last if counter else 0
+        uid = max(last, above) + 1
+        wanted = claim(uid)
+        guard = (
+            Compare.mod(counter_key, "=", counter.mod_revision)
+            if counter
+            else Compare.absent(counter_key)
+        )
+        result = await store.txn(
+            [guard, *wanted.compares],
+            [Put(counter_key, UidCounter(last=uid).encode()), *wanted.ops],
+            list(wanted.reads),
         )
         if result.succeeded:
-            return
-    raise StoreError(f"record {key} kept changing; gave up after {attempts} attempts")
+            return Allocated(uid, result.revision)
+        found = lost(result)
+        return None if found is None else Allocated(found, 0, created=False)
+
+    return await cas_retry(attempt, what=what, attempts=attempts)
