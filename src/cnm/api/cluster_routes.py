@@ -42,9 +42,12 @@ def public_node(snapshot: ClusterSnapshot, record: NodeRecord, now: float) -> di
     status from its liveness lease."""
     node = {k: v for k, v in record.document().items() if k not in _PRIVATE_NODE_FIELDS}
     node["uptime"] = node_uptime(record, now)
-    alive = snapshot.is_alive(record.uid)
-    node["status"] = (NodeStatus.ACTIVE if alive else NodeStatus.DOWN).value
+    node["status"] = node_status(snapshot, record).value
     return node
+
+
+def node_status(snapshot: ClusterSnapshot, record: NodeRecord) -> NodeStatus:
+    return NodeStatus.ACTIVE if snapshot.is_alive(record.uid) else NodeStatus.DOWN
 
 
 def _nodes(snapshot: ClusterSnapshot) -> list[dict[str, Any]]:
@@ -112,7 +115,10 @@ def cluster_router(context: ApiContext) -> APIRouter:
     async def nodes_status(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, NODE_VIEWERS, "view nodes")
-        return compact({str(n["uid"]): {"status": n["status"]} for n in _nodes(runtime.snapshot)})
+        snapshot = runtime.snapshot
+        return compact(
+            {str(n.uid): {"status": node_status(snapshot, n).value} for n in snapshot.nodes()}
+        )
 
     @router.get("/v1/nodes/{uid}")
     async def node(uid: str, request: Request) -> Response:
