@@ -216,6 +216,9 @@ def test_typed_reads() -> None:
     cluster = ClusterRecord.decode(b'{"name":"c"}')
     assert (cluster.store_voters, cluster.max_clock_offset) == (5, 1.0)
     assert cluster.password_min_length == model.DEFAULT_PASSWORD_MIN_LENGTH
+    # Settings this version only reads keep the number as written.
+    raw = b'{"max_clock_offset":2,"name":"c","store_voters":3}'
+    assert ClusterRecord.decode(raw).encode() == raw
 
 
 def test_secrets_stay_out_of_repr() -> None:

@@ -120,7 +120,7 @@ class ClusterRecord(Record):
     ca_fingerprint: str = ""
     # Never written by this version; read when an operator or a later version sets them.
     store_voters: int = model.DEFAULT_STORE_VOTERS
-    max_clock_offset: float = model.DEFAULT_MAX_CLOCK_OFFSET
+    max_clock_offset: Number = model.DEFAULT_MAX_CLOCK_OFFSET
 
 
 # --- nodes ----------------------------------------------------------------------------------------

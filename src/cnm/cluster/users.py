@@ -241,7 +241,8 @@ async def create_user(
     check_password(changes.password, cluster, {changes.email, changes.name or ""})
     password_hash = await asyncio.to_thread(hash_password, changes.password)
     role = changes.role or "none"
-    made: dict[int, tuple[UserRecord, list[tuple[str, str]]]] = {}
+    # The last attempt's record and new logins, for `lost` and the answer.
+    made: list[tuple[UserRecord, list[tuple[str, str]]]] = []
 
     def claim(uid: int) -> UidClaim:
         record = UserRecord(
@@ -257,7 +258,7 @@ async def create_user(
             password_issue_date=iso(now),
         )
         added = list(_logins(record).items())
-        made[uid] = (record, added)
+        made[:] = [(record, added)]
         return UidClaim(
             compares=[Compare.absent(model.user_key(uid)), *(Compare.absent(k) for k, _ in added)],
             ops=[
@@ -268,8 +269,8 @@ async def create_user(
         )
 
     def lost(result: TxnResult) -> None:
-        uid = max(made)
-        _taken(result, made[uid][1], uid)
+        record, added = made[0]
+        _taken(result, added, record.uid)
 
     allocated = await allocate_uid(
         store,
@@ -280,7 +281,7 @@ async def create_user(
         above=max((user.uid for user in snapshot.users()), default=0),
         what="the users",
     )
-    return made[allocated.uid][0], allocated.revision
+    return made[0][0], allocated.revision
 
 
 async def _read_users(store: Store) -> dict[int, tuple[KeyValue, UserRecord]]:
