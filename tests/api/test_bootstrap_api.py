@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cnm.bootstrap.schema import MAX_BODY_BYTES
+from cnm.json_body import MAX_BODY_BYTES
 from cnm.node.data_dir import DataDir, default_ccs_path, etcd_member_dir
 from harness.addresses import claim_address, release_address
 from harness.agents import basic
