@@ -1,4 +1,4 @@
-"""Every route with a body answers a bad one the same way (cnm.json_body, docs/api-contract.md §7).
+"""Every route with a body answers a bad one the same way (docs/api-contract.md §2).
 
 Bad JSON is a 400 `invalid_schema` with `line` and `column`; a wrongly typed field, or a string
 holding a NUL character or an unpaired surrogate, is a 400 `invalid_schema` whose `fields` names

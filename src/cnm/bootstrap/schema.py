@@ -1,4 +1,4 @@
-"""The bootstrap object (api-contract §2): its typed models and the parsing of a request body.
+"""The bootstrap object (docs/api-contract.md §2): its typed models, parsed from a request body.
 
 This module owns the step from a parsed JSON object (`cnm.json_body`, the front end of every
 body: size and nesting limits, syntax errors with line and column) to a `BootstrapRequest`:
@@ -121,7 +121,7 @@ class DnsSuffix(_Model):
 
 class BootstrapRequest(_Model):
     # A str, not a Literal: a body action that disagrees with the path is a config_error
-    # (api-contract §2), reported by validation.check_request, not a schema error.
+    # (docs/api-contract.md §2), reported by validation.check_request, not a schema error.
     action: Text | None = None
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     credentials: Credentials = Field(default_factory=Credentials)

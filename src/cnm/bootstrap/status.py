@@ -32,7 +32,7 @@ class BootstrapState(StrEnum):
 
     @property
     def accepts_request(self) -> bool:
-        """POST is accepted only in idle or error (api-contract §4)."""
+        """POST is accepted only in idle or error (docs/api-contract.md §4)."""
         return self in (BootstrapState.IDLE, BootstrapState.ERROR)
 
     @property
