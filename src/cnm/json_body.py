@@ -120,8 +120,9 @@ def _describe(text: str) -> str:
     found = _UNUSABLE_RE.search(text)
     assert found is not None
     if found.group() == "\x00":
-        return "a NUL character (\\u0000)"
-    return f"an unpaired UTF-16 surrogate (\\u{ord(found.group()):04x})"
+        return "a NUL character"
+    # Which surrogate is not said: the string may be a password.
+    return "an unpaired UTF-16 surrogate"
 
 
 # --- syntax -------------------------------------------------------------------------------------

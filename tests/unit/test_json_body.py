@@ -12,8 +12,8 @@ from cnm.json_body import MAX_BODY_BYTES, parse_object
     ("raw", "field", "what"),
     [
         (b'{"a": "x\\u0000"}', "a", "NUL"),
-        (b'{"a": {"b": ["ok", "\\ud800"]}}', "a.b[1]", "\\ud800"),
-        (b'{"a": [{"b": "\\udfff tail"}]}', "a[0].b", "\\udfff"),
+        (b'{"a": {"b": ["ok", "\\ud800"]}}', "a.b[1]", "surrogate"),
+        (b'{"a": [{"b": "\\udfff tail"}]}', "a[0].b", "surrogate"),
         (b'{"a": {"k\\u0000": 1}}', "a", "field name"),
         (b'{"\\ud800": 1}', "body", "field name"),
     ],
