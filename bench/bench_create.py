@@ -129,7 +129,7 @@ def run_cnm(factory: AgentFactory, name: str, timeout: float) -> CnmRun:
 
     for event, stamp in log_times(agent.log_file, "time", LOG_EVENTS).items():
         events[event] = stamp - wall_start
-    etcd_log = agent.data_dir / "logs" / "etcd.log"
+    etcd_log = agent.layout.etcd_log
     ready = log_times(etcd_log, "ts", {"etcd_ready": ETCD_FIRST_REQUEST})
     if "etcd_ready" in ready:
         events["etcd_ready"] = ready["etcd_ready"] - wall_start

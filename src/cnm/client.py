@@ -161,7 +161,7 @@ def tls_verify(
 
 
 class JwtAuth(httpx.Auth):
-    """`Authorization: JWT <token>`: the word JWT, not Bearer (api-contract §1)."""
+    """`Authorization: JWT <token>`: the word JWT, not Bearer (docs/api-contract.md §1)."""
 
     def __init__(self, token: str) -> None:
         self.token = token

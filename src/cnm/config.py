@@ -35,7 +35,7 @@ class NodeConfig:
     etcd_binary: str = "etcd"
     log_level: str = "info"
     log_format: LogFormat = "text"
-    # The node's storage paths when a bootstrap request does not name them (api-contract §2).
+    # The node's storage paths when a bootstrap request names none (docs/api-contract.md §2).
     persistent_path: Path = Path("/var/opt/redislabs/persist")
     ephemeral_path: Path = Path("/var/opt/redislabs/tmp")
     bigstore_path: Path = Path("/var/opt/redislabs/flash")

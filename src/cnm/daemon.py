@@ -27,9 +27,10 @@ from cnm.api.context import ApiContext
 from cnm.api.server import ApiServers
 from cnm.bootstrap.manager import BootstrapManager
 from cnm.cluster import model
-from cnm.cluster.runtime import ClusterRuntime, ClusterTls
+from cnm.cluster.runtime import ClusterRuntime
 from cnm.config import NodeConfig
 from cnm.errors import CnmError
+from cnm.node.data_dir import DataDir
 from cnm.security import pki
 from cnm.security.passwords import PasswordVerifier
 
@@ -38,10 +39,10 @@ log = logging.getLogger(__name__)
 
 def ensure_self_signed(data_dir: Path, addr: str) -> tuple[Path, Path]:
     """The pre-bootstrap HTTPS certificate, made at first start and kept (key 0600)."""
-    directory = data_dir / "tls" / "self"
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    tls = DataDir(data_dir).self_signed_tls
+    cert_file, key_file = tls.cert_file, tls.key_file
     if not (cert_file.exists() and key_file.exists()):
-        directory.mkdir(parents=True, exist_ok=True)
+        tls.directory.mkdir(parents=True, exist_ok=True)
         pair = pki.make_self_signed(f"cnm node {addr}", [addr, socket.gethostname()])
         pki.write_private(key_file, pair.key_pem)
         pki.write_public(cert_file, pair.cert_pem)
@@ -78,7 +79,7 @@ class NodeAgent:
     async def _on_completed(
         self, runtime: ClusterRuntime, credentials: tuple[str, str] | None
     ) -> None:
-        tls = ClusterTls.under(self.config.data_dir)
+        tls = DataDir(self.config.data_dir).cluster_tls
         assert self.servers is not None
         self.servers.use_certificate(tls.cert_file, tls.key_file)
         if credentials is not None:

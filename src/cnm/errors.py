@@ -30,7 +30,7 @@ class CnmError(Exception):
         return body
 
 
-# --- errors recorded in bootstrap_status (api-contract §5) -------------------------------------
+# --- errors recorded in bootstrap_status (docs/api-contract.md §5) ------------------------------
 
 
 class BootstrapFailure(CnmError):

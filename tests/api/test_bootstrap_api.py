@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from cnm.bootstrap.schema import MAX_BODY_BYTES
+from cnm.json_body import MAX_BODY_BYTES
+from cnm.node.data_dir import DataDir, default_ccs_path, etcd_member_dir
 from harness.addresses import claim_address, release_address
 from harness.agents import basic
 from harness.api_node import Node, node_config, running_node
@@ -750,8 +751,8 @@ async def test_post_from_error_first_removes_what_the_attempt_left(failed_node: 
     on_disk = node.file_status()
     assert on_disk is not None
     left = [Path(p) for p in on_disk["created_paths"]]
-    tls_dir = node.config.data_dir / "tls" / "cluster"
-    member_dir = node.config.persistent_path / "ccs" / "etcd"
+    tls_dir = DataDir(node.config.data_dir).cluster_tls.directory
+    member_dir = etcd_member_dir(default_ccs_path(node.config.persistent_path))
     assert left == [tls_dir, member_dir]
     assert tls_dir.is_dir() and member_dir.is_dir()
 

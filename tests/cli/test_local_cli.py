@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from cli.clikit import JOIN_NOT_SERVED, assert_plain, run_cnm
+from cnm.node.data_dir import LocalClusterDir
 from harness.addresses import claim_address, release_address
 
 
@@ -45,7 +46,7 @@ def local_dir(tmp_path: Path) -> Iterator[Path]:
     directory = tmp_path / "local"
     yield directory
     # Whatever a failed test left running is stopped here, by the CLI first.
-    if (directory / "state.json").exists():
+    if LocalClusterDir(directory).state_file.exists():
         run_cnm("local", "down", "--dir", str(directory), "--timeout", "10")
     for process in processes_using(directory):
         process.kill()
@@ -59,11 +60,12 @@ def test_local_up_one_node_status_and_down(local_dir: Path, addresses: list[str]
     assert_plain(up)
     assert addresses[0] in up.stdout
     assert f"https://{addresses[0]}:9443" in up.stdout
-    assert str(local_dir / "node1" / "agent.log") in up.stdout
-    password_file = local_dir / "admin-password"
+    layout = LocalClusterDir(local_dir)
+    assert str(layout.node("node1").agent_log) in up.stdout
+    password_file = layout.password_file
     assert str(password_file) in up.stdout
     assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
-    state = json.loads((local_dir / "state.json").read_text())
+    state = json.loads(layout.state_file.read_text())
     pids = [node["pid"] for node in state["nodes"]]
     assert all(alive(pid) for pid in pids)
 
@@ -76,7 +78,7 @@ def test_local_up_one_node_status_and_down(local_dir: Path, addresses: list[str]
     # The printed command works as printed: the cluster CA verifies the node's HTTPS.
     listed = run_cnm(
         "node", "list", "--node", f"https://{addresses[0]}:9443", "--ca-file",
-        str(local_dir / "node1" / "tls" / "cluster" / "ca.pem"), "-u", state["username"],
+        str(layout.node("node1").cluster_tls.ca_file), "-u", state["username"],
         "--password-stdin", stdin=password_file.read_text(),
     )  # fmt: skip
     assert listed.code == 0, listed
@@ -108,5 +110,5 @@ def test_local_up_refuses_busy_ports(local_dir: Path, addresses: list[str]) -> N
         busy = run_cnm("local", "up", "--dir", str(local_dir), "--addrs", ",".join(addresses))
     assert busy.code == 1, busy
     assert f"{addresses[1]} ports 9443" in busy.stderr
-    assert not (local_dir / "state.json").exists()
+    assert not LocalClusterDir(local_dir).state_file.exists()
     assert processes_using(local_dir) == []

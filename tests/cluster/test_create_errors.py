@@ -27,7 +27,7 @@ STATE_ORDER = ["idle", "initiated", "creating_cluster", "completed"]
 def record(agent: Agent) -> dict[str, Any] | None:
     """The status record on disk. It must parse whenever it is read: a torn write would not."""
     try:
-        raw = (agent.data_dir / "bootstrap-status.json").read_bytes()
+        raw = agent.layout.status_file.read_bytes()
     except FileNotFoundError:
         return None
     document: dict[str, Any] = json.loads(raw)

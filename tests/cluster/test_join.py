@@ -45,9 +45,9 @@ def store_members(agent: Agent) -> list[dict[str, Any]]:
 
     import httpx
 
-    tls = agent.data_dir / "tls" / "cluster"
-    context = ssl.create_default_context(cafile=str(tls / "ca.pem"))
-    context.load_cert_chain(str(tls / "node.pem"), str(tls / "node.key"))
+    tls = agent.layout.cluster_tls
+    context = ssl.create_default_context(cafile=str(tls.ca_file))
+    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
     response = httpx.post(
         f"https://{agent.addr}:2379/v3/cluster/member/list", json={}, verify=context
     )
@@ -145,8 +145,8 @@ def test_join_retried_by_the_same_node_gets_the_same_uid(agents: AgentFactory) -
     # Lose the node's local state (as after a crash right before it was written): the retry
     # presents the same node key and gets the same uid, never a second record.
     second.stop()
-    for name in ("node-state.json", "bootstrap-status.json"):
-        (second.data_dir / name).unlink()
+    second.layout.local_state_file.unlink()
+    second.layout.status_file.unlink()
     second.start()
     assert join(second, first)["local_node_info"]["uid"] == "2"
     nodes = first.get("/v1/nodes", auth=ADMIN).json()

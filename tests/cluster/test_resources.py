@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from cnm.api.auth import Authenticator
-from cnm.cluster.runtime import ClusterTls, open_store
+from cnm.cluster.runtime import open_store
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.errors import Unauthorized
 from cnm.security.passwords import PasswordVerifier
@@ -483,7 +483,7 @@ def test_token_of_a_deleted_user_is_refused(node: Agent) -> None:
 async def test_a_changed_user_is_refused_by_another_node_within_a_second(node: Agent) -> None:
     """A second node's view of the cluster (its own snapshot and authenticator on the same
     store, as every joined node has) refuses a user within a second of a change elsewhere."""
-    tls = ClusterTls.under(node.data_dir)
+    tls = node.layout.cluster_tls
     store = open_store((f"https://{node.addr}:2379",), tls)
     snapshot = ClusterSnapshot(store)
     watching = asyncio.create_task(snapshot.run())

@@ -18,7 +18,7 @@ import pytest
 from cnm.clock import iso
 from cnm.cluster import model
 from cnm.cluster.license import LicenseTerms, generate_key_pair, issue_license, load_private_key
-from cnm.cluster.runtime import ClusterTls, open_store
+from cnm.cluster.runtime import open_store
 from harness import bodies
 from harness.agents import Agent, AgentFactory, basic
 from harness.bodies import ADMIN
@@ -90,7 +90,7 @@ def store_write(agent: Agent, key: str, document: dict[str, Any] | None) -> None
     """Write (or delete) a record straight into the cluster's store, as another node would."""
 
     async def write() -> None:
-        store = open_store((f"https://{agent.addr}:2379",), ClusterTls.under(agent.data_dir))
+        store = open_store((f"https://{agent.addr}:2379",), agent.layout.cluster_tls)
         try:
             if document is None:
                 await store.delete(key)

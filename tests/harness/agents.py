@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cnm.node.data_dir import DataDir
 from harness.addresses import claim_address, release_address
 from harness.polling import eventually
 
@@ -55,16 +56,20 @@ class Agent:
     process: subprocess.Popen[bytes] | None = None
 
     @property
+    def layout(self) -> DataDir:
+        return DataDir(self.data_dir)
+
+    @property
     def persistent_path(self) -> Path:
-        return self.data_dir / "persist"
+        return self.layout.persistent_path
 
     @property
     def ephemeral_path(self) -> Path:
-        return self.data_dir / "tmp"
+        return self.layout.ephemeral_path
 
     @property
     def log_file(self) -> Path:
-        return self.data_dir / "agent.log"
+        return self.layout.agent_log
 
     @property
     def http_url(self) -> str:
@@ -76,7 +81,7 @@ class Agent:
 
     @property
     def ca_file(self) -> Path:
-        return self.data_dir / "tls" / "cluster" / "ca.pem"
+        return self.layout.cluster_tls.ca_file
 
     def argv(self) -> list[str]:
         return [
@@ -95,7 +100,7 @@ class Agent:
             "--ephemeral-path",
             str(self.ephemeral_path),
             "--bigstore-path",
-            str(self.data_dir / "flash"),
+            str(self.layout.bigstore_path),
             *self.extra_args,
         ]
 

@@ -25,9 +25,9 @@ from cnm.api.app import create_app
 from cnm.api.auth import Authenticator
 from cnm.api.context import ApiContext
 from cnm.bootstrap.manager import BootstrapManager
-from cnm.bootstrap.status import STATUS_FILE
 from cnm.cluster.runtime import ClusterRuntime
 from cnm.config import NodeConfig
+from cnm.node.data_dir import DataDir
 from cnm.security.passwords import PasswordVerifier
 
 
@@ -74,7 +74,7 @@ class Node:
 
     @property
     def status_file(self) -> Path:
-        return self.config.data_dir / STATUS_FILE
+        return DataDir(self.config.data_dir).status_file
 
     def status_file_bytes(self) -> bytes | None:
         try:

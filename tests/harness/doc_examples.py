@@ -1,4 +1,4 @@
-"""The documentation's example bodies (api-contract §8), shared by the parser and API tests."""
+"""The documentation's example bodies (docs/api-contract.md §8), for the parser and API tests."""
 
 from __future__ import annotations
 

@@ -7,12 +7,9 @@ from typing import Any
 
 import pytest
 
-from cnm.bootstrap.schema import (
-    MAX_BODY_BYTES,
-    BootstrapRequest,
-    parse_bootstrap_body,
-)
+from cnm.bootstrap.schema import BootstrapRequest, parse_bootstrap_body
 from cnm.errors import InvalidSchema, PayloadTooLarge
+from cnm.json_body import MAX_BODY_BYTES
 from harness.doc_examples import DOC_CREATE_BODY, DOC_JOIN_BODY
 
 FULL_CREATE: dict[str, Any] = {

@@ -14,7 +14,6 @@ import pytest
 
 from cnm.bootstrap.status import (
     ACTION_STATES,
-    STATUS_FILE,
     BootstrapState,
     BootstrapStatus,
 )
@@ -24,6 +23,7 @@ from cnm.errors import (
     ConnectError,
     PathError,
 )
+from cnm.node.data_dir import STATUS_FILE
 
 ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 

@@ -10,7 +10,7 @@ and successes are cached briefly (see `PasswordVerifier`, flushed cluster-wide o
 change), failures never. A token carries no role: the role is read from the user's current
 record, so a changed or deleted user is refused at once.
 
-The permission table (api-contract §1) is the role sets below; `require_role` raises 403.
+The permission table (docs/api-contract.md §1) is the role sets below; `require_role` raises 403.
 """
 
 from __future__ import annotations

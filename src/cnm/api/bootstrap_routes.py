@@ -10,6 +10,7 @@ from cnm import SOFTWARE_VERSION
 from cnm.api.context import ApiContext, read_body
 from cnm.api.responses import compact, empty_ok
 from cnm.bootstrap.status import BootstrapState
+from cnm.node.data_dir import default_ccs_path
 from cnm.node.facts import StoragePaths, local_node_info
 
 
@@ -35,7 +36,7 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
                 str(config.persistent_path),
                 str(config.ephemeral_path),
                 str(config.bigstore_path),
-                str(config.persistent_path / "ccs"),
+                str(default_ccs_path(config.persistent_path)),
             )
         info = local_node_info(
             uid=uid, paths=paths, software_version=SOFTWARE_VERSION, addr=context.config.addr

@@ -2,7 +2,7 @@
 /v1/cluster/check, /v1/nodes, /v1/nodes/status, /v1/nodes/{uid}.
 
 Reads are answered from the node's snapshot; before bootstrap they answer 503 `no_cluster`, after
-it they need credentials and the role's permission (api-contract §1), and answer 503
+it they need credentials and the role's permission (docs/api-contract.md §1), and answer 503
 `store_unavailable` when the snapshot has lost the store. Writes go to the store (see
 `cnm.cluster.settings`) and answer once this node's snapshot shows them.
 """

@@ -8,12 +8,12 @@ from fastapi import Request
 
 from cnm.api.auth import Authenticator
 from cnm.bootstrap.manager import BootstrapManager
-from cnm.bootstrap.schema import MAX_BODY_BYTES
 from cnm.bootstrap.status import BootstrapState
 from cnm.cluster.records import UserRecord
 from cnm.cluster.runtime import ClusterRuntime
 from cnm.config import NodeConfig
 from cnm.errors import NoCluster, PayloadTooLarge, StoreUnavailable
+from cnm.json_body import MAX_BODY_BYTES
 
 
 @dataclass

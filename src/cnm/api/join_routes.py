@@ -11,16 +11,25 @@ Both POSTs need an admin's credentials; a refusal carries the bootstrap error co
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from cnm.api.auth import CLUSTER_ADMINS
+from cnm.api.bodies import read_json_object
 from cnm.api.context import ApiContext, read_body
 from cnm.api.responses import compact
 from cnm.cluster.membership import parse_join_request
-from cnm.errors import BadRequest, BootstrapFailure, InsufficientPermissions, NoCluster
+from cnm.errors import BootstrapFailure, InsufficientPermissions, InvalidSchema, NoCluster
 from cnm.security import pki
+
+
+def _clock_reading(body: dict[str, Any]) -> float:
+    value = body.get("t1")
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e15:
+        return float(value)
+    raise InvalidSchema("t1: expected the sender's clock reading in seconds", fields=["t1"])
 
 
 def join_router(context: ApiContext) -> APIRouter:
@@ -46,11 +55,13 @@ def join_router(context: ApiContext) -> APIRouter:
     async def clock(request: Request) -> Response:
         received = time.time()
         await admin(request)
-        try:
-            t1 = float((await request.json())["t1"])
-        except (ValueError, KeyError, TypeError):
-            raise BadRequest("t1: expected the sender's clock reading in seconds") from None
-        return compact({"t1": t1, "t2": received, "t3": time.time()})
+        return compact(
+            {
+                "t1": _clock_reading(await read_json_object(request)),
+                "t2": received,
+                "t3": time.time(),
+            }
+        )
 
     @router.post("/v1/join/node")
     async def admit(request: Request) -> Response:

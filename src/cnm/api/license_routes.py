@@ -13,7 +13,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from cnm.api.auth import LICENSE_INSTALLERS, LICENSE_VIEWERS, require_role
-from cnm.api.bodies import parse_json_object
 from cnm.api.context import ApiContext, read_body
 from cnm.api.responses import compact
 from cnm.clock import utc_now
@@ -26,13 +25,14 @@ from cnm.cluster.license import (
 )
 from cnm.cluster.records import LicenseRecord
 from cnm.cluster.writes import wait_for_revision
+from cnm.json_body import parse_object
 
 
 def _license_text(raw: bytes) -> str:
     text = raw.decode("utf-8", "replace").strip()
     if text.startswith(LICENSE_START):
         return text
-    body = parse_json_object(raw)
+    body = parse_object(raw)
     value = fields.string(body, "license", max_chars=MAX_LICENSE_CHARS, required=True, secret=True)
     assert value is not None
     return value

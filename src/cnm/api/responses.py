@@ -1,4 +1,4 @@
-"""Compact JSON responses: `{"a":1}`, keys sorted, no spaces (api-contract §1).
+"""Compact JSON responses: `{"a":1}`, keys sorted, no spaces (docs/api-contract.md §1).
 
 One client searches the raw body for `"name":"<cluster>"`, so the separators matter.
 """

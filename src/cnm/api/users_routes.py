@@ -1,7 +1,7 @@
 """The user routes: /v1/users (GET, POST), /v1/users/{uid} (GET, PUT, DELETE), and the tokens:
 POST /v1/users/authorize and POST /v1/users/refresh_jwt.
 
-Permissions (api-contract §1): admin and user_manager manage users; any user may read itself
+Permissions (docs/api-contract.md §1): admin and user_manager manage users; any user may read itself
 and change its own name, password and email alerts; every authenticated user may get a token.
 Writes answer once this node's snapshot shows them, and take effect on every node as soon as its
 snapshot does (the auth cache is flushed cluster-wide on any user change, see daemon.py).

@@ -34,21 +34,19 @@ from cnm.cluster.records import (
 )
 from cnm.cluster.runtime import (
     ClusterRuntime,
-    ClusterTls,
     member_spec,
     node_cert_sans,
     open_store,
 )
 from cnm.config import NodeConfig
 from cnm.errors import ConfigError, PathError
+from cnm.node.data_dir import DataDir, default_ccs_path, etcd_member_dir
 from cnm.node.facts import StoragePaths, node_facts_for_record
 from cnm.node.local_state import LocalState
 from cnm.security import pki
 from cnm.security.passwords import hash_password
 from cnm.store.base import Compare, Put
 from cnm.store.etcd_process import EtcdProcess
-
-MEMBER_DATA_DIR = "etcd"
 
 
 class Progress(Protocol):
@@ -72,7 +70,7 @@ def storage_paths(config: NodeConfig, req: BootstrapRequest) -> StoragePaths:
         persistent_path=persistent,
         ephemeral_path=given.ephemeral_path or str(config.ephemeral_path),
         bigstore_path=given.bigstore_path or str(config.bigstore_path),
-        ccs_persistent_path=given.ccs_persistent_path or str(Path(persistent) / "ccs"),
+        ccs_persistent_path=given.ccs_persistent_path or str(default_ccs_path(persistent)),
     )
 
 
@@ -150,7 +148,7 @@ def check_create_request(
             "rack-aware cluster needs a rack id)",
             fields=["node.identity.rack_id"],
         )
-    member_dir = Path(paths.ccs_persistent_path) / MEMBER_DATA_DIR
+    member_dir = etcd_member_dir(paths.ccs_persistent_path)
     if member_dir.exists() and str(member_dir) not in leftovers:
         raise PathError(
             f"node.paths.ccs_persistent_path: {member_dir} already holds cluster-store data "
@@ -171,7 +169,7 @@ async def create_cluster(
     username = req.credentials.username or ""
 
     progress.phase("certificates")
-    tls = ClusterTls.under(config.data_dir)
+    tls = DataDir(config.data_dir).cluster_tls
     progress.created(tls.directory)
     tls.directory.mkdir(parents=True, exist_ok=True)
     ca = pki.make_ca(name)

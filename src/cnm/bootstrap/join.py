@@ -29,23 +29,23 @@ from cnm.bootstrap.member_link import connect, failure_from_answer
 from cnm.bootstrap.schema import BootstrapRequest
 from cnm.cluster import model
 from cnm.cluster.records import NodeRecord
-from cnm.cluster.runtime import ClusterRuntime, ClusterTls, node_cert_sans, open_store
+from cnm.cluster.runtime import ClusterRuntime, node_cert_sans, open_store
 from cnm.cluster.writes import update_record
 from cnm.config import NodeConfig
 from cnm.errors import ConfigError
+from cnm.node.data_dir import DataDir
 from cnm.node.local_state import LocalState, atomic_write_bytes
 from cnm.security import pki
 
 log = logging.getLogger(__name__)
 
-NODE_KEY_FILE = "node-key"
 DEFAULT_ATTEMPTS = 3
 DEFAULT_RETRY_TIME = 2.0
 
 
 def node_key(data_dir: Path) -> str:
     """This node's join identity, made once and kept (a retry must present the same key)."""
-    path = data_dir / NODE_KEY_FILE
+    path = DataDir(data_dir).node_key_file
     try:
         return path.read_text().strip()
     except FileNotFoundError:
@@ -123,7 +123,7 @@ async def join_cluster(
 
     progress.phase("store")
     uid = int(grant["uid"])
-    tls = ClusterTls.under(config.data_dir)
+    tls = DataDir(config.data_dir).cluster_tls
     progress.created(tls.directory)
     tls.directory.mkdir(parents=True, exist_ok=True)
     pki.write_public(tls.ca_file, str(grant["ca_pem"]).encode())

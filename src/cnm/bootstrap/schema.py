@@ -1,9 +1,10 @@
-"""The bootstrap object (api-contract §2): its typed models and the parsing of a request body.
+"""The bootstrap object (docs/api-contract.md §2): its typed models, parsed from a request body.
 
-This module owns the step from raw bytes to a `BootstrapRequest`: size and nesting limits, JSON
-syntax errors with line and column, strict types, and pydantic's errors turned into messages an
-operator can act on. A body that fails here is a 400 `invalid_schema` and changes no state; the
-semantic checks (FQDN, credentials, addresses) live in `validation` and end in `config_error`.
+This module owns the step from a parsed JSON object (`cnm.json_body`, the front end of every
+body: size and nesting limits, syntax errors with line and column) to a `BootstrapRequest`:
+strict types, and pydantic's errors turned into messages an operator can act on. A body that
+fails here is a 400 `invalid_schema` and changes no state; the semantic checks (FQDN,
+credentials, addresses) live in `validation` and end in `config_error`.
 
 Conventions of the models: every field is optional (what an action requires is semantic), unknown
 fields are ignored at every level (clients send `flash_enabled`, `cluster.clobber`), an explicit
@@ -15,7 +16,6 @@ field, never a crash.
 from __future__ import annotations
 
 import json
-import re
 import types
 import typing
 from collections.abc import Sequence
@@ -25,10 +25,9 @@ import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
-from cnm.errors import InvalidSchema, PayloadTooLarge
+from cnm.errors import InvalidSchema
+from cnm.json_body import json_kind, parse_object
 
-MAX_BODY_BYTES = 1_048_576  # 1 MiB: a license and a few PEMs fit with room to spare
-MAX_JSON_DEPTH = 64
 MAX_STRING_CHARS = 65_536  # a license or a PEM chain can be long
 MAX_LIST_ITEMS = 1_000
 MAX_INT32 = 2**31 - 1
@@ -122,7 +121,7 @@ class DnsSuffix(_Model):
 
 class BootstrapRequest(_Model):
     # A str, not a Literal: a body action that disagrees with the path is a config_error
-    # (api-contract §2), reported by validation.check_request, not a schema error.
+    # (docs/api-contract.md §2), reported by validation.check_request, not a schema error.
     action: Text | None = None
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     credentials: Credentials = Field(default_factory=Credentials)
@@ -145,35 +144,12 @@ class BootstrapRequest(_Model):
 def parse_bootstrap_body(raw: bytes) -> BootstrapRequest:
     """Parse a POST body into a `BootstrapRequest`.
 
-    Raises `PayloadTooLarge` above `MAX_BODY_BYTES`, and `InvalidSchema` for a body that is not
-    UTF-8, empty, not JSON (the message names line and column), nested deeper than
-    `MAX_JSON_DEPTH`, not an object, or has fields of the wrong type (all of them named, with
-    a `fields` detail listing their dotted paths).
+    Raises what `cnm.json_body.parse_object` raises for a body that is too large, not UTF-8,
+    empty, not JSON, nested too deep, not an object or holding an unusable string, and
+    `InvalidSchema` for fields of the wrong type (all of them named, with a `fields` detail
+    listing their dotted paths).
     """
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(
-            f"request body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES} bytes (1 MiB)",
-            limit=MAX_BODY_BYTES,
-        )
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidSchema(
-            f"request body is not valid UTF-8 (byte offset {exc.start})", offset=exc.start
-        ) from None
-    # PowerShell and some Windows tools prefix a BOM; it carries no meaning.
-    text = text.removeprefix("\ufeff")
-    if not text.strip():
-        raise InvalidSchema(
-            "request body is empty: expected a JSON object (the bootstrap configuration)"
-        )
-    _check_depth(text)
-    document = _load_json(text)
-    if not isinstance(document, dict):
-        raise InvalidSchema(
-            f"request body must be a JSON object, got {_json_type(document)}",
-            got=_json_type(document),
-        )
+    document = parse_object(raw, expected="a JSON object (the bootstrap configuration)")
     try:
         return BootstrapRequest.model_validate(document)
     except ValidationError as exc:
@@ -182,71 +158,6 @@ def parse_bootstrap_body(raw: bytes) -> BootstrapRequest:
             "; ".join(message for _, message in problems),
             fields=[path for path, _ in problems],
         ) from None
-
-
-# A JSON string, escapes included; an unterminated one runs to the end (json.loads reports it).
-_STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
-_BRACKET_RE = re.compile(r"[\[\]{}]")
-
-
-def _check_depth(text: str) -> None:
-    # json.loads recurses per level and dies with RecursionError near 1000 levels; count the
-    # brackets outside strings first, in linear time, stopping as soon as the limit is passed.
-    depth = 0
-    for match in _BRACKET_RE.finditer(_STRING_RE.sub("", text)):
-        if match.group() in "[{":
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                raise InvalidSchema(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-        else:
-            depth -= 1
-
-
-def _reject_constant(name: str) -> Any:
-    raise InvalidSchema(f"invalid JSON: {name} is not a JSON number", constant=name)
-
-
-def _load_json(text: str) -> Any:
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        message = f"invalid JSON at line {exc.lineno}, column {exc.colno}: {_lower_first(exc.msg)}"
-        raise InvalidSchema(
-            message + _missing_comma_hint(exc), line=exc.lineno, column=exc.colno
-        ) from None
-    except ValueError:
-        # Python refuses integers of more than 4300 digits (int_max_str_digits).
-        raise InvalidSchema("invalid JSON: a number has too many digits") from None
-
-
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:]
-
-
-def _missing_comma_hint(exc: json.JSONDecodeError) -> str:
-    # Python points at the token after the gap; when that is on a later line, the comma belongs
-    # at the end of the previous value's line, which is where the operator should look.
-    if exc.msg != "Expecting ',' delimiter":
-        return ""
-    before = exc.doc[: exc.pos].rstrip()
-    line = before.count("\n") + 1
-    if line == exc.lineno:
-        return ""
-    return f" (is a ',' missing at the end of line {line}?)"
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 # --- pydantic errors → operator messages --------------------------------------------------------
@@ -354,7 +265,7 @@ def _expected(annotation: Any, *, with_length: bool = False, plural: bool = Fals
 
 
 def _got(value: Any, error_type: str, path: str) -> str:
-    kind = _json_type(value)
+    kind = json_kind(value)
     if error_type == "string_too_long" and isinstance(value, str):
         return f"a string of {len(value)} characters"
     if error_type == "too_long" and isinstance(value, list):

@@ -17,9 +17,8 @@ from typing import Any
 
 from cnm.clock import iso, parse_iso, utc_now
 from cnm.errors import BootstrapFailure
+from cnm.node.data_dir import DataDir
 from cnm.node.local_state import atomic_write_json, read_json
-
-STATUS_FILE = "bootstrap-status.json"
 
 
 class BootstrapState(StrEnum):
@@ -33,7 +32,7 @@ class BootstrapState(StrEnum):
 
     @property
     def accepts_request(self) -> bool:
-        """POST is accepted only in idle or error (api-contract §4)."""
+        """POST is accepted only in idle or error (docs/api-contract.md §4)."""
         return self in (BootstrapState.IDLE, BootstrapState.ERROR)
 
     @property
@@ -130,11 +129,11 @@ class BootstrapStatus:
             "created_paths": list(self.created_paths),
             "notes": self.notes,
         }
-        atomic_write_json(data_dir / STATUS_FILE, document)
+        atomic_write_json(DataDir(data_dir).status_file, document)
 
     @classmethod
     def load(cls, data_dir: Path) -> BootstrapStatus:
-        raw = read_json(data_dir / STATUS_FILE)
+        raw = read_json(DataDir(data_dir).status_file)
         if raw is None:
             return cls()
         return cls(
@@ -152,4 +151,4 @@ class BootstrapStatus:
     @staticmethod
     def remove(data_dir: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
-            (data_dir / STATUS_FILE).unlink()
+            DataDir(data_dir).status_file.unlink()

@@ -1,7 +1,7 @@
 """`cnm cluster ...`: create, join, recover and validate (the bootstrap actions), and info.
 
-The bootstrap commands build the bootstrap object of api-contract §2 from options and POST it to
-the node named by --node; `--wait` then follows the node's status until it ends. The same
+The bootstrap commands build the bootstrap object (docs/api-contract.md §2) from options and
+POST it to the node named by --node; `--wait` then follows the node's status until it ends. The same
 command functions serve `cnm cluster validate create|join`, which POSTs the body to
 validate/{action} instead and changes nothing on the node.
 """

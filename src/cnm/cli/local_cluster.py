@@ -1,6 +1,7 @@
 """The processes of a local cluster: agents on consecutive loopback addresses, one data dir each.
 
-This module owns the directory's layout and its process bookkeeping, nothing of the API:
+This module owns the process bookkeeping, nothing of the API (the directory's layout is
+`cnm.node.data_dir.LocalClusterDir`):
 `DIR/state.json` (written atomically) records each agent's address, data dir, log and pid with
 the process's start time, so that `down` signals the agents it started and never a process that
 later got the same pid. `DIR/admin-password` (0600) holds the generated admin password.
@@ -28,10 +29,9 @@ import httpx
 import psutil
 
 from cnm.cli.common import CliFailure
+from cnm.node.data_dir import DataDir, LocalClusterDir
 from cnm.node.local_state import atomic_write_bytes
 
-STATE_FILE = "state.json"
-PASSWORD_FILE = "admin-password"
 AGENT_PORTS = (8080, 9443, 2379, 2380)
 # psutil reports start times rounded differently across calls; a reused pid starts much later.
 _START_TIME_SLACK = 1.0
@@ -54,12 +54,16 @@ class LocalNode:
         return f"https://{self.addr}:9443"
 
     @property
+    def layout(self) -> DataDir:
+        return DataDir(Path(self.data_dir))
+
+    @property
     def log(self) -> Path:
-        return Path(self.data_dir) / "agent.log"
+        return self.layout.agent_log
 
     @property
     def ca_file(self) -> Path:
-        return Path(self.data_dir) / "tls" / "cluster" / "ca.pem"
+        return self.layout.cluster_tls.ca_file
 
     def process(self) -> psutil.Process | None:
         """The agent this entry started, if it still runs (a zombie does not count)."""
@@ -90,18 +94,22 @@ class LocalCluster:
     nodes: list[LocalNode] = field(default_factory=list)
 
     @property
+    def layout(self) -> LocalClusterDir:
+        return LocalClusterDir(self.directory)
+
+    @property
     def password_file(self) -> Path:
-        return self.directory / PASSWORD_FILE
+        return self.layout.password_file
 
     @property
     def state_file(self) -> Path:
-        return self.directory / STATE_FILE
+        return self.layout.state_file
 
     def save(self) -> None:
         document = {
             "name": self.name,
             "username": self.username,
-            "password_file": PASSWORD_FILE,
+            "password_file": self.password_file.name,
             "nodes": [asdict(node) for node in self.nodes],
         }
         atomic_write_bytes(
@@ -111,11 +119,12 @@ class LocalCluster:
     @classmethod
     def load(cls, directory: Path) -> LocalCluster | None:
         try:
-            document: dict[str, Any] = json.loads((directory / STATE_FILE).read_text())
+            state_file = LocalClusterDir(directory).state_file
+            document: dict[str, Any] = json.loads(state_file.read_text())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise CliFailure(f"{directory / STATE_FILE} is unreadable: {exc}") from None
+            raise CliFailure(f"{state_file} is unreadable: {exc}") from None
         return cls(
             directory=directory,
             name=str(document["name"]),
@@ -185,8 +194,8 @@ def check_ports(addrs: list[str]) -> None:
 
 
 def start_agent(node: LocalNode) -> subprocess.Popen[bytes]:
-    data_dir = Path(node.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    layout = node.layout
+    layout.root.mkdir(parents=True, exist_ok=True)
     argv = [
         sys.executable,
         "-m",
@@ -196,13 +205,13 @@ def start_agent(node: LocalNode) -> subprocess.Popen[bytes]:
         "--addr",
         node.addr,
         "--data-dir",
-        str(data_dir),
+        str(layout.root),
         "--persistent-path",
-        str(data_dir / "persist"),
+        str(layout.persistent_path),
         "--ephemeral-path",
-        str(data_dir / "tmp"),
+        str(layout.ephemeral_path),
         "--bigstore-path",
-        str(data_dir / "flash"),
+        str(layout.bigstore_path),
     ]
     # The agents must not pick up settings meant for the operator's own agent (CNM_HTTP_PORT...).
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNM_")}

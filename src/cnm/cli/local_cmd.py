@@ -29,6 +29,7 @@ from cnm.cli.local_cluster import (
 )
 from cnm.cli.options import Output, OutputOpt
 from cnm.client import ClientError
+from cnm.node.data_dir import LocalClusterDir
 
 local_app = typer.Typer(
     rich_markup_mode="markdown",
@@ -150,12 +151,13 @@ def up(
             names = addresses(first_addr, nodes or 3)
         check_ports(names)
         cluster_name = name or "local.cluster"
+        layout = LocalClusterDir(directory)
         cluster = LocalCluster(
             directory,
             cluster_name,
             username or f"admin@{cluster_name}",
             [
-                LocalNode(f"node{i}", addr, str(directory / f"node{i}"))
+                LocalNode(f"node{i}", addr, str(layout.node(f"node{i}").root))
                 for i, addr in enumerate(names, start=1)
             ],
         )

@@ -1,4 +1,4 @@
-"""Typed reading of the fields of a request body (a parsed JSON object), strictly.
+"""Typed reading of the fields of a request body (a JSON object from `cnm.json_body`), strictly.
 
 The resource writes (users, cluster settings, license) read their bodies with these instead of
 trusting types: an integer is a JSON integer (never `true`, `1.0` or `"1"`), a boolean is
@@ -13,22 +13,9 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from cnm.errors import InvalidSchema
+from cnm.json_body import json_type
 
 MAX_INT32 = 2**31 - 1
-
-
-def json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def _wrong(field: str, expected: str, value: object, *, secret: bool = False) -> InvalidSchema:

@@ -9,7 +9,7 @@ base64-encoded, wrapped at 64 columns and armoured between `----- LICENSE START 
 pasted into a YAML or JSON string with its line breaks lost still verifies.
 
 Limits: `shards_limit` and `nodes_limit` are integers, and 0 means "no limit". They are never
-null because typed clients parse them as integers (api-contract §1); the trial license has
+null because typed clients parse them as integers (docs/api-contract.md §1); the trial license has
 `shards_limit` 4 and `nodes_limit` 0.
 
 Trust. An agent trusts the Ed25519 public keys of its `license_public_keys` setting: each entry is

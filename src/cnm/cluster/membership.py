@@ -31,12 +31,14 @@ from cnm.cluster.writes import UidClaim, allocate_uid
 from cnm.errors import (
     BadRequest,
     ConfigError,
+    InvalidSchema,
     NodeConfigMismatch,
     RackIdRequired,
     SocketDirectoryMismatch,
     StoreUnavailable,
     TimeNotSync,
 )
+from cnm.json_body import parse_object
 from cnm.security import pki
 from cnm.store.base import Compare, Get, Put, Store, TxnResult
 
@@ -70,11 +72,13 @@ class JoinRequest(BaseModel):
 
 
 def parse_join_request(raw: bytes) -> JoinRequest:
+    """The joiner's request; a bad body is a 400 `invalid_schema` like any other route's."""
+    document = parse_object(raw)
     try:
-        return JoinRequest.model_validate_json(raw)
+        return JoinRequest.model_validate(document)
     except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors())
-        raise BadRequest(f"invalid join request: {fields}") from None
+        fields = list(dict.fromkeys(".".join(map(str, e["loc"])) or "body" for e in exc.errors()))
+        raise InvalidSchema(f"invalid join request: {', '.join(fields)}", fields=fields) from None
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

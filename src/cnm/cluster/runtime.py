@@ -14,8 +14,6 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 from cnm.cluster import model
 from cnm.cluster.health import run_node_upkeep
@@ -25,6 +23,7 @@ from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.voters import VoterManager, voter_endpoints
 from cnm.config import NodeConfig
 from cnm.errors import StoreError, StoreUnavailable
+from cnm.node.data_dir import ClusterTls, DataDir, etcd_member_dir
 from cnm.node.local_state import LocalState
 from cnm.store.etcd import EtcdStore, client_tls_context
 from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess, remove_member_data
@@ -37,33 +36,10 @@ LIVENESS_INTERVAL = 2.0
 RESUME_WAIT = 5.0
 
 
-@dataclass(frozen=True)
-class ClusterTls:
-    """Where this node keeps the cluster CA and its own certificate from it."""
-
-    directory: Path
-
-    @classmethod
-    def under(cls, data_dir: Path) -> ClusterTls:
-        return cls(data_dir / "tls" / "cluster")
-
-    @property
-    def ca_file(self) -> Path:
-        return self.directory / "ca.pem"
-
-    @property
-    def cert_file(self) -> Path:
-        return self.directory / "node.pem"
-
-    @property
-    def key_file(self) -> Path:
-        return self.directory / "node.key"
-
-
 def member_spec(config: NodeConfig, local: LocalState, tls: ClusterTls) -> EtcdMemberSpec:
     return EtcdMemberSpec(
         name=local.member_name,
-        data_dir=Path(local.ccs_persistent_path) / "etcd",
+        data_dir=etcd_member_dir(local.ccs_persistent_path),
         addr=config.addr,
         client_port=config.etcd_client_port,
         peer_port=config.etcd_peer_port,
@@ -73,7 +49,7 @@ def member_spec(config: NodeConfig, local: LocalState, tls: ClusterTls) -> EtcdM
         initial_cluster=local.initial_cluster,
         initial_state="existing" if local.initial_cluster_state == "existing" else "new",
         cluster_token=local.cluster_token,
-        log_file=config.data_dir / "logs" / "etcd.log",
+        log_file=DataDir(config.data_dir).etcd_log,
     )
 
 
@@ -115,7 +91,7 @@ class ClusterRuntime:
         store client, then its snapshot. A store without quorum yet (the other voters are still
         restarting) is no failure: the runtime comes up and its snapshot loads once the store
         serves, meanwhile the API answers 503. Raises `StoreError` when etcd exits at start."""
-        tls = ClusterTls.under(config.data_dir)
+        tls = DataDir(config.data_dir).cluster_tls
         etcd = None
         if local.runs_store_member:
             etcd = EtcdProcess(config.etcd_binary, member_spec(config, local, tls))
@@ -142,7 +118,7 @@ class ClusterRuntime:
 
     async def run(self) -> None:
         """The runtime's loops; returns only when cancelled."""
-        tls = ClusterTls.under(self.config.data_dir)
+        tls = DataDir(self.config.data_dir).cluster_tls
         spec = member_spec(self.config, self.local, tls)
         voters = VoterManager(
             self.store,
@@ -187,7 +163,7 @@ class ClusterRuntime:
             initial_cluster_state="existing",
         )
         self.local.save(self.config.data_dir)
-        spec = member_spec(self.config, self.local, ClusterTls.under(self.config.data_dir))
+        spec = member_spec(self.config, self.local, DataDir(self.config.data_dir).cluster_tls)
         if fresh:
             remove_member_data(spec.data_dir)
         self.etcd = EtcdProcess(self.config.etcd_binary, spec)

@@ -1,6 +1,6 @@
 """The cluster object and its policy as the API shows them, and the settings a PUT may change.
 
-GET /v1/cluster shows the fields of api-contract §6 (plus the cluster uuid and the CA
+GET /v1/cluster shows the fields of docs/api-contract.md §6 (plus the cluster uuid and the CA
 certificate's SHA-256 fingerprint). PUT /v1/cluster may change `password_min_length` (8..256),
 `password_complexity` and `wait_command`; PUT /v1/cluster/policy may change
 `default_shards_placement`, `shards_overbooking` and the two proxy policies. Every other field of

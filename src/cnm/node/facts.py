@@ -1,12 +1,13 @@
 """Facts about the machine this agent runs on, read from the real host.
 
-This module owns `local_node_info` of GET /v1/bootstrap and the machine facts a node record carries
-(api-contract §3 and §6): CPUs, memory, uptime, the operating system (os-release), the host name,
-FIPS mode, the size of the file systems under the node's storage paths, and the addresses the node
-can be reached on. Facts that cannot change while the process runs are read once and cached,
-because health checks and setup scripts poll GET /v1/bootstrap; uptime, storage sizes and
-addresses are read on every call. Nothing here raises for a missing file or path: a fact that
-cannot be read gets a neutral value, so the bootstrap API keeps answering on odd hosts.
+This module owns `local_node_info` of GET /v1/bootstrap and the machine facts a node record
+carries (docs/api-contract.md §3 and §6): CPUs, memory, uptime, the operating system
+(os-release), the host name, FIPS mode, the size of the file systems under the node's storage
+paths, and the addresses the node can be reached on. Facts that cannot change while the process
+runs are read once and cached, because health checks and setup scripts poll GET /v1/bootstrap;
+uptime, storage sizes and addresses are read on every call. Nothing here raises for a missing
+file or path: a fact that cannot be read gets a neutral value, so the bootstrap API keeps
+answering on odd hosts.
 """
 
 from __future__ import annotations
@@ -258,7 +259,7 @@ def _storage_facts(paths: StoragePaths) -> dict[str, Any]:
 def local_node_info(
     *, uid: str | None, paths: StoragePaths, software_version: str, addr: str | None = None
 ) -> dict[str, Any]:
-    """`local_node_info` of GET /v1/bootstrap (api-contract §3); `uid` is "" before it is known.
+    """`local_node_info` of GET /v1/bootstrap (docs/api-contract.md §3); `uid` is "" until known.
 
     The address list is sent under both `available_addresses` (what real servers answer and
     scripts parse) and `available_addrs` (what the documentation shows).
@@ -277,7 +278,7 @@ def local_node_info(
 
 
 def node_facts_for_record(*, paths: StoragePaths, addr: str) -> dict[str, Any]:
-    """The machine facts a node object carries (api-contract §6), for the node's record.
+    """The machine facts a node object carries (docs/api-contract.md §6), for the node's record.
 
     The caller adds uid, addr, software_version and the cluster-side fields. `addr` is part of the
     signature callers use but no fact here depends on it.

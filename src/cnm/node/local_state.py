@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-LOCAL_STATE_FILE = "node-state.json"
+from cnm.node.data_dir import DataDir
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600) -> None:
@@ -77,11 +77,11 @@ class LocalState:
         return replace(self, **changes)
 
     def save(self, data_dir: Path) -> None:
-        atomic_write_json(data_dir / LOCAL_STATE_FILE, asdict(self))
+        atomic_write_json(DataDir(data_dir).local_state_file, asdict(self))
 
     @classmethod
     def load(cls, data_dir: Path) -> LocalState | None:
-        raw = read_json(data_dir / LOCAL_STATE_FILE)
+        raw = read_json(DataDir(data_dir).local_state_file)
         if raw is None:
             return None
         raw["store_endpoints"] = tuple(raw["store_endpoints"])
@@ -90,4 +90,4 @@ class LocalState:
     @staticmethod
     def remove(data_dir: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
-            (data_dir / LOCAL_STATE_FILE).unlink()
+            DataDir(data_dir).local_state_file.unlink()

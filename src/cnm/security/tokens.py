@@ -1,4 +1,4 @@
-"""The API's JSON Web Tokens: `Authorization: JWT <token>` (api-contract §1).
+"""The API's JSON Web Tokens: `Authorization: JWT <token>` (docs/api-contract.md §1).
 
 Tokens are HS256 JWTs (PyJWT) signed with the cluster's secret, a random 32-byte key kept in the
 store (`/cnm/secrets/jwt`) so that every node accepts a token any node issued. Claims: `iss`

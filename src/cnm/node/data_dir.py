@@ -1,0 +1,159 @@
+"""Where a node keeps its files: the one description of the data directory's layout.
+
+Every path inside an agent's data directory is named here and nowhere else (the daemon, the
+bootstrap actions, the cluster runtime, `cnm local` and the test harness all ask this module):
+
+    DATA_DIR/
+      bootstrap-status.json     the bootstrap status record (bootstrap.status)
+      node-state.json           the local state after a completed bootstrap (node.local_state)
+      node-key                  the node's join identity, made once (bootstrap.join)
+      tls/self/cert.pem, key.pem            the pre-bootstrap HTTPS certificate
+      tls/cluster/ca.pem, node.pem, node.key  the cluster CA and this node's certificate from it
+      logs/etcd.log             the output of this node's etcd member
+      agent.log                 the agent's output, when a supervisor (`cnm local`, the tests)
+                                redirects it there; the agent itself logs to stderr
+      persist/ tmp/ flash/      the node's storage paths when `cnm local` or the tests run it;
+                                an agent with default settings uses /var/opt/redislabs/...
+
+The etcd member's own directory is not in the data dir: like the product's CCS it lives under
+the node's `ccs_persistent_path` (by default `PERSISTENT_PATH/ccs`), see `etcd_member_dir`.
+
+A `cnm local` directory holds `state.json` (each agent's address, data dir and pid with its start
+time), `admin-password` (0600) and one data dir per node (`node1/`, ...): `LocalClusterDir`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# The file names are part of the layout a restarted agent reads back: never rename one without
+# reading the old name too.
+STATUS_FILE = "bootstrap-status.json"
+LOCAL_STATE_FILE = "node-state.json"
+NODE_KEY_FILE = "node-key"
+AGENT_LOG_FILE = "agent.log"
+CCS_DIR = "ccs"
+ETCD_MEMBER_DIR = "etcd"
+
+
+@dataclass(frozen=True)
+class SelfSignedTls:
+    """The certificate HTTPS serves before the node is in a cluster."""
+
+    directory: Path
+
+    @property
+    def cert_file(self) -> Path:
+        return self.directory / "cert.pem"
+
+    @property
+    def key_file(self) -> Path:
+        return self.directory / "key.pem"
+
+
+@dataclass(frozen=True)
+class ClusterTls:
+    """Where this node keeps the cluster CA and its own certificate from it."""
+
+    directory: Path
+
+    @classmethod
+    def under(cls, data_dir: Path) -> ClusterTls:
+        return DataDir(data_dir).cluster_tls
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "ca.pem"
+
+    @property
+    def cert_file(self) -> Path:
+        return self.directory / "node.pem"
+
+    @property
+    def key_file(self) -> Path:
+        return self.directory / "node.key"
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """The layout of one agent's data directory (`--data-dir`)."""
+
+    root: Path
+
+    @property
+    def status_file(self) -> Path:
+        return self.root / STATUS_FILE
+
+    @property
+    def local_state_file(self) -> Path:
+        return self.root / LOCAL_STATE_FILE
+
+    @property
+    def node_key_file(self) -> Path:
+        return self.root / NODE_KEY_FILE
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def self_signed_tls(self) -> SelfSignedTls:
+        return SelfSignedTls(self.tls_dir / "self")
+
+    @property
+    def cluster_tls(self) -> ClusterTls:
+        return ClusterTls(self.tls_dir / "cluster")
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def etcd_log(self) -> Path:
+        return self.logs_dir / "etcd.log"
+
+    @property
+    def agent_log(self) -> Path:
+        return self.root / AGENT_LOG_FILE
+
+    # The storage paths a supervisor that owns the whole node (cnm local, the tests) gives it.
+    @property
+    def persistent_path(self) -> Path:
+        return self.root / "persist"
+
+    @property
+    def ephemeral_path(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def bigstore_path(self) -> Path:
+        return self.root / "flash"
+
+
+def default_ccs_path(persistent_path: str | Path) -> Path:
+    """The store's directory when a request names no `ccs_persistent_path`."""
+    return Path(persistent_path) / CCS_DIR
+
+
+def etcd_member_dir(ccs_persistent_path: str | Path) -> Path:
+    """The etcd member's data directory of a node with this `ccs_persistent_path`."""
+    return Path(ccs_persistent_path) / ETCD_MEMBER_DIR
+
+
+@dataclass(frozen=True)
+class LocalClusterDir:
+    """The directory of a `cnm local` cluster."""
+
+    root: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def password_file(self) -> Path:
+        return self.root / "admin-password"
+
+    def node(self, name: str) -> DataDir:
+        return DataDir(self.root / name)
