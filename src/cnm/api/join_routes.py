@@ -6,6 +6,7 @@
   joiner can measure its clock offset over several round trips.
 - `POST /v1/join/node`: admission: checks, uid, signed certificate, store endpoints.
 Both POSTs need an admin's credentials; a refusal carries the bootstrap error code and details.
+The messages are the types of cluster/handshake.py; error bodies come from api/errors.py.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from fastapi.responses import Response
 
 from cnm.api.auth import CLUSTER_ADMINS
 from cnm.api.context import ApiContext, read_body
+from cnm.api.errors import join_refusal_response
 from cnm.api.responses import compact
 from cnm.cluster import model
-from cnm.cluster.membership import parse_join_request
-from cnm.errors import BadRequest, BootstrapFailure, InsufficientPermissions, NoCluster
+from cnm.cluster.handshake import CaAnswer, TimeReply, parse_join_request, parse_time_request
+from cnm.errors import BootstrapFailure, InsufficientPermissions, NoCluster
 from cnm.security import pki
 
 
@@ -41,18 +43,16 @@ def join_router(context: ApiContext) -> APIRouter:
         record = runtime.snapshot.get(model.CA_KEY) if runtime else None
         if record is None:
             raise NoCluster("this node is not part of a cluster: it cannot admit nodes")
-        cert = str(record["cert_pem"]).encode()
-        return compact({"ca_pem": cert.decode(), "ca_fingerprint": pki.fingerprint_sha256(cert)})
+        cert = str(record["cert_pem"])
+        answer = CaAnswer(ca_pem=cert, ca_fingerprint=pki.fingerprint_sha256(cert.encode()))
+        return compact(answer.to_wire())
 
     @router.post("/v1/join/time")
     async def clock(request: Request) -> Response:
         received = time.time()
         await admin(request)
-        try:
-            t1 = float((await request.json())["t1"])
-        except (ValueError, KeyError, TypeError):
-            raise BadRequest("t1: expected the sender's clock reading in seconds") from None
-        return compact({"t1": t1, "t2": received, "t3": time.time()})
+        asked = parse_time_request(await read_body(request))
+        return compact(TimeReply(t1=asked.t1, t2=received, t3=time.time()).to_wire())
 
     @router.post("/v1/join/node")
     async def admit(request: Request) -> Response:
@@ -63,12 +63,7 @@ def join_router(context: ApiContext) -> APIRouter:
         try:
             grant = await runtime.admissions.admit(join_request, member_addr=context.config.addr)
         except BootstrapFailure as failure:
-            body = {
-                "description": failure.message,
-                "error_code": failure.error_code,
-                "error_details": failure.error_details(),
-            }
-            return compact(body, status_code=406)
-        return compact(grant)
+            return join_refusal_response(failure)
+        return compact(grant.to_wire())
 
     return router
