@@ -120,8 +120,9 @@ class MemberLink:
             ) from None
         if response.status_code in (401, 403):
             try:
-                reason = response.json().get("description", "")
-            except ValueError:
+                # The API's error body; its description says why (not an admin, bad password).
+                reason = JoinRefusal.model_validate_json(response.content).description
+            except ValidationError:
                 reason = ""
             raise AccessDenied(
                 f"the cluster at {self.url} rejected the credentials for user {auth[0]!r}"

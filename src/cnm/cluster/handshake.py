@@ -108,7 +108,9 @@ class JoinGrant(WireMessage):
 
 
 class JoinRefusal(WireMessage):
-    """The member's refusal of an admission: a bootstrap failure, carried across."""
+    """The member's refusal of an admission: a bootstrap failure, carried across. Any other
+    error body of the API (`{description, error_code, ...}`) reads as one too, with no
+    `error_details`."""
 
     # Defaults: an answer of an unexpected kind still becomes a (generic) failure.
     description: str = ""
