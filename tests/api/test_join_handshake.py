@@ -78,6 +78,17 @@ class Recorder(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
+def recording() -> tuple[list[Recorder], TransportWrapper]:
+    """A transport wrapper that records, and the recorders it made (one per client)."""
+    recorders: list[Recorder] = []
+
+    def record(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        recorders.append(Recorder(inner))
+        return recorders[-1]
+
+    return recorders, record
+
+
 class SkewedMember(httpx.AsyncBaseTransport):
     """The member's clock `seconds` off: its clock-exchange readings shifted on the way back."""
 
@@ -127,12 +138,7 @@ RACK_B = {"node": {"identity": {"rack_id": "rack-b"}}}
 
 
 async def test_a_good_join_is_admitted_and_its_bytes_round_trip(tmp_path: Path) -> None:
-    recorders: list[Recorder] = []
-
-    def record(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
-        recorders.append(Recorder(inner))
-        return recorders[-1]
-
+    recorders, record = recording()
     async with member_node(tmp_path) as member:
         status = await join(tmp_path, member, transport=record)
         assert status["state"] == "completed", status
@@ -211,6 +217,20 @@ async def test_required_version_newer_than_the_cluster_is_a_config_error(tmp_pat
     assert status["error_details"]["fields"] == ["required_version"]
 
 
+async def test_a_value_beyond_the_handshakes_limits_is_the_joiners_config_error(
+    tmp_path: Path,
+) -> None:
+    recorders, record = recording()
+    async with member_node(tmp_path) as member:
+        status = await join_and_fail(
+            tmp_path, member, transport=record, required_version="1." * 40 + "0"
+        )
+    assert status["error_code"] == "config_error"
+    assert status["error_details"]["fields"] == ["required_version"]
+    # Refused before asking the member: nothing reached /v1/join/node.
+    assert not [e for r in recorders for e in r.exchanges if e[0] == "/v1/join/node"]
+
+
 async def test_different_socket_dir_is_a_socket_directory_mismatch(tmp_path: Path) -> None:
     async with member_node(tmp_path) as member:
         status = await join_and_fail(
@@ -250,12 +270,7 @@ async def test_a_clock_ten_minutes_ahead_is_time_not_sync(tmp_path: Path) -> Non
 
 
 async def test_a_refusal_on_the_wire_round_trips_its_bytes(tmp_path: Path) -> None:
-    recorders: list[Recorder] = []
-
-    def record(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
-        recorders.append(Recorder(inner))
-        return recorders[-1]
-
+    recorders, record = recording()
     async with member_node(tmp_path, rack_aware=True) as member:
         await join_and_fail(tmp_path, member, transport=record)
     [(_, _, code, received)] = [

@@ -125,19 +125,22 @@ async def join_cluster(
             f"cnm node {config.addr}", pki.node_cert_sans(config.addr, identity.external_addr)
         )
         record = node_record(config, req, paths, 0)
-        request = _join_request(
-            node_key=node_key(config.data_dir),
-            addr=config.addr,
-            external_addr=list(identity.external_addr),
-            rack_id=identity.rack_id or None,
-            second_rack_id=identity.second_rack_id or None,
-            node_settings=node_settings(config),
-            software_version=SOFTWARE_VERSION,
-            required_version=req.required_version,
-            csr_pem=csr_pem.decode(),
-            clock=ClockReading(offset_ms=offset_ms, uncertainty_ms=uncertainty_ms),
-            record=record,
-        )
+        try:
+            request = JoinRequest(
+                node_key=node_key(config.data_dir),
+                addr=config.addr,
+                external_addr=list(identity.external_addr),
+                rack_id=identity.rack_id or None,
+                second_rack_id=identity.second_rack_id or None,
+                node_settings=node_settings(config),
+                software_version=SOFTWARE_VERSION,
+                required_version=req.required_version,
+                csr_pem=csr_pem.decode(),
+                clock=ClockReading(offset_ms=offset_ms, uncertainty_ms=uncertainty_ms),
+                record=record,
+            )
+        except ValidationError as exc:
+            raise _out_of_limits(exc) from None
         grant = await link.admit(request, auth)
     finally:
         await link.close()
@@ -178,18 +181,15 @@ async def join_cluster(
     return runtime
 
 
-def _join_request(**fields: object) -> JoinRequest:
-    """The request, checked here against the limits the member applies: a value out of them is
-    this node's configuration error, named by its field, not a refusal to decode."""
-    try:
-        return JoinRequest.model_validate(fields)
-    except ValidationError as exc:
-        names = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})
-        raise ConfigError(
-            f"the join request cannot carry {', '.join(names)}: out of the limits of the "
-            "join handshake",
-            fields=names,
-        ) from None
+def _out_of_limits(exc: ValidationError) -> ConfigError:
+    """The request is checked here against the limits the member applies: a value out of them
+    is this node's configuration error, named by its field, not a refusal to decode."""
+    names = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})
+    return ConfigError(
+        f"the join request cannot carry {', '.join(names)}: out of the limits of the join "
+        "handshake",
+        fields=names,
+    )
 
 
 def _complete_record(uid: int, facts: dict[str, object], record: dict[str, object]) -> None:
