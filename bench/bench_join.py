@@ -65,7 +65,7 @@ from typing import Any
 import httpx
 
 from cnm.cluster import model
-from cnm.cluster.runtime import ClusterTls, node_cert_sans, open_store
+from cnm.cluster.runtime import ClusterTls, open_store
 from cnm.cluster.voters import UNHEALTHY
 from cnm.errors import StoreError
 from cnm.security import pki
@@ -873,7 +873,7 @@ async def _raw_voters(addrs: list[str], directory: Path, timeout: float) -> Vote
     token = str(uuid.uuid4())
     specs: list[EtcdMemberSpec] = []
     for number, addr in enumerate(addrs, start=1):
-        tls = node_tls(directory / f"tls-{number}", ca, addr, node_cert_sans(addr, []))
+        tls = node_tls(directory / f"tls-{number}", ca, addr, pki.node_cert_sans(addr, []))
         specs.append(
             member_spec(
                 f"node-{number}",

@@ -9,25 +9,48 @@ into JSON in one place (`cnm.api.errors`); the bootstrap machinery records the b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
+
+_CLASSES_BY_CODE: dict[str, type[CnmError]] = {}
+# Read-only view of the registry: error_code -> the one class that defines it.
+ERROR_CLASSES: Mapping[str, type[CnmError]] = MappingProxyType(_CLASSES_BY_CODE)
 
 
 class CnmError(Exception):
-    """Base of every error cnm reports. Subclasses fix `error_code` and `http_status`."""
+    """Base of every error cnm reports. Subclasses fix `error_code` and `http_status`.
+
+    A subclass that sets `error_code` in its own body registers it in `ERROR_CLASSES`; a code
+    defined twice is a programming error caught at import. A subclass that only changes the
+    status (`LicenseCorrupt`) inherits its parent's code and does not register.
+    """
 
     error_code: ClassVar[str] = "internal_error"
     http_status: ClassVar[int] = 500
+    # Whether the API body carries `error_details` besides the flat details (see api/errors.py).
+    details_in_body: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "error_code" not in cls.__dict__:
+            return
+        holder = _CLASSES_BY_CODE.setdefault(cls.error_code, cls)
+        if holder is not cls:
+            raise TypeError(
+                f"error_code {cls.error_code!r} of {cls.__qualname__} is already defined by "
+                f"{holder.__qualname__}"
+            )
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         self.details: dict[str, Any] = details
 
-    def to_body(self) -> dict[str, Any]:
-        """The JSON body of an error outside bootstrap: description + error_code (+ details)."""
-        body: dict[str, Any] = {"description": self.message, "error_code": self.error_code}
-        body.update(self.details)
-        return body
+
+def error_class(code: str) -> type[CnmError] | None:
+    """The class that defines `code`, or None for a code this version does not know."""
+    return _CLASSES_BY_CODE.get(code)
 
 
 # --- errors recorded in bootstrap_status (docs/api-contract.md §5) ------------------------------
@@ -46,6 +69,16 @@ class BootstrapFailure(CnmError):
         details: dict[str, Any] = {"message": self.message}
         details.update(self.details)
         return details
+
+
+def failure_class(code: str) -> type[BootstrapFailure]:
+    """The bootstrap failure that `code` names; a code this version does not know, or one that
+    is not a bootstrap failure, becomes the generic `BootstrapFailure` (the code is kept in the
+    message the caller builds, not lost in a 500)."""
+    found = _CLASSES_BY_CODE.get(code)
+    if found is not None and issubclass(found, BootstrapFailure):
+        return found
+    return BootstrapFailure
 
 
 class ConfigError(BootstrapFailure):
@@ -70,12 +103,8 @@ class InvalidLicense(BootstrapFailure):
     Valid but violated terms: 406."""
 
     error_code = "invalid_license"
-
-    def to_body(self) -> dict[str, Any]:
-        # Outside bootstrap too, readers find the violation where the bootstrap status puts it.
-        body = super().to_body()
-        body["error_details"] = self.error_details()
-        return body
+    # Outside bootstrap too, readers find the violation where the bootstrap status puts it.
+    details_in_body = True
 
 
 class LicenseCorrupt(InvalidLicense):
@@ -166,6 +195,21 @@ class AlreadyBootstrapped(CnmError):
 class PayloadTooLarge(CnmError):
     error_code = "payload_too_large"
     http_status = 413
+
+
+class ClientDisconnected(CnmError):
+    """The client went away before sending its whole body (nobody reads the answer)."""
+
+    error_code = "client_disconnected"
+    http_status = 400
+
+
+class HttpError(CnmError):
+    """A protocol-level refusal from the web framework other than 404/405 (its status is the
+    framework's, chosen in api/errors.py)."""
+
+    error_code = "http_error"
+    http_status = 400
 
 
 class NoCluster(CnmError):

@@ -5,7 +5,8 @@ temporary data dir, a real `PasswordVerifier`, and an httpx client that calls th
 The manager runs bootstrap actions as tasks of the test's event loop, as the agent does. A test
 can hold them back (`node.spawner.hold = True`) to look at the state between the accepted POST
 and the run. Runs that fail semantically never reach etcd; the configured etcd binary does not
-exist, so one that did would end in `error` instead of starting a stray etcd.
+exist, so one that did would end in `error` instead of starting a stray etcd. A join reaches its
+member and the store through `join_wiring` (harness/inprocess.py: another such node, in-process).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fastapi import FastAPI
 from cnm.api.app import create_app
 from cnm.api.auth import Authenticator
 from cnm.api.context import ApiContext
+from cnm.bootstrap.join import NETWORK_WIRING, JoinWiring
 from cnm.bootstrap.manager import BootstrapManager
 from cnm.cluster.runtime import ClusterRuntime
 from cnm.config import NodeConfig
@@ -126,7 +128,9 @@ def node_config(tmp_path: Path, **overrides: Any) -> NodeConfig:
 
 
 @contextlib.asynccontextmanager
-async def running_node(config: NodeConfig) -> AsyncIterator[Node]:
+async def running_node(
+    config: NodeConfig, *, join_wiring: JoinWiring = NETWORK_WIRING
+) -> AsyncIterator[Node]:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     spawner = Spawner()
     completed: list[ClusterRuntime] = []
@@ -138,7 +142,9 @@ async def running_node(config: NodeConfig) -> AsyncIterator[Node]:
         task = asyncio.get_running_loop().create_task(runtime.run())
         spawner.tasks.add(task)
 
-    manager = BootstrapManager(config, spawn=spawner, on_completed=on_completed)
+    manager = BootstrapManager(
+        config, spawn=spawner, on_completed=on_completed, join_wiring=join_wiring
+    )
     verifier = PasswordVerifier(ttl_seconds=config.auth_cache_seconds)
     app = create_app(ApiContext(config, manager, Authenticator(verifier)))
     transport = httpx.ASGITransport(app=app)

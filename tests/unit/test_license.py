@@ -11,6 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from cnm.api.errors import error_body
 from cnm.cli.license_issue import issue, keygen
 from cnm.cluster.license import (
     LICENSE_END,
@@ -196,7 +197,7 @@ def test_violated_terms(
     assert not isinstance(exc.value, LicenseCorrupt)
     assert exc.value.http_status == 406
     assert violation(exc) == expected
-    body = exc.value.to_body()
+    body = error_body(exc.value)
     assert body["error_code"] == "invalid_license"
     assert body["error_details"]["violation"] == expected
 

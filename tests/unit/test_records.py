@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from cnm.api.errors import error_body
 from cnm.cluster import model
 from cnm.cluster.records import (
     CaSecret,
@@ -363,7 +364,7 @@ async def test_losing_every_race_is_contention_not_an_outage() -> None:
     assert (error.error_code, error.http_status) == ("store_contention", 409)
     assert "retry" in error.message
     assert store.attempts == 20
-    assert error.to_body()["error_code"] == "store_contention"
+    assert error_body(error)["error_code"] == "store_contention"
 
 
 async def test_update_record_tries_as_often_as_asked() -> None:

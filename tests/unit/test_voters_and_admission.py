@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from cnm.cluster import model
-from cnm.cluster.membership import ClockReading, JoinRequest, check_admission
+from cnm.cluster.handshake import ClockReading, JoinRequest
+from cnm.cluster.membership import check_admission
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.voters import next_voter, target_voters, voter_endpoints
 from cnm.errors import (
@@ -192,8 +193,8 @@ async def test_uids_are_distinct_under_concurrency_and_stable_per_node_key() -> 
     async def admit(index: int) -> int:
         joiner = request(node_key=f"{index:032x}", csr_pem=csr.decode())
         grant = await members[index % 2].admit(joiner, member_addr="m")
-        assert pki.verify_chain(grant["cert_pem"].encode(), ca.cert_pem)
-        return int(grant["uid"])
+        assert pki.verify_chain(grant.cert_pem.encode(), ca.cert_pem)
+        return grant.uid
 
     uids = await asyncio.gather(*(admit(i) for i in range(20)))
     assert sorted(uids) == list(range(2, 22))

@@ -8,8 +8,8 @@ from fastapi.responses import Response
 
 from cnm import SOFTWARE_VERSION
 from cnm.api.context import ApiContext, read_body
+from cnm.api.errors import validation_failure_response
 from cnm.api.responses import compact, empty_ok
-from cnm.bootstrap.status import BootstrapState
 from cnm.node.data_dir import default_ccs_path
 from cnm.node.facts import StoragePaths, local_node_info
 
@@ -54,12 +54,7 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
         failure = context.manager.validate(action, await read_body(request))
         if failure is None:
             return empty_ok()
-        status = {
-            "state": BootstrapState.ERROR.value,
-            "error_code": failure.error_code,
-            "error_details": failure.error_details(),
-        }
-        return compact(status, status_code=406)
+        return validation_failure_response(failure)
 
     @router.post("/v1/bootstrap/{action}")
     async def start(action: str, request: Request) -> Response:

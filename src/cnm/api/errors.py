@@ -1,4 +1,17 @@
-"""Every error that leaves the API becomes JSON here, and only here.
+"""Every error that leaves the API becomes JSON here, and only here; here its status is decided.
+
+Body shapes (compact JSON, keys sorted; docs/api-errors.md says the same for clients):
+
+- An error: `{"description": <message>, "error_code": <code>, ...details}`: the error's
+  structured details sit beside the two fields (`error_body`). An `invalid_license` also carries
+  `error_details` (`{"message": .., "violation": .., ..}`), where the bootstrap status puts it.
+  The status is the error class's `http_status`.
+- A failed validation (`POST /v1/bootstrap/validate/{action}`, 406) and the status record
+  (`GET /v1/bootstrap` → `bootstrap_status`) share one shape: `{"state": "error", "error_code":
+  .., "error_details": {"message": .., ...details}}`; the status record adds its times, phase,
+  notes and `retryable` (bootstrap/status.py).
+- A join refusal (`POST /v1/join/node`, 406, cnm-internal): `{"description", "error_code",
+  "error_details"}`, the `JoinRefusal` of cluster/handshake.py.
 
 `CnmError` subclasses carry their status and code; Starlette's 404/405 get the same JSON shape
 (405 keeps its `Allow` header); anything else is a 500 `internal_error` whose log line says
@@ -8,6 +21,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,16 +30,55 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from cnm.api.responses import compact
-from cnm.errors import CnmError, NoCluster, Unauthorized
+from cnm.bootstrap.status import BootstrapState
+from cnm.cluster.handshake import JoinRefusal
+from cnm.errors import (
+    BootstrapFailure,
+    ClientDisconnected,
+    CnmError,
+    HttpError,
+    InvalidSchema,
+    MethodNotAllowed,
+    NoCluster,
+    NotFound,
+    Unauthorized,
+)
 
 log = logging.getLogger(__name__)
 
 AUTH_CHALLENGE = {"WWW-Authenticate": 'Basic realm="cnm"'}
+# A failure of a bootstrap check (validate) or a refused join: the request was understood but
+# cannot be carried out as it stands.
+FAILURE_STATUS = 406
+
+
+def error_body(error: CnmError) -> dict[str, Any]:
+    """`{description, error_code, ...details}` (+ `error_details` where the class asks for it)."""
+    body: dict[str, Any] = {"description": error.message, "error_code": error.error_code}
+    body.update(error.details)
+    if error.details_in_body and isinstance(error, BootstrapFailure):
+        body["error_details"] = error.error_details()
+    return body
 
 
 def error_response(error: CnmError) -> Response:
     headers = AUTH_CHALLENGE if isinstance(error, Unauthorized) else None
-    return compact(error.to_body(), status_code=error.http_status, headers=headers)
+    return compact(error_body(error), status_code=error.http_status, headers=headers)
+
+
+def validation_failure_response(failure: BootstrapFailure) -> Response:
+    """The validate route's 406: the failure as the bootstrap status would show it."""
+    body = {
+        "state": BootstrapState.ERROR.value,
+        "error_code": failure.error_code,
+        "error_details": failure.error_details(),
+    }
+    return compact(body, status_code=FAILURE_STATUS)
+
+
+def join_refusal_response(failure: BootstrapFailure) -> Response:
+    """The member's 406 to a join it refuses; the joiner raises the same failure."""
+    return compact(JoinRefusal.from_failure(failure).to_wire(), status_code=FAILURE_STATUS)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -37,28 +90,22 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        error: CnmError
         if exc.status_code == 404:
-            body = {
-                "description": f"no such resource: {request.url.path}",
-                "error_code": "not_found",
-            }
+            error = NotFound(f"no such resource: {request.url.path}")
         elif exc.status_code == 405:
-            body = {
-                "description": f"method {request.method} is not allowed on {request.url.path}",
-                "error_code": "method_not_allowed",
-            }
+            error = MethodNotAllowed(
+                f"method {request.method} is not allowed on {request.url.path}"
+            )
         else:
-            body = {"description": str(exc.detail), "error_code": "http_error"}
-        return compact(body, status_code=exc.status_code, headers=exc.headers)
+            error = HttpError(str(exc.detail))
+        # The framework's status, not the class's: http_error stands for any of them.
+        return compact(error_body(error), status_code=exc.status_code, headers=exc.headers)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         fields = [".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()]
-        body = {
-            "description": "invalid request: " + ", ".join(fields),
-            "error_code": "invalid_schema",
-        }
-        return compact(body, status_code=400)
+        return error_response(InvalidSchema("invalid request: " + ", ".join(fields)))
 
     async def on_client_gone(request: Request, exc: Exception) -> Response:
         # The client went away mid-request (killed, timed out): nothing is wrong here and
@@ -68,18 +115,11 @@ def install_error_handlers(app: FastAPI) -> None:
             request.method,
             request.url.path,
         )
-        return compact(
-            {"description": "the client disconnected", "error_code": "client_disconnected"},
-            status_code=400,
-        )
+        return error_response(ClientDisconnected("the client disconnected"))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s (please report)", request.method, request.url.path)
-        body = {
-            "description": "internal error; the agent's log has the details",
-            "error_code": "internal_error",
-        }
-        return compact(body, status_code=500)
+        return error_response(CnmError("internal error; the agent's log has the details"))
 
     app.add_exception_handler(CnmError, on_cnm_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -6,30 +6,23 @@
   joiner can measure its clock offset over several round trips.
 - `POST /v1/join/node`: admission: checks, uid, signed certificate, store endpoints.
 Both POSTs need an admin's credentials; a refusal carries the bootstrap error code and details.
+The messages are the types of cluster/handshake.py; error bodies come from api/errors.py.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from cnm.api.auth import CLUSTER_ADMINS
-from cnm.api.bodies import read_json_object
 from cnm.api.context import ApiContext, read_body
+from cnm.api.errors import join_refusal_response
 from cnm.api.responses import compact
-from cnm.cluster.membership import parse_join_request
-from cnm.errors import BootstrapFailure, InsufficientPermissions, InvalidSchema, NoCluster
+from cnm.cluster.handshake import CaAnswer, TimeReply, parse_join_request, parse_time_request
+from cnm.errors import BootstrapFailure, InsufficientPermissions, NoCluster
 from cnm.security import pki
-
-
-def _clock_reading(body: dict[str, Any]) -> float:
-    value = body.get("t1")
-    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e15:
-        return float(value)
-    raise InvalidSchema("t1: expected the sender's clock reading in seconds", fields=["t1"])
 
 
 def join_router(context: ApiContext) -> APIRouter:
@@ -48,20 +41,16 @@ def join_router(context: ApiContext) -> APIRouter:
         record = runtime.snapshot.ca() if runtime else None
         if record is None:
             raise NoCluster("this node is not part of a cluster: it cannot admit nodes")
-        cert = record.cert_pem.encode()
-        return compact({"ca_pem": cert.decode(), "ca_fingerprint": pki.fingerprint_sha256(cert)})
+        cert = record.cert_pem
+        answer = CaAnswer(ca_pem=cert, ca_fingerprint=pki.fingerprint_sha256(cert.encode()))
+        return compact(answer.to_wire())
 
     @router.post("/v1/join/time")
     async def clock(request: Request) -> Response:
         received = time.time()
         await admin(request)
-        return compact(
-            {
-                "t1": _clock_reading(await read_json_object(request)),
-                "t2": received,
-                "t3": time.time(),
-            }
-        )
+        asked = parse_time_request(await read_body(request))
+        return compact(TimeReply(t1=asked.t1, t2=received, t3=time.time()).to_wire())
 
     @router.post("/v1/join/node")
     async def admit(request: Request) -> Response:
@@ -72,12 +61,7 @@ def join_router(context: ApiContext) -> APIRouter:
         try:
             grant = await runtime.admissions.admit(join_request, member_addr=context.config.addr)
         except BootstrapFailure as failure:
-            body = {
-                "description": failure.message,
-                "error_code": failure.error_code,
-                "error_details": failure.error_details(),
-            }
-            return compact(body, status_code=406)
-        return compact(grant)
+            return join_refusal_response(failure)
+        return compact(grant.to_wire())
 
     return router

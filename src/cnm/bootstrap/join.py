@@ -8,39 +8,63 @@ runs an etcd voter is the cluster's decision (cluster/voters.py), made in the ba
 
 The node key (a random id kept in the data dir across attempts) makes a retry idempotent: the
 member answers a known key with the same uid.
+
+The handshake's messages are the types of cluster/handshake.py. How the joiner reaches the member
+(HTTP transport) and the store (store opener) is a `JoinWiring`: the network and etcd in the
+agent, an in-process ASGI app and a memory store in unit tests.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from cnm import SOFTWARE_VERSION
-from cnm.bootstrap.create import (
+from cnm.bootstrap.member_link import TransportFactory, connect, network_transport
+from cnm.bootstrap.node_setup import (
     Progress,
     check_node_paths,
     node_record,
     node_settings,
     storage_paths,
 )
-from cnm.bootstrap.member_link import connect, failure_from_answer
 from cnm.bootstrap.schema import BootstrapRequest
 from cnm.cluster import model
+from cnm.cluster.handshake import ClockReading, JoinRequest
 from cnm.cluster.records import NodeRecord
-from cnm.cluster.runtime import ClusterRuntime, node_cert_sans, open_store
+from cnm.cluster.runtime import ClusterRuntime, open_store
 from cnm.cluster.writes import update_record
 from cnm.config import NodeConfig
 from cnm.errors import ConfigError
-from cnm.node.data_dir import DataDir
+from cnm.node.data_dir import ClusterTls, DataDir
 from cnm.node.local_state import LocalState, atomic_write_bytes
 from cnm.security import pki
+from cnm.store.base import Store
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ATTEMPTS = 3
 DEFAULT_RETRY_TIME = 2.0
+
+StoreOpener = Callable[[tuple[str, ...], ClusterTls], Store]
+
+
+@dataclass(frozen=True)
+class JoinWiring:
+    """How a join reaches the member it asks and the cluster store it then joins."""
+
+    transport: TransportFactory = network_transport
+    open_store: StoreOpener = open_store
+
+
+# The agent's wiring: the network and etcd.
+NETWORK_WIRING = JoinWiring()
 
 
 def node_key(data_dir: Path) -> str:
@@ -66,7 +90,10 @@ def check_join_request(config: NodeConfig, req: BootstrapRequest) -> None:
 
 
 async def join_cluster(
-    config: NodeConfig, req: BootstrapRequest, progress: Progress
+    config: NodeConfig,
+    req: BootstrapRequest,
+    progress: Progress,
+    wiring: JoinWiring = NETWORK_WIRING,
 ) -> ClusterRuntime:
     check_join_request(config, req)
     paths = storage_paths(config, req)
@@ -81,6 +108,7 @@ async def join_cluster(
         local_address=config.addr,
         attempts=req.max_retries if req.max_retries is not None else DEFAULT_ATTEMPTS,
         retry_time=float(req.retry_time if req.retry_time is not None else DEFAULT_RETRY_TIME),
+        transport_factory=wiring.transport,
     )
     try:
         if not req.cluster.ca_fingerprint:
@@ -95,56 +123,53 @@ async def join_cluster(
         progress.phase("handshake")
         offset_ms, uncertainty_ms = await link.measure_clock(auth)
         csr_pem, key_pem = pki.make_csr(
-            f"cnm node {config.addr}", node_cert_sans(config.addr, identity.external_addr)
+            f"cnm node {config.addr}", pki.node_cert_sans(config.addr, identity.external_addr)
         )
         record = node_record(config, req, paths, 0)
-        answer = await link.call(
-            "/v1/join/node",
-            {
-                "node_key": node_key(config.data_dir),
-                "addr": config.addr,
-                "external_addr": list(identity.external_addr),
-                "rack_id": identity.rack_id or None,
-                "second_rack_id": identity.second_rack_id or None,
-                "node_settings": node_settings(config),
-                "software_version": SOFTWARE_VERSION,
-                "required_version": req.required_version,
-                "csr_pem": csr_pem.decode(),
-                "clock": {"offset_ms": offset_ms, "uncertainty_ms": uncertainty_ms},
-                "record": record,
-            },
-            auth,
-        )
-        if answer.status_code != 200:
-            raise failure_from_answer(answer)
-        grant = answer.json()
+        try:
+            request = JoinRequest(
+                node_key=node_key(config.data_dir),
+                addr=config.addr,
+                external_addr=list(identity.external_addr),
+                rack_id=identity.rack_id or None,
+                second_rack_id=identity.second_rack_id or None,
+                node_settings=node_settings(config),
+                software_version=SOFTWARE_VERSION,
+                required_version=req.required_version,
+                csr_pem=csr_pem.decode(),
+                clock=ClockReading(offset_ms=offset_ms, uncertainty_ms=uncertainty_ms),
+                record=record,
+            )
+        except ValidationError as exc:
+            raise _out_of_limits(exc) from None
+        grant = await link.admit(request, auth)
     finally:
         await link.close()
 
     progress.phase("store")
-    uid = int(grant["uid"])
+    uid = grant.uid
     tls = DataDir(config.data_dir).cluster_tls
     progress.created(tls.directory)
     tls.directory.mkdir(parents=True, exist_ok=True)
-    pki.write_public(tls.ca_file, str(grant["ca_pem"]).encode())
-    pki.write_public(tls.cert_file, str(grant["cert_pem"]).encode())
+    pki.write_public(tls.ca_file, grant.ca_pem.encode())
+    pki.write_public(tls.cert_file, grant.cert_pem.encode())
     pki.write_private(tls.key_file, key_pem)
     local = LocalState(
-        cluster_uuid=str(grant["cluster_uuid"]),
-        cluster_name=str(grant["cluster_name"]),
+        cluster_uuid=str(grant.cluster_uuid),
+        cluster_name=str(grant.cluster_name),
         node_uid=uid,
-        store_endpoints=tuple(grant["store_endpoints"]),
+        store_endpoints=tuple(grant.store_endpoints),
         runs_store_member=False,
         member_name=f"node-{uid}",
         initial_cluster="",
         initial_cluster_state="existing",
-        cluster_token=str(grant["cluster_uuid"]),
+        cluster_token=str(grant.cluster_uuid),
         persistent_path=paths.persistent_path,
         ephemeral_path=paths.ephemeral_path,
         bigstore_path=paths.bigstore_path,
         ccs_persistent_path=paths.ccs_persistent_path,
     )
-    store = open_store(local.store_endpoints, tls)
+    store = wiring.open_store(local.store_endpoints, tls)
     try:
         complete = partial(_complete_record, uid, record)
         await update_record(store, model.node_key(uid), NodeRecord, complete)
@@ -156,6 +181,17 @@ async def join_cluster(
         raise
     log.info("joined cluster %s as node %d through %s", local.cluster_name, uid, link.url)
     return runtime
+
+
+def _out_of_limits(exc: ValidationError) -> ConfigError:
+    """The request is checked here against the limits the member applies: a value out of them
+    is this node's configuration error, named by its field, not a refusal to decode."""
+    names = sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})
+    return ConfigError(
+        f"the join request cannot carry {', '.join(names)}: out of the limits of the join "
+        "handshake",
+        fields=names,
+    )
 
 
 def _complete_record(uid: int, facts: dict[str, object], record: NodeRecord) -> NodeRecord:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cnm.bootstrap.create import check_create_request, create_cluster
-from cnm.bootstrap.join import check_join_request, join_cluster
+from cnm.bootstrap.join import NETWORK_WIRING, JoinWiring, check_join_request, join_cluster
 from cnm.bootstrap.schema import BootstrapRequest, parse_bootstrap_body
 from cnm.bootstrap.status import BootstrapState, BootstrapStatus
 from cnm.bootstrap.validation import ACTIONS, check_request
@@ -47,10 +47,19 @@ OnCompleted = Callable[[ClusterRuntime, tuple[str, str] | None], Awaitable[None]
 
 
 class BootstrapManager:
-    def __init__(self, config: NodeConfig, *, spawn: Spawn, on_completed: OnCompleted) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        spawn: Spawn,
+        on_completed: OnCompleted,
+        join_wiring: JoinWiring = NETWORK_WIRING,
+    ) -> None:
         self.config = config
         self._spawn = spawn
         self._on_completed = on_completed
+        # How a join reaches its member and the store (in-process in unit tests).
+        self._join_wiring = join_wiring
         self.status = BootstrapStatus.load(config.data_dir)
         self.runtime: ClusterRuntime | None = None
 
@@ -180,7 +189,7 @@ class BootstrapManager:
             if action == "create_cluster":
                 runtime = await create_cluster(self.config, request, self)
             elif action == "join_cluster":
-                runtime = await join_cluster(self.config, request, self)
+                runtime = await join_cluster(self.config, request, self, self._join_wiring)
             else:
                 raise _not_available(action)
             self.runtime = runtime

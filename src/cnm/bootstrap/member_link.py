@@ -6,6 +6,9 @@ the request pins one (trust on first use otherwise, with the fingerprint recorde
 on talks to the member only over TLS verified against that CA. Credentials are sent on verified
 connections only. Every failure to reach a member is described per address (refused, timeout,
 name not resolved, TLS), so `connect_error` tells the operator what to fix.
+
+The messages are the types of cluster/handshake.py. The HTTP transport comes from a
+`TransportFactory` (the network by default), so a test can join through an in-process ASGI app.
 """
 
 from __future__ import annotations
@@ -13,11 +16,22 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 import httpx
+from pydantic import ValidationError
 
+from cnm.cluster.handshake import (
+    CaAnswer,
+    JoinGrant,
+    JoinRefusal,
+    JoinRequest,
+    TimeReply,
+    TimeRequest,
+    WireMessage,
+)
 from cnm.config import url_host
 from cnm.errors import AccessDenied, BootstrapFailure, ConnectError
 from cnm.security import pki
@@ -25,6 +39,16 @@ from cnm.security import pki
 PROBE_TIMEOUT = 3.0
 REQUEST_TIMEOUT = 10.0
 CLOCK_SAMPLES = 4
+
+_M = TypeVar("_M", bound=WireMessage)
+# (TLS context to verify the member with, local address to send from) -> an httpx transport.
+TransportFactory = Callable[[ssl.SSLContext, str | None], httpx.AsyncBaseTransport]
+
+
+def network_transport(
+    verify: ssl.SSLContext, local_address: str | None
+) -> httpx.AsyncBaseTransport:
+    return httpx.AsyncHTTPTransport(verify=verify, local_address=local_address)
 
 
 def split_host_port(entry: str, default_port: int) -> tuple[str, int]:
@@ -86,9 +110,9 @@ class MemberLink:
     async def close(self) -> None:
         await self.client.aclose()
 
-    async def call(self, path: str, body: Any, auth: tuple[str, str]) -> httpx.Response:
+    async def call(self, path: str, message: WireMessage, auth: tuple[str, str]) -> httpx.Response:
         try:
-            response = await self.client.post(self.url + path, json=body, auth=auth)
+            response = await self.client.post(self.url + path, json=message.to_wire(), auth=auth)
         except httpx.HTTPError as exc:
             raise ConnectError(
                 f"lost the connection to {self.url} during the join: "
@@ -96,8 +120,9 @@ class MemberLink:
             ) from None
         if response.status_code in (401, 403):
             try:
-                reason = response.json().get("description", "")
-            except ValueError:
+                # The API's error body; its description says why (not an admin, bad password).
+                reason = JoinRefusal.model_validate_json(response.content).description
+            except ValidationError:
                 reason = ""
             raise AccessDenied(
                 f"the cluster at {self.url} rejected the credentials for user {auth[0]!r}"
@@ -113,14 +138,10 @@ class MemberLink:
         best: tuple[float, float] | None = None
         for _ in range(CLOCK_SAMPLES):
             t1 = time.time()
-            response = await self.call("/v1/join/time", {"t1": t1}, auth)
+            response = await self.call("/v1/join/time", TimeRequest(t1=t1), auth)
             t4 = time.time()
-            if response.status_code != 200:
-                raise ConnectError(
-                    f"{self.url} answered the clock exchange with HTTP {response.status_code}"
-                )
-            answer = response.json()
-            t2, t3 = float(answer["t2"]), float(answer["t3"])
+            answer = self._answer(response, TimeReply, "the clock exchange")
+            t2, t3 = answer.t2, answer.t3
             offset = ((t2 - t1) + (t3 - t4)) / 2
             delay = max((t4 - t1) - (t3 - t2), 0.0)
             if best is None or delay < best[1]:
@@ -131,15 +152,35 @@ class MemberLink:
         # ahead", so report ours minus the member's.
         return -offset * 1000, delay * 1000 / 2
 
+    async def admit(self, request: JoinRequest, auth: tuple[str, str]) -> JoinGrant:
+        """Ask for admission; the member's refusal is raised as the same bootstrap failure."""
+        response = await self.call("/v1/join/node", request, auth)
+        if response.status_code != 200:
+            raise failure_from_answer(response)
+        return self._answer(response, JoinGrant, "the admission")
 
-async def _probe(host: str, port: int, local_address: str | None) -> tuple[str, bytes, str] | str:
+    def _answer(self, response: httpx.Response, kind: type[_M], what: str) -> _M:
+        if response.status_code != 200:
+            raise ConnectError(f"{self.url} answered {what} with HTTP {response.status_code}")
+        try:
+            return kind.model_validate_json(response.content)
+        except ValidationError:
+            raise ConnectError(
+                f"{self.url} answered {what} with something this version cannot read; is it a "
+                "cnm node?"
+            ) from None
+
+
+async def _probe(
+    host: str, port: int, local_address: str | None, transport_factory: TransportFactory
+) -> tuple[str, bytes, str] | str:
     """(url, ca_pem, fingerprint) of a member, or why it could not be reached."""
     url = _url(host, port)
     # Verifies nothing, so it needs no system trust store (loading one costs ~25 ms of CPU).
     unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     unverified.check_hostname = False
     unverified.verify_mode = ssl.CERT_NONE
-    transport = httpx.AsyncHTTPTransport(verify=unverified, local_address=local_address)
+    transport = transport_factory(unverified, local_address)
     async with httpx.AsyncClient(transport=transport, timeout=PROBE_TIMEOUT) as client:
         try:
             response = await client.get(url + "/v1/join/ca")
@@ -150,10 +191,11 @@ async def _probe(host: str, port: int, local_address: str | None) -> tuple[str, 
     if response.status_code != 200:
         return f"{host}:{port}: answered HTTP {response.status_code}; is it a cnm node?"
     try:
-        ca_pem = str(response.json()["ca_pem"]).encode()
-        return url, ca_pem, pki.fingerprint_sha256(ca_pem)
-    except (ValueError, KeyError, TypeError):
+        ca_pem = CaAnswer.model_validate_json(response.content).ca_pem.encode()
+    except ValidationError:
         return f"{host}:{port}: answered something that is not a cluster CA"
+    # Our own fingerprint of what we received, never the one the member claims.
+    return url, ca_pem, pki.fingerprint_sha256(ca_pem)
 
 
 async def connect(
@@ -164,6 +206,7 @@ async def connect(
     local_address: str | None,
     attempts: int,
     retry_time: float,
+    transport_factory: TransportFactory = network_transport,
 ) -> MemberLink:
     """Reach the first member that answers, trying all listed addresses at once, `attempts`
     times `retry_time` seconds apart. A pinned fingerprint that does not match fails at once."""
@@ -172,7 +215,9 @@ async def connect(
     for attempt in range(max(attempts, 1)):
         if attempt:
             await asyncio.sleep(retry_time)
-        results = await asyncio.gather(*(_probe(h, p, local_address) for h, p in targets))
+        results = await asyncio.gather(
+            *(_probe(h, p, local_address, transport_factory) for h, p in targets)
+        )
         failures = [r for r in results if isinstance(r, str)]
         reached = [r for r in results if not isinstance(r, str)]
         if not reached:
@@ -189,7 +234,7 @@ async def connect(
         # Any node of the cluster may answer on the address: the chain to the pinned CA is
         # what proves it, not the name in its certificate.
         verified.check_hostname = False
-        transport = httpx.AsyncHTTPTransport(verify=verified, local_address=local_address)
+        transport = transport_factory(verified, local_address)
         client = httpx.AsyncClient(transport=transport, timeout=REQUEST_TIMEOUT)
         return MemberLink(url=url, ca_pem=ca_pem, fingerprint=fingerprint, client=client)
     listed = "; ".join(failures)
@@ -199,26 +244,13 @@ async def connect(
     )
 
 
-FAILURES_BY_CODE: dict[str, type[BootstrapFailure]] = {}
-
-
 def failure_from_answer(response: httpx.Response) -> BootstrapFailure:
     """The member's refusal as the same bootstrap failure (code, message, details)."""
-    if not FAILURES_BY_CODE:
-        stack: list[type[BootstrapFailure]] = [BootstrapFailure]
-        while stack:
-            cls = stack.pop()
-            stack.extend(cls.__subclasses__())
-            FAILURES_BY_CODE.setdefault(cls.error_code, cls)
     try:
-        body = response.json()
-        code = str(body.get("error_code", "internal_error"))
-        details = dict(body.get("error_details") or {})
-        message = str(details.pop("message", body.get("description", "")))
-    except (ValueError, AttributeError):
+        refusal = JoinRefusal.model_validate_json(response.content)
+    except ValidationError:
         return ConnectError(f"the member answered HTTP {response.status_code} without details")
-    details.pop("retryable", None)
-    failure_class = FAILURES_BY_CODE.get(code, BootstrapFailure)
     if response.status_code == 503:
-        return ConnectError(f"the member cannot admit nodes right now: {message}")
-    return failure_class(message, **details)
+        failure = refusal.to_failure()
+        return ConnectError(f"the member cannot admit nodes right now: {failure.message}")
+    return refusal.to_failure()

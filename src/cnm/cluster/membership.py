@@ -1,9 +1,10 @@
 """Admission of a joining node, on the member that the joiner contacted.
 
-The joiner sends its facts (addr, rack, node settings, memory, software version, measured clock
-offset, a CSR and its node key). `admit` checks them in the order an operator would want to fix
-them (license, version, rack, node settings, clock), each failure with its documented error code
-and structured details, then allocates the node's uid and signs its certificate.
+The joiner sends its facts (a `JoinRequest`, cluster/handshake.py: addr, rack, node settings,
+memory, software version, measured clock offset, a CSR and its node key). `admit` checks them in
+the order an operator would want to fix them (license, version, rack, node settings, clock), each
+failure with its documented error code and structured details, then allocates the node's uid and
+signs its certificate (a `JoinGrant`).
 
 Uids come from a counter in the store, advanced in a compare-and-set transaction that also writes
 the node record and the node-key index, so a node is never half-added and a uid is never reused.
@@ -18,18 +19,17 @@ import asyncio
 import logging
 import re
 from datetime import UTC, datetime
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from cnm import SOFTWARE_VERSION
 from cnm.cluster import model
+from cnm.cluster.handshake import JoinGrant, JoinRequest
 from cnm.cluster.license import check_license_for_join
 from cnm.cluster.records import ClusterRecord, NodeKeyIndex, NodeRecord, StoreRole
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.writes import UidClaim, allocate_uid
 from cnm.errors import (
-    BadRequest,
     ConfigError,
     InvalidSchema,
     NodeConfigMismatch,
@@ -38,7 +38,6 @@ from cnm.errors import (
     StoreUnavailable,
     TimeNotSync,
 )
-from cnm.json_body import parse_object
 from cnm.security import pki
 from cnm.store.base import Compare, Get, Put, Store, TxnResult
 
@@ -46,39 +45,6 @@ log = logging.getLogger(__name__)
 
 ALLOCATION_ATTEMPTS = 50
 SETTING_FIELDS = ("socket_dir", "conf_dir", "install_dir", "os_user")
-
-
-class ClockReading(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    offset_ms: float
-    uncertainty_ms: float = Field(ge=0)
-
-
-class JoinRequest(BaseModel):
-    """The joiner's half of the handshake (POST /v1/join/node); cnm-internal."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    node_key: str = Field(min_length=16, max_length=128, pattern=r"^[0-9a-f]+$")
-    addr: str = Field(max_length=64)
-    external_addr: list[str] = Field(default_factory=list, max_length=64)
-    rack_id: str | None = Field(default=None, max_length=63)
-    second_rack_id: str | None = Field(default=None, max_length=63)
-    node_settings: dict[str, str] = Field(default_factory=dict)
-    software_version: str = Field(max_length=64)
-    required_version: str | None = Field(default=None, max_length=64)
-    csr_pem: str = Field(max_length=16384)
-    clock: ClockReading
-    record: dict[str, Any] = Field(default_factory=dict)
-
-
-def parse_join_request(raw: bytes) -> JoinRequest:
-    """The joiner's request; a bad body is a 400 `invalid_schema` like any other route's."""
-    document = parse_object(raw)
-    try:
-        return JoinRequest.model_validate(document)
-    except ValidationError as exc:
-        fields = list(dict.fromkeys(".".join(map(str, e["loc"])) or "body" for e in exc.errors()))
-        raise InvalidSchema(f"invalid join request: {', '.join(fields)}", fields=fields) from None
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -172,7 +138,7 @@ class Admissions:
         self._snapshot = snapshot
         self._lock = asyncio.Lock()
 
-    async def admit(self, request: JoinRequest, *, member_addr: str) -> dict[str, Any]:
+    async def admit(self, request: JoinRequest, *, member_addr: str) -> JoinGrant:
         """Check the joiner, allocate (or find again) its uid and sign its certificate."""
         self._snapshot.require_fresh()
         check_admission(self._snapshot, request, member_addr=member_addr, now=datetime.now(UTC))
@@ -191,15 +157,15 @@ class Admissions:
             request.node_key[:8],
         )
         cluster = self._snapshot.cluster()
-        return {
-            "uid": uid,
-            "cert_pem": certificate.decode(),
-            "ca_pem": ca.cert_pem.decode(),
-            "ca_fingerprint": pki.fingerprint_sha256(ca.cert_pem),
-            "store_endpoints": self.store_endpoints(),
-            "cluster_name": cluster.name if cluster else None,
-            "cluster_uuid": cluster.uuid if cluster else None,
-        }
+        return JoinGrant(
+            uid=uid,
+            cert_pem=certificate.decode(),
+            ca_pem=ca.cert_pem.decode(),
+            ca_fingerprint=pki.fingerprint_sha256(ca.cert_pem),
+            store_endpoints=self.store_endpoints(),
+            cluster_name=cluster.name if cluster else None,
+            cluster_uuid=cluster.uuid if cluster else None,
+        )
 
     def store_endpoints(self) -> list[str]:
         """Client URLs of the store's voters, from the node records."""
@@ -251,5 +217,5 @@ class Admissions:
                 attempts=ALLOCATION_ATTEMPTS,
             )
         except ValidationError:
-            raise BadRequest("invalid join request: record") from None
+            raise InvalidSchema("invalid join request: record", fields=["record"]) from None
         return allocated.uid, allocated.created

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
-import socket
-from collections.abc import Sequence
 
 from cnm.cluster import model
 from cnm.cluster.health import run_node_upkeep
@@ -25,6 +22,7 @@ from cnm.config import NodeConfig
 from cnm.errors import StoreError, StoreUnavailable
 from cnm.node.data_dir import ClusterTls, DataDir, etcd_member_dir
 from cnm.node.local_state import LocalState
+from cnm.store.base import Store
 from cnm.store.etcd import EtcdStore, client_tls_context
 from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess, remove_member_data
 
@@ -53,16 +51,6 @@ def member_spec(config: NodeConfig, local: LocalState, tls: ClusterTls) -> EtcdM
     )
 
 
-def node_cert_sans(addr: str, external: Sequence[str]) -> list[str]:
-    """Names in a node's certificate. etcd checks a peer's certificate IP SANs against the
-    connection's source address, and on a loopback cluster the kernel sources every connection
-    from 127.0.0.1, so a node on a loopback address also carries 127.0.0.1."""
-    sans = [addr, socket.gethostname(), *external]
-    if ipaddress.ip_address(addr).is_loopback:
-        sans.append("127.0.0.1")
-    return list(dict.fromkeys(sans))
-
-
 def open_store(endpoints: tuple[str, ...], tls: ClusterTls) -> EtcdStore:
     context = client_tls_context(str(tls.ca_file), str(tls.cert_file), str(tls.key_file))
     return EtcdStore(endpoints, tls=context, timeout=3.0)
@@ -73,7 +61,7 @@ class ClusterRuntime:
         self,
         config: NodeConfig,
         local: LocalState,
-        store: EtcdStore,
+        store: Store,
         etcd: EtcdProcess | None,
     ) -> None:
         self.config = config
@@ -147,7 +135,9 @@ class ClusterRuntime:
             return
         endpoints = tuple(voter_endpoints(self.snapshot, self.local.node_uid))
         if endpoints and endpoints != self.local.store_endpoints:
-            self.store.set_endpoints(endpoints)
+            # Only an etcd client follows the voters; a memory store (unit tests) has none.
+            if isinstance(self.store, EtcdStore):
+                self.store.set_endpoints(endpoints)
             self.local = self.local.with_changes(store_endpoints=endpoints)
             self.local.save(self.config.data_dir)
             log.info("store endpoints now %s", ", ".join(endpoints))

@@ -14,6 +14,7 @@ import ipaddress
 import os
 import re
 import secrets
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -145,6 +146,16 @@ def _load_ca(ca: CertKey) -> tuple[x509.Certificate, _SigningKey]:
 
 
 # --- certificates -----------------------------------------------------------------------------
+
+
+def node_cert_sans(addr: str, external: Sequence[str]) -> list[str]:
+    """Names in a node's certificate. etcd checks a peer's certificate IP SANs against the
+    connection's source address, and on a loopback cluster the kernel sources every connection
+    from 127.0.0.1, so a node on a loopback address also carries 127.0.0.1."""
+    sans = [addr, socket.gethostname(), *external]
+    if ipaddress.ip_address(addr).is_loopback:
+        sans.append("127.0.0.1")
+    return list(dict.fromkeys(sans))
 
 
 def make_self_signed(common_name: str, sans: Sequence[str], *, days: int = 3650) -> CertKey:

@@ -1,0 +1,140 @@
+"""The join handshake's messages, typed once for both sides (cnm-internal routes /v1/join/*).
+
+The joiner (bootstrap/join.py, bootstrap/member_link.py) builds these and reads the member's
+answers into them; the member (api/join_routes.py, cluster/membership.py) reads the joiner's
+into them and answers with them. Neither side builds or reads the JSON by hand.
+
+The JSON field names are the wire format between cnm versions and never change: a mixed-version
+cluster joins nodes during a rolling upgrade. Models ignore fields they do not know (a newer
+peer may send more) and are frozen. On the wire:
+
+- `GET /v1/join/ca` → `CaAnswer`.
+- `POST /v1/join/time`: `TimeRequest` → `TimeReply` (one NTP-style exchange).
+- `POST /v1/join/node`: `JoinRequest` → 200 `JoinGrant`, or 406 `JoinRefusal`: the bootstrap
+  failure's code with its details under `error_details` (the joiner raises the same failure, so
+  its own status record shows what the member said). Other statuses carry the API's ordinary
+  error body (api/errors.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cnm.errors import BootstrapFailure, InvalidSchema, failure_class
+from cnm.json_body import parse_object
+
+# Peers of other versions may add fields: ignore them rather than refuse the join.
+_WIRE = ConfigDict(extra="ignore", frozen=True)
+
+
+class WireMessage(BaseModel):
+    model_config = _WIRE
+
+    def to_wire(self) -> dict[str, Any]:
+        """The message as the JSON document sent on the wire."""
+        return self.model_dump(mode="json")
+
+
+def _fields(exc: ValidationError) -> list[str]:
+    return list(dict.fromkeys(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()))
+
+
+class CaAnswer(WireMessage):
+    """The cluster CA, public: the joiner checks its fingerprint before sending credentials."""
+
+    ca_pem: str
+    ca_fingerprint: str
+
+
+class TimeRequest(WireMessage):
+    t1: float
+
+
+class TimeReply(WireMessage):
+    """`t1` echoed, `t2` when the member received the request, `t3` when it answered."""
+
+    t1: float
+    t2: float
+    t3: float
+
+
+def parse_time_request(raw: bytes) -> TimeRequest:
+    """A bad body is a 400 `invalid_schema` like any other route's (cnm.json_body)."""
+    value = parse_object(raw).get("t1")
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e15:
+        return TimeRequest(t1=float(value))
+    raise InvalidSchema("t1: expected the sender's clock reading in seconds", fields=["t1"])
+
+
+class ClockReading(WireMessage):
+    offset_ms: float
+    uncertainty_ms: float = Field(ge=0)
+
+
+class JoinRequest(WireMessage):
+    """The joiner's facts, its CSR and its node key (POST /v1/join/node)."""
+
+    node_key: str = Field(min_length=16, max_length=128, pattern=r"^[0-9a-f]+$")
+    addr: str = Field(max_length=64)
+    external_addr: list[str] = Field(default_factory=list, max_length=64)
+    rack_id: str | None = Field(default=None, max_length=63)
+    second_rack_id: str | None = Field(default=None, max_length=63)
+    node_settings: dict[str, str] = Field(default_factory=dict)
+    software_version: str = Field(max_length=64)
+    required_version: str | None = Field(default=None, max_length=64)
+    csr_pem: str = Field(max_length=16384)
+    clock: ClockReading
+    # The joiner's own node record (facts the member does not check), stored at admission.
+    record: dict[str, Any] = Field(default_factory=dict)
+
+
+def parse_join_request(raw: bytes) -> JoinRequest:
+    """A bad body is a 400 `invalid_schema` naming the fields, like any other route's."""
+    document = parse_object(raw)
+    try:
+        return JoinRequest.model_validate(document)
+    except ValidationError as exc:
+        fields = _fields(exc)
+        raise InvalidSchema(f"invalid join request: {', '.join(fields)}", fields=fields) from None
+
+
+class JoinGrant(WireMessage):
+    """The member's admission: the node's uid, its certificate and where the store is."""
+
+    uid: int
+    cert_pem: str
+    ca_pem: str
+    ca_fingerprint: str
+    store_endpoints: list[str]
+    cluster_name: str | None
+    cluster_uuid: str | None
+
+
+class JoinRefusal(WireMessage):
+    """The member's refusal of an admission: a bootstrap failure, carried across. Any other
+    error body of the API (`{description, error_code, ...}`) reads as one too, with no
+    `error_details`."""
+
+    # Defaults: an answer of an unexpected kind still becomes a (generic) failure.
+    description: str = ""
+    error_code: str = "internal_error"
+    # The failure's `error_details()`: its message and structured details.
+    error_details: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_failure(cls, failure: BootstrapFailure) -> JoinRefusal:
+        return cls(
+            description=failure.message,
+            error_code=failure.error_code,
+            error_details=failure.error_details(),
+        )
+
+    def to_failure(self) -> BootstrapFailure:
+        """The same failure on the joiner: class from the error registry, message, details."""
+        details = dict(self.error_details)
+        message = str(details.pop("message", self.description))
+        # The joiner's own status record decides retryability from the failure's class.
+        details.pop("retryable", None)
+        return failure_class(self.error_code)(message, **details)

@@ -1,0 +1,157 @@
+"""A one-node cluster on a memory store, served by an in-process ASGI node, for fast join tests.
+
+`member_node` writes the records a create_cluster writes (cluster, node 1, counters, the admin
+user, a license, the CA) into a `MemoryStore`, and gives an api_node `Node` a `ClusterRuntime`
+on that store, as a completed bootstrap would. `wiring_to(member)` is the `JoinWiring` of a
+joiner that reaches that member's app in-process (no sockets, no TLS) and joins the same store.
+`transport` lets a test put a transport of its own between the two (e.g. a skewed clock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cnm.bootstrap.join import JoinWiring
+from cnm.bootstrap.node_setup import node_settings
+from cnm.clock import utc_now
+from cnm.cluster import model, records
+from cnm.cluster.runtime import ClusterRuntime, ClusterTls
+from cnm.node.local_state import LocalState
+from cnm.security import pki
+from cnm.security.passwords import hash_password
+from cnm.store.base import Store
+from cnm.store.memory import MemoryStore
+from harness.api_node import Node, node_config, running_node
+from harness.bodies import ADMIN
+
+MEMBER_ADDR = "127.0.0.2"
+
+
+def _encode(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+@functools.cache
+def admin_hash() -> str:
+    # Hashing costs ~0.4 s of CPU; every member of a test run can share the one hash.
+    return hash_password(ADMIN[1])
+
+
+@dataclass
+class Member:
+    node: Node
+    store: MemoryStore
+
+    @property
+    def addr(self) -> str:
+        return self.node.config.addr
+
+
+async def seed_cluster(
+    store: MemoryStore,
+    member: Node,
+    *,
+    rack_aware: bool = False,
+    license: records.LicenseRecord | dict[str, Any] | None = None,
+) -> LocalState:
+    """The records of a fresh one-node cluster whose node 1 is `member`."""
+    config = member.config
+    now = utc_now()
+    ca = pki.make_ca("inprocess.example.com")
+    cluster_uuid = str(uuid.uuid4())
+    settings = node_settings(config)
+    cluster = records.cluster_record(
+        name="inprocess.example.com",
+        uuid=cluster_uuid,
+        created=now,
+        rack_aware=rack_aware,
+        policy={"rack_aware": rack_aware},
+        wait_command=False,
+        http_port=config.http_port,
+        https_port=config.https_port,
+        node_settings=settings,
+        ca_fingerprint=pki.fingerprint_sha256(ca.cert_pem),
+    )
+    node = {
+        "uid": 1,
+        "addr": config.addr,
+        "rack_id": "rack-a" if rack_aware else "",
+        "node_settings": settings,
+        "store_role": "voter",
+        "store_client_url": f"https://{config.addr}:{config.etcd_client_port}",
+    }
+    documents: dict[str, Any] = {
+        model.CLUSTER_KEY: cluster,
+        model.node_key(1): node,
+        model.NODE_UID_COUNTER: {"last": 1},
+        model.user_key(1): records.admin_user_record(
+            email=ADMIN[0], password_hash=admin_hash(), created=now
+        ),
+        model.login_key(ADMIN[0]): {"uid": 1},
+        model.USER_UID_COUNTER: {"last": 1},
+        model.LICENSE_KEY: license
+        or records.trial_license(cluster_name="inprocess.example.com", activated=now),
+        model.CA_KEY: {"cert_pem": ca.cert_pem.decode(), "key_pem": ca.key_pem.decode()},
+    }
+    for key, record in documents.items():
+        raw = record.encode() if isinstance(record, records.Record) else _encode(record)
+        await store.put(key, raw)
+    return LocalState(
+        cluster_uuid=cluster_uuid,
+        cluster_name="inprocess.example.com",
+        node_uid=1,
+        store_endpoints=(str(node["store_client_url"]),),
+        runs_store_member=False,
+        member_name="node-1",
+        initial_cluster="",
+        initial_cluster_state="existing",
+        cluster_token=cluster_uuid,
+        persistent_path=str(config.persistent_path),
+        ephemeral_path=str(config.ephemeral_path),
+        bigstore_path=str(config.bigstore_path),
+        ccs_persistent_path=str(config.persistent_path / "ccs"),
+    )
+
+
+@contextlib.asynccontextmanager
+async def member_node(tmp_path: Path, **cluster: Any) -> AsyncIterator[Member]:
+    """A member of a one-node cluster on a memory store (`cluster`: `seed_cluster` options)."""
+    directory = tmp_path / "member"
+    directory.mkdir()
+    store = MemoryStore()
+    async with running_node(node_config(directory, addr=MEMBER_ADDR)) as node:
+        local = await seed_cluster(store, node, **cluster)
+        runtime = ClusterRuntime(node.config, local, store, None)
+        await runtime.load()
+        node.manager.runtime = runtime
+        yield Member(node, store)
+
+
+TransportWrapper = Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport]
+
+
+def wiring_to(member: Member, transport: TransportWrapper | None = None) -> JoinWiring:
+    """A joiner's wiring that reaches `member`'s app in-process and joins its memory store."""
+
+    def make_transport(
+        verify: ssl.SSLContext, local_address: str | None
+    ) -> httpx.AsyncBaseTransport:
+        del verify, local_address  # in-process: no TLS, no source address
+        inner = httpx.ASGITransport(app=member.node.app)
+        return transport(inner) if transport else inner
+
+    def open_store(endpoints: tuple[str, ...], tls: ClusterTls) -> Store:
+        del endpoints, tls
+        return member.store
+
+    return JoinWiring(transport=make_transport, open_store=open_store)
