@@ -66,10 +66,9 @@ import httpx
 
 from cnm.cluster import model
 from cnm.cluster.runtime import ClusterTls, node_cert_sans, open_store
-from cnm.cluster.voters import UNHEALTHY
 from cnm.errors import StoreError
 from cnm.security import pki
-from cnm.store.base import Compare, Get, Put
+from cnm.store.base import Compare, Get, MembershipChangeRefused, Put
 from cnm.store.etcd import EtcdStore
 from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess
 from common import (
@@ -902,8 +901,8 @@ async def _raw_voters(addrs: list[str], directory: Path, timeout: float) -> Vote
                 try:
                     added = await store.member_add([spec.peer_url], learner=True)
                     break
-                except StoreError as exc:
-                    if UNHEALTHY not in exc.message or now() > deadline:
+                except MembershipChangeRefused as exc:
+                    if not exc.transient or now() > deadline:
                         raise RunFailed(f"member_add of member {number}: {exc.message}") from None
                     if refused_since is None:
                         refused_since = attempt

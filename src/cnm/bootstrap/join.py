@@ -28,7 +28,13 @@ from cnm.bootstrap.create import (
 from cnm.bootstrap.member_link import connect, failure_from_answer
 from cnm.bootstrap.schema import BootstrapRequest
 from cnm.cluster import model
-from cnm.cluster.runtime import ClusterRuntime, ClusterTls, node_cert_sans, open_store
+from cnm.cluster.runtime import (
+    ETCD_BACKEND,
+    ClusterRuntime,
+    ClusterTls,
+    StoreBackend,
+    node_cert_sans,
+)
 from cnm.cluster.writes import update_record
 from cnm.config import NodeConfig
 from cnm.errors import ConfigError
@@ -65,7 +71,11 @@ def check_join_request(config: NodeConfig, req: BootstrapRequest) -> None:
 
 
 async def join_cluster(
-    config: NodeConfig, req: BootstrapRequest, progress: Progress
+    config: NodeConfig,
+    req: BootstrapRequest,
+    progress: Progress,
+    *,
+    backend: StoreBackend = ETCD_BACKEND,
 ) -> ClusterRuntime:
     check_join_request(config, req)
     paths = storage_paths(config, req)
@@ -143,11 +153,11 @@ async def join_cluster(
         bigstore_path=paths.bigstore_path,
         ccs_persistent_path=paths.ccs_persistent_path,
     )
-    store = open_store(local.store_endpoints, tls)
+    store = backend.open_store(local.store_endpoints, tls)
     try:
         await update_record(store, model.node_key(uid), partial(_complete_record, uid, record))
         local.save(config.data_dir)
-        runtime = ClusterRuntime(config, local, store, None)
+        runtime = ClusterRuntime(config, local, store, None, backend=backend)
         await runtime.load()
     except BaseException:
         await store.close()

@@ -26,7 +26,7 @@ from cnm.bootstrap.join import check_join_request, join_cluster
 from cnm.bootstrap.schema import BootstrapRequest, parse_bootstrap_body
 from cnm.bootstrap.status import BootstrapState, BootstrapStatus
 from cnm.bootstrap.validation import ACTIONS, check_request
-from cnm.cluster.runtime import ClusterRuntime
+from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend
 from cnm.config import NodeConfig
 from cnm.errors import (
     AlreadyBootstrapped,
@@ -47,8 +47,16 @@ OnCompleted = Callable[[ClusterRuntime, tuple[str, str] | None], Awaitable[None]
 
 
 class BootstrapManager:
-    def __init__(self, config: NodeConfig, *, spawn: Spawn, on_completed: OnCompleted) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        spawn: Spawn,
+        on_completed: OnCompleted,
+        backend: StoreBackend = ETCD_BACKEND,
+    ) -> None:
         self.config = config
+        self.backend = backend
         self._spawn = spawn
         self._on_completed = on_completed
         self.status = BootstrapStatus.load(config.data_dir)
@@ -113,7 +121,7 @@ class BootstrapManager:
         return f"waiting for a bootstrap request (state {state.value})"
 
     async def _resume(self, local: LocalState) -> None:
-        runtime = await ClusterRuntime.resume(self.config, local)
+        runtime = await ClusterRuntime.resume(self.config, local, backend=self.backend)
         self.runtime = runtime
         await self._on_completed(runtime, None)
 
@@ -178,9 +186,9 @@ class BootstrapManager:
         try:
             check_request(request, action)
             if action == "create_cluster":
-                runtime = await create_cluster(self.config, request, self)
+                runtime = await create_cluster(self.config, request, self, backend=self.backend)
             elif action == "join_cluster":
-                runtime = await join_cluster(self.config, request, self)
+                runtime = await join_cluster(self.config, request, self, backend=self.backend)
             else:
                 raise _not_available(action)
             self.runtime = runtime

@@ -28,14 +28,13 @@ from cnm.cluster import model
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.writes import update_record
 from cnm.errors import CnmError, StoreError
-from cnm.store.base import Member, Store
+from cnm.store.base import Member, MembershipChangeRefused, Store
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STORE_VOTERS = 5
 LOCK_TTL = 15
 PROMOTE_TIMEOUT = 60.0
-UNHEALTHY = "unhealthy cluster"
 
 
 def target_voters(node_count: int, store_voters: int) -> int:
@@ -137,7 +136,7 @@ class VoterManager:
                     continue
                 pause = 0.2  # another node holds the lock: its change ends soon
             except CnmError as exc:
-                if UNHEALTHY in exc.message:
+                if isinstance(exc, MembershipChangeRefused) and exc.transient:
                     # etcd admits a change only once every voter has been connected for 5 s
                     # after the previous one: wait at its pace, not with a growing backoff.
                     log.info("store not ready for another member yet (%s); waiting", exc.message)

@@ -25,7 +25,7 @@ from typing import Literal
 
 from cnm.config import url_host
 from cnm.errors import StoreError, StoreUnavailable
-from cnm.store.etcd import EtcdStore
+from cnm.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _death_signal_wrapper() -> tuple[list[str], Callable[[], None] | None]:
 
 
 class EtcdProcess:
-    """One etcd child process. Not restartable: make a new one to start again."""
+    """One etcd child process, the etcd `StoreMember`. Not restartable: `again()` makes the next."""
 
     def __init__(self, binary: str, spec: EtcdMemberSpec) -> None:
         self.binary = binary
@@ -138,7 +138,10 @@ class EtcdProcess:
             )
         log.info("etcd member %s started, pid %s", self.spec.name, self._process.pid)
 
-    async def wait_ready(self, store: EtcdStore, *, timeout: float = 15.0) -> None:
+    def again(self) -> EtcdProcess:
+        return EtcdProcess(self.binary, self.spec)
+
+    async def wait_ready(self, store: Store, *, timeout: float = 15.0) -> None:
         """Poll until the member serves linearizable reads (it has a leader). Raises
         `StoreError` when etcd exits first, with the end of its log."""
         deadline = time.monotonic() + timeout
