@@ -38,6 +38,7 @@ from cnm.cluster.runtime import (
 from cnm.cluster.writes import update_record
 from cnm.config import NodeConfig
 from cnm.errors import ConfigError
+from cnm.logs import event
 from cnm.node.local_state import LocalState, atomic_write_bytes
 from cnm.security import pki
 
@@ -98,6 +99,7 @@ async def join_cluster(
                 "cluster.ca_fingerprint)",
                 link.url,
                 link.fingerprint,
+                extra=event("ca_trusted", member=link.url, fingerprint=link.fingerprint),
             )
         progress.note(ca_fingerprint=link.fingerprint, member=link.url)
 
@@ -162,7 +164,13 @@ async def join_cluster(
     except BaseException:
         await store.close()
         raise
-    log.info("joined cluster %s as node %d through %s", local.cluster_name, uid, link.url)
+    log.info(
+        "joined cluster %s as node %d through %s",
+        local.cluster_name,
+        uid,
+        link.url,
+        extra=event("joined", uid=uid, member=link.url),
+    )
     return runtime
 
 

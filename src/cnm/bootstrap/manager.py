@@ -37,6 +37,7 @@ from cnm.errors import (
     ConfigError,
     NotFound,
 )
+from cnm.logs import event
 from cnm.node.local_state import LocalState
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,14 @@ class BootstrapManager:
     def _set(self, status: BootstrapStatus) -> None:
         status.save(self.config.data_dir)
         if status.state is not self.status.state:
-            log.info("bootstrap state %s -> %s", self.status.state, status.state)
+            log.info(
+                "bootstrap state %s -> %s",
+                self.status.state,
+                status.state,
+                extra=event(
+                    "bootstrap_state", previous=str(self.status.state), state=str(status.state)
+                ),
+            )
         self.status = status
 
     # --- restart ------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from cnm.errors import (
     StoreUnavailable,
     TimeNotSync,
 )
+from cnm.logs import event
 from cnm.security import pki
 from cnm.store.base import Compare, Get, Put, Store
 
@@ -185,6 +186,7 @@ class Admissions:
             uid,
             request.addr,
             request.node_key[:8],
+            extra=event("node_admitted", uid=uid, addr=request.addr, created=created),
         )
         return {
             "uid": uid,

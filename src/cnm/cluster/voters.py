@@ -28,6 +28,7 @@ from cnm.cluster import model
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.writes import update_record
 from cnm.errors import CnmError, StoreError
+from cnm.logs import event
 from cnm.store.base import Member, MembershipChangeRefused, Store
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,11 @@ class VoterManager:
                 if isinstance(exc, MembershipChangeRefused) and exc.transient:
                     # etcd admits a change only once every voter has been connected for 5 s
                     # after the previous one: wait at its pace, not with a growing backoff.
-                    log.info("store not ready for another member yet (%s); waiting", exc.message)
+                    log.info(
+                        "store not ready for another member yet (%s); waiting",
+                        exc.message,
+                        extra=event("store_change_deferred"),
+                    )
                     pause = 0.5
                 else:
                     log.warning("becoming a store voter failed: %s; retrying", exc.message)
@@ -173,9 +178,11 @@ class VoterManager:
             await self._start_member(self._initial_cluster(members), fresh)
             await self._promote(member)
             await self._set_role("voter")
+            seconds = time.monotonic() - started
             log.info(
                 "became a store voter (learner add, start, promote) in %.2f s",
-                time.monotonic() - started,
+                seconds,
+                extra=event("store_voter", seconds=round(seconds, 3)),
             )
             return True
         except BaseException:

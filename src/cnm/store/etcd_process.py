@@ -25,6 +25,7 @@ from typing import Literal
 
 from cnm.config import url_host
 from cnm.errors import StoreError, StoreUnavailable
+from cnm.logs import event
 from cnm.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,12 @@ class EtcdProcess:
                 preexec_fn=preexec,
                 start_new_session=True,  # a Ctrl-C to the agent's group must not kill etcd first
             )
-        log.info("etcd member %s started, pid %s", self.spec.name, self._process.pid)
+        log.info(
+            "etcd member %s started, pid %s",
+            self.spec.name,
+            self._process.pid,
+            extra=event("store_member_started", name=self.spec.name, pid=self._process.pid),
+        )
 
     def again(self) -> EtcdProcess:
         return EtcdProcess(self.binary, self.spec)
