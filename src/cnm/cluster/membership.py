@@ -37,7 +37,8 @@ from cnm.errors import (
 )
 from cnm.logs import event
 from cnm.security import pki
-from cnm.store.base import Compare, Get, Put, Store
+from cnm.store.base import Put, Store
+from cnm.store.recipes import allocate_uid
 
 log = logging.getLogger(__name__)
 
@@ -207,19 +208,8 @@ class Admissions:
         ]
 
     async def _allocate(self, request: JoinRequest) -> tuple[int, bool]:
-        index_key = model.node_key_index(request.node_key)
-        for _ in range(ALLOCATION_ATTEMPTS):
-            found = await self._store.txn(
-                [Compare.exists(index_key)],
-                [Get(index_key)],
-                [Get(model.NODE_UID_COUNTER)],
-            )
-            if found.succeeded:
-                return int(model.decode(found.reads[0][0].value)["uid"]), False
-            counter = found.reads[0][0] if found.reads and found.reads[0] else None
-            last = int(model.decode(counter.value)["last"]) if counter else 0
-            uid = last + 1
-            record = {
+        def record(uid: int) -> list[Put]:
+            document = {
                 **request.record,
                 "uid": uid,
                 "addr": request.addr,
@@ -231,22 +221,14 @@ class Admissions:
                 "store_role": "client",
                 "joining": True,
             }
-            guard = (
-                Compare.mod(model.NODE_UID_COUNTER, "=", counter.mod_revision)
-                if counter
-                else Compare.absent(model.NODE_UID_COUNTER)
-            )
-            result = await self._store.txn(
-                [guard, Compare.absent(index_key)],
-                [
-                    Put(model.NODE_UID_COUNTER, model.encode({"last": uid})),
-                    Put(index_key, model.encode({"uid": uid})),
-                    Put(model.node_key(uid), model.encode(record)),
-                ],
-            )
-            if result.succeeded:
-                return uid, True
-        raise StoreUnavailable(
-            f"could not allocate a node uid after {ALLOCATION_ATTEMPTS} attempts under "
-            "contention; retry the join"
+            return [Put(model.node_key(uid), model.encode(document))]
+
+        return await allocate_uid(
+            self._store,
+            counter_key=model.NODE_UID_COUNTER,
+            index_key=model.node_key_index(request.node_key),
+            puts=record,
+            attempts=ALLOCATION_ATTEMPTS,
+            what="node uid",
+            then="retry the join",
         )

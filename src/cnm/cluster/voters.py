@@ -27,9 +27,10 @@ from typing import Any
 from cnm.cluster import model
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.writes import update_record
-from cnm.errors import CnmError, StoreError
+from cnm.errors import CnmError
 from cnm.logs import event
 from cnm.store.base import Member, MembershipChangeRefused, Store
+from cnm.store.recipes import add_learner, initial_cluster, promote_learner
 
 log = logging.getLogger(__name__)
 
@@ -204,36 +205,10 @@ class VoterManager:
                 await self._store.lease_keepalive(lease)
 
     async def _add_learner(self) -> tuple[Member, bool]:
-        members = await self._store.member_list()
-        for member in members:
-            if self._peer_url in member.peer_urls:
-                return member, False  # added by an earlier attempt of this node
-        for member in members:
-            if member.is_learner:
-                log.warning(
-                    "removing learner %s left by a node that died while becoming a voter",
-                    member.peer_urls,
-                )
-                await self._store.member_remove(member.id)
-        added = await self._store.member_add([self._peer_url], learner=True)
-        return added[0], True
+        return await add_learner(self._store, self._peer_url)
 
     def _initial_cluster(self, members: list[Member]) -> str:
-        parts = []
-        for member in members:
-            name = self._member_name if self._peer_url in member.peer_urls else member.name
-            if name and member.peer_urls:
-                parts.append(f"{name}={member.peer_urls[0]}")
-        return ",".join(parts)
+        return initial_cluster(members, peer_url=self._peer_url, name=self._member_name)
 
     async def _promote(self, member: Member) -> None:
-        if not member.is_learner:
-            return
-        deadline = time.monotonic() + PROMOTE_TIMEOUT
-        while not await self._store.member_promote(member.id):
-            if time.monotonic() > deadline:
-                raise StoreError(
-                    f"the store learner {self._peer_url} did not catch up within "
-                    f"{PROMOTE_TIMEOUT:.0f} s"
-                )
-            await asyncio.sleep(0.05)
+        await promote_learner(self._store, member, timeout=PROMOTE_TIMEOUT)
