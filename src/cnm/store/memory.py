@@ -40,6 +40,8 @@ class MemoryStore(Store):
         self._history: list[WatchEvent] = []
         self._changed = asyncio.Condition()
         self._members: dict[int, Member] = {1: Member(1, "memory", (), (), False)}
+        # What `set_endpoints` was last told: there is nowhere to connect, tests look at it.
+        self.endpoints: list[str] = []
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -222,6 +224,10 @@ class MemoryStore(Store):
 
     async def member_remove(self, member_id: int) -> None:
         self._members.pop(member_id, None)
+
+    def set_endpoints(self, endpoints: Sequence[str]) -> None:
+        if endpoints:
+            self.endpoints = list(endpoints)
 
     async def close(self) -> None:
         return None
