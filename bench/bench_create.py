@@ -13,10 +13,11 @@ the machine hit both series):
   setpriv, the `EtcdMemberSpec` heartbeat/election defaults), a fresh cluster CA and node
   certificate from `cnm.security.pki` (mutual TLS for clients and peers), on its own address;
   the clock runs from spawning the process until the first linearizable read through cnm's
-  `EtcdStore` succeeds, polling every POLL_INTERVAL.
+  `EtcdStore` succeeds, waited for with cnm's own `EtcdProcess.wait_ready` (it polls every
+  10 ms, the POLL_INTERVAL).
 
 Alongside, it reconstructs from outside where cnm's time goes: the phase transitions seen by the
-polls, and the millisecond timestamps of the agent's JSON log and of etcd's log.
+polls, and the millisecond timestamps of the agent's JSON log events and of etcd's log.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 
 import httpx
 
+from agent_logs import bootstrap_state, etcd_log_times, event_times, is_event
 from cnm.cluster.runtime import open_store
 from cnm.errors import StoreError, StoreUnavailable
 from cnm.security import pki
@@ -51,7 +53,6 @@ from common import (
     claimed_addresses,
     etcd_missing,
     finish,
-    log_times,
     machine_info,
     machine_line,
     member_spec,
@@ -67,7 +68,6 @@ from common import (
 ADMIN = ("admin@example.com", "bench-pass-1")
 POLL_INTERVAL = 0.010
 TARGET_SECONDS = 1.0
-PROBE_KEY = "/cnm/ready-probe"  # what EtcdProcess.wait_ready reads
 
 CREATE_BODY = {
     "action": "create_cluster",
@@ -75,13 +75,13 @@ CREATE_BODY = {
     "credentials": {"username": ADMIN[0], "password": ADMIN[1]},
 }
 
-# Agent log messages (JSON log format, millisecond timestamps) that mark the steps of create.
+# Agent log events (JSON log format, millisecond timestamps) that mark the steps of create.
 LOG_EVENTS = {
-    "accepted": "bootstrap state idle -> initiated",
-    "certificates": "bootstrap state initiated -> creating_cluster",
-    "etcd_spawned": "etcd member node-1 started",
-    "https_switched": "HTTPS certificate switched",
-    "completed_log": "bootstrap state creating_cluster -> completed",
+    "accepted": bootstrap_state("initiated"),
+    "certificates": bootstrap_state("creating_cluster"),
+    "etcd_spawned": is_event("store_member_started"),
+    "https_switched": is_event("https_switched"),
+    "completed_log": bootstrap_state("completed"),
 }
 # etcd 3.4 logs a warning for each request through its JSON gateway made with a client
 # certificate: the first one is cnm's first read that etcd answered (the end of phase `store`).
@@ -127,10 +127,10 @@ def run_cnm(factory: AgentFactory, name: str, timeout: float) -> CnmRun:
     if agent.etcd_pids():
         raise RunFailed("agent exited but its etcd is still running")
 
-    for event, stamp in log_times(agent.log_file, "time", LOG_EVENTS).items():
+    for event, stamp in event_times(agent.log_file, LOG_EVENTS).items():
         events[event] = stamp - wall_start
     etcd_log = agent.layout.etcd_log
-    ready = log_times(etcd_log, "ts", {"etcd_ready": ETCD_FIRST_REQUEST})
+    ready = etcd_log_times(etcd_log, {"etcd_ready": ETCD_FIRST_REQUEST})
     if "etcd_ready" in ready:
         events["etcd_ready"] = ready["etcd_ready"] - wall_start
     elif "poll_records" in events:  # another etcd version: the poll's view, 10 ms coarse
@@ -198,22 +198,13 @@ async def _bare_etcd(addr: str, directory: Path, timeout: float) -> float:
         start = now()
         await etcd.start()
         # etcd 3.4 accepts connections before it has a leader and answers them once it has one,
-        # so a read usually waits inside the request rather than in this loop.
-        async with asyncio.timeout(timeout):
-            while True:
-                try:
-                    await store.get(PROBE_KEY)
-                    return now() - start
-                except StoreUnavailable:
-                    if not etcd.running:
-                        raise RunFailed(
-                            f"etcd exited with {etcd.returncode()}: {etcd.log_tail()}"
-                        ) from None
-                except StoreError as exc:
-                    raise RunFailed(f"etcd refused the first read: {exc}") from None
-                await asyncio.sleep(POLL_INTERVAL)
-    except TimeoutError:
+        # so a read usually waits inside the request rather than in wait_ready's loop.
+        await etcd.wait_ready(store, timeout=timeout)
+        return now() - start
+    except StoreUnavailable:
         raise RunFailed(f"etcd not serving within {timeout:g} s: {etcd.log_tail()}") from None
+    except StoreError as exc:
+        raise RunFailed(f"etcd did not serve: {exc.message}") from None
     finally:
         await store.close()
         await etcd.stop()

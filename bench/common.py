@@ -1,9 +1,10 @@
 """Shared helpers of the benchmarks: agents on loopback, timing, statistics, tables, JSON.
 
-Agents are started with the test harness (`tests/harness`), so a benchmark runs the product the
-way the cluster tests do: a real `cnm node run` subprocess on its own claimed 127.x.y.z address
-(lock files shared with pytest, so a benchmark beside a test run never collides), fresh data
-directory each time. All traffic stays on loopback.
+Agents are started with the test harness (`tests/harness`, installed with cnm as the package
+`harness`), so a benchmark runs the product the way the cluster tests do: a real `cnm node run`
+subprocess on its own claimed 127.x.y.z address (lock files shared with pytest, so a benchmark
+beside a test run never collides), fresh data directory each time. All traffic stays on
+loopback.
 
 Results are plain numbers in seconds; `Stats` summarises a list of them, `table()` prints rows
 with fixed-width columns, and `write_json()` stores a run for later comparison. Each benchmark
@@ -29,15 +30,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from cnm.cluster.runtime import ClusterTls
+from cnm.node.data_dir import ClusterTls
 from cnm.security import pki
 from cnm.store.etcd_process import EtcdMemberSpec
+from harness.addresses import claim_address, release_address
+from harness.agents import Agent, AgentFactory, basic, etcd_pids_under
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from harness.addresses import claim_address, release_address  # noqa: E402
-from harness.agents import Agent, AgentFactory, basic, etcd_pids_under  # noqa: E402
 
 __all__ = [
     "BREAKDOWN_HEADERS",
@@ -56,7 +55,6 @@ __all__ = [
     "etcd_pids_under",
     "etcd_version",
     "finish",
-    "log_times",
     "machine_busy_seconds",
     "machine_info",
     "machine_line",
@@ -332,27 +330,6 @@ def start_agents(agents: Sequence[Agent], *, batch: int = 6, timeout: float = 30
             agent.start(wait=False)
         for agent in group:
             agent.wait_serving(timeout=timeout)
-
-
-def log_times(path: Path, key: str, markers: dict[str, str]) -> dict[str, float]:
-    """Wall-clock time (epoch seconds) of the first JSON log line containing each marker; `key`
-    names the timestamp field (`time` in the agent's `--log-format json`, `ts` in etcd's)."""
-    found: dict[str, float] = {}
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return found
-    for line in lines:
-        try:
-            record = json.loads(line)
-            stamp = datetime.datetime.fromisoformat(record[key]).timestamp()
-        except (ValueError, KeyError, TypeError):
-            continue
-        text = json.dumps(record, ensure_ascii=False)
-        for name, marker in markers.items():
-            if name not in found and marker in text:
-                found[name] = stamp
-    return found
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -22,7 +22,7 @@ from cnm.clock import utc_now
 from cnm.cluster import model
 from cnm.cluster.handshake import JoinGrant, JoinRefusal, JoinRequest, TimeReply, WireMessage
 from cnm.cluster.records import NodeRecord, StoreRole, trial_license
-from harness.api_node import node_config, running_node
+from harness.api_node import memory_backend, node_config, running_node
 from harness.bodies import ADMIN, join_body
 from harness.inprocess import MEMBER_ADDR, Member, TransportWrapper, member_node, wiring_to
 
@@ -123,7 +123,9 @@ async def join(
     directory.mkdir()
     request = join_body([MEMBER_ADDR], **body)
     joiner_config = node_config(directory, **(config or {}))
-    async with running_node(joiner_config, join_wiring=wiring_to(member, transport)) as joiner:
+    wiring = wiring_to(member, transport)
+    backend = memory_backend(member.store)
+    async with running_node(joiner_config, join_wiring=wiring, backend=backend) as joiner:
         response = await joiner.client.post("/v1/bootstrap/join_cluster", json=request)
         assert response.status_code == 200, response.text
         return await joiner.wait_state("completed", "error", auth=ADMIN)

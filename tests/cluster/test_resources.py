@@ -1,4 +1,6 @@
-"""The cluster resources on a real agent with real etcd: shapes, permissions, users, tokens.
+"""The cluster resources on a real agent with real etcd: shapes, a user's life, another node's
+view, a lost store. The API's logic after bootstrap (permissions, settings, bad bodies, tokens)
+is tested on the in-memory store in tests/api/test_cluster_resources.py.
 
 One cluster is created for the module and shared by its tests (each test leaves it as it found
 it); the tests that need to break something start agents of their own.
@@ -7,7 +9,6 @@ it); the tests that need to break something start agents of their own.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import signal
@@ -98,12 +99,6 @@ def token(agent: Agent, auth: tuple[str, str], **body: Any) -> str:
     return str(response.json()["access_token"])
 
 
-def claims(jwt: str) -> dict[str, Any]:
-    payload = jwt.split(".")[1]
-    document: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * 4))
-    return document
-
-
 def compact(response: httpx.Response) -> Any:
     """The body, checked to be compact JSON with sorted keys."""
     assert response.headers["content-type"] == "application/json"
@@ -172,90 +167,6 @@ def test_shapes_follow_the_contract(node: Agent, people: dict[str, tuple[str, st
     assert admin["status"] == "active"
 
 
-# --- permissions ----------------------------------------------------------------------------------
-
-EVERY = set(ROLES)
-TABLE: list[tuple[str, str, Any, set[str], int]] = [
-    # method, path, body, roles allowed, status for them
-    ("GET", "/v1/cluster", None, EVERY, 200),
-    ("GET", "/v1/cluster/policy", None, EVERY, 200),
-    ("PUT", "/v1/cluster", {}, {"admin"}, 200),
-    ("PUT", "/v1/cluster/policy", {}, {"admin"}, 200),
-    ("GET", "/v1/cluster/check", None, {"admin", "cluster_member", "cluster_viewer"}, 200),
-    ("GET", "/v1/nodes", None, EVERY, 200),
-    ("GET", "/v1/nodes/1", None, EVERY, 200),
-    ("GET", "/v1/nodes/status", None, EVERY, 200),
-    ("GET", "/v1/license", None, EVERY, 200),
-    ("PUT", "/v1/license", {"license": "not a license"}, {"admin", "user_manager"}, 400),
-    ("GET", "/v1/users", None, {"admin", "user_manager"}, 200),
-    ("POST", "/v1/users", {"email": "x"}, {"admin", "user_manager"}, 400),
-    ("GET", "/v1/users/1", None, {"admin", "user_manager"}, 200),
-    ("PUT", "/v1/users/999", {}, {"admin", "user_manager"}, 404),
-    ("DELETE", "/v1/users/999", None, {"admin", "user_manager"}, 404),
-    ("GET", "/v1/users/999", None, {"admin", "user_manager"}, 404),
-    ("POST", "/v1/users/authorize", None, {*ALL_ROLES}, 200),
-    ("POST", "/v1/users/refresh_jwt", None, {*ALL_ROLES}, 200),
-    ("GET", "/v1/bootstrap", None, {*ALL_ROLES}, 200),
-]
-
-
-def test_role_route_table(node: Agent, people: dict[str, tuple[str, str, int]]) -> None:
-    mismatches = []
-    tokens = {role: token(node, people[role][:2]) for role in ALL_ROLES}
-    for method, path, body, allowed, status in TABLE:
-        for credentials in ("nobody", "wrong-password", "bad-token"):
-            auth: Any = {
-                "nobody": None,
-                "wrong-password": (ADMIN[0], "wrong"),
-                "bad-token": tokens["admin"][:-3] + "abc",
-            }[credentials]
-            response = call(node, method, path, auth, body)
-            if response.status_code != 401:
-                mismatches.append(f"{method} {path} {credentials}: {response.status_code}")
-            elif compact(response)["error_code"] != "unauthorized":
-                mismatches.append(f"{method} {path} {credentials}: {response.text}")
-        for role in ALL_ROLES:
-            for kind, auth in (("basic", people[role][:2]), ("jwt", tokens[role])):
-                response = call(node, method, path, auth, body)
-                expected = status if role in allowed else 403
-                if response.status_code != expected:
-                    mismatches.append(
-                        f"{method} {path} {role}/{kind}: {response.status_code} != {expected} "
-                        f"{response.text[:120]}"
-                    )
-                elif expected == 403:
-                    assert compact(response)["error_code"] == "insufficient_permissions"
-    assert not mismatches, "\n".join(mismatches)
-
-
-def test_any_user_reads_and_changes_itself(
-    node: Agent, people: dict[str, tuple[str, str, int]]
-) -> None:
-    email, password, uid = people["db_viewer"]
-    assert call(node, "GET", f"/v1/users/{uid}", (email, password)).status_code == 200
-    other = people["cluster_viewer"][2]
-    assert call(node, "GET", f"/v1/users/{other}", (email, password)).status_code == 403
-    changed = call(node, "PUT", f"/v1/users/{uid}", (email, password), {"name": "me myself"})
-    assert changed.status_code == 200 and changed.json()["name"] == "me myself"
-    for forbidden in ({"role": "admin"}, {"email": "new@example.com"}):
-        response = call(node, "PUT", f"/v1/users/{uid}", (email, password), forbidden)
-        assert response.status_code == 403, forbidden
-    restored = call(node, "PUT", f"/v1/users/{uid}", ADMIN, {"name": "the db_viewer"})
-    assert restored.status_code == 200
-
-
-def test_user_manager_cannot_make_or_touch_admins(
-    node: Agent, people: dict[str, tuple[str, str, int]]
-) -> None:
-    manager = people["user_manager"][:2]
-    body = {"email": "boss@example.com", "password": "boss-password", "role": "admin"}
-    assert call(node, "POST", "/v1/users", manager, body).status_code == 403
-    own_uid = people["user_manager"][2]
-    assert call(node, "PUT", f"/v1/users/{own_uid}", manager, {"role": "admin"}).status_code == 403
-    assert call(node, "PUT", "/v1/users/1", manager, {"name": "x"}).status_code == 403
-    assert call(node, "DELETE", "/v1/users/1", manager).status_code == 403
-
-
 # --- users ----------------------------------------------------------------------------------------
 
 
@@ -289,192 +200,6 @@ def test_user_lifecycle(node: Agent) -> None:
     assert call(node, "GET", "/v1/cluster", (kim[0], "kim-new-password")).status_code == 401
     gone = call(node, "GET", f"/v1/users/{uid}", ADMIN)
     assert (gone.status_code, gone.json()["error_code"]) == (404, "user_not_found")
-
-
-def test_last_admin_stays(node: Agent, people: dict[str, tuple[str, str, int]]) -> None:
-    other_admin = people["admin"][2]
-    assert call(node, "PUT", f"/v1/users/{other_admin}", ADMIN, {"role": "db_viewer"}).is_success
-    try:
-        for method, body in (("DELETE", None), ("PUT", {"role": "cluster_viewer"})):
-            response = call(node, method, "/v1/users/1", ADMIN, body)
-            assert response.status_code == 406, response.text
-            assert response.json()["error_code"] == "change_last_admin_role_not_allowed"
-    finally:
-        restore = call(node, "PUT", f"/v1/users/{other_admin}", ADMIN, {"role": "admin"})
-        assert restore.status_code == 200
-
-
-def test_password_min_length_is_the_clusters(node: Agent) -> None:
-    assert call(node, "PUT", "/v1/cluster", ADMIN, {"password_min_length": 12}).is_success
-    try:
-        body = {"email": "len@example.com", "password": "ten-chars!", "role": "none"}
-        response = call(node, "POST", "/v1/users", ADMIN, body)
-        assert response.status_code == 400 and "12" in response.json()["description"]
-    finally:
-        assert call(node, "PUT", "/v1/cluster", ADMIN, {"password_min_length": 8}).is_success
-
-
-# --- cluster settings -----------------------------------------------------------------------------
-
-
-def test_put_cluster(node: Agent) -> None:
-    current = compact(call(node, "GET", "/v1/cluster", ADMIN))
-    assert compact(call(node, "PUT", "/v1/cluster", ADMIN, current)) == current
-    for field, value in (("name", "c2.example.com"), ("rack_aware", True), ("uuid", "x")):
-        response = call(node, "PUT", "/v1/cluster", ADMIN, {**current, field: value})
-        assert response.status_code == 400, field
-        assert response.json()["error_code"] == "read_only_field"
-        assert response.json()["description"].startswith(f"{field}:")
-    changed = compact(call(node, "PUT", "/v1/cluster", ADMIN, {"wait_command": False}))
-    assert changed["wait_command"] is False
-    assert compact(call(node, "GET", "/v1/cluster", ADMIN))["wait_command"] is False
-    assert call(node, "PUT", "/v1/cluster", ADMIN, {"wait_command": True}).is_success
-    policy = compact(call(node, "PUT", "/v1/cluster/policy", ADMIN, {"shards_overbooking": True}))
-    assert policy["shards_overbooking"] is True
-    assert call(node, "PUT", "/v1/cluster/policy", ADMIN, {"rack_aware": True}).status_code == 400
-    assert call(node, "PUT", "/v1/cluster/policy", ADMIN, {"shards_overbooking": False}).is_success
-
-
-NOT_OBJECTS: list[bytes] = [
-    b"",
-    b"{",
-    b"[]",
-    b'"text"',
-    b"42",
-    b"\xff\xfe",
-    b"[" * 100_000,
-    b'{"a": NaN}',
-    b'{"n": ' + b"9" * 5000 + b"}",
-    b"x" * 2_000_000,
-]
-HUGE = "x" * 100_000
-BAD_FIELDS: dict[tuple[str, str], list[dict[str, Any]]] = {
-    ("PUT", "/v1/cluster"): [
-        {"password_min_length": "12"},
-        {"password_min_length": 12.0},
-        {"password_min_length": True},
-        {"password_min_length": 10**30},
-        {"password_min_length": 7},
-        {"password_complexity": "yes"},
-        {"wait_command": 1},
-        {"name": 7},
-        {"cnm_https_port": 1},
-    ],
-    ("PUT", "/v1/cluster/policy"): [
-        {"default_shards_placement": HUGE},
-        {"default_shards_placement": 7},
-        {"shards_overbooking": "no"},
-        {"default_sharded_proxy_policy": "bogus"},
-        {"rack_aware": "yes"},
-    ],
-    ("POST", "/v1/users"): [
-        {"email": ["a"], "password": "password1", "role": "none"},
-        {"email": "e@x", "password": None, "role": "none"},
-        {"email": HUGE, "password": "password1", "role": "none"},
-        {"email": "e@x", "password": "\ud800" * 9, "role": "none"},
-        {"email": "e@x", "password": HUGE, "role": "none"},
-        {"email": "e@x", "password": "password1", "role_uids": [2**70]},
-        {"email": "e@x", "password": "password1", "role": 7},
-        {"email": "e@x", "password": "password1", "role": "none", "name": "<b>"},
-    ],
-    ("PUT", "/v1/users/1"): [
-        {"email": 7},
-        {"name": ""},
-        {"role": "root"},
-        {"role_uids": [2**70]},
-        {"password": "\ud800" * 9},
-        {"password": "short"},
-        {"email_alerts": "yes"},
-    ],
-    ("PUT", "/v1/license"): [
-        {"license": 7},
-        {"license": HUGE},
-        {"license": ""},
-        {"license": None},
-        {"license": ["a"]},
-    ],
-    ("POST", "/v1/users/authorize"): [
-        {"ttl": 0},
-        {"ttl": 86_401},
-        {"ttl": "300"},
-        {"ttl": 1.5},
-        {"ttl": True},
-        {"ttl": 2**70},
-    ],
-}
-
-
-def test_malformed_bodies_are_4xx_never_500(node: Agent) -> None:
-    before = compact(call(node, "GET", "/v1/cluster", ADMIN))
-    admin_before = compact(call(node, "GET", "/v1/users/1", ADMIN))
-    problems = []
-    for (method, path), bad_fields in BAD_FIELDS.items():
-        bodies = [*NOT_OBJECTS, *(json.dumps(fields).encode() for fields in bad_fields)]
-        if path == "/v1/users/authorize":
-            bodies = bodies[1:]  # no body at all is fine there
-        for raw in bodies:
-            response = call(node, method, path, ADMIN, content=raw)
-            if not 400 <= response.status_code < 500:
-                problems.append(f"{method} {path} {raw[:50]!r}: {response.status_code}")
-                continue
-            body = response.json()
-            if not (body.get("error_code") and body.get("description")):
-                problems.append(f"{method} {path} {raw[:50]!r}: {response.text[:100]}")
-            if "\\ud800" in response.text or "password1" in response.text:
-                problems.append(f"{method} {path} echoes a password: {response.text[:100]}")
-    assert not problems, "\n".join(problems)
-    assert compact(call(node, "GET", "/v1/cluster", ADMIN)) == before
-    assert compact(call(node, "GET", "/v1/users/1", ADMIN)) == admin_before
-    ttl = call(node, "POST", "/v1/users/authorize", ADMIN, {"ttl": "300"})
-    assert ttl.status_code == 400 and "ttl" in ttl.json()["description"]
-
-
-# --- tokens ---------------------------------------------------------------------------------------
-
-
-def test_token_lifetime(node: Agent) -> None:
-    default = claims(token(node, ADMIN))
-    assert default["exp"] - default["iat"] == 300
-    assert "secret" not in json.dumps(default) and "password" not in json.dumps(default)
-    longest = claims(token(node, ADMIN, ttl=86_400))
-    assert longest["exp"] - longest["iat"] == 86_400
-    by_body = call(
-        node, "POST", "/v1/users/authorize", None, {"username": ADMIN[0], "password": ADMIN[1]}
-    )
-    assert by_body.status_code == 200
-    wrong = call(node, "POST", "/v1/users/authorize", None, {"username": ADMIN[0], "password": "x"})
-    assert wrong.status_code == 401
-
-    short = token(node, ADMIN, ttl=1)
-    assert call(node, "GET", "/v1/bootstrap", short).status_code in (200, 401)
-    expired = eventually(
-        lambda: (r := call(node, "GET", "/v1/cluster", short)).status_code == 401 and r,
-        timeout=5,
-        message="token expired",
-    )
-    assert "expired" in expired.json()["description"]
-
-    jwt = token(node, ADMIN)
-    assert call(node, "GET", "/v1/bootstrap", jwt).status_code == 200
-    refreshed = call(node, "POST", "/v1/users/refresh_jwt", jwt, {"ttl": 60})
-    assert refreshed.status_code == 200
-    assert claims(refreshed.json()["access_token"])["exp"] - claims(jwt)["iat"] >= 60
-    header, payload, signature = jwt.split(".")
-    forged_payload = base64.urlsafe_b64encode(
-        json.dumps({**claims(jwt), "sub": "2"}).encode()
-    ).rstrip(b"=")
-    for bad in (f"{header}.{forged_payload.decode()}.{signature}", f"{header}.{payload}.", "x"):
-        response = call(node, "GET", "/v1/cluster", bad)
-        assert response.status_code == 401, bad
-
-
-def test_token_of_a_deleted_user_is_refused(node: Agent) -> None:
-    body = {"email": "tmp@example.com", "password": "tmp-password", "role": "cluster_viewer"}
-    uid = call(node, "POST", "/v1/users", ADMIN, body).json()["uid"]
-    jwt = token(node, ("tmp@example.com", "tmp-password"))
-    assert call(node, "GET", "/v1/cluster", jwt).status_code == 200
-    assert call(node, "DELETE", f"/v1/users/{uid}", ADMIN).status_code == 200
-    assert call(node, "GET", "/v1/cluster", jwt).status_code == 401
 
 
 # --- another node, the store ----------------------------------------------------------------------

@@ -2,6 +2,9 @@
 temporary data dir, a real `PasswordVerifier`, and an httpx client that calls the app in-process
 (no sockets).
 
+`bootstrapped_node` is such a node after a real create_cluster on the in-memory store
+(`memory_backend`): the whole API after bootstrap, with no etcd and no agent process.
+
 The manager runs bootstrap actions as tasks of the test's event loop, as the agent does. A test
 can hold them back (`node.spawner.hold = True`) to look at the state between the accepted POST
 and the run. Runs that fail semantically never reach etcd; the configured etcd binary does not
@@ -27,10 +30,13 @@ from cnm.api.auth import Authenticator
 from cnm.api.context import ApiContext
 from cnm.bootstrap.join import NETWORK_WIRING, JoinWiring
 from cnm.bootstrap.manager import BootstrapManager
-from cnm.cluster.runtime import ClusterRuntime
+from cnm.cluster.runtime import ClusterRuntime, StoreBackend
 from cnm.config import NodeConfig
 from cnm.node.data_dir import DataDir
 from cnm.security.passwords import PasswordVerifier
+from cnm.store.memory import MemoryMember, MemoryStore
+from harness.agents import basic
+from harness.bodies import ADMIN, create_body
 
 
 class Spawner:
@@ -127,9 +133,22 @@ def node_config(tmp_path: Path, **overrides: Any) -> NodeConfig:
     return NodeConfig(**settings)
 
 
+def memory_backend(store: MemoryStore | None = None) -> StoreBackend:
+    """Every store client the node opens is `store` (one cluster store, as etcd is), and its
+    store member is a `MemoryMember`."""
+    shared = store if store is not None else MemoryStore()
+    return StoreBackend(
+        open_store=lambda endpoints, tls: shared,
+        make_member=lambda binary, spec: MemoryMember(),
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_node(
-    config: NodeConfig, *, join_wiring: JoinWiring = NETWORK_WIRING
+    config: NodeConfig,
+    *,
+    join_wiring: JoinWiring = NETWORK_WIRING,
+    backend: StoreBackend | None = None,
 ) -> AsyncIterator[Node]:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     spawner = Spawner()
@@ -142,9 +161,18 @@ async def running_node(
         task = asyncio.get_running_loop().create_task(runtime.run())
         spawner.tasks.add(task)
 
-    manager = BootstrapManager(
-        config, spawn=spawner, on_completed=on_completed, join_wiring=join_wiring
-    )
+    if backend is None:
+        manager = BootstrapManager(
+            config, spawn=spawner, on_completed=on_completed, join_wiring=join_wiring
+        )
+    else:
+        manager = BootstrapManager(
+            config,
+            spawn=spawner,
+            on_completed=on_completed,
+            join_wiring=join_wiring,
+            backend=backend,
+        )
     verifier = PasswordVerifier(ttl_seconds=config.auth_cache_seconds)
     app = create_app(ApiContext(config, manager, Authenticator(verifier)))
     transport = httpx.ASGITransport(app=app)
@@ -156,3 +184,19 @@ async def running_node(
         if manager.runtime is not None:
             await manager.runtime.stop()
         verifier.close()
+
+
+@contextlib.asynccontextmanager
+async def bootstrapped_node(
+    config: NodeConfig, *, name: str = "c1.example.com", admin: tuple[str, str] = ADMIN
+) -> AsyncIterator[Node]:
+    """A node that created cluster `name` (admin `admin`) on a fresh in-memory store, with its
+    runtime running (snapshot, liveness, voters, upkeep) as the agent's does."""
+    async with running_node(config, backend=memory_backend()) as node:
+        response = await node.client.post(
+            "/v1/bootstrap/create_cluster", json=create_body(name, admin)
+        )
+        assert response.status_code == 200, response.text
+        status = await node.wait_state("completed", "error", headers=basic(*admin))
+        assert status["state"] == "completed", status
+        yield node

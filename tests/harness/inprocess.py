@@ -3,7 +3,8 @@
 `member_node` writes the records a create_cluster writes (cluster, node 1, counters, the admin
 user, a license, the CA) into a `MemoryStore`, and gives an api_node `Node` a `ClusterRuntime`
 on that store, as a completed bootstrap would. `wiring_to(member)` is the `JoinWiring` of a
-joiner that reaches that member's app in-process (no sockets, no TLS) and joins the same store.
+joiner that reaches that member's app in-process (no sockets, no TLS);
+`memory_backend(member.store)` makes it join the same store.
 `transport` lets a test put a transport of its own between the two (e.g. a skewed clock).
 """
 
@@ -25,11 +26,10 @@ from cnm.bootstrap.join import JoinWiring
 from cnm.bootstrap.node_setup import node_settings
 from cnm.clock import utc_now
 from cnm.cluster import model, records
-from cnm.cluster.runtime import ClusterRuntime, ClusterTls
+from cnm.cluster.runtime import ClusterRuntime
 from cnm.node.local_state import LocalState
 from cnm.security import pki
 from cnm.security.passwords import hash_password
-from cnm.store.base import Store
 from cnm.store.memory import MemoryStore
 from harness.api_node import Node, node_config, running_node
 from harness.bodies import ADMIN
@@ -150,8 +150,4 @@ def wiring_to(member: Member, transport: TransportWrapper | None = None) -> Join
         inner = httpx.ASGITransport(app=member.node.app)
         return transport(inner) if transport else inner
 
-    def open_store(endpoints: tuple[str, ...], tls: ClusterTls) -> Store:
-        del endpoints, tls
-        return member.store
-
-    return JoinWiring(transport=make_transport, open_store=open_store)
+    return JoinWiring(transport=make_transport)

@@ -17,6 +17,8 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from cnm.logs import event
+
 log = logging.getLogger(__name__)
 
 
@@ -61,7 +63,7 @@ class ApiServers:
     def use_certificate(self, cert_file: Path, key_file: Path) -> None:
         """Serve new HTTPS connections with this certificate from now on."""
         self._tls.load_cert_chain(str(cert_file), str(key_file))
-        log.info("HTTPS certificate switched to %s", cert_file)
+        log.info("HTTPS certificate switched to %s", cert_file, extra=event("https_switched"))
 
     async def serve_http(self) -> None:
         await self._http.serve()

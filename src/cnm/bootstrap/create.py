@@ -36,7 +36,7 @@ from cnm.cluster.records import (
     cluster_record,
     trial_license,
 )
-from cnm.cluster.runtime import ClusterRuntime, member_spec, open_store
+from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend, member_spec
 from cnm.config import NodeConfig
 from cnm.errors import ConfigError, PathError
 from cnm.node.data_dir import DataDir, etcd_member_dir
@@ -45,7 +45,6 @@ from cnm.node.local_state import LocalState
 from cnm.security import pki
 from cnm.security.passwords import hash_password
 from cnm.store.base import Compare, Put
-from cnm.store.etcd_process import EtcdProcess
 
 
 def license_for_create(
@@ -89,7 +88,11 @@ def check_create_request(
 
 
 async def create_cluster(
-    config: NodeConfig, req: BootstrapRequest, progress: Progress
+    config: NodeConfig,
+    req: BootstrapRequest,
+    progress: Progress,
+    *,
+    backend: StoreBackend = ETCD_BACKEND,
 ) -> ClusterRuntime:
     paths, license = check_create_request(config, req)
     name = req.cluster.name or ""
@@ -127,13 +130,13 @@ async def create_cluster(
     )
     spec = member_spec(config, local, tls)
     progress.created(spec.data_dir)
-    etcd = EtcdProcess(config.etcd_binary, spec)
+    member = backend.make_member(config.etcd_binary, spec)
     # Hashing costs tens of milliseconds: do it while etcd elects itself.
     hashing = asyncio.create_task(asyncio.to_thread(hash_password, password))
-    store = open_store(local.store_endpoints, tls)
+    store = backend.open_store(local.store_endpoints, tls)
     try:
-        await etcd.start()
-        await etcd.wait_ready(store)
+        await member.start()
+        await member.wait_ready(store)
         password_hash = await hashing
 
         progress.phase("records")
@@ -179,11 +182,11 @@ async def create_cluster(
                 f"{spec.data_dir} and retry",
             )
         local.save(config.data_dir)
-        runtime = ClusterRuntime(config, local, store, etcd)
+        runtime = ClusterRuntime(config, local, store, member, backend=backend)
         await runtime.load()
         return runtime
     except BaseException:
         hashing.cancel()
         await store.close()
-        await etcd.stop()
+        await member.stop()
         raise

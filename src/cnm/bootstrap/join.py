@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,32 +37,30 @@ from cnm.bootstrap.schema import BootstrapRequest
 from cnm.cluster import model
 from cnm.cluster.handshake import ClockReading, JoinRequest
 from cnm.cluster.records import NodeRecord
-from cnm.cluster.runtime import ClusterRuntime, open_store
+from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend
 from cnm.cluster.writes import update_record
 from cnm.config import NodeConfig
 from cnm.errors import ConfigError
-from cnm.node.data_dir import ClusterTls, DataDir
+from cnm.logs import event
+from cnm.node.data_dir import DataDir
 from cnm.node.local_state import LocalState, atomic_write_bytes
 from cnm.security import pki
-from cnm.store.base import Store
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ATTEMPTS = 3
 DEFAULT_RETRY_TIME = 2.0
 
-StoreOpener = Callable[[tuple[str, ...], ClusterTls], Store]
-
 
 @dataclass(frozen=True)
 class JoinWiring:
-    """How a join reaches the member it asks and the cluster store it then joins."""
+    """How a join reaches the member it asks (the store it then joins comes from the
+    `StoreBackend`)."""
 
     transport: TransportFactory = network_transport
-    open_store: StoreOpener = open_store
 
 
-# The agent's wiring: the network and etcd.
+# The agent's wiring: the network.
 NETWORK_WIRING = JoinWiring()
 
 
@@ -94,6 +91,8 @@ async def join_cluster(
     req: BootstrapRequest,
     progress: Progress,
     wiring: JoinWiring = NETWORK_WIRING,
+    *,
+    backend: StoreBackend = ETCD_BACKEND,
 ) -> ClusterRuntime:
     check_join_request(config, req)
     paths = storage_paths(config, req)
@@ -117,6 +116,7 @@ async def join_cluster(
                 "cluster.ca_fingerprint)",
                 link.url,
                 link.fingerprint,
+                extra=event("ca_trusted", member=link.url, fingerprint=link.fingerprint),
             )
         progress.note(ca_fingerprint=link.fingerprint, member=link.url)
 
@@ -169,17 +169,23 @@ async def join_cluster(
         bigstore_path=paths.bigstore_path,
         ccs_persistent_path=paths.ccs_persistent_path,
     )
-    store = wiring.open_store(local.store_endpoints, tls)
+    store = backend.open_store(local.store_endpoints, tls)
     try:
         complete = partial(_complete_record, uid, record)
         await update_record(store, model.node_key(uid), NodeRecord, complete)
         local.save(config.data_dir)
-        runtime = ClusterRuntime(config, local, store, None)
+        runtime = ClusterRuntime(config, local, store, None, backend=backend)
         await runtime.load()
     except BaseException:
         await store.close()
         raise
-    log.info("joined cluster %s as node %d through %s", local.cluster_name, uid, link.url)
+    log.info(
+        "joined cluster %s as node %d through %s",
+        local.cluster_name,
+        uid,
+        link.url,
+        extra=event("joined", uid=uid, member=link.url),
+    )
     return runtime
 
 

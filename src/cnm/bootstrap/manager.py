@@ -26,7 +26,7 @@ from cnm.bootstrap.join import NETWORK_WIRING, JoinWiring, check_join_request, j
 from cnm.bootstrap.schema import BootstrapRequest, parse_bootstrap_body
 from cnm.bootstrap.status import BootstrapState, BootstrapStatus
 from cnm.bootstrap.validation import ACTIONS, check_request
-from cnm.cluster.runtime import ClusterRuntime
+from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend
 from cnm.config import NodeConfig
 from cnm.errors import (
     AlreadyBootstrapped,
@@ -37,6 +37,7 @@ from cnm.errors import (
     ConfigError,
     NotFound,
 )
+from cnm.logs import event
 from cnm.node.local_state import LocalState
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,10 @@ class BootstrapManager:
         spawn: Spawn,
         on_completed: OnCompleted,
         join_wiring: JoinWiring = NETWORK_WIRING,
+        backend: StoreBackend = ETCD_BACKEND,
     ) -> None:
         self.config = config
+        self.backend = backend
         self._spawn = spawn
         self._on_completed = on_completed
         # How a join reaches its member and the store (in-process in unit tests).
@@ -82,7 +85,14 @@ class BootstrapManager:
     def _set(self, status: BootstrapStatus) -> None:
         status.save(self.config.data_dir)
         if status.state is not self.status.state:
-            log.info("bootstrap state %s -> %s", self.status.state, status.state)
+            log.info(
+                "bootstrap state %s -> %s",
+                self.status.state,
+                status.state,
+                extra=event(
+                    "bootstrap_state", previous=str(self.status.state), state=str(status.state)
+                ),
+            )
         self.status = status
 
     # --- restart ------------------------------------------------------------------------------
@@ -122,7 +132,7 @@ class BootstrapManager:
         return f"waiting for a bootstrap request (state {state.value})"
 
     async def _resume(self, local: LocalState) -> None:
-        runtime = await ClusterRuntime.resume(self.config, local)
+        runtime = await ClusterRuntime.resume(self.config, local, backend=self.backend)
         self.runtime = runtime
         await self._on_completed(runtime, None)
 
@@ -187,9 +197,11 @@ class BootstrapManager:
         try:
             check_request(request, action)
             if action == "create_cluster":
-                runtime = await create_cluster(self.config, request, self)
+                runtime = await create_cluster(self.config, request, self, backend=self.backend)
             elif action == "join_cluster":
-                runtime = await join_cluster(self.config, request, self, self._join_wiring)
+                runtime = await join_cluster(
+                    self.config, request, self, self._join_wiring, backend=self.backend
+                )
             else:
                 raise _not_available(action)
             self.runtime = runtime

@@ -38,6 +38,7 @@ from cnm.errors import (
     StoreUnavailable,
     TimeNotSync,
 )
+from cnm.logs import event
 from cnm.security import pki
 from cnm.store.base import Compare, Get, Put, Store, TxnResult
 
@@ -155,6 +156,7 @@ class Admissions:
             uid,
             request.addr,
             request.node_key[:8],
+            extra=event("node_admitted", uid=uid, addr=request.addr, created=created),
         )
         cluster = self._snapshot.cluster()
         return JoinGrant(

@@ -1,9 +1,13 @@
 """ClusterRuntime: a node's live membership once bootstrap completed.
 
-It owns the etcd member this node runs (if any) and restarts it if it dies, the store client,
+It owns the store member this node runs (if any) and restarts it if it dies, the store client,
 the snapshot of the cluster's records, and the node's liveness lease (the node shows `down`
 within the lease TTL of its death). It is started by a completed create, or at agent start from
 the local state, and stopped before the agent exits.
+
+It sees the store only through the `Store` contract and its member only through `StoreMember`;
+a `StoreBackend` says how to open the one and make the other (etcd for the agent, memory for
+tests of the API after bootstrap).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from cnm.cluster import model
 from cnm.cluster.health import run_node_upkeep
@@ -25,6 +31,7 @@ from cnm.node.local_state import LocalState
 from cnm.store.base import Store
 from cnm.store.etcd import EtcdStore, client_tls_context
 from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess, remove_member_data
+from cnm.store.member import StoreMember
 
 log = logging.getLogger(__name__)
 
@@ -56,39 +63,62 @@ def open_store(endpoints: tuple[str, ...], tls: ClusterTls) -> EtcdStore:
     return EtcdStore(endpoints, tls=context, timeout=3.0)
 
 
+def etcd_member(binary: str, spec: EtcdMemberSpec) -> StoreMember:
+    return EtcdProcess(binary, spec)
+
+
+@dataclass(frozen=True)
+class StoreBackend:
+    """How a node opens its store client and makes its store member."""
+
+    # (endpoints, this node's cluster TLS) -> a client of the cluster store
+    open_store: Callable[[tuple[str, ...], ClusterTls], Store]
+    # (etcd binary, how to run the member) -> this node's member, not started
+    make_member: Callable[[str, EtcdMemberSpec], StoreMember]
+
+
+ETCD_BACKEND = StoreBackend(open_store=open_store, make_member=etcd_member)
+
+
 class ClusterRuntime:
     def __init__(
         self,
         config: NodeConfig,
         local: LocalState,
         store: Store,
-        etcd: EtcdProcess | None,
+        member: StoreMember | None,
+        *,
+        backend: StoreBackend = ETCD_BACKEND,
     ) -> None:
         self.config = config
         self.local = local
         self.store = store
-        self.etcd = etcd
+        self.member = member
+        self.backend = backend
         self.snapshot = ClusterSnapshot(store)
         self.admissions = Admissions(store, self.snapshot)
         self._lease = 0
         self._tasks: asyncio.TaskGroup | None = None
 
     @classmethod
-    async def resume(cls, config: NodeConfig, local: LocalState) -> ClusterRuntime:
-        """Bring a node that completed its bootstrap earlier back: its etcd member, then the
+    async def resume(
+        cls, config: NodeConfig, local: LocalState, *, backend: StoreBackend = ETCD_BACKEND
+    ) -> ClusterRuntime:
+        """Bring a node that completed its bootstrap earlier back: its store member, then the
         store client, then its snapshot. A store without quorum yet (the other voters are still
         restarting) is no failure: the runtime comes up and its snapshot loads once the store
-        serves, meanwhile the API answers 503. Raises `StoreError` when etcd exits at start."""
+        serves, meanwhile the API answers 503. Raises `StoreError` when the member exits at
+        start."""
         tls = DataDir(config.data_dir).cluster_tls
-        etcd = None
+        member = None
         if local.runs_store_member:
-            etcd = EtcdProcess(config.etcd_binary, member_spec(config, local, tls))
-            await etcd.start()
-        store = open_store(local.store_endpoints, tls)
-        runtime = cls(config, local, store, etcd)
+            member = backend.make_member(config.etcd_binary, member_spec(config, local, tls))
+            await member.start()
+        store = backend.open_store(local.store_endpoints, tls)
+        runtime = cls(config, local, store, member, backend=backend)
         try:
-            if etcd is not None:
-                await etcd.wait_ready(store, timeout=RESUME_WAIT)
+            if member is not None:
+                await member.wait_ready(store, timeout=RESUME_WAIT)
             await runtime.load()
         except StoreUnavailable as exc:
             log.warning(
@@ -96,8 +126,8 @@ class ClusterRuntime:
             )
         except BaseException:
             await store.close()
-            if etcd is not None:
-                await etcd.stop()
+            if member is not None:
+                await member.stop()
             raise
         return runtime
 
@@ -127,25 +157,23 @@ class ClusterRuntime:
                 run_node_upkeep(self.store, self.snapshot, self.local, self.config.addr),
                 name="node-upkeep",
             )
-            if self.etcd is not None:
-                tasks.create_task(self._supervise_etcd(), name="etcd-supervisor")
+            if self.member is not None:
+                tasks.create_task(self._supervise_member(), name="member-supervisor")
 
     def _on_change(self, key: str) -> None:
         if not key.startswith(model.NODES_PREFIX):
             return
         endpoints = tuple(voter_endpoints(self.snapshot, self.local.node_uid))
         if endpoints and endpoints != self.local.store_endpoints:
-            # Only an etcd client follows the voters; a memory store (unit tests) has none.
-            if isinstance(self.store, EtcdStore):
-                self.store.set_endpoints(endpoints)
+            self.store.set_endpoints(endpoints)
             self.local = self.local.with_changes(store_endpoints=endpoints)
             self.local.save(self.config.data_dir)
             log.info("store endpoints now %s", ", ".join(endpoints))
 
     async def start_member(self, initial_cluster: str, fresh: bool) -> None:
-        """Start this node's etcd member joining the existing store (it was just added as a
+        """Start this node's store member joining the existing store (it was just added as a
         learner). `fresh`: the member is new, so data from an earlier attempt must go."""
-        if self.etcd is not None and self.etcd.running:
+        if self.member is not None and self.member.running:
             return
         self.local = self.local.with_changes(
             runs_store_member=True,
@@ -156,10 +184,10 @@ class ClusterRuntime:
         spec = member_spec(self.config, self.local, DataDir(self.config.data_dir).cluster_tls)
         if fresh:
             remove_member_data(spec.data_dir)
-        self.etcd = EtcdProcess(self.config.etcd_binary, spec)
-        await self.etcd.start()
+        self.member = self.backend.make_member(self.config.etcd_binary, spec)
+        await self.member.start()
         if self._tasks is not None:
-            self._tasks.create_task(self._supervise_etcd(), name="etcd-supervisor")
+            self._tasks.create_task(self._supervise_member(), name="member-supervisor")
 
     async def _liveness(self) -> None:
         key = model.liveness_key(self.local.node_uid)
@@ -175,22 +203,22 @@ class ClusterRuntime:
                 log.warning("liveness keep-alive failed: %s", exc.message)
             await asyncio.sleep(LIVENESS_INTERVAL)
 
-    async def _supervise_etcd(self) -> None:
+    async def _supervise_member(self) -> None:
         backoff = 0.5
         while True:
-            assert self.etcd is not None
-            code = await self.etcd.wait()
+            assert self.member is not None
+            code = await self.member.wait()
             log.error(
-                "etcd member exited with code %s: %s; restarting in %.1f s",
+                "store member exited with code %s: %s; restarting in %.1f s",
                 code,
-                self.etcd.log_tail(),
+                self.member.log_tail(),
                 backoff,
             )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
-            replacement = EtcdProcess(self.etcd.binary, self.etcd.spec)
+            replacement = self.member.again()
             await replacement.start()
-            self.etcd = replacement
+            self.member = replacement
 
     async def stop(self) -> None:
         if self._lease:
@@ -199,5 +227,5 @@ class ClusterRuntime:
                 async with asyncio.timeout(1.0):
                     await self.store.lease_revoke(self._lease)
         await self.store.close()
-        if self.etcd is not None:
-            await self.etcd.stop()
+        if self.member is not None:
+            await self.member.stop()

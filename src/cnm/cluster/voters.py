@@ -27,14 +27,15 @@ from cnm.cluster import model
 from cnm.cluster.records import ClusterRecord, NodeRecord, StoreChangeLock, StoreRole
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.writes import update_record
-from cnm.errors import CnmError, StoreError
-from cnm.store.base import Member, Store
+from cnm.errors import CnmError
+from cnm.logs import event
+from cnm.store.base import Member, MembershipChangeRefused, Store
+from cnm.store.recipes import add_learner, initial_cluster, promote_learner
 
 log = logging.getLogger(__name__)
 
 LOCK_TTL = 15
 PROMOTE_TIMEOUT = 60.0
-UNHEALTHY = "unhealthy cluster"
 
 
 def target_voters(node_count: int, store_voters: int) -> int:
@@ -128,10 +129,14 @@ class VoterManager:
                     continue
                 pause = 0.2  # another node holds the lock: its change ends soon
             except CnmError as exc:
-                if UNHEALTHY in exc.message:
+                if isinstance(exc, MembershipChangeRefused) and exc.transient:
                     # etcd admits a change only once every voter has been connected for 5 s
                     # after the previous one: wait at its pace, not with a growing backoff.
-                    log.info("store not ready for another member yet (%s); waiting", exc.message)
+                    log.info(
+                        "store not ready for another member yet (%s); waiting",
+                        exc.message,
+                        extra=event("store_change_deferred"),
+                    )
                     pause = 0.5
                 else:
                     log.warning("becoming a store voter failed: %s; retrying", exc.message)
@@ -168,9 +173,11 @@ class VoterManager:
             await self._start_member(self._initial_cluster(members), fresh)
             await self._promote(member)
             await self._set_role(StoreRole.VOTER)
+            seconds = time.monotonic() - started
             log.info(
                 "became a store voter (learner add, start, promote) in %.2f s",
-                time.monotonic() - started,
+                seconds,
+                extra=event("store_voter", seconds=round(seconds, 3)),
             )
             return True
         except BaseException:
@@ -192,36 +199,10 @@ class VoterManager:
                 await self._store.lease_keepalive(lease)
 
     async def _add_learner(self) -> tuple[Member, bool]:
-        members = await self._store.member_list()
-        for member in members:
-            if self._peer_url in member.peer_urls:
-                return member, False  # added by an earlier attempt of this node
-        for member in members:
-            if member.is_learner:
-                log.warning(
-                    "removing learner %s left by a node that died while becoming a voter",
-                    member.peer_urls,
-                )
-                await self._store.member_remove(member.id)
-        added = await self._store.member_add([self._peer_url], learner=True)
-        return added[0], True
+        return await add_learner(self._store, self._peer_url)
 
     def _initial_cluster(self, members: list[Member]) -> str:
-        parts = []
-        for member in members:
-            name = self._member_name if self._peer_url in member.peer_urls else member.name
-            if name and member.peer_urls:
-                parts.append(f"{name}={member.peer_urls[0]}")
-        return ",".join(parts)
+        return initial_cluster(members, peer_url=self._peer_url, name=self._member_name)
 
     async def _promote(self, member: Member) -> None:
-        if not member.is_learner:
-            return
-        deadline = time.monotonic() + PROMOTE_TIMEOUT
-        while not await self._store.member_promote(member.id):
-            if time.monotonic() > deadline:
-                raise StoreError(
-                    f"the store learner {self._peer_url} did not catch up within "
-                    f"{PROMOTE_TIMEOUT:.0f} s"
-                )
-            await asyncio.sleep(0.05)
+        await promote_learner(self._store, member, timeout=PROMOTE_TIMEOUT)

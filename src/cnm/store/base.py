@@ -10,6 +10,8 @@ Failure semantics, for every method unless its docstring says otherwise:
   retry only when they are compare-and-set transactions (they are idempotent by construction).
 - `StoreError` when the store answers with an error cnm does not expect.
 - A `False` result never means failure: it only means "lost a compare-and-set".
+- `MembershipChangeRefused` (a `StoreError`) when the store refuses a member change; its
+  `reason` is the backend's message translated here, so no caller matches a backend's text.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
+
+from cnm.errors import StoreError
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,35 @@ class Member:
     is_learner: bool
 
 
+class MembershipRefusal(StrEnum):
+    """Why the store refused a member change."""
+
+    # etcd admits a change only once every voter has been connected for 5 s after the previous
+    # change (its HealthInterval): transient, retry at that pace.
+    UNHEALTHY_CLUSTER = "unhealthy_cluster"
+    # One learner at a time: a learner left by an earlier attempt must go first.
+    TOO_MANY_LEARNERS = "too_many_learners"
+    # A member with these peer URLs exists already.
+    PEER_URL_EXISTS = "peer_url_exists"
+    NOT_A_LEARNER = "not_a_learner"
+    OTHER = "other"
+
+
+class MembershipChangeRefused(StoreError):
+    """The store answered a member add, promote or remove with a refusal (see `reason`).
+
+    Keeps `StoreError`'s error code: it never reaches an API client by itself."""
+
+    def __init__(self, message: str, reason: MembershipRefusal) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    @property
+    def transient(self) -> bool:
+        """True when the same change is expected to be admitted a few seconds later."""
+        return self.reason is MembershipRefusal.UNHEALTHY_CLUSTER
+
+
 def prefix_end(prefix: str) -> str:
     """The smallest key greater than every key starting with `prefix` (etcd's range_end)."""
     raw = bytearray(prefix.encode())
@@ -158,16 +191,25 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def lease_grant(self, ttl_seconds: int) -> int:
-        """A new lease; keys put with it vanish `ttl_seconds` after the last keep-alive."""
+        """A new lease; keys put with it vanish `ttl_seconds` after the last keep-alive. Not
+        retryable blindly: a lost answer leaves a lease nobody refreshes, which only expires."""
 
     @abc.abstractmethod
     async def lease_keepalive(self, lease_id: int) -> int:
-        """Refresh a lease; returns its remaining TTL, 0 when it has already expired. Timing-
-        critical: call well within the TTL."""
+        """Refresh a lease; returns its remaining TTL, 0 when it has already expired (or never
+        existed): the caller grants a new one. Atomic and retryable. Timing-critical: call well
+        within the TTL."""
 
     @abc.abstractmethod
     async def lease_revoke(self, lease_id: int) -> None:
-        """Drop a lease and every key attached to it. Revoking an expired lease is not an error."""
+        """Drop a lease and every key attached to it, atomically (one revision). Retryable:
+        revoking an expired or unknown lease is not an error."""
+
+    def set_endpoints(self, endpoints: Sequence[str]) -> None:
+        """Where to reach the store from now on, most preferred first (the voters changed).
+        Takes effect for the next call; calls under way finish where they are. An empty list is
+        ignored. Raises nothing; a backend without endpoints (in memory) keeps no list."""
+        del endpoints
 
     @abc.abstractmethod
     def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
@@ -183,13 +225,14 @@ class Store(abc.ABC):
     async def member_add(self, peer_urls: Sequence[str], *, learner: bool) -> list[Member]:
         """Add a member (a learner when `learner`); returns the member list including it, the
         new member first. Not retryable blindly: a retry after an unknown outcome must check
-        `member_list` for the peer URL first. Raises `StoreError` when etcd refuses (e.g. too
-        many learners, peer URL exists, unhealthy cluster)."""
+        `member_list` for the peer URL first. Raises `MembershipChangeRefused` when the store
+        refuses (too many learners, peer URL exists, unhealthy cluster)."""
 
     @abc.abstractmethod
     async def member_promote(self, member_id: int) -> bool:
         """Promote a learner to voter. False while the learner is not yet in sync with the
-        leader (retry later); raises `StoreError` for other refusals."""
+        leader (retry later); raises `MembershipChangeRefused` for other refusals (not a
+        learner, unhealthy cluster)."""
 
     @abc.abstractmethod
     async def member_remove(self, member_id: int) -> None:

@@ -28,6 +28,8 @@ from cnm.store.base import (
     EventType,
     KeyValue,
     Member,
+    MembershipChangeRefused,
+    MembershipRefusal,
     Op,
     Put,
     Store,
@@ -45,6 +47,32 @@ _COMPARE_FIELD = {
     CompareTarget.MOD: "mod_revision",
     CompareTarget.VALUE: "value",
 }
+
+
+# etcd's refusals of a member change (etcdserver/api/v3rpc/rpctypes), by the text of its message:
+# the gateway gives no other handle. Matched here only; callers see `MembershipRefusal`.
+_MEMBERSHIP_REFUSALS = (
+    ("unhealthy cluster", MembershipRefusal.UNHEALTHY_CLUSTER),
+    ("too many learner", MembershipRefusal.TOO_MANY_LEARNERS),
+    ("peer urls already exists", MembershipRefusal.PEER_URL_EXISTS),
+    # etcd derives a new member's ID from its peer URLs, so a second add of the same URLs is
+    # often refused for the ID before the URLs are compared.
+    ("member id already exist", MembershipRefusal.PEER_URL_EXISTS),
+    ("can only promote a learner", MembershipRefusal.NOT_A_LEARNER),
+)
+_NOT_IN_SYNC = "in sync with leader"
+_MEMBER_NOT_FOUND = "member not found"
+_LEASE_NOT_FOUND = "lease not found"
+
+
+def membership_refusal(error: StoreError) -> MembershipChangeRefused | None:
+    """The typed refusal an etcd error about a member change stands for, or None when it is not
+    one (a transport failure stays `StoreUnavailable`)."""
+    lowered = error.message.lower()
+    for text, reason in _MEMBERSHIP_REFUSALS:
+        if text in lowered:
+            return MembershipChangeRefused(error.message, reason)
+    return None
 
 
 def _b64(text: str | bytes) -> str:
@@ -233,7 +261,7 @@ class EtcdStore(Store):
         try:
             await self._call("/v3/lease/revoke", {"ID": str(lease_id)})
         except StoreError as exc:
-            if "lease not found" not in exc.message:
+            if _LEASE_NOT_FOUND not in exc.message:
                 raise
 
     async def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
@@ -272,7 +300,15 @@ class EtcdStore(Store):
         body: dict[str, Any] = {"peerURLs": list(peer_urls)}
         if learner:
             body["isLearner"] = True
-        answer = await self._call("/v3/cluster/member/add", body)
+        try:
+            answer = await self._call("/v3/cluster/member/add", body)
+        except StoreError as exc:
+            # "unhealthy cluster" comes as gRPC Unavailable, hence StoreUnavailable: a refusal all
+            # the same (etcd answered), so it is translated too.
+            refusal = membership_refusal(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
         added = _member(answer["member"])
         others = [_member(raw) for raw in answer.get("members") or [] if int(raw["ID"]) != added.id]
         return [added, *others]
@@ -281,17 +317,24 @@ class EtcdStore(Store):
         try:
             await self._call("/v3/cluster/member/promote", {"ID": str(member_id)})
         except StoreError as exc:
-            if "in sync with leader" in exc.message:
+            if _NOT_IN_SYNC in exc.message:
                 return False
-            raise
+            refusal = membership_refusal(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
         return True
 
     async def member_remove(self, member_id: int) -> None:
         try:
             await self._call("/v3/cluster/member/remove", {"ID": str(member_id)})
         except StoreError as exc:
-            if "member not found" not in exc.message:
+            if _MEMBER_NOT_FOUND in exc.message:
+                return
+            refusal = membership_refusal(exc)
+            if refusal is None:
                 raise
+            raise refusal from exc
 
     async def status(self, endpoint: str) -> dict[str, Any]:
         """etcd's maintenance status of one endpoint (leader, raft index): for readiness checks."""

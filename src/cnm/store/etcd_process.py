@@ -25,7 +25,8 @@ from typing import Literal
 
 from cnm.config import url_host
 from cnm.errors import StoreError, StoreUnavailable
-from cnm.store.etcd import EtcdStore
+from cnm.logs import event
+from cnm.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def _death_signal_wrapper() -> tuple[list[str], Callable[[], None] | None]:
 
 
 class EtcdProcess:
-    """One etcd child process. Not restartable: make a new one to start again."""
+    """One etcd child process, the etcd `StoreMember`. Not restartable: `again()` makes the next."""
 
     def __init__(self, binary: str, spec: EtcdMemberSpec) -> None:
         self.binary = binary
@@ -136,9 +137,17 @@ class EtcdProcess:
                 preexec_fn=preexec,
                 start_new_session=True,  # a Ctrl-C to the agent's group must not kill etcd first
             )
-        log.info("etcd member %s started, pid %s", self.spec.name, self._process.pid)
+        log.info(
+            "etcd member %s started, pid %s",
+            self.spec.name,
+            self._process.pid,
+            extra=event("store_member_started", name=self.spec.name, pid=self._process.pid),
+        )
 
-    async def wait_ready(self, store: EtcdStore, *, timeout: float = 15.0) -> None:
+    def again(self) -> EtcdProcess:
+        return EtcdProcess(self.binary, self.spec)
+
+    async def wait_ready(self, store: Store, *, timeout: float = 15.0) -> None:
         """Poll until the member serves linearizable reads (it has a leader). Raises
         `StoreError` when etcd exits first, with the end of its log."""
         deadline = time.monotonic() + timeout

@@ -20,6 +20,8 @@ from cnm.store.base import (
     Get,
     KeyValue,
     Member,
+    MembershipChangeRefused,
+    MembershipRefusal,
     Op,
     Put,
     Store,
@@ -38,6 +40,8 @@ class MemoryStore(Store):
         self._history: list[WatchEvent] = []
         self._changed = asyncio.Condition()
         self._members: dict[int, Member] = {1: Member(1, "memory", (), (), False)}
+        # What `set_endpoints` was last told: there is nowhere to connect, tests look at it.
+        self.endpoints: list[str] = []
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -195,10 +199,16 @@ class MemoryStore(Store):
         return list(self._members.values())
 
     async def member_add(self, peer_urls: Sequence[str], *, learner: bool) -> list[Member]:
-        if learner and any(m.is_learner for m in self._members.values()):
-            raise StoreError("etcdserver: too many learner members in cluster")
+        # etcd checks the peer URLs before the learner count.
         if any(set(peer_urls) & set(m.peer_urls) for m in self._members.values()):
-            raise StoreError("etcdserver: Peer URLs already exists")
+            raise MembershipChangeRefused(
+                "etcdserver: Peer URLs already exists", MembershipRefusal.PEER_URL_EXISTS
+            )
+        if learner and any(m.is_learner for m in self._members.values()):
+            raise MembershipChangeRefused(
+                "etcdserver: too many learner members in cluster",
+                MembershipRefusal.TOO_MANY_LEARNERS,
+            )
         member = Member(max(self._members) + 1, "", tuple(peer_urls), (), learner)
         self._members[member.id] = member
         return [member, *(m for m in self._members.values() if m.id != member.id)]
@@ -206,12 +216,64 @@ class MemoryStore(Store):
     async def member_promote(self, member_id: int) -> bool:
         member = self._members.get(member_id)
         if member is None or not member.is_learner:
-            raise StoreError("etcdserver: can only promote a learner member")
+            raise MembershipChangeRefused(
+                "etcdserver: can only promote a learner member", MembershipRefusal.NOT_A_LEARNER
+            )
         self._members[member_id] = replace(member, is_learner=False)
         return True
 
     async def member_remove(self, member_id: int) -> None:
         self._members.pop(member_id, None)
 
+    def set_endpoints(self, endpoints: Sequence[str]) -> None:
+        if endpoints:
+            self.endpoints = list(endpoints)
+
     async def close(self) -> None:
         return None
+
+
+class MemoryMember:
+    """A `StoreMember` for a node on a `MemoryStore`: nothing to spawn, it "runs" from `start`
+    until `stop` or until a test makes it exit (`exit(code)`) to exercise supervision."""
+
+    def __init__(self) -> None:
+        self.starts = 0
+        self._code: int | None = None
+        self._exited = asyncio.Event()
+        self._started = False
+
+    @property
+    def running(self) -> bool:
+        return self._started and self._code is None
+
+    async def start(self) -> None:
+        self._started = True
+        self.starts += 1
+
+    async def wait_ready(self, store: Store, *, timeout: float = 15.0) -> None:
+        del timeout  # the memory store serves at once
+        if not self.running:
+            raise StoreError(f"the memory member exited with code {self._code} while starting")
+        await store.get("/cnm/ready-probe")
+
+    async def wait(self) -> int:
+        await self._exited.wait()
+        assert self._code is not None
+        return self._code
+
+    def exit(self, code: int) -> None:
+        """Test hook: the member exits as a crashed process would."""
+        if self._code is None:
+            self._code = code
+            self._exited.set()
+
+    async def stop(self) -> None:
+        self.exit(0)
+
+    def log_tail(self, lines: int = 5) -> str:
+        del lines
+        return "(the memory member has no log)"
+
+    def again(self) -> MemoryMember:
+        return MemoryMember()

@@ -1,0 +1,93 @@
+"""The store floor of a join: the store operations a join makes, on the same etcd at the same
+moment, through the product's own store helpers, without the rest of cnm.
+
+What a join asks of the store, in the order it does: the member allocates a uid
+(`cnm.cluster.writes.allocate_uid`, as `Admissions._allocate`: a read of the counter, one
+compare-and-set of counter, index and record, under the member's lock); the joiner opens its own
+mutual-TLS client (`open_store`), completes its record (`cnm.cluster.writes.update_record`: read,
+compare-and-set) and loads its snapshot (`ClusterSnapshot.load`: a range over /cnm/). The keys
+live under FLOOR_PREFIX, outside /cnm/, so the agents' snapshots never see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from cnm.cluster.records import NodeKeyIndex, Record
+from cnm.cluster.runtime import open_store
+from cnm.cluster.snapshot import ClusterSnapshot
+from cnm.cluster.writes import UidClaim, allocate_uid, update_record
+from cnm.errors import StoreError
+from cnm.node.data_dir import ClusterTls
+from cnm.store.base import Compare, Put, Store
+from common import Agent, RunFailed, now
+
+PROBE_KEY = "/cnm/ready-probe"
+FLOOR_PREFIX = "/cnm-bench/join/"
+FLOOR_RECORD = {f"field_{i:02d}": "x" * 16 for i in range(40)}  # ~1.2 kB encoded
+ALLOCATION_ATTEMPTS = 50  # as the member's
+
+
+def _complete(uid: int, record: Record) -> Record:
+    document = {**record.document(), "uid": uid}
+    document.pop("joining", None)
+    return Record.model_validate(document)
+
+
+async def _join_store_ops(
+    member: Store, lock: asyncio.Lock, endpoints: tuple[str, ...], tls: ClusterTls
+) -> None:
+    index_key = f"{FLOOR_PREFIX}node-keys/{secrets.token_hex(16)}"
+
+    def claim(uid: int) -> UidClaim:
+        document = Record.model_validate({**FLOOR_RECORD, "uid": uid, "joining": True})
+        return UidClaim(
+            compares=[Compare.absent(index_key)],
+            ops=[
+                Put(index_key, NodeKeyIndex(uid=uid).encode()),
+                Put(f"{FLOOR_PREFIX}nodes/{uid}", document.encode()),
+            ],
+        )
+
+    async with lock:
+        allocated = await allocate_uid(
+            member,
+            f"{FLOOR_PREFIX}counter",
+            claim,
+            what="the floor's uid counter",
+            attempts=ALLOCATION_ATTEMPTS,
+        )
+    uid = allocated.uid
+    if not allocated.created:
+        raise RunFailed("store floor: a fresh node key was already allocated")
+    joiner = open_store(endpoints, tls)
+    try:
+        await update_record(
+            joiner, f"{FLOOR_PREFIX}nodes/{uid}", Record, lambda r: _complete(uid, r)
+        )
+        await ClusterSnapshot(joiner).load()
+    finally:
+        # Not part of a join (the joiner keeps its client); closing is quick either way.
+        await joiner.close()
+
+
+async def _store_floor(endpoints: tuple[str, ...], tls: ClusterTls, joins: int) -> float:
+    member = open_store(endpoints, tls)
+    try:
+        await member.get(PROBE_KEY)  # untimed: the member's client is warm in a real join
+        lock = asyncio.Lock()
+        start = now()
+        await asyncio.gather(*(_join_store_ops(member, lock, endpoints, tls) for _ in range(joins)))
+        return now() - start
+    finally:
+        await member.close()
+
+
+def store_floor(member: Agent, endpoints: tuple[str, ...], joins: int = 1) -> float:
+    """Seconds for the store operations of `joins` joins at once (allocations serialised as on
+    one member, the joiners' parts in parallel), through the member agent's TLS files."""
+    try:
+        return asyncio.run(_store_floor(endpoints, ClusterTls.under(member.data_dir), joins))
+    except StoreError as exc:
+        raise RunFailed(f"store floor: {exc.message}") from None
