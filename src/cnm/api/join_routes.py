@@ -63,12 +63,14 @@ def join_router(context: ApiContext) -> APIRouter:
         try:
             grant = await runtime.admissions.admit(join_request, member_addr=context.config.addr)
         except BootstrapFailure as failure:
+            context.metrics.admission(join_request.addr, failure.error_code)
             body = {
                 "description": failure.message,
                 "error_code": failure.error_code,
                 "error_details": failure.error_details(),
             }
             return compact(body, status_code=406)
+        context.metrics.admission(join_request.addr, None, uid=grant["uid"])
         return compact(grant)
 
     return router

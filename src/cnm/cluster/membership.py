@@ -179,7 +179,8 @@ class Admissions:
         certificate = pki.sign_csr(ca, request.csr_pem.encode())
         async with self._lock:
             uid, created = await self._allocate(request)
-        log.info(
+        # The decision's info line is the admission route's (cnm.ops.metrics.admission).
+        log.debug(
             "%s node %d at %s (node key %s…)",
             "admitted" if created else "re-admitted",
             uid,
