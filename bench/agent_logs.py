@@ -1,10 +1,10 @@
 """Reading the timeline of a run from the logs: the agents' JSON log events, and etcd's log.
 
 An agent started with `--log-format json` writes one JSON object per line; the lines that mark a
-step carry `"event"` and `"fields"` (cnm.logs.EVENTS lists them). The benchmarks read those two
-fields and the `time` stamp (milliseconds), never the wording of a message, so messages stay
-free to change. etcd's own log (zap JSON, `ts` stamp) is read by its `msg` field: etcd gives no
-other handle on "the first request through the gateway".
+step carry `"event"` and their fields as top-level keys (cnm.logs.EVENTS lists them). The
+benchmarks read those and the `time` stamp (milliseconds), never the wording of a message, so
+messages stay free to change. etcd's own log (zap JSON, `ts` stamp) is read by its `msg` field:
+etcd gives no other handle on "the first request through the gateway".
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cnm.logs import BASE_KEYS
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,9 @@ def log_events(path: Path) -> list[LogEvent]:
         name = record.get("event")
         if stamp is None or not isinstance(name, str):
             continue
-        fields = record.get("fields")
-        events.append(LogEvent(stamp, name, fields if isinstance(fields, dict) else {}))
+        # An event's fields are the line's keys besides the ones every line has.
+        fields = {key: value for key, value in record.items() if key not in BASE_KEYS}
+        events.append(LogEvent(stamp, name, fields))
     return events
 
 
@@ -72,7 +75,7 @@ def is_event(name: str, **fields: Any) -> Match:
 
 def bootstrap_state(state: str) -> Match:
     """Matches the bootstrap state change to `state`."""
-    return is_event("bootstrap_state", state=state)
+    return is_event("bootstrap_transition", state=state)
 
 
 def event_times(path: Path, wanted: Mapping[str, Match]) -> dict[str, float]:

@@ -37,7 +37,7 @@ POLL_INTERVAL = 0.010  # one joining agent, polled while it joins
 STOP_TIMEOUT = 10.0  # an agent gets this long to exit after SIGTERM
 
 # Log events (JSON log format, millisecond timestamps) of the joiner that mark the steps of a
-# join; the member's is `node_admitted` with the joiner's address.
+# join; the member's is `join_admission` with the joiner's address.
 JOINER_EVENTS = {
     "joining": bootstrap_state("joining_cluster"),
     "trusted": is_event("ca_trusted"),
@@ -156,7 +156,10 @@ def add_log_events(run: JoinRun, joiner: Agent, member: Agent) -> None:
     """The joiner's and the member's log events, in seconds after the POST."""
     for name, stamp in event_times(joiner.log_file, JOINER_EVENTS).items():
         run.events[name] = stamp - run.wall_start
-    admitted = event_times(member.log_file, {"admitted": is_event("node_admitted", addr=run.addr)})
+    admitted = event_times(
+        member.log_file,
+        {"admitted": is_event("join_admission", joiner_addr=run.addr, outcome="admitted")},
+    )
     if "admitted" in admitted:
         run.events["admitted"] = admitted["admitted"] - run.wall_start
 

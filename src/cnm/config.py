@@ -120,9 +120,13 @@ def load_node_config(
     env: Mapping[str, str] | None = None,
     config_file: Path | None = None,
     default_addr: str | None = None,
+    sources: dict[str, str] | None = None,
 ) -> NodeConfig:
-    """Merge the sources; `flags` holds only the options given on the command line."""
+    """Merge the sources; `flags` holds only the options given on the command line. `sources`,
+    when given, receives where each field's value came from (`--http-port`, `$CNM_HTTP_PORT`,
+    `config file PATH`, `default`), for `cnm node run --check-config`."""
     merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
     if config_file is not None:
         try:
             document = tomllib.loads(config_file.read_text())
@@ -136,18 +140,24 @@ def load_node_config(
                     f"(known: {', '.join(FIELD_NAMES)})"
                 )
             merged[name] = _coerce(name, value, f"config file {config_file}")
+            origin[name] = f"config file {config_file}"
     environment = os.environ if env is None else env
     for name in FIELD_NAMES:
         variable = "CNM_" + name.upper()
         if variable in environment:
             merged[name] = _coerce(name, environment[variable], f"${variable}")
+            origin[name] = f"${variable}"
     for name, value in (flags or {}).items():
         if value is not None:
             merged[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
+            origin[name] = f"--{name.replace('_', '-')}"
     if "addr" not in merged:
         if default_addr is None:
             raise ConfigurationError("addr: no address given and none could be found")
         merged["addr"] = default_addr
+        origin["addr"] = "default (the address of the default route's interface)"
+    if sources is not None:
+        sources.update({name: origin.get(name, "default") for name in FIELD_NAMES})
     return NodeConfig(**merged)
 
 

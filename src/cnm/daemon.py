@@ -31,6 +31,8 @@ from cnm.cluster.runtime import ClusterRuntime
 from cnm.config import NodeConfig
 from cnm.errors import CnmError
 from cnm.node.data_dir import DataDir
+from cnm.ops.metrics import AgentMetrics
+from cnm.ops.store_watch import watch_store
 from cnm.security import pki
 from cnm.security.passwords import PasswordVerifier
 
@@ -68,6 +70,7 @@ class NodeAgent:
         self._stopping = asyncio.Event()
         self.servers: ApiServers | None = None
         self.verifier = PasswordVerifier(ttl_seconds=config.auth_cache_seconds)
+        self.metrics = AgentMetrics()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         assert self._tasks is not None
@@ -95,6 +98,7 @@ class NodeAgent:
 
         runtime.snapshot.add_listener(on_change)
         self._spawn(runtime.run())
+        self._spawn(watch_store(self.metrics, runtime))
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -114,7 +118,9 @@ class NodeAgent:
                 manager = BootstrapManager(
                     config, spawn=self._spawn, on_completed=self._on_completed
                 )
-                context = ApiContext(config, manager, Authenticator(self.verifier))
+                context = ApiContext(
+                    config, manager, Authenticator(self.verifier), metrics=self.metrics
+                )
                 self.servers = ApiServers(
                     create_app(context),
                     host=config.addr,

@@ -3,10 +3,12 @@
 `text` is for people (`2026-11-29T13:00:00Z 127.0.0.2 INFO cnm.daemon: ...`), `json` is one
 object per line for log shippers. Passwords never reach a log line: nothing logs request bodies.
 
-A line that marks a step of the node's life for machines (a bootstrap state change, an admitted
-node, a new store voter) carries `extra=event(name, **fields)`: the JSON format writes it as
-`"event": name` and `"fields": {...}`, which tools (the benchmarks) read instead of the message
-text, so the wording of a message stays free to change. The event names are listed in `EVENTS`.
+A line that marks a step of the node's life (a bootstrap transition, an admission decision, a
+store voter or reachability change, ...) carries `extra=event(name, **fields)`: it is logged once,
+at info, and the JSON format writes `"event": name` and each field as a top-level key with a
+stable name (docs/operations.md lists them). Tools (the benchmarks, log shippers) read those
+instead of the message text, so a message's wording stays free to change. `EVENTS` lists every
+event name with its fields.
 """
 
 from __future__ import annotations
@@ -19,15 +21,20 @@ from typing import Any
 
 # Every event a log line may carry, with its fields.
 EVENTS = {
-    "bootstrap_state": "previous, state: the bootstrap state changed",
+    "bootstrap_transition": "action, from_state, state, phase, error_code: a bootstrap step",
     "store_member_started": "name, pid: this node's store member (etcd) was spawned",
     "https_switched": "the API now serves the cluster certificate",
     "ca_trusted": "member, fingerprint: a joiner trusted the cluster CA on first use",
-    "node_admitted": "uid, addr, created: a member admitted a joining node",
+    "join_admission": "joiner_addr, outcome, error_code, node_uid: a member's admission decision",
     "joined": "uid, member: this node joined its cluster",
     "store_voter": "seconds: this node became a store voter (learner add, start, promote)",
     "store_change_deferred": "the store refused a member change for now; retried at its pace",
+    "store_voters": "voters, previous_voters, voters_wanted: the set of store voters changed",
+    "store_reachability": "reachable, detail: the store became reachable or unreachable",
+    "store_leader_change": "leader, previous_leader: a new store leader was seen",
 }
+# The keys every JSON line has; an event's fields never replace them.
+BASE_KEYS = frozenset({"time", "node", "level", "logger", "message", "exception", "event"})
 
 
 def event(name: str, /, **fields: Any) -> dict[str, Any]:
@@ -66,7 +73,9 @@ class _JsonFormatter(logging.Formatter):
         name = getattr(record, "cnm_event", None)
         if name is not None:
             document["event"] = name
-            document["fields"] = getattr(record, "cnm_fields", {})
+            for key, value in getattr(record, "cnm_fields", {}).items():
+                if key not in BASE_KEYS:
+                    document[key] = value
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
         return json.dumps(document, separators=(",", ":"), default=str)

@@ -21,18 +21,18 @@ def _record(
 
 def test_an_event_is_a_name_and_fields_beside_the_message() -> None:
     line = _JsonFormatter("127.0.0.2").format(
-        _record("admitted node %d", 7, extra=event("node_admitted", uid=7, addr="127.0.0.9"))
+        _record("joined as node %d", 7, extra=event("joined", uid=7, member="127.0.0.9"))
     )
     document = json.loads(line)
-    assert document["message"] == "admitted node 7"
-    assert document["event"] == "node_admitted"
-    assert document["fields"] == {"uid": 7, "addr": "127.0.0.9"}
+    assert document["message"] == "joined as node 7"
+    assert document["event"] == "joined"
+    assert (document["uid"], document["member"]) == (7, "127.0.0.9")
     assert document["node"] == "127.0.0.2" and document["level"] == "info"
 
 
 def test_a_plain_line_has_no_event_and_text_never_shows_one() -> None:
     document = json.loads(_JsonFormatter("127.0.0.2").format(_record("hello")))
-    assert "event" not in document and "fields" not in document
+    assert "event" not in document
     text = _TextFormatter("127.0.0.2").format(_record("hi", extra=event("https_switched")))
     assert text.endswith("INFO cnm.test: hi")
 

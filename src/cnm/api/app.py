@@ -12,6 +12,7 @@ from cnm.api.errors import install_error_handlers
 from cnm.api.join_routes import join_router
 from cnm.api.license_routes import license_router
 from cnm.api.users_routes import users_router
+from cnm.ops.http import install_metrics
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -28,4 +29,5 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(users_router(context))
     app.include_router(license_router(context))
     app.include_router(join_router(context))
+    install_metrics(app, context)
     return app

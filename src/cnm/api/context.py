@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
@@ -14,6 +14,7 @@ from cnm.cluster.runtime import ClusterRuntime
 from cnm.config import NodeConfig
 from cnm.errors import NoCluster, PayloadTooLarge, StoreUnavailable
 from cnm.json_body import MAX_BODY_BYTES
+from cnm.ops.metrics import AgentMetrics
 
 
 @dataclass
@@ -21,6 +22,8 @@ class ApiContext:
     config: NodeConfig
     manager: BootstrapManager
     authenticator: Authenticator
+    # This agent's Prometheus registry and instruments (cnm.ops): one per app, never global.
+    metrics: AgentMetrics = field(default_factory=AgentMetrics)
 
     async def authenticate_if_bootstrapped(self, request: Request) -> UserRecord | None:
         """Before the node is in a cluster anything goes; after, valid credentials only."""

@@ -61,7 +61,9 @@ def join_router(context: ApiContext) -> APIRouter:
         try:
             grant = await runtime.admissions.admit(join_request, member_addr=context.config.addr)
         except BootstrapFailure as failure:
+            context.metrics.admission(join_request.addr, failure.error_code)
             return join_refusal_response(failure)
+        context.metrics.admission(join_request.addr, None, uid=grant.uid)
         return compact(grant.to_wire())
 
     return router

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 Spawn = Callable[[Coroutine[Any, Any, None]], object]
 # (runtime, credentials the action proved: (username, password), or None on a restart)
 OnCompleted = Callable[[ClusterRuntime, tuple[str, str] | None], Awaitable[None]]
+# (previous status, new status), after every change of the record (the agent's metrics).
+TransitionListener = Callable[[BootstrapStatus, BootstrapStatus], None]
 
 
 class BootstrapManager:
@@ -65,6 +67,7 @@ class BootstrapManager:
         self._join_wiring = join_wiring
         self.status = BootstrapStatus.load(config.data_dir)
         self.runtime: ClusterRuntime | None = None
+        self.listeners: list[TransitionListener] = []
 
     # --- the Progress protocol of the actions ---------------------------------------------------
 
@@ -84,16 +87,10 @@ class BootstrapManager:
 
     def _set(self, status: BootstrapStatus) -> None:
         status.save(self.config.data_dir)
-        if status.state is not self.status.state:
-            log.info(
-                "bootstrap state %s -> %s",
-                self.status.state,
-                status.state,
-                extra=event(
-                    "bootstrap_state", previous=str(self.status.state), state=str(status.state)
-                ),
-            )
-        self.status = status
+        previous, self.status = self.status, status
+        log_transition(previous, status)
+        for listener in self.listeners:
+            listener(previous, status)
 
     # --- restart ------------------------------------------------------------------------------
 
@@ -223,6 +220,28 @@ class BootstrapManager:
                     )
                 )
             )
+
+
+def log_transition(previous: BootstrapStatus, status: BootstrapStatus) -> None:
+    """One info line per change of state or phase, with stable field names in JSON."""
+    if status.state is previous.state and status.phase == previous.phase:
+        return
+    message = f"bootstrap {status.action or '-'}: {previous.state.value} -> {status.state.value}"
+    if status.state.in_progress and status.phase:
+        message += f" (phase {status.phase})"
+    if status.state is BootstrapState.ERROR:
+        message += f" [{status.error_code}]"
+    log.info(
+        message,
+        extra=event(
+            "bootstrap_transition",
+            action=status.action,
+            from_state=previous.state.value,
+            state=status.state.value,
+            phase=status.phase if status.state.in_progress else None,
+            error_code=status.error_code if status.state is BootstrapState.ERROR else None,
+        ),
+    )
 
 
 def _not_available(action: str) -> ConfigError:

@@ -9,7 +9,10 @@ it recorded; `status` shows them.
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +33,25 @@ from cnm.cli.local_cluster import (
 from cnm.cli.options import Output, OutputOpt
 from cnm.client import ClientError
 from cnm.node.data_dir import LocalClusterDir
+
+
+def cnm_command() -> str:
+    """The `cnm` running now, as a command that works when pasted into a shell: after the
+    README's set-up `cnm` is `.venv/bin/cnm`, which is not on PATH, so a bare `cnm` would not."""
+    invoked = sys.argv[0] if sys.argv else ""
+    if os.path.basename(invoked) == "cnm" and os.path.isfile(invoked):
+        path = os.path.abspath(invoked)
+    else:
+        # `python -m cnm`: the console script installed beside this interpreter, if any.
+        beside = os.path.join(os.path.dirname(sys.executable), "cnm")
+        if not os.path.isfile(beside):
+            return f"{shlex.quote(sys.executable)} -m cnm"
+        path = beside
+    on_path = shutil.which("cnm")
+    if on_path is not None and os.path.realpath(on_path) == os.path.realpath(path):
+        return "cnm"
+    return shlex.quote(path)
+
 
 local_app = typer.Typer(
     rich_markup_mode="markdown",
@@ -87,13 +109,14 @@ def _report(cluster: LocalCluster, output: Output, *, states: dict[str, str] | N
     # Paths as plain lines: a table would cut them to its width.
     render.say("logs:\n" + "\n".join(f"  {node.log}" for node in cluster.nodes))
     first = cluster.nodes[0]
+    cnm, quote = cnm_command(), shlex.quote
     render.say(
         f"admin: {cluster.username}, password in {cluster.password_file} (mode 0600)\n"
         f"cluster CA: {ca_file}\n"
         "try:\n"
-        f"  CNM_PASSWORD=$(cat {cluster.password_file}) cnm node list --node {first.https_url} "
-        f"--ca-file {ca_file} -u {cluster.username}\n"
-        f"stop: cnm local down --dir {cluster.directory}"
+        f"  CNM_PASSWORD=$(cat {quote(str(cluster.password_file))}) {cnm} node list "
+        f"--node {first.https_url} --ca-file {quote(str(ca_file))} -u {quote(cluster.username)}\n"
+        f"stop: {cnm} local down --dir {quote(str(cluster.directory))}"
     )
 
 
@@ -136,8 +159,9 @@ def up(
     if cluster is not None and cluster.running():
         pids = ", ".join(f"{n.name} pid {n.pid}" for n in cluster.running())
         raise CliFailure(
-            f"a local cluster already runs from {directory} ({pids}); see `cnm local status "
-            f"--dir {directory}` or stop it with `cnm local down --dir {directory}`"
+            f"a local cluster already runs from {directory} ({pids}); see `{cnm_command()} local "
+            f"status --dir {directory}` or stop it with `{cnm_command()} local down --dir "
+            f"{directory}`"
         )
     try:
         if cluster is not None:
@@ -168,16 +192,16 @@ def up(
         failures = local_api.join_all(cluster, fingerprint, timeout, started)
     except KeyboardInterrupt:
         render.print_problem(
-            f"interrupted; the agents started so far keep running: cnm local status --dir "
-            f"{directory}, or stop them with cnm local down --dir {directory}"
+            f"interrupted; the agents started so far keep running: {cnm_command()} local status "
+            f"--dir {directory}, or stop them with {cnm_command()} local down --dir {directory}"
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except (ClientError, CliFailure) as problem:
         code = report(problem, json_mode=mode is Output.json)
         if cluster is not None and cluster.running():
             render.say(
-                f"the agents keep running for inspection; stop them with: cnm local down --dir "
-                f"{directory}",
+                "the agents keep running for inspection; stop them with: "
+                f"{cnm_command()} local down --dir {directory}",
                 stderr=True,
             )
         raise typer.Exit(code) from None
@@ -216,7 +240,7 @@ def _restart(
     if unfinished:
         render.print_problem(
             ", ".join(f"{n.name} is {states.get(n.name)}" for n in unfinished)
-            + f"; start afresh with: cnm local down --purge --dir {cluster.directory}"
+            + f"; start afresh with: {cnm_command()} local down --purge --dir {cluster.directory}"
         )
     return states
 
@@ -225,8 +249,8 @@ def _load(directory: Path) -> LocalCluster:
     cluster = LocalCluster.load(directory.resolve())
     if cluster is None:
         raise CliFailure(
-            f"no local cluster in {directory.resolve()}: start one with cnm local up --dir "
-            f"{directory}"
+            f"no local cluster in {directory.resolve()}: start one with {cnm_command()} local up "
+            f"--dir {directory}"
         )
     return cluster
 

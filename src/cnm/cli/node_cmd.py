@@ -44,10 +44,20 @@ def node_run(
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
     log_format: Annotated[str | None, typer.Option(help="text or json")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file with these options")] = None,
+    check_config: Annotated[
+        bool,
+        typer.Option(
+            "--check-config",
+            help="Print the effective configuration and where each value came from, check it, "
+            "and exit (0: fine, 2: a bad value) without starting anything",
+        ),
+    ] = False,
 ) -> None:
     """Run the node agent: the bootstrap API on HTTP and HTTPS, and the node's etcd member.
 
     Example: cnm node run --addr 127.0.0.2 --data-dir /tmp/n1 --persistent-path /tmp/n1/persist
+
+    Check a configuration without starting: cnm node run --config /etc/cnm/cnm.toml --check-config
     """
     from cnm.daemon import run_agent
     from cnm.logs import configure_logging
@@ -71,13 +81,23 @@ def node_run(
         "log_level": log_level,
         "log_format": log_format,
     }
+    sources: dict[str, str] = {}
     try:
         node_config = load_node_config(
-            flags=flags, config_file=config, default_addr=default_route_address()
+            flags=flags, config_file=config, default_addr=default_route_address(), sources=sources
         )
     except ConfigurationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if check_config:
+        from cnm.ops.config_report import problems, report
+
+        typer.echo(report(node_config, sources))
+        found = problems(node_config)
+        for problem in found:
+            typer.echo(f"error: {problem}", err=True)
+        typer.echo("configuration: " + (f"{len(found)} problem(s)" if found else "OK"))
+        raise typer.Exit(2 if found else 0)
     configure_logging(
         level=node_config.log_level, log_format=node_config.log_format, addr=node_config.addr
     )

@@ -38,7 +38,6 @@ from cnm.errors import (
     StoreUnavailable,
     TimeNotSync,
 )
-from cnm.logs import event
 from cnm.security import pki
 from cnm.store.base import Compare, Get, Put, Store, TxnResult
 
@@ -150,13 +149,13 @@ class Admissions:
         certificate = pki.sign_csr(ca, request.csr_pem.encode())
         async with self._lock:
             uid, created = await self._allocate(request)
-        log.info(
+        # The decision's info line is the admission route's (cnm.ops.metrics.admission).
+        log.debug(
             "%s node %d at %s (node key %s…)",
             "admitted" if created else "re-admitted",
             uid,
             request.addr,
             request.node_key[:8],
-            extra=event("node_admitted", uid=uid, addr=request.addr, created=created),
         )
         cluster = self._snapshot.cluster()
         return JoinGrant(

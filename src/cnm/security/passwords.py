@@ -93,6 +93,14 @@ class PasswordVerifier:
         # the cache with a result about a user that has since changed.
         self._generation = 0
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cnm-passwords")
+        # Verifications handed to the threads and not finished yet (the metrics' queue depth);
+        # changed on the event loop only.
+        self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        """Verifications queued or running now."""
+        return self._pending
 
     @property
     def cached_entries(self) -> int:
@@ -128,7 +136,13 @@ class PasswordVerifier:
                 return True
             generation = self._generation
         loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(self._executor, verify_password, password_hash, password)
+        self._pending += 1
+        try:
+            ok = await loop.run_in_executor(
+                self._executor, verify_password, password_hash, password
+            )
+        finally:
+            self._pending -= 1
         if ok:
             self._remember_key(key, generation)
         return ok

@@ -218,6 +218,12 @@ class Store(abc.ABC):
         re-watches (events are never silently skipped)."""
 
     @abc.abstractmethod
+    async def leader(self) -> str:
+        """The id of the store's leader as the first endpoint that answers sees it ("" while it
+        knows none). Not atomic, retryable; raises `StoreUnavailable` when no endpoint answers
+        (its message names each endpoint's failure). For health probes and metrics."""
+
+    @abc.abstractmethod
     async def member_list(self) -> list[Member]:
         """The store's members (voters and learners). Retryable."""
 

@@ -336,6 +336,10 @@ class EtcdStore(Store):
                 raise
             raise refusal from exc
 
+    async def leader(self) -> str:
+        answer = await self._call("/v3/maintenance/status", {})
+        return str(answer.get("leader") or "")
+
     async def status(self, endpoint: str) -> dict[str, Any]:
         """etcd's maintenance status of one endpoint (leader, raft index): for readiness checks."""
         response = await self._http.post(endpoint + "/v3/maintenance/status", json={})

@@ -225,6 +225,9 @@ class MemoryStore(Store):
     async def member_remove(self, member_id: int) -> None:
         self._members.pop(member_id, None)
 
+    async def leader(self) -> str:
+        return "memory"
+
     def set_endpoints(self, endpoints: Sequence[str]) -> None:
         if endpoints:
             self.endpoints = list(endpoints)
