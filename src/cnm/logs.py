@@ -28,6 +28,7 @@ EVENTS = {
     "join_admission": "joiner_addr, outcome, error_code, node_uid: a member's admission decision",
     "joined": "uid, member: this node joined its cluster",
     "store_voter": "seconds: this node became a store voter (learner add, start, promote)",
+    "store_member_removed": "uid, learner, reason: a node's store member was removed",
     "store_change_deferred": "the store refused a member change for now; retried at its pace",
     "store_voters": "voters, previous_voters, voters_wanted: the set of store voters changed",
     "store_reachability": "reachable, detail: the store became reachable or unreachable",

@@ -24,8 +24,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from cnm.cluster import model
-from cnm.cluster.records import ClusterRecord, NodeRecord, StoreChangeLock, StoreRole
+from cnm.cluster.records import ClusterRecord, NodeRecord, StoreRole
 from cnm.cluster.snapshot import ClusterSnapshot
+from cnm.cluster.store_members import store_change_lock
 from cnm.cluster.writes import update_record
 from cnm.errors import CnmError
 from cnm.logs import event
@@ -34,7 +35,6 @@ from cnm.store.recipes import add_learner, initial_cluster, promote_learner
 
 log = logging.getLogger(__name__)
 
-LOCK_TTL = 15
 PROMOTE_TIMEOUT = 60.0
 
 
@@ -159,20 +159,23 @@ class VoterManager:
 
     async def become_voter(self) -> bool:
         """One attempt under the store-change lock; False when another node holds it."""
-        lease = await self._store.lease_grant(LOCK_TTL)
-        holder = StoreChangeLock(uid=self._uid, since=time.time()).encode()
-        if not await self._store.create(model.STORE_CHANGE_LOCK, holder, lease=lease):
-            await self._store.lease_revoke(lease)
-            return False
-        keepalive = asyncio.create_task(self._keep_lease(lease))
-        started = time.monotonic()
-        try:
-            member, fresh = await self._add_learner()
-            await self._set_role(StoreRole.LEARNER)
-            members = await self._store.member_list()
-            await self._start_member(self._initial_cluster(members), fresh)
-            await self._promote(member)
-            await self._set_role(StoreRole.VOTER)
+        async with store_change_lock(self._store, self._uid) as held:
+            if not held:
+                return False
+            started = time.monotonic()
+            try:
+                member, fresh = await self._add_learner()
+                await self._set_role(StoreRole.LEARNER)
+                members = await self._store.member_list()
+                await self._start_member(self._initial_cluster(members), fresh)
+                await self._promote(member)
+                await self._set_role(StoreRole.VOTER)
+            except BaseException:
+                with contextlib.suppress(CnmError):
+                    members = await self._store.member_list()
+                    if not any(self._peer_url in m.peer_urls and not m.is_learner for m in members):
+                        await self._set_role(StoreRole.CLIENT)
+                raise
             seconds = time.monotonic() - started
             log.info(
                 "became a store voter (learner add, start, promote) in %.2f s",
@@ -180,23 +183,6 @@ class VoterManager:
                 extra=event("store_voter", seconds=round(seconds, 3)),
             )
             return True
-        except BaseException:
-            with contextlib.suppress(CnmError):
-                members = await self._store.member_list()
-                if not any(self._peer_url in m.peer_urls and not m.is_learner for m in members):
-                    await self._set_role(StoreRole.CLIENT)
-            raise
-        finally:
-            keepalive.cancel()
-            with contextlib.suppress(CnmError):
-                await self._store.delete(model.STORE_CHANGE_LOCK)
-                await self._store.lease_revoke(lease)
-
-    async def _keep_lease(self, lease: int) -> None:
-        while True:
-            await asyncio.sleep(LOCK_TTL / 3)
-            with contextlib.suppress(CnmError):
-                await self._store.lease_keepalive(lease)
 
     async def _add_learner(self) -> tuple[Member, bool]:
         return await add_learner(self._store, self._peer_url)
