@@ -130,3 +130,13 @@ def screenshot(page: Page, name: str, *, full_page: bool = True) -> Path:
 @pytest.fixture
 def shoot() -> Callable[[Page, str], Path]:
     return screenshot
+
+
+@pytest.fixture(scope="module")
+def module_pages(browser: Browser) -> Iterator[Pages]:
+    """`pages` shared by the tests of one module; checked at the module's end."""
+    opened = Pages(browser)
+    yield opened
+    problems = opened.close()
+    if problems:
+        pytest.fail("; ".join(problems))

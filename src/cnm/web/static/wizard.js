@@ -219,7 +219,7 @@ export function showFailure(code, details, fallback) {
   if (code === "repair_required") showRepair(details || {});
   result.replaceChildren(
     el("p", {}, el("span", { class: "code-tag", text: code || "error" }),
-      general.length ? general.join(" ") : "The node refused the request: see the fields marked below and above."),
+      general.length ? general.join(" ") : "The node refused the request: see the marked fields."),
     ...detailNodes(code, details),
   );
   result.className = "result bad";
@@ -239,9 +239,11 @@ function showError(error) {
   }
 }
 
+// Check asks the node even when the browser already sees a problem: the node's verdict, with
+// its error codes, is what the request would meet.
 async function check() {
   clearMessages();
-  if (!localProblems()) return;
+  localProblems();
   const { act, body } = requestBody();
   const button = $("#check");
   button.disabled = true;
