@@ -61,3 +61,60 @@ def test_check_shows_the_nodes_own_error_codes_at_the_fields(
     expect(page.locator("#check-result")).to_contain_text("config_error")
     screenshot(page, "wizard-check-errors")
     assert agent.status()["bootstrap_status"]["state"] == "idle"
+
+
+def test_a_failed_create_shows_its_error_and_try_again_keeps_the_form(
+    agents: AgentFactory, pages: Pages
+) -> None:
+    agent = agents.start()
+    page = pages.open(agent.http_url + "/")
+    page.get_by_label("Cluster name (FQDN)").fill("retry.example.com")
+    page.get_by_label("Admin email", exact=True).fill("admin@example.com")
+    page.get_by_label("Admin password", exact=True).fill("a-long-secret")
+    page.get_by_label("Admin password again", exact=True).fill("a-long-secret")
+    missing = str(agent.data_dir / "no-such-dir" / "persist")
+    page.get_by_label("Persistent storage path").fill(missing)
+    page.get_by_role("button", name="Create cluster").click()
+
+    expect(page.get_by_role("heading", name="Creating the cluster failed")).to_be_visible()
+    error = page.locator("#progress-error")
+    expect(error).to_contain_text("path_error")
+    expect(error).to_contain_text(missing)
+    expect(page.locator("#progress-steps li.failed")).to_have_count(1)
+    screenshot(page, "progress-error")
+
+    page.get_by_role("button", name="Try again").click()
+    expect(page.get_by_role("heading", name="Set up this node")).to_be_visible()
+    expect(page.get_by_label("Cluster name (FQDN)")).to_have_value("retry.example.com")
+    expect(page.get_by_label("Admin email", exact=True)).to_have_value("admin@example.com")
+    expect(page.get_by_label("Persistent storage path")).to_have_value(missing)
+    expect(page.locator("#persistent-path-msg")).to_contain_text("[path_error]")
+    page.get_by_label("Persistent storage path").fill(str(agent.persistent_path))
+    page.get_by_role("button", name="Create cluster").click()
+    expect(page.locator("#progress-state")).to_have_text("completed", timeout=30_000)
+    page.get_by_role("button", name="Open the cluster").click()
+    expect(page.get_by_role("heading", name="Cluster retry.example.com")).to_be_visible()
+
+
+def test_the_browser_enforces_the_pages_csp(agents: AgentFactory, pages: Pages) -> None:
+    agent = agents.start()
+    page = pages.open(agent.http_url + "/")
+    expect(page.get_by_role("heading", name="Set up this node")).to_be_visible()
+    console = pages.console_of(page)
+    assert console.csp_violations() == []  # the page itself needs nothing the CSP forbids
+    # Code injected into the page (as an XSS would) is refused, and the refusal is seen.
+    page.evaluate(
+        """() => {
+            const s = document.createElement("script");
+            s.textContent = "window.injected = true";
+            document.body.append(s);
+            const d = document.createElement("div");
+            d.setAttribute("onclick", "window.injected = true");
+            document.body.append(d);
+            d.click();
+        }"""
+    )
+    assert page.evaluate("window.injected === undefined")
+    expect_violation = console.csp_violations()
+    assert expect_violation, console.messages
+    console.messages.clear()  # the test's own injection is not a fault of the page

@@ -51,13 +51,13 @@ function renderNodes(nodes) {
     return el(
       "tr",
       { class: down ? "down" : undefined },
-      el("td", { text: node.uid }),
-      el("td", { text: node.addr }),
-      el("td", { text: node.rack_id || "—" }),
-      el("td", { text: down ? `${node.status} ⚠` : node.status }),
-      el("td", { text: node.store_role || "—" }),
-      el("td", { text: formatBytes(node.total_memory) }),
-      el("td", { text: formatDuration(node.uptime) }),
+      el("td", { "data-label": "uid", text: node.uid }),
+      el("td", { "data-label": "address", text: node.addr }),
+      el("td", { "data-label": "rack", text: node.rack_id || "—" }),
+      el("td", { "data-label": "status", text: down ? `${node.status} ⚠` : node.status }),
+      el("td", { "data-label": "store role", text: node.store_role || "—" }),
+      el("td", { "data-label": "memory", text: formatBytes(node.total_memory) }),
+      el("td", { "data-label": "uptime", text: formatDuration(node.uptime) }),
     );
   });
   $("#nodes tbody").replaceChildren(...rows);

@@ -124,9 +124,9 @@ export function detailNodes(code, details) {
 // A whole failure as one box: the code, each problem, the details.
 export function failureNodes(code, details, fallback) {
   const problems = problemsOf(details, fallback);
-  return [
+  const nodes = [
     el("p", {}, el("span", { class: "code-tag", text: code || "error" }), problems.length === 1 ? problems[0].text : "The request has these problems:"),
-    problems.length > 1 ? el("ul", {}, problems.map((p) => el("li", { text: p.text }))) : null,
-    ...detailNodes(code, details),
   ];
+  if (problems.length > 1) nodes.push(el("ul", {}, problems.map((p) => el("li", { text: p.text }))));
+  return [...nodes, ...detailNodes(code, details)];
 }

@@ -8,7 +8,7 @@ import { initCluster, startCluster, stopCluster } from "./cluster.js";
 import { startProgress, stopProgress } from "./progress.js";
 import { $ } from "./util.js";
 import { loadUsers, initUsers } from "./users.js";
-import { initWizard } from "./wizard.js";
+import { clearMessages, initWizard, showFailure } from "./wizard.js";
 
 const VIEWS = ["loading", "wizard", "progress", "signin", "cluster", "users"];
 const USER_ADMINS = new Set(["admin", "user_manager"]);
@@ -68,7 +68,15 @@ function showWizard(info) {
 function progressHandlers() {
   return {
     onCompleted: () => openCluster().catch((error) => showSignIn(error.message)),
-    onTryAgain: () => start(),
+    // The wizard's form was only hidden: what was typed is still there.
+    // The failure is shown again at the fields it names.
+    onTryAgain: (failed) => {
+      if (!wizardReady) return start();
+      showView("wizard");
+      clearMessages();
+      if (failed && failed.error_code) showFailure(failed.error_code, failed.error_details || {});
+      return undefined;
+    },
     onNeedSignIn: (message) => showSignIn(message),
   };
 }
@@ -79,9 +87,8 @@ async function start() {
     const status = doc.bootstrap_status;
     if (status.state === "idle" || status.state === "error") {
       showWizard(doc.local_node_info);
-      if (status.state === "error" && !$("#view-progress").dataset.shown) {
-        // A failed attempt from before this page was opened: show it once, then the form.
-        $("#view-progress").dataset.shown = "1";
+      if (status.state === "error") {
+        // A failed attempt from before this page was opened: show it, then the form.
         showView("progress");
         startProgress({ action: status.action }, progressHandlers());
       }

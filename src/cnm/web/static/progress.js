@@ -25,9 +25,15 @@ function elapsed(startIso) {
 
 function addStep(status, seen) {
   const list = $("#progress-steps");
+  if (!list.children.length && status.state !== "initiated" && status.start_time) {
+    // The first answer came after the start (a create takes well under a second): the start
+    // still gets its line, at the node's own start time.
+    list.append(el("li", { class: "done" }, el("span", { class: "step", text: "initiated" }), el("span", { class: "when", text: formatTime(status.start_time) })));
+  }
   for (const item of list.children) item.className = "done";
   const when = status.state === "completed" || status.state === "error" ? status.end_time : null;
-  const timeText = when ? formatTime(when) : `${new Date().toLocaleTimeString()}${elapsed(status.start_time)}`;
+  const total = when && status.start_time ? ` (took ${((new Date(when) - new Date(status.start_time)) / 1000).toFixed(1)} s)` : "";
+  const timeText = when ? `${formatTime(when)}${total}` : `${new Date().toLocaleTimeString()}${elapsed(status.start_time)}`;
   const cls = status.state === "error" ? "failed" : status.state === "completed" ? "done" : "current";
   list.append(el("li", { class: cls }, el("span", { class: "step", text: stepText(status) }), el("span", { class: "when", text: timeText })));
   seen.add(stepText(status));
@@ -78,7 +84,17 @@ export function startProgress({ action, credentials }, { onCompleted, onTryAgain
       stateLine.className = "state ok";
       $("#progress-title").textContent = creating ? "Cluster created" : action === "join_cluster" ? "Node joined the cluster" : "Bootstrap completed";
       const fingerprint = await offerCa();
-      if (fingerprint) stateLine.textContent = `completed — cluster CA SHA-256 ${fingerprint}`;
+      if (fingerprint) {
+        stateLine.textContent = "completed";
+        const note = $("#progress-cert");
+        note.replaceChildren(
+          el("p", { text: `Cluster CA, SHA-256 fingerprint: ${fingerprint}` }),
+          el("p", { text: creating
+            ? "The node's HTTPS certificate is now issued by this CA (it was self-signed). Download the CA and add it to your browser's or system's trusted authorities to connect without a warning; give the fingerprint to the nodes that join."
+            : "The node's HTTPS certificate is now issued by this CA. Download it to trust the cluster's nodes." }),
+        );
+        note.hidden = false;
+      }
       const open = $("#open-cluster");
       open.hidden = false;
       open.onclick = () => onCompleted();
@@ -92,7 +108,7 @@ export function startProgress({ action, credentials }, { onCompleted, onTryAgain
       box.hidden = false;
       const again = $("#try-again");
       again.hidden = false;
-      again.onclick = () => onTryAgain();
+      again.onclick = () => onTryAgain(status);
       again.focus();
     }
   };

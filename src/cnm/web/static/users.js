@@ -48,6 +48,7 @@ function passwordButton(user) {
       click: () => {
         passwordUid = user.uid;
         $("#password-title").textContent = `Change the password of ${user.email}`;
+        $("#password-user").value = user.email;
         $("#password-msg").textContent = "";
         $("#password-form").hidden = false;
         $("#new-password").focus();
@@ -64,12 +65,12 @@ export async function loadUsers() {
         el(
           "tr",
           {},
-          el("td", { text: user.uid }),
-          el("td", { text: user.email }),
-          el("td", { text: user.name || "" }),
-          el("td", { text: user.role }),
-          el("td", { text: user.status }),
-          el("td", {}, el("div", { class: "actions" }, passwordButton(user), deleteButton(user))),
+          el("td", { "data-label": "uid", text: user.uid }),
+          el("td", { "data-label": "email", text: user.email }),
+          el("td", { "data-label": "name", text: user.name || "" }),
+          el("td", { "data-label": "role", text: user.role }),
+          el("td", { "data-label": "status", text: user.status }),
+          el("td", { "data-label": "actions" }, el("div", { class: "actions" }, passwordButton(user), deleteButton(user))),
         ),
       ),
     );

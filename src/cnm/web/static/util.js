@@ -12,7 +12,7 @@ export function el(tag, props = {}, ...children) {
     else if (key === "on") for (const [type, fn] of Object.entries(value)) node.addEventListener(type, fn);
     else node.setAttribute(key, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child !== null && child !== undefined) node.append(child);
   }
   return node;
