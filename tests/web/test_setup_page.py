@@ -6,7 +6,7 @@ from __future__ import annotations
 from playwright.sync_api import expect
 
 from harness.agents import AgentFactory
-from web.conftest import Pages, screenshot
+from web.conftest import NARROW, Pages, screenshot
 
 
 def test_a_bad_cluster_name_shows_its_error_at_the_field(
@@ -35,6 +35,8 @@ def test_a_bad_cluster_name_shows_its_error_at_the_field(
     expect(page.locator("#check-result")).to_contain_text("config_error")
     expect(name).to_be_focused()
     screenshot(page, "wizard-bad-name")
+    page.set_viewport_size(NARROW)
+    screenshot(page, "wizard-bad-name-narrow")
 
     # Fixed, the same Check passes; nothing was started either way.
     name.fill("c1.example.com")
@@ -118,3 +120,32 @@ def test_the_browser_enforces_the_pages_csp(agents: AgentFactory, pages: Pages) 
     expect_violation = console.csp_violations()
     assert expect_violation, console.messages
     console.messages.clear()  # the test's own injection is not a fault of the page
+
+
+def test_the_wizard_is_usable_with_the_keyboard_alone(agents: AgentFactory, pages: Pages) -> None:
+    agent = agents.start()
+    page = pages.open(agent.http_url + "/")
+    expect(page.get_by_role("heading", name="Set up this node")).to_be_focused()
+    page.keyboard.press("Tab")  # the choice of action
+    expect(page.get_by_label("Create a cluster")).to_be_focused()
+    page.keyboard.press("ArrowRight")  # radio buttons move with the arrows
+    expect(page.get_by_label("Join a cluster")).to_be_checked()
+    expect(page.get_by_role("button", name="Join cluster")).to_be_visible()
+    page.keyboard.press("ArrowLeft")
+    expect(page.get_by_role("button", name="Create cluster")).to_be_visible()
+    page.keyboard.press("Tab")
+    name = page.get_by_label("Cluster name (FQDN)")
+    expect(name).to_be_focused()
+    # The focused field is visibly marked.
+    outline = name.evaluate(
+        "e => getComputedStyle(e).outlineStyle + ' ' + getComputedStyle(e).outlineWidth"
+    )
+    assert outline.startswith("solid") and not outline.endswith(" 0px"), outline
+    page.keyboard.type("keys.example.com")
+    for _ in range(3):
+        page.keyboard.press("Tab")
+    expect(page.get_by_label("Admin password again", exact=True)).to_be_focused()
+    page.get_by_role("button", name="Check").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#check-result")).to_be_visible()
+    expect(page.locator("#cluster-name-msg")).to_have_text("")  # only the name was valid
