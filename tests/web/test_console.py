@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from playwright.sync_api import Page, Request, expect
 
 from harness.agents import Agent, module_agent_factory
-from web.conftest import NARROW, Pages, screenshot
+from harness.browser import NARROW, Pages, screenshot
+
+pytest.importorskip("playwright", reason="the playwright package is not installed (dev extra)")
+from playwright.sync_api import Page, Request, expect
 
 NAME = "web.example.com"
 ADMIN = ("admin@example.com", "a-long-secret")

@@ -3,10 +3,13 @@ node's own Check (validate/create_cluster) showing each problem at its field wit
 
 from __future__ import annotations
 
-from playwright.sync_api import expect
+import pytest
 
 from harness.agents import AgentFactory
-from web.conftest import NARROW, Pages, screenshot
+from harness.browser import NARROW, Pages, screenshot
+
+pytest.importorskip("playwright", reason="the playwright package is not installed (dev extra)")
+from playwright.sync_api import expect
 
 
 def test_a_bad_cluster_name_shows_its_error_at_the_field(
