@@ -76,6 +76,10 @@ def test_create_through_the_page_reaches_completed_then_the_cluster(made: Made) 
 
     page.get_by_role("button", name="Open the cluster").click()
     expect(page.get_by_role("heading", name=f"Cluster {NAME}")).to_be_visible()
+    # The admin's password typed in the wizard is no longer anywhere in the page.
+    assert ADMIN[1] not in page.evaluate(
+        "() => [...document.querySelectorAll('input')].map((i) => i.value).join(' ')"
+    )
     rows = page.locator("#nodes tbody tr")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text(made.first.addr)

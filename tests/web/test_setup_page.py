@@ -105,6 +105,11 @@ def test_the_browser_enforces_the_pages_csp(agents: AgentFactory, pages: Pages) 
     agent = agents.start()
     page = pages.open(agent.http_url + "/")
     expect(page.get_by_role("heading", name="Set up this node")).to_be_visible()
+    response = page.reload()
+    assert response is not None
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe" not in csp
+    assert response.headers["x-frame-options"] == "DENY"
     console = pages.console_of(page)
     assert console.csp_violations() == []  # the page itself needs nothing the CSP forbids
     # Code injected into the page (as an XSS would) is refused, and the refusal is seen.

@@ -67,7 +67,11 @@ function showWizard(info) {
 
 function progressHandlers() {
   return {
-    onCompleted: () => openCluster().catch((error) => showSignIn(error.message)),
+    onCompleted: () => {
+      // The passwords typed in the wizard are not needed any more: no copy stays in the page.
+      for (const id of ["#admin-password", "#admin-password2", "#join-password"]) $(id).value = "";
+      return openCluster().catch((error) => showSignIn(error.message));
+    },
     // The wizard's form was only hidden: what was typed is still there.
     // The failure is shown again at the fields it names.
     onTryAgain: (failed) => {
