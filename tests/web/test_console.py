@@ -8,11 +8,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
-from harness.agents import Agent, module_agent_factory
+from harness.agents import Agent, AgentFactory, module_agent_factory
 from harness.browser import NARROW, Pages, screenshot
 
 pytest.importorskip("playwright", reason="the playwright package is not installed (dev extra)")
@@ -29,6 +30,7 @@ class Made:
     first: Agent
     second: Agent
     page: Page  # the page that created the cluster, signed in as the admin
+    factory: AgentFactory
 
 
 def fill_node_paths_kept(page: Page) -> None:
@@ -57,7 +59,7 @@ def made(
         page.get_by_role("button", name="Create cluster").click()
         expect(page.locator("#progress-state")).to_contain_text("completed", timeout=SLOW)
         screenshot(page, "progress-completed")
-        yield Made(first, second, page)
+        yield Made(first, second, page, factory)
 
 
 def test_create_through_the_page_reaches_completed_then_the_cluster(made: Made) -> None:
@@ -131,15 +133,19 @@ def test_the_token_is_in_no_browser_storage(made: Made) -> None:
     assert page.context.cookies() == []
 
 
-def test_a_second_agent_joins_through_its_own_page(made: Made, module_pages: Pages) -> None:
-    fingerprint = httpx.get(made.first.http_url + "/v1/join/ca").json()["ca_fingerprint"]
-    page = module_pages.open(made.second.http_url + "/")
+def fill_join(page: Page, member: Agent) -> None:
+    fingerprint = httpx.get(member.http_url + "/v1/join/ca").json()["ca_fingerprint"]
     page.get_by_label("Join a cluster").check()
     expect(page.get_by_role("button", name="Join cluster")).to_be_visible()
-    page.get_by_label("Address of a cluster node").fill(made.first.addr)
+    page.get_by_label("Address of a cluster node").fill(member.addr)
     page.get_by_label("Cluster admin email or name").fill(ADMIN[0])
     page.get_by_label("Cluster admin password").fill(ADMIN[1])
     page.get_by_label("Cluster CA fingerprint (SHA-256, optional)").fill(fingerprint)
+
+
+def test_a_second_agent_joins_through_its_own_page(made: Made, module_pages: Pages) -> None:
+    page = module_pages.open(made.second.http_url + "/")
+    fill_join(page, made.first)
     page.get_by_role("button", name="Check").click()
     expect(page.locator("#check-result")).to_contain_text("Check passed")
     screenshot(page, "wizard-join")
@@ -254,6 +260,47 @@ def test_a_viewer_sees_the_cluster_but_no_add_user(made: Made, module_pages: Pag
     assert changed.status_code == 200, changed.text
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible(timeout=10_000)
     expect(page.locator("#signin-msg")).to_contain_text("Your session ended")
+
+
+def test_a_refused_join_shows_the_mismatches_as_a_table(made: Made, module_pages: Pages) -> None:
+    joiner = made.factory.start(extra_args=["--socket-dir", "/var/run/elsewhere"])
+    page = module_pages.open(joiner.http_url + "/")
+    fill_join(page, made.first)
+    page.get_by_role("button", name="Join cluster").click()
+    expect(page.get_by_role("heading", name="Joining the cluster failed")).to_be_visible(
+        timeout=SLOW
+    )
+    error = page.locator("#progress-error")
+    expect(error).to_contain_text("socket_directory_mismatch")
+    row = error.locator("table tbody tr")
+    expect(row).to_have_count(1)
+    cells = row.locator("td").all_inner_texts()
+    assert cells == ["socket_dir", "/var/opt/redislabs/run", "/var/run/elsewhere"]
+    screenshot(page, "progress-join-mismatch")
+    page.get_by_role("button", name="Try again").click()
+    expect(page.get_by_label("Address of a cluster node")).to_have_value(made.first.addr)
+    expect(page.locator("#check-result table tbody tr")).to_have_count(1)
+    joiner.stop()
+
+
+LIBFAKETIME = next(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"), None)
+
+
+@pytest.mark.skipif(LIBFAKETIME is None, reason="libfaketime missing (Debian: faketime)")
+def test_a_clock_off_shows_the_offset_and_its_bound(made: Made, module_pages: Pages) -> None:
+    joiner = made.factory.start(env={"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME": "+600s"})
+    page = module_pages.open(joiner.http_url + "/")
+    fill_join(page, made.first)
+    page.get_by_role("button", name="Join cluster").click()
+    error = page.locator("#progress-error")
+    expect(error).to_contain_text("time_not_sync", timeout=SLOW)
+    clock = error.locator(".clock")
+    expect(clock).to_contain_text("the bound is 1000 ms")
+    expect(clock).to_contain_text(f"measured against {made.first.addr}")
+    measured = re.search(r"Clock offset: (-?[\d.]+) ms", clock.inner_text())
+    assert measured is not None, clock.inner_text()
+    assert 590_000 < float(measured.group(1)) < 610_000
+    joiner.stop()
 
 
 def test_a_down_node_is_highlighted(made: Made) -> None:

@@ -32,7 +32,9 @@ function addStep(status, seen) {
   }
   for (const item of list.children) item.className = "done";
   const when = status.state === "completed" || status.state === "error" ? status.end_time : null;
-  const total = when && status.start_time ? ` (took ${((new Date(when) - new Date(status.start_time)) / 1000).toFixed(1)} s)` : "";
+  // The node's times are whole seconds: a sub-second run says so rather than "0 s".
+  const seconds = when && status.start_time ? (new Date(when) - new Date(status.start_time)) / 1000 : null;
+  const total = seconds === null || Number.isNaN(seconds) ? "" : ` (took ${seconds < 1 ? "under 1 s" : `${Math.round(seconds)} s`})`;
   const timeText = when ? `${formatTime(when)}${total}` : `${new Date().toLocaleTimeString()}${elapsed(status.start_time)}`;
   const cls = status.state === "error" ? "failed" : status.state === "completed" ? "done" : "current";
   list.append(el("li", { class: cls }, el("span", { class: "step", text: stepText(status) }), el("span", { class: "when", text: timeText })));
