@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cnm.web import ASSETS
 from harness.agents import Agent, AgentFactory, module_agent_factory
 from harness.browser import NARROW, Pages, screenshot
 
@@ -97,6 +98,14 @@ def test_create_through_the_page_reaches_completed_then_the_cluster(made: Made) 
     assert ADMIN[1] not in command
     assert ca["ca_fingerprint"] in page.locator("#join-curl").inner_text()
     screenshot(page, "cluster-one-node")
+
+
+def test_the_page_and_its_files_need_no_credentials_after_bootstrap(made: Made) -> None:
+    for path in ["/", *(f"/web/{name}" for name in ASSETS)]:
+        response = httpx.get(made.first.http_url + path)
+        assert response.status_code == 200, path
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert httpx.get(made.first.http_url + "/v1/cluster").status_code == 401  # the data does
 
 
 def test_every_api_call_after_sign_in_carries_the_token(made: Made) -> None:

@@ -49,20 +49,28 @@ def test_a_bad_cluster_name_shows_its_error_at_the_field(
     assert agent.status()["bootstrap_status"]["state"] == "idle"
 
 
-def test_check_shows_the_nodes_own_error_codes_at_the_fields(
+def test_check_puts_each_of_several_problems_at_its_own_field(
     agents: AgentFactory, pages: Pages
 ) -> None:
     agent = agents.start()
     page = pages.open(agent.http_url + "/")
     page.get_by_label("Cluster name (FQDN)").fill("c1.example.com")
-    page.get_by_label("Admin email", exact=True).fill("admin@example.com")
+    page.get_by_label("Admin email", exact=True).fill('bad"admin@example.com')
     page.get_by_label("Admin password", exact=True).fill("short")
     page.get_by_label("Admin password again", exact=True).fill("short")
-    page.get_by_label("Persistent storage path").fill("relative/path")
+    page.get_by_label("Rack id").fill("-bad rack")
     page.get_by_role("button", name="Check").click()
-    password_message = page.locator("#admin-password-msg")
-    expect(password_message).to_contain_text("[config_error]")
-    expect(password_message).to_contain_text("at least 8 characters")
+    # One config_error from the node, its problems split to the fields they name.
+    for field, words in (
+        ("admin-email", "credentials.username: must not contain"),
+        ("admin-password", "credentials.password: must be at least 8 characters"),
+        ("rack-id", "node.identity.rack_id"),
+    ):
+        message = page.locator(f"#{field}-msg")
+        expect(message).to_contain_text("[config_error]")
+        expect(message).to_contain_text(words)
+        expect(page.locator(f"#{field}")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#cluster-name-msg")).to_have_text("")
     expect(page.locator("#check-result")).to_contain_text("config_error")
     screenshot(page, "wizard-check-errors")
     assert agent.status()["bootstrap_status"]["state"] == "idle"
