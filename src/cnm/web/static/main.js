@@ -18,10 +18,10 @@ let wizardReady = false;
 function showView(name) {
   for (const view of VIEWS) document.getElementById(`view-${view}`).hidden = view !== name;
   $("#nav").hidden = !(signedIn() && (name === "cluster" || name === "users"));
-  $("#nav-cluster").toggleAttribute("aria-current", name === "cluster");
-  if (name === "cluster") $("#nav-cluster").setAttribute("aria-current", "page");
-  $("#nav-users").toggleAttribute("aria-current", name === "users");
-  if (name === "users") $("#nav-users").setAttribute("aria-current", "page");
+  for (const [button, view] of [["#nav-cluster", "cluster"], ["#nav-users", "users"]]) {
+    if (view === name) $(button).setAttribute("aria-current", "page");
+    else $(button).removeAttribute("aria-current");
+  }
   if (name !== "cluster") stopCluster();
   if (name !== "progress") stopProgress();
   const heading = document.querySelector(`#view-${name} h1`);

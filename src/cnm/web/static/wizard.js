@@ -50,11 +50,11 @@ export function clearMessages() {
 export function clusterNameProblem(name) {
   if (!name) return "Required: the cluster's fully qualified domain name.";
   if (name.length > MAX_NAME) return `At most ${MAX_NAME} characters (this one has ${name.length}).`;
-  const labels = name.replace(/\.$/, "").split(".");
+  const labels = name.split(".");
   const bad = labels.find((label) => !LABEL.test(label));
   if (bad !== undefined) {
     return bad === ""
-      ? "Two dots in a row, or a dot at the start."
+      ? "An empty label: two dots in a row, or a dot at the start or the end."
       : `“${bad}”: labels are letters, digits and hyphens, not starting or ending with a hyphen.`;
   }
   return "";
