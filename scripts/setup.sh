@@ -8,6 +8,8 @@ need_apt=()
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v faketime >/dev/null 2>&1 || need_apt+=(faketime)
 command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
+# The web console's browser tests drive Debian's Chromium (never a downloaded browser).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]} from Debian"

@@ -156,7 +156,7 @@ async def test_get_with_a_body_ignores_it(node: Node, content: bytes, content_ty
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "/"),
+        ("GET", "/index.html"),  # "/" is the web console (tests/api/test_web_routes.py)
         ("GET", "/v1"),
         ("GET", "/v1/nope"),
         ("GET", "/bootstrap"),  # the old docs' path without /v1: not served (a choice)

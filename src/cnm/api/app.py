@@ -1,4 +1,5 @@
-"""The app factory: one FastAPI app per agent, built from an `ApiContext` (no globals)."""
+"""The app factory: one FastAPI app per agent, built from an `ApiContext` (no globals): the API's
+routers, the web console's, and the security headers every answer carries."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from cnm.api.context import ApiContext
 from cnm.api.errors import install_error_handlers
 from cnm.api.join_routes import join_router
 from cnm.api.license_routes import license_router
+from cnm.api.security_headers import SecurityHeaders
 from cnm.api.users_routes import users_router
+from cnm.api.web_routes import web_router
 from cnm.ops.http import install_metrics
 
 
@@ -30,4 +33,6 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(license_router(context))
     app.include_router(join_router(context))
     install_metrics(app, context)
+    app.include_router(web_router())
+    app.add_middleware(SecurityHeaders)
     return app
