@@ -157,3 +157,15 @@ def test_remove_a_client_and_a_voter_then_refuse_a_removal_that_breaks_quorum(
     assert [n["uid"] for n in nodes(first)] == [1, 3, 5]
     assert len(store_members(first)) == 3
     assert fourth.status(ADMIN)["bootstrap_status"]["state"] == "completed"
+
+    # 4. The dead voter itself can go (voters 1 and 5 remain, both alive) ...
+    removed = remove(first, 3)
+    assert removed.status_code == 200, removed.text
+    assert removed.json()["store_member_removed"] == "voter"
+    assert len(store_members(first)) == 2
+    assert [n["uid"] for n in nodes(first)] == [1, 5]
+    # ... and when it comes back, it finds it was removed while it was away, and leaves.
+    third.start()
+    assert_left_and_wiped(third)
+    assert [n["uid"] for n in nodes(first)] == [1, 5]
+    assert len(store_members(first)) == 2

@@ -26,7 +26,7 @@ from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.store_members import remove_node_member, store_change_lock
 from cnm.errors import CnmError, NodeNotFound
 from cnm.logs import event
-from cnm.store.base import Compare, Delete, Op, Put, Store
+from cnm.store.base import Compare, Delete, Member, MembershipChangeRefused, Op, Put, Store
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 # takes ~5 s: etcd's pacing) before it answers 409 `store_change_in_progress`.
 LOCK_WAIT = 30.0
 LOCK_POLL = 0.2
+# etcd refuses to remove a voter until every remaining voter has been connected for 5 s after
+# the previous membership change (its "unhealthy cluster"): a removal that follows a voter
+# change waits for the store to settle, at that pace, this long.
+SETTLE_WAIT = 20.0
+SETTLE_POLL = 0.5
 REASON = "node removed through the API"
 
 
@@ -121,6 +126,27 @@ async def remove_node(store: Store, snapshot: ClusterSnapshot, uid: int, *, acti
         await asyncio.sleep(LOCK_POLL)
 
 
+async def _remove_member(
+    store: Store, snapshot: ClusterSnapshot, node: NodeRecord
+) -> Member | None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SETTLE_WAIT
+    while True:
+        try:
+            return await remove_node_member(store, snapshot, node, reason=REASON)
+        except MembershipChangeRefused as refused:
+            if not refused.transient:
+                raise
+            if loop.time() >= deadline:
+                raise StoreChangeInProgress(
+                    f"the store is still settling after its last membership change "
+                    f"({refused.message}) after {SETTLE_WAIT:.0f} s; retry the removal of "
+                    f"node {node.uid}",
+                    uid=node.uid,
+                ) from refused
+        await asyncio.sleep(SETTLE_POLL)
+
+
 async def _remove_locked(store: Store, snapshot: ClusterSnapshot, uid: int) -> Removal:
     stored = await store.get(model.node_key(uid))
     if stored is None:
@@ -132,7 +158,7 @@ async def _remove_locked(store: Store, snapshot: ClusterSnapshot, uid: int) -> R
             f"node {uid} is the cluster's last node: removing it would remove the cluster",
             uid=uid,
         )
-    member = await remove_node_member(store, snapshot, node, reason=REASON)
+    member = await _remove_member(store, snapshot, node)
     ops, names = _removal_ops(snapshot, node)
     # Guarded by the record's revision: a concurrent removal of the same node loses (404).
     result = await store.txn([Compare.mod(model.node_key(uid), "=", stored.mod_revision)], ops)
