@@ -21,7 +21,6 @@ again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 from collections.abc import Awaitable, Callable, Coroutine
@@ -163,11 +162,16 @@ class BootstrapManager:
             return
         # From here on the API serves the pre-bootstrap surface (no_cluster for cluster routes).
         self.runtime = None
-        with contextlib.suppress(Exception):
+        try:
             await runtime.stop()
+        except Exception as exc:  # the store it stops talking to may be gone: go on leaving
+            log.warning("stopping the cluster runtime while leaving: %s", exc)
         local = runtime.local
         data = DataDir(self.config.data_dir)
-        for directory in (data.cluster_tls.directory, etcd_member_dir(local.ccs_persistent_path)):
+        doomed = [data.cluster_tls.directory]
+        if local.ccs_persistent_path:
+            doomed.append(etcd_member_dir(local.ccs_persistent_path))
+        for directory in doomed:
             shutil.rmtree(directory, ignore_errors=True)
         self._clean_failed_attempt()
         data.node_key_file.unlink(missing_ok=True)
