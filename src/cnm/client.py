@@ -363,6 +363,12 @@ class CnmClient:
         document: dict[str, Any] = self.request("GET", f"/v1/nodes/{uid}")
         return document
 
+    def remove_node(self, uid: int) -> dict[str, Any]:
+        """Remove node `uid` from the cluster (POST /v1/nodes/{uid}/actions/remove); the
+        answer says what was done."""
+        document = self.request("POST", f"/v1/nodes/{uid}/actions/remove")
+        return document if isinstance(document, dict) else {}
+
     def license(self) -> dict[str, Any]:
         document: dict[str, Any] = self.request("GET", "/v1/license")
         return document

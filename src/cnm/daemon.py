@@ -97,8 +97,25 @@ class NodeAgent:
                 self.verifier.flush()
 
         runtime.snapshot.add_listener(on_change)
-        self._spawn(runtime.run())
-        self._spawn(watch_store(self.metrics, runtime))
+        self._spawn(self._run_cluster(runtime))
+
+    async def _run_cluster(self, runtime: ClusterRuntime) -> None:
+        """The runtime and its store probe, until the node is removed from the cluster."""
+        probe = asyncio.create_task(watch_store(self.metrics, runtime))
+        try:
+            await runtime.run()
+        finally:
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
+
+    def _on_left(self) -> None:
+        """Removed from its cluster: the node serves its self-signed certificate again and
+        forgets the credentials it had checked."""
+        assert self.servers is not None
+        tls = DataDir(self.config.data_dir).self_signed_tls
+        self.servers.use_certificate(tls.cert_file, tls.key_file)
+        self.verifier.flush()
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -118,6 +135,7 @@ class NodeAgent:
                 manager = BootstrapManager(
                     config, spawn=self._spawn, on_completed=self._on_completed
                 )
+                manager.left_listeners.append(self._on_left)
                 context = ApiContext(
                     config, manager, Authenticator(self.verifier), metrics=self.metrics
                 )

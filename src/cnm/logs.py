@@ -33,6 +33,8 @@ EVENTS = {
     "store_voters": "voters, previous_voters, voters_wanted: the set of store voters changed",
     "store_reachability": "reachable, detail: the store became reachable or unreachable",
     "store_leader_change": "leader, previous_leader: a new store leader was seen",
+    "node_removed": "uid, addr, store_member: a node was removed from the cluster",
+    "left_cluster": "uid, cluster: this node was removed and went back to idle, data wiped",
 }
 # The keys every JSON line has; an event's fields never replace them.
 BASE_KEYS = frozenset({"time", "node", "level", "logger", "message", "exception", "event"})

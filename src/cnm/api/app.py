@@ -12,6 +12,7 @@ from cnm.api.context import ApiContext
 from cnm.api.errors import install_error_handlers
 from cnm.api.join_routes import join_router
 from cnm.api.license_routes import license_router
+from cnm.api.node_action_routes import node_action_router
 from cnm.api.security_headers import SecurityHeaders
 from cnm.api.users_routes import users_router
 from cnm.api.web_routes import web_router
@@ -32,6 +33,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(users_router(context))
     app.include_router(license_router(context))
     app.include_router(join_router(context))
+    app.include_router(node_action_router(context))
     install_metrics(app, context)
     app.include_router(web_router())
     app.add_middleware(SecurityHeaders)

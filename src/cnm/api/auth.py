@@ -35,6 +35,7 @@ CLUSTER_VIEWERS = ANY_ROLE  # view_cluster_info
 CLUSTER_ADMINS = frozenset({"admin"})  # update_cluster, update_node
 CHECK_VIEWERS = frozenset({"admin", "cluster_member", "cluster_viewer"})  # view_all_nodes_checks
 NODE_VIEWERS = ANY_ROLE  # view_all_nodes_info, view_node_info
+NODE_REMOVERS = frozenset({"admin"})  # remove a node (POST /v1/nodes/{uid}/actions/remove)
 LICENSE_VIEWERS = ANY_ROLE  # view_license
 LICENSE_INSTALLERS = frozenset({"admin", "user_manager"})  # install_new_license
 USER_ADMINS = USER_MANAGERS  # view_all_users_info, create_new_user, update_user, delete_user

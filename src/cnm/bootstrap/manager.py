@@ -10,10 +10,17 @@ At start, `restore()` applies the decision table (etcd's bootstrap.go is the mod
 - completed with local state: resume the cluster;
 - an action in progress (the agent died mid-way): if the local state proves the action got to
   its end, resume and complete it; otherwise `error`, saying the attempt was interrupted.
+
+Leaving: when the cluster removes this node (its runtime sees the `removed` marker, see
+cluster/removal.py), `leave_cluster` stops the runtime, wipes what the cluster gave the node
+(local state, cluster TLS, its etcd member data, its node key: a rejoin is a new node) and puts
+the status back to `idle`, so the API serves the pre-bootstrap surface and the node can join
+again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from collections.abc import Awaitable, Callable, Coroutine
@@ -38,6 +45,7 @@ from cnm.errors import (
     NotFound,
 )
 from cnm.logs import event
+from cnm.node.data_dir import DataDir, etcd_member_dir
 from cnm.node.local_state import LocalState
 
 log = logging.getLogger(__name__)
@@ -47,6 +55,12 @@ Spawn = Callable[[Coroutine[Any, Any, None]], object]
 OnCompleted = Callable[[ClusterRuntime, tuple[str, str] | None], Awaitable[None]]
 # (previous status, new status), after every change of the record (the agent's metrics).
 TransitionListener = Callable[[BootstrapStatus, BootstrapStatus], None]
+# Called once the node has left its cluster (removed) and is idle again (the agent's HTTPS).
+LeftListener = Callable[[], None]
+
+# A removed node waits this long before it tears down, so that the answer to a removal sent to
+# this very node leaves before the node stops serving the cluster.
+LEAVE_GRACE = 1.0
 
 
 class BootstrapManager:
@@ -68,6 +82,7 @@ class BootstrapManager:
         self.status = BootstrapStatus.load(config.data_dir)
         self.runtime: ClusterRuntime | None = None
         self.listeners: list[TransitionListener] = []
+        self.left_listeners: list[LeftListener] = []
 
     # --- the Progress protocol of the actions ---------------------------------------------------
 
@@ -132,6 +147,44 @@ class BootstrapManager:
         runtime = await ClusterRuntime.resume(self.config, local, backend=self.backend)
         self.runtime = runtime
         await self._on_completed(runtime, None)
+        self._spawn(self._leave_when_removed(runtime))
+
+    # --- leaving the cluster ----------------------------------------------------------------------
+
+    async def _leave_when_removed(self, runtime: ClusterRuntime) -> None:
+        await runtime.removed.wait()
+        await asyncio.sleep(LEAVE_GRACE)
+        await self.leave_cluster(runtime)
+
+    async def leave_cluster(self, runtime: ClusterRuntime) -> None:
+        """Take this node out of the cluster it was removed from (see the module docstring)."""
+        if self.runtime is not runtime:
+            return
+        # From here on the API serves the pre-bootstrap surface (no_cluster for cluster routes).
+        self.runtime = None
+        try:
+            await runtime.stop()
+        except Exception as exc:  # the store it stops talking to may be gone: go on leaving
+            log.warning("stopping the cluster runtime while leaving: %s", exc)
+        local = runtime.local
+        data = DataDir(self.config.data_dir)
+        doomed = [data.cluster_tls.directory]
+        if local.ccs_persistent_path:
+            doomed.append(etcd_member_dir(local.ccs_persistent_path))
+        for directory in doomed:
+            shutil.rmtree(directory, ignore_errors=True)
+        self._clean_failed_attempt()
+        data.node_key_file.unlink(missing_ok=True)
+        self._set(BootstrapStatus())
+        log.warning(
+            "left cluster %s: this node (uid %d) was removed; its cluster data is wiped and it "
+            "is idle, ready to create or join a cluster",
+            local.cluster_name,
+            local.node_uid,
+            extra=event("left_cluster", uid=local.node_uid, cluster=local.cluster_name),
+        )
+        for listener in self.left_listeners:
+            listener()
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -205,6 +258,7 @@ class BootstrapManager:
             credentials = (request.credentials.username or "", request.credentials.password or "")
             await self._on_completed(runtime, credentials)
             self._set(self.status.completed())
+            self._spawn(self._leave_when_removed(runtime))
         except BootstrapFailure as failure:
             log.warning("bootstrap %s failed: [%s] %s", action, failure.error_code, failure)
             self._set(self.status.failed(failure))

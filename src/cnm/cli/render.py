@@ -302,3 +302,8 @@ def document_panel(title: str, document: Mapping[str, Any], *, skip: Iterable[st
             value = styled(value)
         rows.append((key, value))
     return key_values(title, rows)
+
+
+def removal_summary(document: Mapping[str, Any]) -> Text:
+    """The answer of a node removal: its description (what was done)."""
+    return Text(str(document.get("description") or f"node {document.get('node_uid')} removed"))

@@ -38,7 +38,7 @@ from cnm.cluster.writes import update_record
 from cnm.errors import StoreContention, StoreError, StoreUnavailable
 from cnm.node.facts import StoragePaths, node_facts_for_record
 from cnm.node.local_state import LocalState
-from cnm.store.base import Store
+from cnm.store.base import Compare, Put, Store
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,11 @@ async def run_node_upkeep(
     while True:
         with contextlib.suppress(StoreUnavailable, StoreError):
             heartbeat = NodeClockRecord(uid=local.node_uid, wall=time.time())
-            await store.put(clock_key, heartbeat.encode())
+            # Only while the node record exists: a removed node leaves no clock record behind.
+            await store.txn(
+                [Compare.exists(model.node_key(local.node_uid))],
+                [Put(clock_key, heartbeat.encode())],
+            )
         try:
             await _refresh_record(store, snapshot, local, addr)
         except (StoreUnavailable, StoreError, ValueError) as exc:

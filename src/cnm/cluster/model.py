@@ -22,6 +22,9 @@ NODE_CLOCK_PREFIX = "/cnm/node-clocks/"
 LIVENESS_PREFIX = "/cnm/liveness/"
 # Node key (a random id each node keeps in its data dir) → uid: makes a retried join idempotent.
 NODE_KEY_PREFIX = "/cnm/node-keys/"
+# Marker of a node removed from the cluster (cluster/removal.py): the removed agent, now or when
+# it comes back, sees it and leaves (back to idle). Uids are never reused, so markers never clash.
+REMOVED_NODES_PREFIX = "/cnm/removed-nodes/"
 # Held by the node changing the store's membership: one change at a time (cluster/voters.py).
 STORE_CHANGE_LOCK = "/cnm/locks/store-change"
 NODE_UID_COUNTER = "/cnm/counters/node_uid"
@@ -59,3 +62,7 @@ def node_clock_key(uid: int) -> str:
 
 def node_key_index(node_key: str) -> str:
     return f"{NODE_KEY_PREFIX}{node_key}"
+
+
+def removed_node_key(uid: int) -> str:
+    return f"{REMOVED_NODES_PREFIX}{uid}"

@@ -202,6 +202,15 @@ class UidCounter(Record):
     last: int = 0
 
 
+class RemovedNode(Record):
+    """`/cnm/removed-nodes/<uid>`: node `uid` was removed from the cluster (cluster/removal.py)."""
+
+    uid: int
+    addr: str = ""
+    removed_at: Number = 0
+    reason: str = ""
+
+
 class StoreChangeLock(Record):
     """`/cnm/locks/store-change`: who changes the store's membership, since when."""
 
@@ -344,6 +353,7 @@ _PREFIXES: tuple[tuple[str, type[Record]], ...] = (
     (model.LIVENESS_PREFIX, LivenessRecord),
     (model.NODE_CLOCK_PREFIX, NodeClockRecord),
     (model.NODE_KEY_PREFIX, NodeKeyIndex),
+    (model.REMOVED_NODES_PREFIX, RemovedNode),
 )
 
 

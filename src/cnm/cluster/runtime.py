@@ -8,6 +8,10 @@ the local state, and stopped before the agent exits.
 It sees the store only through the `Store` contract and its member only through `StoreMember`;
 a `StoreBackend` says how to open the one and make the other (etcd for the agent, memory for
 tests of the API after bootstrap).
+
+When the node is removed from the cluster (a `removed` marker for its uid appears, see
+cluster/removal.py), `run()` returns: the bootstrap manager then stops the runtime and takes
+the node back to `idle`.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from cnm.config import NodeConfig
 from cnm.errors import StoreError, StoreUnavailable
 from cnm.node.data_dir import ClusterTls, DataDir, etcd_member_dir
 from cnm.node.local_state import LocalState
-from cnm.store.base import Store
+from cnm.store.base import Compare, Put, Store
 from cnm.store.etcd import EtcdStore, client_tls_context
 from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess, remove_member_data
 from cnm.store.member import StoreMember
@@ -80,6 +84,10 @@ class StoreBackend:
 ETCD_BACKEND = StoreBackend(open_store=open_store, make_member=etcd_member)
 
 
+class _Removed(Exception):
+    """Ends `ClusterRuntime.run` once the node was removed from the cluster."""
+
+
 class ClusterRuntime:
     def __init__(
         self,
@@ -99,6 +107,8 @@ class ClusterRuntime:
         self.admissions = Admissions(store, self.snapshot)
         self._lease = 0
         self._tasks: asyncio.TaskGroup | None = None
+        # Set once the snapshot shows this node's `removed` marker.
+        self.removed = asyncio.Event()
 
     @classmethod
     async def resume(
@@ -135,7 +145,8 @@ class ClusterRuntime:
         await self.snapshot.load()
 
     async def run(self) -> None:
-        """The runtime's loops; returns only when cancelled."""
+        """The runtime's loops; returns when this node was removed from the cluster, else only
+        when cancelled."""
         tls = DataDir(self.config.data_dir).cluster_tls
         spec = member_spec(self.config, self.local, tls)
         voters = VoterManager(
@@ -148,8 +159,21 @@ class ClusterRuntime:
             start_member=self.start_member,
         )
         self.snapshot.add_listener(self._on_change)
+        # Removed while this node was stopped: the snapshot loaded at resume holds the marker.
+        if self.snapshot.removed(self.local.node_uid) is not None:
+            self.removed.set()
+        try:
+            await self._run_tasks(voters)
+        except* _Removed:
+            log.warning(
+                "this node (uid %d) was removed from the cluster; leaving it",
+                self.local.node_uid,
+            )
+
+    async def _run_tasks(self, voters: VoterManager) -> None:
         async with asyncio.TaskGroup() as tasks:
             self._tasks = tasks
+            tasks.create_task(self._until_removed(), name="until-removed")
             tasks.create_task(self.snapshot.run(), name="snapshot")
             tasks.create_task(self._liveness(), name="liveness")
             tasks.create_task(voters.run(), name="voters")
@@ -160,7 +184,15 @@ class ClusterRuntime:
             if self.member is not None:
                 tasks.create_task(self._supervise_member(), name="member-supervisor")
 
+    async def _until_removed(self) -> None:
+        await self.removed.wait()
+        raise _Removed
+
     def _on_change(self, key: str) -> None:
+        if key == model.removed_node_key(self.local.node_uid):
+            if self.snapshot.removed(self.local.node_uid) is not None:
+                self.removed.set()
+            return
         if not key.startswith(model.NODES_PREFIX):
             return
         endpoints = tuple(voter_endpoints(self.snapshot, self.local.node_uid))
@@ -197,7 +229,14 @@ class ClusterRuntime:
                 ttl = await self.store.lease_keepalive(self._lease) if self._lease else 0
                 if ttl <= 0:
                     self._lease = await self.store.lease_grant(LIVENESS_TTL)
-                    await self.store.put(key, document, lease=self._lease)
+                    # Only while the node record exists: a removed node must not come back
+                    # as alive in the moments before it notices its removal.
+                    written = await self.store.txn(
+                        [Compare.exists(model.node_key(self.local.node_uid))],
+                        [Put(key, document, lease=self._lease)],
+                    )
+                    if not written.succeeded:
+                        self._lease = 0
                 self.snapshot.mark_contact()
             except (StoreUnavailable, StoreError) as exc:
                 log.warning("liveness keep-alive failed: %s", exc.message)

@@ -31,6 +31,7 @@ from cnm.cluster.records import (
     NodeKeyIndex,
     NodeRecord,
     Record,
+    RemovedNode,
     UserLoginIndex,
     UserRecord,
     decode_at,
@@ -100,6 +101,20 @@ class ClusterSnapshot:
         """The uid a node key was admitted with, if it was."""
         index = self._typed(model.node_key_index(node_key), NodeKeyIndex)
         return index.uid if index is not None else None
+
+    def node_key_indexes(self, uid: int) -> list[str]:
+        """The node-key index keys that point at node `uid` (one, unless it joined twice)."""
+        return sorted(
+            key
+            for key, record in self._records.items()
+            if key.startswith(model.NODE_KEY_PREFIX)
+            and isinstance(record, NodeKeyIndex)
+            and record.uid == uid
+        )
+
+    def removed(self, uid: int) -> RemovedNode | None:
+        """The marker saying node `uid` was removed from the cluster, if it was."""
+        return self._typed(model.removed_node_key(uid), RemovedNode)
 
     def users(self) -> list[UserRecord]:
         """Every user record, by uid."""
