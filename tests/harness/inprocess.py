@@ -102,6 +102,9 @@ async def seed_cluster(
         model.LICENSE_KEY: license
         or records.trial_license(cluster_name="inprocess.example.com", activated=now),
         model.CA_KEY: {"cert_pem": ca.cert_pem.decode(), "key_pem": ca.key_pem.decode()},
+        # Node 1 is up (no lease: the runtime's liveness loop does not run here), so the
+        # cluster is not degraded (cluster/repair.py).
+        model.liveness_key(1): {"uid": 1, "addr": config.addr},
     }
     for key, record in documents.items():
         raw = record.encode() if isinstance(record, records.Record) else _encode(record)

@@ -14,6 +14,7 @@ At start, `restore()` applies the decision table (etcd's bootstrap.go is the mod
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from collections.abc import Awaitable, Callable, Coroutine
@@ -26,7 +27,8 @@ from cnm.bootstrap.join import NETWORK_WIRING, JoinWiring, check_join_request, j
 from cnm.bootstrap.schema import BootstrapRequest, parse_bootstrap_body
 from cnm.bootstrap.status import BootstrapState, BootstrapStatus
 from cnm.bootstrap.validation import ACTIONS, check_request
-from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend
+from cnm.cluster.repair import replaced_message, replacement_of
+from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend, member_spec
 from cnm.config import NodeConfig
 from cnm.errors import (
     AlreadyBootstrapped,
@@ -36,11 +38,20 @@ from cnm.errors import (
     CnmError,
     ConfigError,
     NotFound,
+    StoreError,
 )
 from cnm.logs import event
+from cnm.node.data_dir import DataDir
 from cnm.node.local_state import LocalState
 
 log = logging.getLogger(__name__)
+
+REPLACED_CHECK_TIMEOUT = 5.0
+
+
+class NodeReplaced(ConfigError):
+    """This node's uid was given to another machine while it was down (cluster/repair.py)."""
+
 
 Spawn = Callable[[Coroutine[Any, Any, None]], object]
 # (runtime, credentials the action proved: (username, password), or None on a restart)
@@ -99,6 +110,11 @@ class BootstrapManager:
         state = self.status.state
         local = LocalState.load(self.config.data_dir)
         if state is BootstrapState.COMPLETED and local is not None:
+            replaced = await self._replaced(local)
+            if replaced is not None:
+                # It must not rejoin, start its store member or touch the cluster.
+                self._set(self.status.failed(NodeReplaced(replaced, uid=local.node_uid)))
+                return f"node {local.node_uid} was replaced while down; not rejoining"
             await self._resume(local)
             return f"rejoining cluster {local.cluster_name} as node {local.node_uid}"
         if state.in_progress and local is not None:
@@ -127,6 +143,28 @@ class BootstrapManager:
             )
             return "completed status without local state marked as error"
         return f"waiting for a bootstrap request (state {state.value})"
+
+    async def _replaced(self, local: LocalState) -> str | None:
+        """Why this node must not rejoin (another machine took its uid while it was down), or
+        None. Asked of the other store voters only (this node's own member is not started);
+        a store that does not answer in time cannot say, and the node resumes as usual."""
+        tls = DataDir(self.config.data_dir).cluster_tls
+        own = member_spec(self.config, local, tls).client_url
+        endpoints = tuple(e for e in local.store_endpoints if e != own)
+        if not endpoints:
+            return None
+        key_file = DataDir(self.config.data_dir).node_key_file
+        key = key_file.read_text().strip() if key_file.exists() else None
+        store = self.backend.open_store(endpoints, tls)
+        try:
+            async with asyncio.timeout(REPLACED_CHECK_TIMEOUT):
+                by = await replacement_of(store, key, local.node_uid, self.config.addr)
+        except (TimeoutError, StoreError, ValueError) as exc:
+            log.info("could not ask the store whether this node was replaced: %s", exc)
+            return None
+        finally:
+            await store.close()
+        return replaced_message(local.node_uid, local.cluster_name, by) if by else None
 
     async def _resume(self, local: LocalState) -> None:
         runtime = await ClusterRuntime.resume(self.config, local, backend=self.backend)
