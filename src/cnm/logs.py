@@ -33,6 +33,8 @@ EVENTS = {
     "store_voters": "voters, previous_voters, voters_wanted: the set of store voters changed",
     "store_reachability": "reachable, detail: the store became reachable or unreachable",
     "store_leader_change": "leader, previous_leader: a new store leader was seen",
+    "node_replaced": "uid, old_addr, addr: a failed node's uid was given to a replacement",
+    "replaced_node_idle": "uid: this node was replaced while down; it does not rejoin",
 }
 # The keys every JSON line has; an event's fields never replace them.
 BASE_KEYS = frozenset({"time", "node", "level", "logger", "message", "exception", "event"})

@@ -154,3 +154,23 @@ def wiring_to(member: Member, transport: TransportWrapper | None = None) -> Join
         return transport(inner) if transport else inner
 
     return JoinWiring(transport=make_transport)
+
+
+async def join_member(
+    tmp_path: Path, member: Member, *, name: str = "joiner", **body: Any
+) -> dict[str, Any]:
+    """Join `member` from a fresh in-process node (its directory `tmp_path/name`) with a join
+    body of `body`'s top-level keys; the joiner's final bootstrap_status."""
+    from harness.api_node import memory_backend
+    from harness.bodies import join_body
+
+    directory = tmp_path / name
+    directory.mkdir()
+    request = join_body([MEMBER_ADDR], **body)
+    backend = memory_backend(member.store)
+    async with running_node(
+        node_config(directory), join_wiring=wiring_to(member), backend=backend
+    ) as joiner:
+        response = await joiner.client.post("/v1/bootstrap/join_cluster", json=request)
+        assert response.status_code == 200, response.text
+        return await joiner.wait_state("completed", "error", auth=ADMIN)

@@ -113,6 +113,7 @@ class BootstrapManager:
             replaced = await self._replaced(local)
             if replaced is not None:
                 # It must not rejoin, start its store member or touch the cluster.
+                log.warning(replaced, extra=event("replaced_node_idle", uid=local.node_uid))
                 self._set(self.status.failed(NodeReplaced(replaced, uid=local.node_uid)))
                 return f"node {local.node_uid} was replaced while down; not rejoining"
             await self._resume(local)
