@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -54,8 +55,7 @@ from common import (
     start_agents,
     table,
 )
-from harness.bodies import ADMIN
-from join_agents import create, join_body, nodes_of, stop_cluster
+from join_agents import ADMIN, create, join_body, nodes_of, stop_cluster
 
 POLL = 0.02
 
@@ -70,7 +70,7 @@ def _wait(check: Any, timeout: float, what: str, interval: float = POLL) -> Any:
         if value:
             return value
         if time.monotonic() > deadline:
-            raise RunFailed(f"no {what} within {timeout:g} s")
+            raise RunFailed(f"no {what} within {timeout:g} s (last: {value!r})")
         time.sleep(interval)
 
 
@@ -86,7 +86,7 @@ def _join(agent: Any, member: Any, timeout: float, **extra: Any) -> float:
         state = agent.status(ADMIN)["bootstrap_status"]
         return state if state["state"] in ("completed", "error") else None
 
-    state = _wait(done, timeout, "join outcome")
+    state = _wait(done, timeout, f"join outcome on {agent.addr} ({body.get('node')})")
     if state["state"] != "completed":
         raise RunFailed(f"join failed: {state}")
     return now() - start
@@ -111,8 +111,9 @@ def repair_cnm(args: argparse.Namespace, base: Path, index: int) -> dict[str, fl
         _wait(lambda: _voters(first), args.timeout, "3 voters")
         pids = third.etcd_pids()
         third.kill9()
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
+        for pid in pids:  # the agent's etcd usually dies with it (parent-death signal)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
         def down() -> bool:
             return any(n["uid"] == 3 and n["status"] == "down" for n in nodes_of(first))
