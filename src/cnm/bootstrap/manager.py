@@ -46,7 +46,8 @@ from cnm.node.local_state import LocalState
 
 log = logging.getLogger(__name__)
 
-REPLACED_CHECK_TIMEOUT = 5.0
+# Short: a store with quorum answers at once, and a full-cluster restart must not wait long.
+REPLACED_CHECK_TIMEOUT = 2.0
 
 
 class NodeReplaced(ConfigError):

@@ -176,7 +176,12 @@ class Admissions:
             cert_pem=certificate.decode(),
             ca_pem=ca.cert_pem.decode(),
             ca_fingerprint=pki.fingerprint_sha256(ca.cert_pem),
-            store_endpoints=self.store_endpoints(),
+            # Not the replaced voter's (this snapshot may not show its new record yet).
+            store_endpoints=[
+                url
+                for url in self.store_endpoints()
+                if replaced is None or url != replaced.store_client_url
+            ],
             cluster_name=cluster.name if cluster else None,
             cluster_uuid=cluster.uuid if cluster else None,
         )
