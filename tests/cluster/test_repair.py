@@ -3,7 +3,8 @@ with SIGKILL shows `down`; the next plain join is refused with `repair_required`
 details; a replacement with too little memory (the test-only `CNM_REPORTED_MEMORY` agent
 setting) is refused; a join with `node.identity.uid` takes the failed node's place; the cluster
 is healthy again; and the old node, restarted with its old data dir, reports that it was
-replaced and leaves the cluster as it was."""
+replaced and leaves the cluster as it was. A killed store voter's replacement becomes a voter
+through learner -> promote, with the dead member gone from etcd."""
 
 from __future__ import annotations
 
@@ -31,6 +32,20 @@ def join(agent: Agent, member: Agent, **extra: Any) -> dict[str, Any]:
     body = bodies.join_body([member.addr], **extra)
     assert agent.post("/v1/bootstrap/join_cluster", body).status_code == 200
     return agent.wait_state("completed", "error", auth=ADMIN, timeout=60.0)
+
+
+def store_members(agent: Agent) -> list[dict[str, Any]]:
+    """The etcd member list, from the agent's etcd with the node's own certificate."""
+    import ssl
+
+    import httpx
+
+    tls = agent.layout.cluster_tls
+    context = ssl.create_default_context(cafile=str(tls.ca_file))
+    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    url = f"https://{agent.addr}:2379/v3/cluster/member/list"
+    members: list[dict[str, Any]] = httpx.post(url, json={}, verify=context).json()["members"]
+    return members
 
 
 def nodes_of(agent: Agent) -> dict[int, dict[str, Any]]:
@@ -109,3 +124,43 @@ def test_a_killed_node_is_replaced_and_the_old_one_stays_out(agents: AgentFactor
     assert {uid: n["status"] for uid, n in after.items()} == {1: "active", 2: "active"}
     assert after[2]["replaced_at"] == before[2]["replaced_at"]
     assert check_of(first)["cluster_test_result"] is True
+
+
+def voters_active(agent: Agent) -> dict[int, dict[str, Any]] | None:
+    nodes = nodes_of(agent)
+    healthy = len(nodes) == 3 and all(
+        n["store_role"] == "voter" and n["status"] == "active" for n in nodes.values()
+    )
+    return nodes if healthy else None
+
+
+def test_a_killed_voter_is_replaced_by_a_voter(agents: AgentFactory) -> None:
+    first, second, third = agents.start(), agents.start(), agents.start()
+    create(first)
+    for agent in (second, third):
+        assert join(agent, first)["bootstrap_status"]["state"] == "completed"
+    eventually(lambda: voters_active(first), timeout=60.0, message="3 store voters")
+
+    third.kill9()
+    eventually(
+        lambda: nodes_of(first)[3]["status"] == "down", timeout=DOWN_WITHIN, message="3 down"
+    )
+    fourth = agents.start()
+    result = join(fourth, first, node={"identity": {"uid": 3}})
+    assert result["bootstrap_status"]["state"] == "completed", result
+
+    # The replacement becomes node 3's voter through learner -> promote; the dead member is
+    # gone from etcd (3 members, all of them running nodes).
+    nodes = eventually(lambda: voters_active(first), timeout=60.0, message="3 voters again")
+    assert nodes[3]["addr"] == fourth.addr
+    members = store_members(first)
+    assert len(members) == 3 and all(not m.get("isLearner") for m in members)
+    peer_hosts = sorted(url.split("//")[1].split(":")[0] for m in members for url in m["peerURLs"])
+    assert peer_hosts == sorted([first.addr, second.addr, fourth.addr])
+
+    # The old voter, restarted, does not start its etcd member or rejoin.
+    third.start()
+    status = third.wait_state("completed", "error")["bootstrap_status"]
+    assert status["state"] == "error" and fourth.addr in status["error_details"]["message"]
+    assert third.etcd_pids() == []
+    assert voters_active(first) is not None
