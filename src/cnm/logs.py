@@ -35,6 +35,8 @@ EVENTS = {
     "store_leader_change": "leader, previous_leader: a new store leader was seen",
     "node_removed": "uid, addr, store_member: a node was removed from the cluster",
     "left_cluster": "uid, cluster: this node was removed and went back to idle, data wiped",
+    "node_replaced": "uid, old_addr, addr: a failed node's uid was given to a replacement",
+    "replaced_node_idle": "uid: this node was replaced while down; it does not rejoin",
 }
 # The keys every JSON line has; an event's fields never replace them.
 BASE_KEYS = frozenset({"time", "node", "level", "logger", "message", "exception", "event"})

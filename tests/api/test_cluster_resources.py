@@ -129,7 +129,12 @@ async def test_shapes_follow_the_contract(
     assert policy["rack_aware"] is False and policy["default_shards_placement"] == "dense"
 
     check = compact(await call(node, "GET", "/v1/cluster/check", ADMIN))
-    assert check == {"cluster_test_result": True, "nodes": [{"node_uid": "1", "result": True}]}
+    assert check == {
+        "cluster_test_result": True,
+        "degraded": False,
+        "failed_nodes": [],
+        "nodes": [{"node_uid": "1", "result": True}],
+    }
 
     nodes = compact(await call(node, "GET", "/v1/nodes", ADMIN))
     assert [n["uid"] for n in nodes] == [1]

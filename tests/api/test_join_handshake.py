@@ -39,6 +39,11 @@ REQUEST_FIELDS = {
     "csr_pem",
     "clock",
     "record",
+    # Added for repair (cluster/repair.py); older members ignore them.
+    "replace_uid",
+    "override_repair",
+    "total_memory",
+    "flash_size",
 }
 GRANT_FIELDS = {
     "uid",

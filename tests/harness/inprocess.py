@@ -102,6 +102,9 @@ async def seed_cluster(
         model.LICENSE_KEY: license
         or records.trial_license(cluster_name="inprocess.example.com", activated=now),
         model.CA_KEY: {"cert_pem": ca.cert_pem.decode(), "key_pem": ca.key_pem.decode()},
+        # Node 1 is up (no lease: the runtime's liveness loop does not run here), so the
+        # cluster is not degraded (cluster/repair.py).
+        model.liveness_key(1): {"uid": 1, "addr": config.addr},
     }
     for key, record in documents.items():
         raw = record.encode() if isinstance(record, records.Record) else _encode(record)
@@ -151,3 +154,23 @@ def wiring_to(member: Member, transport: TransportWrapper | None = None) -> Join
         return transport(inner) if transport else inner
 
     return JoinWiring(transport=make_transport)
+
+
+async def join_member(
+    tmp_path: Path, member: Member, *, name: str = "joiner", **body: Any
+) -> dict[str, Any]:
+    """Join `member` from a fresh in-process node (its directory `tmp_path/name`) with a join
+    body of `body`'s top-level keys; the joiner's final bootstrap_status."""
+    from harness.api_node import memory_backend
+    from harness.bodies import join_body
+
+    directory = tmp_path / name
+    directory.mkdir()
+    request = join_body([MEMBER_ADDR], **body)
+    backend = memory_backend(member.store)
+    async with running_node(
+        node_config(directory), join_wiring=wiring_to(member), backend=backend
+    ) as joiner:
+        response = await joiner.client.post("/v1/bootstrap/join_cluster", json=request)
+        assert response.status_code == 200, response.text
+        return await joiner.wait_state("completed", "error", auth=ADMIN)

@@ -125,7 +125,8 @@ async def test_a_matching_joiner_is_admitted() -> None:
 
 async def test_rack_aware_cluster_lists_the_racks_in_use() -> None:
     nodes = [node(1, "voter", "r2"), node(2, rack="r1"), node(3, rack="r2")]
-    snapshot = await snapshot_of(nodes, alive={1}, cluster={"rack_aware": True})
+    # All alive: a degraded cluster would answer repair_required first (cluster/repair.py).
+    snapshot = await snapshot_of(nodes, alive={1, 2, 3}, cluster={"rack_aware": True})
     with pytest.raises(RackIdRequired) as caught:
         check_admission(snapshot, request(), member_addr="m", now=NOW)
     assert caught.value.details["current_rack_ids"] == ["r1", "r2"]
@@ -209,5 +210,9 @@ async def test_an_address_that_is_a_live_node_under_another_key_is_refused() -> 
     snapshot = await snapshot_of(nodes, alive={1})
     with pytest.raises(ConfigError, match=r"127\.0\.0\.9 is already node 1"):
         check_admission(snapshot, request(addr="127.0.0.9"), member_addr="m", now=NOW)
-    # A dead node's address may be taken by a new node.
-    check_admission(snapshot, request(addr="127.0.0.8"), member_addr="m", now=NOW)
+    # A dead node's address may be taken by a new node (one that knowingly joins a degraded
+    # cluster as a new node, or the dead node's replacement).
+    check_admission(
+        snapshot, request(addr="127.0.0.8", override_repair=True), member_addr="m", now=NOW
+    )
+    check_admission(snapshot, request(addr="127.0.0.8", replace_uid=2), member_addr="m", now=NOW)

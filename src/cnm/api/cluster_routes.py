@@ -28,13 +28,16 @@ from cnm.api.context import ApiContext
 from cnm.api.responses import compact
 from cnm.cluster.health import node_check, node_uptime, observer_for
 from cnm.cluster.records import ClusterRecord, NodeRecord, NodeStatus
+from cnm.cluster.repair import failed_entry, failed_nodes, status_since
 from cnm.cluster.settings import public_cluster, public_policy, update_cluster
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.writes import wait_for_revision
 from cnm.errors import NodeNotFound
 
 # Kept in the record for the cluster's own use, never shown.
-_PRIVATE_NODE_FIELDS = frozenset({"node_settings", "ccs_persistent_path", "boot_time"})
+_PRIVATE_NODE_FIELDS = frozenset(
+    {"node_settings", "ccs_persistent_path", "boot_time", "down_since"}
+)
 
 
 def public_node(snapshot: ClusterSnapshot, record: NodeRecord, now: float) -> dict[str, Any]:
@@ -43,6 +46,8 @@ def public_node(snapshot: ClusterSnapshot, record: NodeRecord, now: float) -> di
     node = {k: v for k, v in record.document().items() if k not in _PRIVATE_NODE_FIELDS}
     node["uptime"] = node_uptime(record, now)
     node["status"] = node_status(snapshot, record).value
+    # Since when it has that status (cluster/repair.py says how it is known); null if unknown.
+    node["status_since"] = status_since(snapshot, record)
     return node
 
 
@@ -103,7 +108,19 @@ def cluster_router(context: ApiContext) -> APIRouter:
         observer = observer_for(snapshot)
         results = [node_check(snapshot, observer, node) for node in snapshot.nodes()]
         passed = bool(results) and all(entry["result"] for entry in results)
-        return compact({"cluster_test_result": passed, "nodes": results})
+        # Degraded: some node is down; only a replacement (or override_repair) may join.
+        failed = [
+            {**failed_entry(node), "down_since": node.down_since or None}
+            for node in failed_nodes(snapshot)
+        ]
+        return compact(
+            {
+                "cluster_test_result": passed,
+                "degraded": bool(failed),
+                "failed_nodes": failed,
+                "nodes": results,
+            }
+        )
 
     @router.get("/v1/nodes")
     async def nodes(request: Request) -> Response:

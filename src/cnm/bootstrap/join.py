@@ -139,6 +139,14 @@ async def join_cluster(
                 csr_pem=csr_pem.decode(),
                 clock=ClockReading(offset_ms=offset_ms, uncertainty_ms=uncertainty_ms),
                 record=record,
+                replace_uid=identity.uid,
+                override_repair=bool(req.override_repair),
+                total_memory=_int_fact(record, "total_memory"),
+                flash_size=(
+                    _int_fact(record, "bigredis_storage_size")
+                    if req.node.bigstore_enabled
+                    else None
+                ),
             )
         except ValidationError as exc:
             raise _out_of_limits(exc) from None
@@ -200,8 +208,15 @@ def _out_of_limits(exc: ValidationError) -> ConfigError:
     )
 
 
+def _int_fact(record: dict[str, object], name: str) -> int | None:
+    value = record.get(name)
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def _complete_record(uid: int, facts: dict[str, object], record: NodeRecord) -> NodeRecord:
-    """Complete the record the member wrote at admission with this node's own facts."""
+    """Complete the record the member wrote at admission with this node's own facts. The rack
+    is the member's to decide (a replacement keeps the failed node's unless it gave one)."""
+    facts = {k: v for k, v in facts.items() if k not in ("rack_id", "second_rack_id")}
     document = {**record.document(), **facts, "uid": uid}
     document.pop("joining", None)
     return NodeRecord.model_validate(document)

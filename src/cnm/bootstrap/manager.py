@@ -33,7 +33,8 @@ from cnm.bootstrap.join import NETWORK_WIRING, JoinWiring, check_join_request, j
 from cnm.bootstrap.schema import BootstrapRequest, parse_bootstrap_body
 from cnm.bootstrap.status import BootstrapState, BootstrapStatus
 from cnm.bootstrap.validation import ACTIONS, check_request
-from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend
+from cnm.cluster.repair import replaced_message, replacement_of
+from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend, member_spec
 from cnm.config import NodeConfig
 from cnm.errors import (
     AlreadyBootstrapped,
@@ -43,12 +44,21 @@ from cnm.errors import (
     CnmError,
     ConfigError,
     NotFound,
+    StoreError,
 )
 from cnm.logs import event
 from cnm.node.data_dir import DataDir, etcd_member_dir
 from cnm.node.local_state import LocalState
 
 log = logging.getLogger(__name__)
+
+# Short: a store with quorum answers at once, and a full-cluster restart must not wait long.
+REPLACED_CHECK_TIMEOUT = 2.0
+
+
+class NodeReplaced(ConfigError):
+    """This node's uid was given to another machine while it was down (cluster/repair.py)."""
+
 
 Spawn = Callable[[Coroutine[Any, Any, None]], object]
 # (runtime, credentials the action proved: (username, password), or None on a restart)
@@ -114,6 +124,12 @@ class BootstrapManager:
         state = self.status.state
         local = LocalState.load(self.config.data_dir)
         if state is BootstrapState.COMPLETED and local is not None:
+            replaced = await self._replaced(local)
+            if replaced is not None:
+                # It must not rejoin, start its store member or touch the cluster.
+                log.warning(replaced, extra=event("replaced_node_idle", uid=local.node_uid))
+                self._set(self.status.failed(NodeReplaced(replaced, uid=local.node_uid)))
+                return f"node {local.node_uid} was replaced while down; not rejoining"
             await self._resume(local)
             return f"rejoining cluster {local.cluster_name} as node {local.node_uid}"
         if state.in_progress and local is not None:
@@ -142,6 +158,28 @@ class BootstrapManager:
             )
             return "completed status without local state marked as error"
         return f"waiting for a bootstrap request (state {state.value})"
+
+    async def _replaced(self, local: LocalState) -> str | None:
+        """Why this node must not rejoin (another machine took its uid while it was down), or
+        None. Asked of the other store voters only (this node's own member is not started);
+        a store that does not answer in time cannot say, and the node resumes as usual."""
+        tls = DataDir(self.config.data_dir).cluster_tls
+        own = member_spec(self.config, local, tls).client_url
+        endpoints = tuple(e for e in local.store_endpoints if e != own)
+        if not endpoints:
+            return None
+        key_file = DataDir(self.config.data_dir).node_key_file
+        key = key_file.read_text().strip() if key_file.exists() else None
+        store = self.backend.open_store(endpoints, tls)
+        try:
+            async with asyncio.timeout(REPLACED_CHECK_TIMEOUT):
+                by = await replacement_of(store, key, local.node_uid, self.config.addr)
+        except (TimeoutError, StoreError, ValueError) as exc:
+            log.info("could not ask the store whether this node was replaced: %s", exc)
+            return None
+        finally:
+            await store.close()
+        return replaced_message(local.node_uid, local.cluster_name, by) if by else None
 
     async def _resume(self, local: LocalState) -> None:
         runtime = await ClusterRuntime.resume(self.config, local, backend=self.backend)

@@ -136,6 +136,8 @@ class BootstrapRequest(_Model):
     max_retries: Count | None = None
     retry_time: Count | None = None
     required_version: Text | None = None
+    # join: add a new node although the cluster has failed nodes (cluster/repair.py).
+    override_repair: bool | None = None
 
 
 # --- parsing ------------------------------------------------------------------------------------

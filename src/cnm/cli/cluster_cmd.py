@@ -268,6 +268,10 @@ def join(
     replace_uid: Annotated[
         int | None, typer.Option(help="Replace the failed node with this uid", min=1)
     ] = None,
+    override_repair: Annotated[
+        bool,
+        typer.Option(help="Add a new node although the cluster has failed nodes (repair_required)"),
+    ] = False,
     *,
     placement: Placement,
     wait: WaitOpt = False,
@@ -298,6 +302,8 @@ def join(
         "cluster": cluster,
         "credentials": {"username": admin, "password": password},
     }
+    if override_repair:
+        body["override_repair"] = True
     _submit(
         ctx, t, "join_cluster", body, placement.section(uid=replace_uid), wait=wait, timeout=timeout
     )

@@ -88,6 +88,14 @@ class JoinRequest(WireMessage):
     clock: ClockReading
     # The joiner's own node record (facts the member does not check), stored at admission.
     record: dict[str, Any] = Field(default_factory=dict)
+    # Added for repair (cluster/repair.py); absent from older joiners, which then join as plain
+    # new nodes. `replace_uid`: the failed node to replace (`node.identity.uid`);
+    # `override_repair`: join as a new node although the cluster has failed nodes; memory and
+    # flash (bytes) are checked against the failed node's.
+    replace_uid: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    override_repair: bool = False
+    total_memory: int | None = Field(default=None, ge=0)
+    flash_size: int | None = Field(default=None, ge=0)
 
 
 def parse_join_request(raw: bytes) -> JoinRequest:

@@ -36,7 +36,7 @@ from cnm.cluster.records import NodeClockRecord, NodeRecord
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.writes import update_record
 from cnm.errors import StoreContention, StoreError, StoreUnavailable
-from cnm.node.facts import StoragePaths, node_facts_for_record
+from cnm.node.facts import StoragePaths, machine_memory, node_facts_for_record
 from cnm.node.local_state import LocalState
 from cnm.store.base import Compare, Put, Store
 
@@ -112,6 +112,8 @@ def node_check(
     error = None
     if not snapshot.is_alive(uid):
         error = "node is down: its liveness lease expired (agent stopped or unreachable)"
+        if node.down_since:
+            error += f"; down since {node.down_since}"
     else:
         silent = observer.silent_for(uid)
         offset = observer.offset(uid)
@@ -134,7 +136,7 @@ def live_facts(paths: StoragePaths, addr: str) -> dict[str, Any]:
     """The facts of a node record that may change while the node runs (uptime excluded)."""
     facts = node_facts_for_record(paths=paths, addr=addr)
     facts.pop("uptime", None)
-    facts["total_memory"] = int(psutil.virtual_memory().total)
+    facts["total_memory"] = machine_memory()
     facts["boot_time"] = int(psutil.boot_time())
     facts["software_version"] = SOFTWARE_VERSION
     return facts
@@ -155,6 +157,8 @@ async def _refresh_record(
     )
     facts = await asyncio.to_thread(live_facts, paths, addr)
     seen = snapshot.node(local.node_uid)
+    if seen is not None and seen.down_since:
+        facts["down_since"] = ""  # back up: a survivor marked it down (cluster/repair.py)
     if seen is not None and _holds(seen, facts):
         return
     # One attempt: lost to a concurrent change of the record, the next round tries again.

@@ -27,6 +27,7 @@ from cnm.cluster import model
 from cnm.cluster.handshake import JoinGrant, JoinRequest
 from cnm.cluster.license import check_license_for_join
 from cnm.cluster.records import ClusterRecord, NodeKeyIndex, NodeRecord, StoreRole
+from cnm.cluster.repair import plan_join, replace_node
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.writes import UidClaim, allocate_uid
 from cnm.errors import (
@@ -53,8 +54,9 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 def check_admission(
     snapshot: ClusterSnapshot, request: JoinRequest, *, member_addr: str, now: datetime
-) -> None:
-    """Every check of a joiner against the cluster; raises the documented failure."""
+) -> NodeRecord | None:
+    """Every check of a joiner against the cluster; raises the documented failure. Returns the
+    failed node the joiner replaces (cluster/repair.py), None for a new node or a retry."""
     cluster = snapshot.cluster() or ClusterRecord()
     nodes = snapshot.nodes()
     known = snapshot.node_uid_for_key(request.node_key)
@@ -67,9 +69,11 @@ def check_admission(
                     "stop that node or give this one another address",
                     fields=["node.identity.addr"],
                 )
+    # A retried join (known key) was decided already; a replacement adds no node.
+    replaced = plan_join(snapshot, request) if known is None else None
     license = snapshot.license()
     if license is not None and known is None:
-        check_license_for_join(license, len(nodes), now)
+        check_license_for_join(license, len(nodes) - (replaced is not None), now)
 
     if request.required_version and _version_tuple(SOFTWARE_VERSION) < _version_tuple(
         request.required_version
@@ -80,7 +84,7 @@ def check_admission(
             fields=["required_version"],
         )
 
-    if cluster.rack_aware and not request.rack_id:
+    if cluster.rack_aware and not request.rack_id and replaced is None:
         racks = sorted({n.rack_id for n in nodes if n.rack_id})
         raise RackIdRequired(
             "node.identity.rack_id: this cluster is rack-aware, so a joining node needs a "
@@ -128,27 +132,36 @@ def check_admission(
             max_offset_ms=round(max_offset * 1000, 1),
             member=member_addr,
         )
+    return replaced
 
 
 class Admissions:
     """Allocates uids for joins arriving at this member, one at a time."""
 
-    def __init__(self, store: Store, snapshot: ClusterSnapshot) -> None:
+    def __init__(self, store: Store, snapshot: ClusterSnapshot, *, uid: int = 0) -> None:
         self._store = store
         self._snapshot = snapshot
+        # This member's uid: it holds the store-change lock under it during a replacement.
+        self._uid = uid
         self._lock = asyncio.Lock()
 
     async def admit(self, request: JoinRequest, *, member_addr: str) -> JoinGrant:
         """Check the joiner, allocate (or find again) its uid and sign its certificate."""
         self._snapshot.require_fresh()
-        check_admission(self._snapshot, request, member_addr=member_addr, now=datetime.now(UTC))
+        replaced = check_admission(
+            self._snapshot, request, member_addr=member_addr, now=datetime.now(UTC)
+        )
         ca_record = self._snapshot.ca()
         if ca_record is None:
             raise StoreUnavailable("the cluster CA is not in this node's snapshot yet; retry")
         ca = pki.CertKey(ca_record.cert_pem.encode(), ca_record.key_pem.encode())
         certificate = pki.sign_csr(ca, request.csr_pem.encode())
         async with self._lock:
-            uid, created = await self._allocate(request)
+            if replaced is not None:
+                await replace_node(self._store, self._snapshot, request, replaced, holder=self._uid)
+                uid, created = replaced.uid, True
+            else:
+                uid, created = await self._allocate(request)
         # The decision's info line is the admission route's (cnm.ops.metrics.admission).
         log.debug(
             "%s node %d at %s (node key %s…)",
@@ -163,7 +176,12 @@ class Admissions:
             cert_pem=certificate.decode(),
             ca_pem=ca.cert_pem.decode(),
             ca_fingerprint=pki.fingerprint_sha256(ca.cert_pem),
-            store_endpoints=self.store_endpoints(),
+            # Not the replaced voter's (this snapshot may not show its new record yet).
+            store_endpoints=[
+                url
+                for url in self.store_endpoints()
+                if replaced is None or url != replaced.store_client_url
+            ],
             cluster_name=cluster.name if cluster else None,
             cluster_uuid=cluster.uuid if cluster else None,
         )

@@ -166,6 +166,10 @@ class NodeRecord(Record):
     store_peer_url: str = ""
     # Written by the admitting member, removed by the joiner once its record is complete.
     joining: bool = False
+    # Degraded clusters (cluster/repair.py): when a surviving node saw this node's liveness
+    # lapse (ISO 8601 Z; "" while it is up), and when a replacement machine took this uid over.
+    down_since: str = ""
+    replaced_at: str = ""
 
 
 class LivenessRecord(Record):
@@ -173,6 +177,8 @@ class LivenessRecord(Record):
 
     uid: int
     addr: str = ""
+    # When the node took this lease (ISO 8601 Z): it has been up since then.
+    since: str = ""
 
 
 class NodeClockRecord(Record):

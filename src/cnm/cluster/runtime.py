@@ -22,10 +22,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cnm.clock import iso, utc_now
 from cnm.cluster import model
 from cnm.cluster.health import run_node_upkeep
 from cnm.cluster.membership import Admissions
 from cnm.cluster.records import LivenessRecord
+from cnm.cluster.repair import run_down_marker
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.voters import VoterManager, voter_endpoints
 from cnm.config import NodeConfig
@@ -104,7 +106,7 @@ class ClusterRuntime:
         self.member = member
         self.backend = backend
         self.snapshot = ClusterSnapshot(store)
-        self.admissions = Admissions(store, self.snapshot)
+        self.admissions = Admissions(store, self.snapshot, uid=local.node_uid)
         self._lease = 0
         self._tasks: asyncio.TaskGroup | None = None
         # Set once the snapshot shows this node's `removed` marker.
@@ -177,6 +179,7 @@ class ClusterRuntime:
             tasks.create_task(self.snapshot.run(), name="snapshot")
             tasks.create_task(self._liveness(), name="liveness")
             tasks.create_task(voters.run(), name="voters")
+            tasks.create_task(run_down_marker(self.store, self.snapshot), name="down-marker")
             tasks.create_task(
                 run_node_upkeep(self.store, self.snapshot, self.local, self.config.addr),
                 name="node-upkeep",
@@ -223,12 +226,15 @@ class ClusterRuntime:
 
     async def _liveness(self) -> None:
         key = model.liveness_key(self.local.node_uid)
-        document = LivenessRecord(uid=self.local.node_uid, addr=self.config.addr).encode()
         while True:
             try:
                 ttl = await self.store.lease_keepalive(self._lease) if self._lease else 0
                 if ttl <= 0:
                     self._lease = await self.store.lease_grant(LIVENESS_TTL)
+                    # `since`: the node has been up since it took this lease (cluster/repair.py).
+                    document = LivenessRecord(
+                        uid=self.local.node_uid, addr=self.config.addr, since=iso(utc_now())
+                    ).encode()
                     # Only while the node record exists: a removed node must not come back
                     # as alive in the moments before it notices its removal.
                     written = await self.store.txn(

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 
 from cnm.cluster import model
 from cnm.cluster.records import ClusterRecord, NodeRecord, StoreRole
+from cnm.cluster.repair import seat_held
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.store_members import store_change_lock
 from cnm.cluster.writes import update_record
@@ -58,6 +59,10 @@ def next_voter(snapshot: ClusterSnapshot) -> int | None:
     wanted = target_voters(len(nodes), cluster.store_voters)
     if len(voters) >= wanted:
         return None
+    # A replacement still completing its join keeps the seat of the voter it replaces
+    # (cluster/repair.py), so no other node takes it meanwhile.
+    if seat_held(snapshot, time.time()):
+        return None
     per_rack = Counter(n.rack_id for n in voters)
     candidates = [
         n
@@ -66,7 +71,8 @@ def next_voter(snapshot: ClusterSnapshot) -> int | None:
     ]
     if not candidates:
         return None
-    best = min(candidates, key=lambda n: (per_rack[n.rack_id], n.uid))
+    # Among equals, a replacement first: it takes the failed node's store role.
+    best = min(candidates, key=lambda n: (per_rack[n.rack_id], not n.replaced_at, n.uid))
     return best.uid
 
 

@@ -187,6 +187,20 @@ def default_route_address() -> str:
     return "127.0.0.1"
 
 
+# TEST-ONLY: the memory (bytes) this agent reports instead of the machine's, so tests of the
+# replacement checks (insufficient_node_memory) can run several agents on one machine. Never
+# set it in production: the cluster would plan with memory the machine does not have.
+REPORTED_MEMORY_ENV = "CNM_REPORTED_MEMORY"
+
+
+def machine_memory() -> int:
+    """The machine's memory in bytes (or the test-only override, `CNM_REPORTED_MEMORY`)."""
+    override = os.environ.get(REPORTED_MEMORY_ENV, "").strip()
+    if override.isdigit():
+        return int(override)
+    return int(psutil.virtual_memory().total)
+
+
 @dataclass(frozen=True)
 class _StaticFacts:
     cores: int
@@ -216,7 +230,7 @@ def _static_facts() -> _StaticFacts:
     id_like = release.get("ID_LIKE", "").split()
     return _StaticFacts(
         cores=psutil.cpu_count(logical=True) or os.cpu_count() or 1,
-        total_memory=int(psutil.virtual_memory().total),
+        total_memory=machine_memory(),
         architecture=platform.machine(),
         os_family=id_like[0] if id_like else os_id,
         os_name=os_id,
