@@ -33,6 +33,9 @@ EVENTS = {
     "store_voters": "voters, previous_voters, voters_wanted: the set of store voters changed",
     "store_reachability": "reachable, detail: the store became reachable or unreachable",
     "store_leader_change": "leader, previous_leader: a new store leader was seen",
+    "voter_replacement": "uid, outcome, reason, down_for: a decision about a dead voter's seat",
+    "ghost_node_removed": "uid, reason: a node record that never became a node was removed",
+    "store_member_gone": "uid, reason: this node's store member was removed; it runs as a client",
 }
 # The keys every JSON line has; an event's fields never replace them.
 BASE_KEYS = frozenset({"time", "node", "level", "logger", "message", "exception", "event"})

@@ -34,6 +34,8 @@ ADMIN_ROLE_UID = 1
 # Read when the cluster record has no such setting (cluster/voters.py, cluster/membership.py).
 DEFAULT_STORE_VOTERS = 5
 DEFAULT_MAX_CLOCK_OFFSET = 1.0
+# Seconds a voter may be down before its seat goes to a live node (cluster/voter_healing.py).
+DEFAULT_VOTER_REPLACE_AFTER = 30
 
 
 def node_key(uid: int) -> str:

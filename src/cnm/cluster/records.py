@@ -99,6 +99,8 @@ class Policy(Record):
     shards_overbooking: bool | None = None
     default_sharded_proxy_policy: str | None = None
     default_non_sharded_proxy_policy: str | None = None
+    # Seconds a store voter may be down before its seat is given to a live node (voter_healing).
+    voter_replace_after: int | None = None
 
 
 class ClusterRecord(Record):
