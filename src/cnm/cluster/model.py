@@ -20,6 +20,11 @@ JWT_SECRET_KEY = "/cnm/secrets/jwt"
 # Each node's periodic heartbeat with its wall clock (cluster/health.py).
 NODE_CLOCK_PREFIX = "/cnm/node-clocks/"
 LIVENESS_PREFIX = "/cnm/liveness/"
+# A node's agent rewrites its liveness record every LIVENESS_RENEW seconds; a record not
+# rewritten for LIVENESS_STALE_AFTER seconds is a dead node's, whatever its lease says
+# (cluster/runtime.py, cluster/snapshot.py). The bound of "down" is the latter plus one renewal.
+LIVENESS_RENEW = 2.0
+LIVENESS_STALE_AFTER = 7.0
 # Node key (a random id each node keeps in its data dir) → uid: makes a retried join idempotent.
 NODE_KEY_PREFIX = "/cnm/node-keys/"
 # Held by the node changing the store's membership: one change at a time (cluster/voters.py).

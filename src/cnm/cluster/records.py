@@ -171,10 +171,16 @@ class NodeRecord(Record):
 
 
 class LivenessRecord(Record):
-    """`/cnm/liveness/<uid>`: exists while the node's lease lives."""
+    """`/cnm/liveness/<uid>`: exists while the node's lease lives, and is rewritten by the
+    node's agent every few seconds (`renewed`, its wall time): etcd re-arms every lease's TTL
+    when a new leader is elected (and so after a restart of the store), so a lease alone can
+    keep a dead node's key for another TTL; a record not renewed is stale (snapshot.is_alive)."""
 
     uid: int
     addr: str = ""
+    # A random id of the agent run that wrote it.
+    run: str = ""
+    renewed: Number | None = None
 
 
 class NodeClockRecord(Record):

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,8 +39,10 @@ from cnm.store.member import MemberExit, StoreMember
 
 log = logging.getLogger(__name__)
 
+# The lease only deletes a dead node's key in the end; "down" comes from the record not being
+# renewed (model.LIVENESS_STALE_AFTER), which a leader change cannot extend as it does leases.
 LIVENESS_TTL = 10
-LIVENESS_INTERVAL = 2.0
+LIVENESS_INTERVAL = model.LIVENESS_RENEW
 # How long a restarting node waits for its store before serving (503 until it loads).
 RESUME_WAIT = 5.0
 # How long a restarting voter asks the other voters whether it still has its seat.
@@ -243,13 +247,17 @@ class ClusterRuntime:
 
     async def _liveness(self) -> None:
         key = model.liveness_key(self.local.node_uid)
-        document = LivenessRecord(uid=self.local.node_uid, addr=self.config.addr).encode()
+        run = secrets.token_hex(8)
         while True:
             try:
                 ttl = await self.store.lease_keepalive(self._lease) if self._lease else 0
                 if ttl <= 0:
+                    # A fresh lease per agent run (and after a lapse): never an old run's.
                     self._lease = await self.store.lease_grant(LIVENESS_TTL)
-                    await self.store.put(key, document, lease=self._lease)
+                record = LivenessRecord(
+                    uid=self.local.node_uid, addr=self.config.addr, run=run, renewed=time.time()
+                )
+                await self.store.put(key, record.encode(), lease=self._lease)
                 self.snapshot.mark_contact()
             except (StoreUnavailable, StoreError) as exc:
                 log.warning("liveness keep-alive failed: %s", exc.message)
