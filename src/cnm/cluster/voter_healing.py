@@ -203,11 +203,11 @@ class VoterHealer:
         """Delete the record and its node-key index, only if it is still the same ghost."""
         key = model.node_key(ghost.uid)
         current = await self._store.get(key)
-        if current is None or not NodeRecord.decode(current.value).joining:
+        if current is None or not _decodes(NodeRecord, current.value, joining=True):
             return
         indexes, _ = await self._store.get_prefix(model.NODE_KEY_PREFIX)
         ops = [Delete(key)] + [
-            Delete(kv.key) for kv in indexes if NodeKeyIndex.decode(kv.value).uid == ghost.uid
+            Delete(kv.key) for kv in indexes if _decodes(NodeKeyIndex, kv.value, uid=ghost.uid)
         ]
         result = await self._store.txn([Compare.mod(key, "=", current.mod_revision)], ops, [])
         if not result.succeeded:
@@ -222,3 +222,13 @@ class VoterHealer:
             reason,
             extra=event("ghost_node_removed", uid=ghost.uid, reason=reason),
         )
+
+
+def _decodes(kind: type[NodeRecord] | type[NodeKeyIndex], value: bytes, **expected: object) -> bool:
+    """Whether `value` decodes as `kind` with the `expected` fields (a document that does not
+    decode is not touched: the snapshot reports it)."""
+    try:
+        record = kind.decode(value)
+    except ValueError:
+        return False
+    return all(getattr(record, name) == wanted for name, wanted in expected.items())
