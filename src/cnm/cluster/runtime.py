@@ -299,9 +299,10 @@ class ClusterRuntime:
 async def _seat_given_away(
     backend: StoreBackend, local: LocalState, tls: ClusterTls, spec: EtcdMemberSpec
 ) -> bool:
-    """Whether the store answers from the other voters and has no member at this node's peer
-    URL. Unknown (no other voter, no answer in time) is False: the member is started, since it
-    may be needed for quorum; if the store did remove it, it exits and says so."""
+    """Whether the store answers from the other voters, has no member at this node's peer URL,
+    and does not record this node as a voter. Unknown (no other voter, no answer in time) is
+    False: the member is started, since it may be needed for quorum; if the store did remove
+    it, it exits and says so (`MemberExit.REMOVED`)."""
     others = tuple(e for e in local.store_endpoints if e != spec.client_url)
     if not others:
         return False
@@ -309,11 +310,20 @@ async def _seat_given_away(
     try:
         async with asyncio.timeout(SEAT_CHECK_TIMEOUT):
             members = await store.member_list()
+            if any(spec.peer_url in m.peer_urls for m in members):
+                return False
+            # A member list can lag; the record (a quorum read) must agree that this node is
+            # no voter: the healer records the seat given away, a learner never was one.
+            found = await store.get(model.node_key(local.node_uid))
     except (StoreUnavailable, StoreError, TimeoutError):
         return False
     finally:
         await store.close()
-    return not any(spec.peer_url in m.peer_urls for m in members)
+    try:
+        record = NodeRecord.decode(found.value) if found is not None else None
+    except ValueError:
+        return False
+    return record is None or record.store_role is not StoreRole.VOTER
 
 
 def _leave_store(
