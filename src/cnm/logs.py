@@ -37,6 +37,9 @@ EVENTS = {
     "left_cluster": "uid, cluster: this node was removed and went back to idle, data wiped",
     "node_replaced": "uid, old_addr, addr: a failed node's uid was given to a replacement",
     "replaced_node_idle": "uid: this node was replaced while down; it does not rejoin",
+    "voter_replacement": "uid, outcome, reason, down_for: a decision about a dead voter's seat",
+    "ghost_node_removed": "uid, reason: a node record that never became a node was removed",
+    "store_member_gone": "uid, reason: this node's store member was removed; it runs as a client",
 }
 # The keys every JSON line has; an event's fields never replace them.
 BASE_KEYS = frozenset({"time", "node", "level", "logger", "message", "exception", "event"})

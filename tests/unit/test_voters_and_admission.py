@@ -75,8 +75,8 @@ async def test_candidates_spread_across_racks() -> None:
 
 
 async def test_joining_nodes_are_not_candidates() -> None:
-    nodes = [node(1, "voter"), node(2, joining=True), node(3)]
-    assert next_voter(await snapshot_of(nodes, alive={1, 2, 3})) == 3
+    nodes = [node(1, "voter"), node(2, joining=True), node(3), node(4)]
+    assert next_voter(await snapshot_of(nodes, alive={1, 2, 3, 4})) == 3
 
 
 async def test_a_dead_learner_does_not_count() -> None:

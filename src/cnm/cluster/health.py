@@ -13,7 +13,9 @@ estimates a peer's clock offset as the peer's wall time in the heartbeat minus i
 when the heartbeat arrived. Delivery delay only makes the estimate smaller, so the largest of the
 last few estimates is the best one; a node is reported once it has two of them.
 
-Per-node results: `down` (no liveness lease), `no heartbeat` (a live node whose heartbeat stopped:
+Per-node results: `down` (no liveness record, or one its agent stopped renewing: see
+`ClusterSnapshot.is_alive`; a lease alone is no proof, etcd re-arms leases on a leader change
+and after a restart), `no heartbeat` (a live node whose heartbeat stopped:
 it has likely lost the store), `clock off` (offset above `CLOCK_TOLERANCE`).
 """
 
@@ -111,7 +113,10 @@ def node_check(
     entry: dict[str, Any] = {"node_uid": str(uid), "result": True}
     error = None
     if not snapshot.is_alive(uid):
-        error = "node is down: its liveness lease expired (agent stopped or unreachable)"
+        error = (
+            "node is down: its agent stopped renewing its liveness (agent stopped or cannot "
+            "reach the cluster store)"
+        )
         if node.down_since:
             error += f"; down since {node.down_since}"
     else:

@@ -20,6 +20,11 @@ JWT_SECRET_KEY = "/cnm/secrets/jwt"
 # Each node's periodic heartbeat with its wall clock (cluster/health.py).
 NODE_CLOCK_PREFIX = "/cnm/node-clocks/"
 LIVENESS_PREFIX = "/cnm/liveness/"
+# A node's agent rewrites its liveness record every LIVENESS_RENEW seconds; a record not
+# rewritten for LIVENESS_STALE_AFTER seconds is a dead node's, whatever its lease says
+# (cluster/runtime.py, cluster/snapshot.py). The bound of "down" is the latter plus one renewal.
+LIVENESS_RENEW = 2.0
+LIVENESS_STALE_AFTER = 7.0
 # Node key (a random id each node keeps in its data dir) → uid: makes a retried join idempotent.
 NODE_KEY_PREFIX = "/cnm/node-keys/"
 # Marker of a node removed from the cluster (cluster/removal.py): the removed agent, now or when
@@ -37,6 +42,8 @@ ADMIN_ROLE_UID = 1
 # Read when the cluster record has no such setting (cluster/voters.py, cluster/membership.py).
 DEFAULT_STORE_VOTERS = 5
 DEFAULT_MAX_CLOCK_OFFSET = 1.0
+# Seconds a voter may be down before its seat goes to a live node (cluster/voter_healing.py).
+DEFAULT_VOTER_REPLACE_AFTER = 30
 
 
 def node_key(uid: int) -> str:

@@ -99,6 +99,8 @@ class Policy(Record):
     shards_overbooking: bool | None = None
     default_sharded_proxy_policy: str | None = None
     default_non_sharded_proxy_policy: str | None = None
+    # Seconds a store voter may be down before its seat is given to a live node (voter_healing).
+    voter_replace_after: int | None = None
 
 
 class ClusterRecord(Record):
@@ -173,12 +175,18 @@ class NodeRecord(Record):
 
 
 class LivenessRecord(Record):
-    """`/cnm/liveness/<uid>`: exists while the node's lease lives."""
+    """`/cnm/liveness/<uid>`: exists while the node's lease lives, and is rewritten by the
+    node's agent every few seconds (`renewed`, its wall time): etcd re-arms every lease's TTL
+    when a new leader is elected (and so after a restart of the store), so a lease alone can
+    keep a dead node's key for another TTL; a record not renewed is stale (snapshot.is_alive)."""
 
     uid: int
     addr: str = ""
     # When the node took this lease (ISO 8601 Z): it has been up since then.
     since: str = ""
+    # A random id of the agent run that wrote it.
+    run: str = ""
+    renewed: Number | None = None
 
 
 class NodeClockRecord(Record):

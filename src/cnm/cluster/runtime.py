@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,25 +28,31 @@ from cnm.clock import iso, utc_now
 from cnm.cluster import model
 from cnm.cluster.health import run_node_upkeep
 from cnm.cluster.membership import Admissions
-from cnm.cluster.records import LivenessRecord
+from cnm.cluster.records import LivenessRecord, NodeRecord, StoreRole
 from cnm.cluster.repair import run_down_marker
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.voters import VoterManager, voter_endpoints
+from cnm.cluster.writes import update_record
 from cnm.config import NodeConfig
 from cnm.errors import StoreError, StoreUnavailable
+from cnm.logs import event
 from cnm.node.data_dir import ClusterTls, DataDir, etcd_member_dir
 from cnm.node.local_state import LocalState
 from cnm.store.base import Compare, Put, Store
 from cnm.store.etcd import EtcdStore, client_tls_context
 from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess, remove_member_data
-from cnm.store.member import StoreMember
+from cnm.store.member import MemberExit, StoreMember
 
 log = logging.getLogger(__name__)
 
+# The lease only deletes a dead node's key in the end; "down" comes from the record not being
+# renewed (model.LIVENESS_STALE_AFTER), which a leader change cannot extend as it does leases.
 LIVENESS_TTL = 10
-LIVENESS_INTERVAL = 2.0
+LIVENESS_INTERVAL = model.LIVENESS_RENEW
 # How long a restarting node waits for its store before serving (503 until it loads).
 RESUME_WAIT = 5.0
+# How long a restarting voter asks the other voters whether it still has its seat.
+SEAT_CHECK_TIMEOUT = 3.0
 
 
 def member_spec(config: NodeConfig, local: LocalState, tls: ClusterTls) -> EtcdMemberSpec:
@@ -111,6 +119,9 @@ class ClusterRuntime:
         self._tasks: asyncio.TaskGroup | None = None
         # Set once the snapshot shows this node's `removed` marker.
         self.removed = asyncio.Event()
+        # This run found its store seat given away: its record must say client before the
+        # voter plan looks at it (a `learner` record would send it to finish becoming a voter).
+        self._left_store = False
 
     @classmethod
     async def resume(
@@ -123,14 +134,26 @@ class ClusterRuntime:
         start."""
         tls = DataDir(config.data_dir).cluster_tls
         member = None
+        left = False
         if local.runs_store_member:
-            member = backend.make_member(config.etcd_binary, member_spec(config, local, tls))
-            await member.start()
+            spec = member_spec(config, local, tls)
+            if await _seat_given_away(backend, local, tls, spec):
+                local = _leave_store(config, local, spec, "its member is not in the store's list")
+                left = True
+            else:
+                member = backend.make_member(config.etcd_binary, spec)
+                await member.start()
         store = backend.open_store(local.store_endpoints, tls)
         runtime = cls(config, local, store, member, backend=backend)
+        runtime._left_store = left
         try:
             if member is not None:
-                await member.wait_ready(store, timeout=RESUME_WAIT)
+                try:
+                    await member.wait_ready(store, timeout=RESUME_WAIT)
+                except StoreError:
+                    if member.running or member.exit_condition() is not MemberExit.REMOVED:
+                        raise
+                    runtime._leave("its member exited: the store removed it")
             await runtime.load()
         except StoreUnavailable as exc:
             log.warning(
@@ -138,8 +161,8 @@ class ClusterRuntime:
             )
         except BaseException:
             await store.close()
-            if member is not None:
-                await member.stop()
+            if runtime.member is not None:
+                await runtime.member.stop()
             raise
         return runtime
 
@@ -178,7 +201,7 @@ class ClusterRuntime:
             tasks.create_task(self._until_removed(), name="until-removed")
             tasks.create_task(self.snapshot.run(), name="snapshot")
             tasks.create_task(self._liveness(), name="liveness")
-            tasks.create_task(voters.run(), name="voters")
+            tasks.create_task(self._run_voters(voters), name="voters")
             tasks.create_task(run_down_marker(self.store, self.snapshot), name="down-marker")
             tasks.create_task(
                 run_node_upkeep(self.store, self.snapshot, self.local, self.config.addr),
@@ -190,6 +213,39 @@ class ClusterRuntime:
     async def _until_removed(self) -> None:
         await self.removed.wait()
         raise _Removed
+
+    async def _run_voters(self, voters: VoterManager) -> None:
+        if self._left_store:
+            await self._record_as_client()
+        await voters.run()
+
+    def _leave(self, reason: str) -> None:
+        """Run on as a store client: the member is gone for good (see `_leave_store`)."""
+        spec = member_spec(self.config, self.local, DataDir(self.config.data_dir).cluster_tls)
+        self.local = _leave_store(self.config, self.local, spec, reason)
+        self.member = None
+        self._left_store = True
+        if self.local.store_endpoints:
+            self.store.set_endpoints(self.local.store_endpoints)
+
+    async def _record_as_client(self) -> None:
+        """Record this node as a store client (retried until the store takes the write)."""
+
+        def change(record: NodeRecord) -> NodeRecord:
+            if record.store_role is StoreRole.CLIENT and not record.store_client_url:
+                return record
+            return record.changed(store_role=StoreRole.CLIENT, store_client_url="")
+
+        backoff = 0.2
+        while True:
+            try:
+                key = model.node_key(self.local.node_uid)
+                await update_record(self.store, key, NodeRecord, change)
+                return
+            except (StoreUnavailable, StoreError) as exc:
+                log.warning("could not record this node as a store client yet: %s", exc.message)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     def _on_change(self, key: str) -> None:
         if key == model.removed_node_key(self.local.node_uid):
@@ -226,23 +282,31 @@ class ClusterRuntime:
 
     async def _liveness(self) -> None:
         key = model.liveness_key(self.local.node_uid)
+        run = secrets.token_hex(8)
+        since = ""
         while True:
             try:
                 ttl = await self.store.lease_keepalive(self._lease) if self._lease else 0
                 if ttl <= 0:
+                    # A fresh lease per agent run (and after a lapse): never an old run's.
                     self._lease = await self.store.lease_grant(LIVENESS_TTL)
                     # `since`: the node has been up since it took this lease (cluster/repair.py).
-                    document = LivenessRecord(
-                        uid=self.local.node_uid, addr=self.config.addr, since=iso(utc_now())
-                    ).encode()
-                    # Only while the node record exists: a removed node must not come back
-                    # as alive in the moments before it notices its removal.
-                    written = await self.store.txn(
-                        [Compare.exists(model.node_key(self.local.node_uid))],
-                        [Put(key, document, lease=self._lease)],
-                    )
-                    if not written.succeeded:
-                        self._lease = 0
+                    since = iso(utc_now())
+                record = LivenessRecord(
+                    uid=self.local.node_uid,
+                    addr=self.config.addr,
+                    since=since,
+                    run=run,
+                    renewed=time.time(),
+                )
+                # Only while the node record exists: a removed node must not come back as
+                # alive in the moments before it notices its removal.
+                written = await self.store.txn(
+                    [Compare.exists(model.node_key(self.local.node_uid))],
+                    [Put(key, record.encode(), lease=self._lease)],
+                )
+                if not written.succeeded:
+                    self._lease = 0
                 self.snapshot.mark_contact()
             except (StoreUnavailable, StoreError) as exc:
                 log.warning("liveness keep-alive failed: %s", exc.message)
@@ -253,6 +317,11 @@ class ClusterRuntime:
         while True:
             assert self.member is not None
             code = await self.member.wait()
+            if self.member.exit_condition() is MemberExit.REMOVED:
+                # Restarting it would only exit again (and loop): run on as a client.
+                self._leave("its member exited: the store removed it")
+                await self._record_as_client()
+                return
             log.error(
                 "store member exited with code %s: %s; restarting in %.1f s",
                 code,
@@ -274,3 +343,57 @@ class ClusterRuntime:
         await self.store.close()
         if self.member is not None:
             await self.member.stop()
+
+
+async def _seat_given_away(
+    backend: StoreBackend, local: LocalState, tls: ClusterTls, spec: EtcdMemberSpec
+) -> bool:
+    """Whether the store answers from the other voters, has no member at this node's peer URL,
+    and does not record this node as a voter. Unknown (no other voter, no answer in time) is
+    False: the member is started, since it may be needed for quorum; if the store did remove
+    it, it exits and says so (`MemberExit.REMOVED`)."""
+    others = tuple(e for e in local.store_endpoints if e != spec.client_url)
+    if not others:
+        return False
+    store = backend.open_store(others, tls)
+    try:
+        async with asyncio.timeout(SEAT_CHECK_TIMEOUT):
+            members = await store.member_list()
+            if any(spec.peer_url in m.peer_urls for m in members):
+                return False
+            # A member list can lag; the record (a quorum read) must agree that this node is
+            # no voter: the healer records the seat given away, a learner never was one.
+            found = await store.get(model.node_key(local.node_uid))
+    except (StoreUnavailable, StoreError, TimeoutError):
+        return False
+    finally:
+        await store.close()
+    try:
+        record = NodeRecord.decode(found.value) if found is not None else None
+    except ValueError:
+        return False
+    return record is None or record.store_role is not StoreRole.VOTER
+
+
+def _leave_store(
+    config: NodeConfig, local: LocalState, spec: EtcdMemberSpec, reason: str
+) -> LocalState:
+    """This node's store seat was given away: wipe the stale member data and switch the local
+    state to a store client of the other voters. Returns the new local state."""
+    remove_member_data(spec.data_dir)
+    endpoints = tuple(e for e in local.store_endpoints if e != spec.client_url)
+    local = local.with_changes(
+        runs_store_member=False,
+        initial_cluster="",
+        store_endpoints=endpoints or local.store_endpoints,
+    )
+    local.save(config.data_dir)
+    log.warning(
+        "node %d no longer has a store member (%s): its data is wiped and it runs as a store "
+        "client of %s",
+        local.node_uid,
+        reason,
+        ", ".join(local.store_endpoints),
+        extra=event("store_member_gone", uid=local.node_uid, reason=reason),
+    )
+    return local

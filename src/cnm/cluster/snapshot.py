@@ -61,6 +61,8 @@ class ClusterSnapshot:
         self._last_contact = float("-inf")
         self._listeners: list[ChangeListener] = []
         self._loaded = asyncio.Event()
+        # Liveness key -> when its latest renewal arrived (this snapshot's clock).
+        self._liveness_arrived: dict[str, float] = {}
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -94,8 +96,19 @@ class ClusterSnapshot:
         return self._typed(model.liveness_key(uid), LivenessRecord)
 
     def is_alive(self, uid: int) -> bool:
-        """Whether the node's liveness lease lives."""
-        return model.liveness_key(uid) in self._records
+        """Whether the node's liveness lease lives and its agent renewed the record lately: a
+        record not renewed for `LIVENESS_STALE_AFTER` s is stale even while etcd keeps its lease
+        (etcd re-arms leases on a leader change). Records without `renewed` count by lease."""
+        key = model.liveness_key(uid)
+        record = self._records.get(key)
+        if not isinstance(record, LivenessRecord):
+            return False
+        if record.renewed is None:
+            return True
+        arrived = self._liveness_arrived.get(key)
+        if arrived is None:
+            return False
+        return self._clock() - arrived <= model.LIVENESS_STALE_AFTER
 
     def node_uid_for_key(self, node_key: str) -> int | None:
         """The uid a node key was admitted with, if it was."""
@@ -181,6 +194,13 @@ class ClusterSnapshot:
         }
         self._records = records
         self._revision = revision
+        # A renewal read by a load arrived when it was written: its age from the writer's
+        # wall time (clocks are checked to within a second); watched ones when they come.
+        now, wall = self._clock(), time.time()
+        self._liveness_arrived = {}
+        for key, record in records.items():
+            if isinstance(record, LivenessRecord) and record.renewed is not None:
+                self._liveness_arrived[key] = now - max(0.0, wall - float(record.renewed))
         self.mark_contact()
         self._loaded.set()
         for key in sorted(changed):
@@ -221,12 +241,15 @@ class ClusterSnapshot:
             key = event.kv.key
             if event.type is EventType.DELETE:
                 self._records.pop(key, None)
+                self._liveness_arrived.pop(key, None)
             else:
                 try:
                     self._records[key] = decode_at(key, event.kv.value)
                 except ValueError as exc:
                     _undecodable(key, exc)
                     continue
+                if key.startswith(model.LIVENESS_PREFIX):
+                    self._liveness_arrived[key] = self._clock()
             self._revision = max(self._revision, event.kv.mod_revision)
             self.mark_contact()
             self._notify(key)

@@ -6,6 +6,9 @@ is next in the plan promotes itself, so only one node acts and it is the one tha
 the etcd member anyway. Candidates are live store clients, taken from the racks with the fewest
 voters first, then by uid.
 
+A dead voter's seat is given to a live node, and ghost records are removed, by
+voter_healing.py, run from this module's loop on every node (it acts on one).
+
 Becoming a voter is etcd's safe sequence, one change at a time cluster-wide under a lock key with
 a lease (a dead holder frees it): add this node as a learner (it does not count for quorum, so
 a learner that never starts costs nothing), start its member with `initial-cluster-state
@@ -27,7 +30,8 @@ from cnm.cluster import model
 from cnm.cluster.records import ClusterRecord, NodeRecord, StoreRole
 from cnm.cluster.repair import seat_held
 from cnm.cluster.snapshot import ClusterSnapshot
-from cnm.cluster.store_members import store_change_lock
+from cnm.cluster.store_members import MemberRemovalRefused, store_change_lock
+from cnm.cluster.voter_healing import DownClock, VoterHealer, real_nodes
 from cnm.cluster.writes import update_record
 from cnm.errors import CnmError
 from cnm.logs import event
@@ -47,7 +51,9 @@ def target_voters(node_count: int, store_voters: int) -> int:
 def next_voter(snapshot: ClusterSnapshot) -> int | None:
     """The uid of the node that should become a voter next, or None when none should."""
     cluster = snapshot.cluster() or ClusterRecord()
-    nodes = snapshot.nodes()
+    # A record still `joining` may be a ghost (its joiner died after admission): it is neither
+    # a voter nor a candidate, nor counted in the voters wanted (voter_healing.py).
+    nodes = real_nodes(snapshot)
     # A learner counts only while its node lives: one that died half way is replaced (and its
     # etcd learner removed by the next node to take the lock).
     voters = [
@@ -64,11 +70,7 @@ def next_voter(snapshot: ClusterSnapshot) -> int | None:
     if seat_held(snapshot, time.time()):
         return None
     per_rack = Counter(n.rack_id for n in voters)
-    candidates = [
-        n
-        for n in nodes
-        if n.store_role is StoreRole.CLIENT and not n.joining and snapshot.is_alive(n.uid)
-    ]
+    candidates = [n for n in nodes if n.store_role is StoreRole.CLIENT and snapshot.is_alive(n.uid)]
     if not candidates:
         return None
     # Among equals, a replacement first: it takes the failed node's store role.
@@ -109,11 +111,24 @@ class VoterManager:
         self._member_name = member_name
         self._start_member = start_member
         self._wake = asyncio.Event()
+        self.down_clock = DownClock(snapshot)
+        self._healer = VoterHealer(store, snapshot, self.down_clock, uid)
         snapshot.add_listener(self._on_change)
 
     def _on_change(self, key: str) -> None:
+        if key.startswith(model.LIVENESS_PREFIX):
+            self.down_clock.observe()
         if key.startswith((model.NODES_PREFIX, model.LIVENESS_PREFIX, model.STORE_CHANGE_LOCK)):
             self._wake.set()
+
+    async def _heal(self) -> None:
+        """The acting node's pass over dead voters and ghosts (voter_healing.py)."""
+        try:
+            await self._healer.heal()
+        except MemberRemovalRefused as exc:
+            log.info("store voter not replaced: %s", exc.message)
+        except CnmError as exc:
+            log.warning("healing the store's voters failed: %s; retrying", exc.message)
 
     async def run(self) -> None:
         backoff = 0.5
@@ -124,6 +139,8 @@ class VoterManager:
                 async with asyncio.timeout(2.0):
                     await self._wake.wait()
             self._wake.clear()
+            if self._snapshot.loaded:
+                await self._heal()
             own = self._snapshot.node(self._uid)
             learner = own is not None and own.store_role is StoreRole.LEARNER
             # A node that died while becoming a voter finishes the job when it comes back.

@@ -27,10 +27,14 @@ from cnm.config import url_host
 from cnm.errors import StoreError, StoreUnavailable
 from cnm.logs import event
 from cnm.store.base import Store
+from cnm.store.member import MemberExit
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+# What etcd logs (then exits) when it learns that the cluster removed it (etcd's ErrMemberRemoved,
+# "the member has been permanently removed from the cluster").
+_REMOVED_MARKERS = ("permanently removed from the cluster", "member has been permanently removed")
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,8 @@ class EtcdProcess:
         self.binary = binary
         self.spec = spec
         self._process: asyncio.subprocess.Process | None = None
+        # Where this run's lines start in the log file (earlier runs append to the same file).
+        self._log_start = 0
 
     @property
     def pid(self) -> int | None:
@@ -129,6 +135,7 @@ class EtcdProcess:
         prefix, preexec = _death_signal_wrapper()
         argv = prefix + etcd_arguments(self.binary, self.spec)
         with open(self.spec.log_file, "ab") as log_out:
+            self._log_start = log_out.tell()
             self._process = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -169,6 +176,18 @@ class EtcdProcess:
 
     def returncode(self) -> int | None:
         return self._process.returncode if self._process else None
+
+    def exit_condition(self) -> MemberExit:
+        """REMOVED when this run's log says the cluster removed the member, else FAILED."""
+        try:
+            with open(self.spec.log_file, "rb") as log_in:
+                log_in.seek(self._log_start)
+                text = log_in.read().decode(errors="replace")
+        except OSError:
+            return MemberExit.FAILED
+        if any(marker in text for marker in _REMOVED_MARKERS):
+            return MemberExit.REMOVED
+        return MemberExit.FAILED
 
     def log_tail(self, lines: int = 5) -> str:
         try:

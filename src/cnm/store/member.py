@@ -8,9 +8,19 @@ that run a node on the in-memory store. A member is not restartable: `again()` m
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Protocol
 
 from cnm.store.base import Store
+
+
+class MemberExit(StrEnum):
+    """Why a member exited, as the store layer reads it (etcd's messages are read only in
+    store/): `REMOVED` means the store removed this member for good, so restarting it is
+    useless and its data is stale; anything else is `FAILED` (worth a restart)."""
+
+    REMOVED = "removed"
+    FAILED = "failed"
 
 
 class StoreMember(Protocol):
@@ -39,6 +49,10 @@ class StoreMember(Protocol):
 
     def log_tail(self, lines: int = 5) -> str:
         """The end of the member's own log, one line, for error messages."""
+        ...
+
+    def exit_condition(self) -> MemberExit:
+        """Why the member exited (call after `wait` returned or `start`/`wait_ready` failed)."""
         ...
 
     def again(self) -> StoreMember:

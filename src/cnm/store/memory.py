@@ -28,6 +28,7 @@ from cnm.store.base import (
     TxnResult,
     WatchEvent,
 )
+from cnm.store.member import MemberExit
 
 
 class MemoryStore(Store):
@@ -245,6 +246,7 @@ class MemoryMember:
         self._code: int | None = None
         self._exited = asyncio.Event()
         self._started = False
+        self._removed = False
 
     @property
     def running(self) -> bool:
@@ -265,9 +267,11 @@ class MemoryMember:
         assert self._code is not None
         return self._code
 
-    def exit(self, code: int) -> None:
-        """Test hook: the member exits as a crashed process would."""
+    def exit(self, code: int, *, removed: bool = False) -> None:
+        """Test hook: the member exits as a crashed process would (`removed`: as one that the
+        store removed for good)."""
         if self._code is None:
+            self._removed = removed
             self._code = code
             self._exited.set()
 
@@ -277,6 +281,9 @@ class MemoryMember:
     def log_tail(self, lines: int = 5) -> str:
         del lines
         return "(the memory member has no log)"
+
+    def exit_condition(self) -> MemberExit:
+        return MemberExit.REMOVED if self._removed else MemberExit.FAILED
 
     def again(self) -> MemoryMember:
         return MemoryMember()
