@@ -23,6 +23,7 @@ from typing import Any
 
 from cnm.bootstrap.create import check_create_request, create_cluster
 from cnm.bootstrap.join import NETWORK_WIRING, JoinWiring, check_join_request, join_cluster
+from cnm.bootstrap.recover import check_recover_request, recover_cluster
 from cnm.bootstrap.schema import BootstrapRequest, parse_bootstrap_body
 from cnm.bootstrap.status import BootstrapState, BootstrapStatus
 from cnm.bootstrap.validation import ACTIONS, check_request
@@ -34,7 +35,6 @@ from cnm.errors import (
     BootstrapInProgress,
     BootstrapInternalError,
     CnmError,
-    ConfigError,
     NotFound,
 )
 from cnm.logs import event
@@ -176,9 +176,9 @@ class BootstrapManager:
         if action == "create_cluster":
             check_create_request(self.config, request, leftovers=self.status.created_paths)
         elif action == "join_cluster":
-            check_join_request(self.config, request)
+            check_join_request(self.config, request, leftovers=self.status.created_paths)
         else:
-            raise _not_available(action)
+            check_recover_request(self.config, request, leftovers=self.status.created_paths)
 
     def _clean_failed_attempt(self) -> None:
         """A retry from `error` first removes what the failed attempt created."""
@@ -200,7 +200,7 @@ class BootstrapManager:
                     self.config, request, self, self._join_wiring, backend=self.backend
                 )
             else:
-                raise _not_available(action)
+                runtime = await recover_cluster(self.config, request, self, backend=self.backend)
             self.runtime = runtime
             credentials = (request.credentials.username or "", request.credentials.password or "")
             await self._on_completed(runtime, credentials)
@@ -241,12 +241,4 @@ def log_transition(previous: BootstrapStatus, status: BootstrapStatus) -> None:
             phase=status.phase if status.state.in_progress else None,
             error_code=status.error_code if status.state is BootstrapState.ERROR else None,
         ),
-    )
-
-
-def _not_available(action: str) -> ConfigError:
-    return ConfigError(
-        f"action: {action} is not available in this version of cnm yet; create_cluster and "
-        "join_cluster are",
-        fields=["action"],
     )

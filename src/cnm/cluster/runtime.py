@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cnm.cluster import model
+from cnm.cluster.backup import run_backups
 from cnm.cluster.health import run_node_upkeep
 from cnm.cluster.membership import Admissions
 from cnm.cluster.records import LivenessRecord
@@ -156,6 +157,15 @@ class ClusterRuntime:
             tasks.create_task(
                 run_node_upkeep(self.store, self.snapshot, self.local, self.config.addr),
                 name="node-upkeep",
+            )
+            tasks.create_task(
+                run_backups(
+                    self.store,
+                    self.snapshot,
+                    node_uid=self.local.node_uid,
+                    ccs_persistent_path=self.local.ccs_persistent_path,
+                ),
+                name="backups",
             )
             if self.member is not None:
                 tasks.create_task(self._supervise_member(), name="member-supervisor")
