@@ -33,6 +33,8 @@ EVENTS = {
     "store_voters": "voters, previous_voters, voters_wanted: the set of store voters changed",
     "store_reachability": "reachable, detail: the store became reachable or unreachable",
     "store_leader_change": "leader, previous_leader: a new store leader was seen",
+    "backup_written": "file, revision: a store snapshot was written (cluster/backup.py)",
+    "store_data_clobbered": "path, cluster_name, cluster_uuid: foreign store data wiped on request",
 }
 # The keys every JSON line has; an event's fields never replace them.
 BASE_KEYS = frozenset({"time", "node", "level", "logger", "message", "exception", "event"})

@@ -24,7 +24,6 @@ import asyncio
 import base64
 import json
 import logging
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ from cnm.clock import utc_now
 from cnm.cluster import model
 from cnm.cluster.records import ClusterRecord, StoreRole
 from cnm.cluster.snapshot import ClusterSnapshot
+from cnm.cluster.writes import wait_for_revision
 from cnm.errors import ConfigError, PathError, StoreError, StoreUnavailable
 from cnm.logs import event
 from cnm.node.local_state import atomic_write_bytes
@@ -225,13 +225,15 @@ async def backup_now(
         write_snapshot, taken, ccs_persistent_path, keep=backup_keep(snapshot)
     )
     latest = {"time": taken.taken, "node_uid": node_uid, "revision": taken.revision}
-    await store.put(LATEST_KEY, json.dumps(latest, sort_keys=True).encode())
+    revision = await store.put(LATEST_KEY, json.dumps(latest, sort_keys=True).encode())
     log.info(
         "store snapshot written: %s (revision %d)",
         path,
         taken.revision,
         extra=event("backup_written", file=str(path), revision=taken.revision),
     )
+    # Answer once this node's snapshot shows it (GET /v1/cluster right after sees the time).
+    await wait_for_revision(snapshot, revision)
     return path, taken
 
 
@@ -277,7 +279,3 @@ async def run_backups(
 def latest_backup(snapshot: ClusterSnapshot) -> dict[str, Any] | None:
     record = snapshot.record(LATEST_KEY)
     return record.document() if record is not None else None
-
-
-def file_mode_ok(path: Path) -> bool:
-    return (os.stat(path).st_mode & 0o077) == 0
