@@ -22,6 +22,7 @@ from cnm.cluster import model
 from cnm.cluster.backup import run_backups
 from cnm.cluster.health import run_node_upkeep
 from cnm.cluster.membership import Admissions
+from cnm.cluster.quorum import QuorumReporter, save_local_users, users_changed
 from cnm.cluster.records import LivenessRecord
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.voters import VoterManager, voter_endpoints
@@ -100,6 +101,9 @@ class ClusterRuntime:
         self.admissions = Admissions(store, self.snapshot)
         self._lease = 0
         self._tasks: asyncio.TaskGroup | None = None
+        # Set when the users change: the local copy of their verifiers is rewritten.
+        self._users_changed = asyncio.Event()
+        self.quorum = QuorumReporter()
 
     @classmethod
     async def resume(
@@ -158,6 +162,7 @@ class ClusterRuntime:
                 run_node_upkeep(self.store, self.snapshot, self.local, self.config.addr),
                 name="node-upkeep",
             )
+            tasks.create_task(self._keep_local_users(), name="local-users")
             tasks.create_task(
                 run_backups(
                     self.store,
@@ -171,6 +176,8 @@ class ClusterRuntime:
                 tasks.create_task(self._supervise_member(), name="member-supervisor")
 
     def _on_change(self, key: str) -> None:
+        if users_changed(key):
+            self._users_changed.set()
         if not key.startswith(model.NODES_PREFIX):
             return
         endpoints = tuple(voter_endpoints(self.snapshot, self.local.node_uid))
@@ -179,6 +186,18 @@ class ClusterRuntime:
             self.local = self.local.with_changes(store_endpoints=endpoints)
             self.local.save(self.config.data_dir)
             log.info("store endpoints now %s", ", ".join(endpoints))
+
+    async def _keep_local_users(self) -> None:
+        """The users' verifiers in the data dir, for when the store does not serve."""
+        if self.snapshot.loaded:
+            self._users_changed.set()
+        while True:
+            await self._users_changed.wait()
+            self._users_changed.clear()
+            try:
+                await asyncio.to_thread(save_local_users, self.config.data_dir, self.snapshot)
+            except OSError as exc:
+                log.warning("could not keep the local copy of the users: %s", exc)
 
     async def start_member(self, initial_cluster: str, fresh: bool) -> None:
         """Start this node's store member joining the existing store (it was just added as a
