@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -158,3 +159,47 @@ def kept_ca(snapshot_file: Path) -> bytes:
 
 def test_two_fresh_agents_replace_the_lost_nodes_of_a_recovered_cluster() -> None:
     pytest.skip("needs replacement joins (issue 9): join_cluster with node.identity.uid")
+
+
+def test_a_minority_of_voters_back_says_what_is_missing_and_heals_when_the_rest_return(
+    agents: AgentFactory,
+) -> None:
+    trio = three_node_cluster(agents)
+    first = trio[0]
+    add_user_and_settings(first)
+    users_file = first.data_dir / "users.json"
+    eventually(
+        lambda: EXTRA_USER[0] in users_file.read_text(), timeout=30, message="local users copy"
+    )
+    assert stat.S_IMODE(users_file.stat().st_mode) == 0o600
+    assert ADMIN[1] not in users_file.read_text() and EXTRA_USER[1] not in users_file.read_text()
+    for agent in trio:
+        agent.kill9()
+    first.start()
+
+    def answers_503() -> dict[str, Any] | None:
+        response = first.get("/v1/nodes", auth=ADMIN)
+        body: dict[str, Any] = response.json()
+        return body if response.status_code == 503 and "voters" in body else None
+
+    body = eventually(answers_503, timeout=30, message="503 naming the missing voters")
+    assert body["error_code"] == "store_unavailable"
+    assert "2 of 3 voters are missing" in body["description"]
+    assert "recover_cluster" in body["description"]
+    assert (body["voters"], body["quorum"], len(body["missing_voters"])) == (3, 2, 2)
+    # The node's own status stays readable with the last users it knew, and only with them.
+    for user in (ADMIN, EXTRA_USER):
+        status = first.status(auth=user)
+        assert status["bootstrap_status"]["state"] == "completed"
+        assert status["local_node_info"]["uid"] == "1"
+    assert first.get("/v1/bootstrap", auth=(ADMIN[0], "wrong-password")).status_code == 401
+    assert first.get("/v1/bootstrap").status_code == 401
+
+    for agent in trio[1:]:
+        agent.start(wait=False)
+
+    def all_active() -> bool:
+        nodes = first.get("/v1/nodes", auth=ADMIN).json()
+        return [n["status"] for n in nodes] == ["active"] * 3
+
+    eventually(all_active, timeout=60, message="healed once the other voters came back")
