@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import stat
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -203,3 +205,34 @@ def test_a_minority_of_voters_back_says_what_is_missing_and_heals_when_the_rest_
         return [n["status"] for n in nodes] == ["active"] * 3
 
     eventually(all_active, timeout=60, message="healed once the other voters came back")
+
+
+def test_a_data_dir_that_cannot_be_written_is_an_error_state_not_a_500(
+    agents: AgentFactory,
+) -> None:
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("needs root and chattr to make the data dir immutable")
+    first, second = agents.start(), agents.start()
+    assert (
+        first.post("/v1/bootstrap/create_cluster", create_body("rw.example.com")).status_code == 200
+    )
+    first.wait_state("completed", auth=ADMIN)
+    subprocess.run(["chattr", "+i", str(second.data_dir)], check=True)
+    try:
+        response = second.post("/v1/bootstrap/join_cluster", bodies.join_body([first.addr]))
+        assert response.status_code == 200, response.text
+        status = second.wait_state("error", "completed")["bootstrap_status"]
+        assert status["state"] == "error" and status["error_code"] == "path_error", status
+        assert str(second.data_dir) in status["error_details"]["message"]
+        assert "cannot be written" in status["error_details"]["message"]
+    finally:
+        subprocess.run(["chattr", "-i", str(second.data_dir)], check=True)
+    assert "Traceback" not in second.log()
+    # Made writable again, the same request succeeds.
+    assert (
+        second.post("/v1/bootstrap/join_cluster", bodies.join_body([first.addr])).status_code == 200
+    )
+    assert (
+        second.wait_state("completed", "error", auth=ADMIN, timeout=60)["bootstrap_status"]["state"]
+        == "completed"
+    )

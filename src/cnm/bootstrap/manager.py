@@ -36,6 +36,7 @@ from cnm.errors import (
     BootstrapInternalError,
     CnmError,
     NotFound,
+    PathError,
 )
 from cnm.logs import event
 from cnm.node.local_state import LocalState
@@ -86,7 +87,20 @@ class BootstrapManager:
         return self.status.start_time
 
     def _set(self, status: BootstrapStatus) -> None:
-        status.save(self.config.data_dir)
+        try:
+            status.save(self.config.data_dir)
+        except OSError as exc:
+            # A data dir that cannot be written (read-only mount, chattr +i, full disk) is an
+            # error state with a message, kept in memory since it cannot be kept on disk.
+            failure = data_dir_failure(self.config.data_dir, exc)
+            log.error("%s", failure.message)
+            if status.state is not BootstrapState.ERROR:
+                self._change(status.failed(failure))
+                raise failure from None
+            status = status if status.error_code == "path_error" else self.status.failed(failure)
+        self._change(status)
+
+    def _change(self, status: BootstrapStatus) -> None:
         previous, self.status = self.status, status
         log_transition(previous, status)
         for listener in self.listeners:
@@ -157,7 +171,10 @@ class BootstrapManager:
         request = self._parse(action, raw)
         self._refuse_unless_accepting()
         self._clean_failed_attempt()
-        self._set(self.status.initiated(action))
+        try:
+            self._set(self.status.initiated(action))
+        except PathError:
+            return  # the state says error and why: what a poll of the status shows
         self._spawn(self._run(action, request))
 
     def validate(self, action: str, raw: bytes) -> BootstrapFailure | None:
@@ -211,6 +228,11 @@ class BootstrapManager:
         except CnmError as error:
             log.warning("bootstrap %s failed: [%s] %s", action, error.error_code, error)
             self._set(self.status.failed(BootstrapInternalError(error.message)))
+        except OSError as exc:
+            # The node's own disk refused a write: the environment, not a bug of cnm.
+            disk = data_dir_failure(Path(exc.filename or self.config.data_dir), exc)
+            log.warning("bootstrap %s failed: [%s] %s", action, disk.error_code, disk)
+            self._set(self.status.failed(disk))
         except Exception as exc:
             log.exception("bootstrap %s failed unexpectedly (please report)", action)
             self._set(
@@ -220,6 +242,16 @@ class BootstrapManager:
                     )
                 )
             )
+
+
+def data_dir_failure(path: Path, exc: OSError) -> PathError:
+    reason = exc.strerror or type(exc).__name__
+    return PathError(
+        f"{path} cannot be written ({reason}); the node keeps its state there: make it "
+        "writable (read-only mount? immutable attribute, see lsattr? disk full?) and send the "
+        "request again",
+        path=str(path),
+    )
 
 
 def log_transition(previous: BootstrapStatus, status: BootstrapStatus) -> None:
