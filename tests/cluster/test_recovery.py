@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from cnm.cluster.backup import list_snapshots
+from cnm.node.data_dir import default_ccs_path
 from harness import bodies
 from harness.agents import Agent, AgentFactory, basic
 from harness.bodies import ADMIN, create_body
@@ -106,6 +108,14 @@ def test_recover_on_a_fresh_agent_from_a_snapshot_after_every_data_dir_is_lost(
 ) -> None:
     trio = three_node_cluster(agents)
     first = trio[0]
+    # Every voter took a snapshot of its own when the voters changed, and the cluster says when.
+    for agent in trio:
+        eventually(
+            lambda agent=agent: list_snapshots(default_ccs_path(agent.persistent_path)),
+            timeout=30,
+            message=f"a snapshot on {agent.addr} after the voters changed",
+        )
+    assert first.get("/v1/cluster", auth=ADMIN).json()["last_backup_time"]
     add_user_and_settings(first)
     before = {
         path: first.get(path, auth=ADMIN).json()

@@ -247,7 +247,7 @@ async def run_backups(
     """Every `backup_interval` seconds, and soon after the voters change, while this node is a
     voter: a backup. Returns only when cancelled; a failed one is logged and retried later."""
     changed = asyncio.Event()
-    seen: frozenset[int] | None = None
+    seen: frozenset[int] | None = voter_set(snapshot) if snapshot.loaded else None
 
     def on_change(key: str) -> None:
         nonlocal seen
