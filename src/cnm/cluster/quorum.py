@@ -31,7 +31,7 @@ PROBE_CACHE_SECONDS = 2.0
 
 
 def users_file(data_dir: Path) -> Path:
-    return DataDir(data_dir).root / "users.json"
+    return DataDir(data_dir).users_file
 
 
 class LocalUsers:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cnm.node.data_dir import DataDir
+from cnm.node.data_dir import CLUSTER_IDENTITY_FILE, DataDir
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600) -> None:
@@ -54,12 +54,9 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
-MARKER_FILE = "cluster-identity.json"
-
-
 def marker_path(ccs_persistent_path: str | Path) -> Path:
     """The marker naming the cluster whose store data a ccs_persistent_path holds."""
-    return Path(ccs_persistent_path) / MARKER_FILE
+    return Path(ccs_persistent_path) / CLUSTER_IDENTITY_FILE
 
 
 def read_json_quiet(path: Path) -> Any | None:
