@@ -355,6 +355,11 @@ class CnmClient:
         document: dict[str, Any] = self.request("GET", "/v1/cluster/check")
         return document
 
+    def cluster_backup(self) -> dict[str, Any]:
+        """A store snapshot now, written on the node asked (POST /v1/cluster/backup)."""
+        document: dict[str, Any] = self.request("POST", "/v1/cluster/backup")
+        return document
+
     def nodes(self) -> list[dict[str, Any]]:
         document: list[dict[str, Any]] = self.request("GET", "/v1/nodes")
         return document

@@ -40,6 +40,8 @@ EVENTS = {
     "voter_replacement": "uid, outcome, reason, down_for: a decision about a dead voter's seat",
     "ghost_node_removed": "uid, reason: a node record that never became a node was removed",
     "store_member_gone": "uid, reason: this node's store member was removed; it runs as a client",
+    "backup_written": "file, revision: a store snapshot was written (cluster/backup.py)",
+    "store_data_clobbered": "path, cluster_name, cluster_uuid: foreign store data wiped on request",
 }
 # The keys every JSON line has; an event's fields never replace them.
 BASE_KEYS = frozenset({"time", "node", "level", "logger", "message", "exception", "event"})

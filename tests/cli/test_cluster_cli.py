@@ -60,6 +60,17 @@ def test_cluster_info_license_and_users(cluster: Agent) -> None:
     assert ADMIN[0] in [u["email"] for u in users.json()]
 
 
+def test_cluster_backup_writes_a_snapshot_that_info_then_shows(cluster: Agent) -> None:
+    taken = run_cnm("-o", "json", "cluster", "backup", *login(cluster), env=password_env())
+    assert taken.code == 0, taken
+    written = Path(taken.json()["file"])
+    assert written.is_file() and written.is_relative_to(cluster.persistent_path)
+    shown = run_cnm("cluster", "backup", *login(cluster), env=password_env())
+    assert shown.code == 0 and "store snapshot written" in shown.stdout, shown
+    info = run_cnm("-o", "json", "cluster", "info", *login(cluster), env=password_env())
+    assert info.json()["last_backup_time"] >= taken.json()["time"]
+
+
 def test_wrong_password_exits_1_with_the_code(cluster: Agent) -> None:
     wrong = run_cnm("user", "list", *login(cluster), env=password_env("not-the-password"))
     assert wrong.code == 1, wrong

@@ -24,8 +24,9 @@ def test_every_command_has_an_example() -> None:
     commands = dict(leaves(typer.main.get_command(app)))
     expected = {
         "node run", "node list", "node show", "bootstrap status", "cluster create",
-        "cluster join", "cluster recover", "cluster info", "cluster validate create",
-        "cluster validate join", "license show", "license install", "user list", "user add",
+        "cluster join", "cluster recover", "cluster backup", "cluster info",
+        "cluster validate create", "cluster validate join", "license show", "license install",
+        "user list", "user add",
         "local up", "local status", "local down",
     }  # fmt: skip
     assert expected <= set(commands)

@@ -288,7 +288,7 @@ def test_single_string_cluster_nodes_becomes_a_list() -> None:
 
 def test_unknown_fields_are_ignored_at_every_level() -> None:
     document = merged(FULL_JOIN, flash_enabled=True)
-    document["cluster"]["clobber"] = True
+    document["cluster"]["shard_hint"] = True
     document["node"]["identity"]["zone"] = {"deep": [1, 2]}
     document["node"]["paths"]["extra_path"] = 3
     document["credentials"]["otp"] = 123456

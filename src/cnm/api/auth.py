@@ -21,6 +21,7 @@ import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
+from typing import Protocol
 
 from cnm.cluster.records import UserRecord
 from cnm.cluster.snapshot import ClusterSnapshot
@@ -83,6 +84,12 @@ def parse_basic(header: str | None) -> tuple[str, str]:
     return username, password
 
 
+class UserDirectory(Protocol):
+    """Where users are looked up: the snapshot, or a node's local copy (cluster/quorum.py)."""
+
+    def user_by_login(self, login: str) -> UserRecord | None: ...
+
+
 class Authenticator:
     def __init__(
         self, verifier: PasswordVerifier, *, clock: Callable[[], float] = time.time
@@ -104,9 +111,9 @@ class Authenticator:
         return await self.authenticate_password(username, password, snapshot)
 
     async def authenticate_password(
-        self, username: str, password: str, snapshot: ClusterSnapshot
+        self, username: str, password: str, users: UserDirectory
     ) -> UserRecord:
-        user = snapshot.user_by_login(username)
+        user = users.user_by_login(username)
         password_hash = user.password_hash if user else _dummy_hash()
         verified = await self.verifier.verify(username, password, password_hash)
         if not verified or user is None or user.status != "active":

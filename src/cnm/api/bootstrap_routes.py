@@ -18,7 +18,7 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
     router = APIRouter()
 
     async def get_status(request: Request) -> Response:
-        await context.authenticate_if_bootstrapped(request)
+        await context.authenticate_for_status(request)
         runtime = context.manager.runtime
         if runtime is not None:
             local = runtime.local

@@ -26,6 +26,7 @@ from cnm.api.auth import (
 from cnm.api.bodies import path_uid, read_json_object
 from cnm.api.context import ApiContext
 from cnm.api.responses import compact
+from cnm.cluster.backup import backup_now, latest_backup
 from cnm.cluster.health import node_check, node_uptime, observer_for
 from cnm.cluster.records import ClusterRecord, NodeRecord, NodeStatus
 from cnm.cluster.repair import failed_entry, failed_nodes, status_since
@@ -64,7 +65,7 @@ def _record_routes(
     router: APIRouter,
     context: ApiContext,
     path: str,
-    view: Callable[[ClusterRecord], dict[str, Any]],
+    view: Callable[[ClusterSnapshot, ClusterRecord], dict[str, Any]],
     *,
     policy: bool,
     name: str,
@@ -77,7 +78,7 @@ def _record_routes(
     async def read(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, CLUSTER_VIEWERS, f"view {what}")
-        return compact(view(runtime.snapshot.cluster() or ClusterRecord()))
+        return compact(view(runtime.snapshot, runtime.snapshot.cluster() or ClusterRecord()))
 
     @router.put(path, name=f"put_{name}")
     async def write(request: Request) -> Response:
@@ -86,7 +87,17 @@ def _record_routes(
         body = await read_json_object(request)
         record, revision = await update_cluster(runtime.store, body, policy=policy)
         await wait_for_revision(runtime.snapshot, revision)
-        return compact(view(record))
+        return compact(view(runtime.snapshot, record))
+
+
+def _cluster_view(snapshot: ClusterSnapshot, record: ClusterRecord) -> dict[str, Any]:
+    """The cluster object, with the time of the cluster's latest store snapshot (null: none)."""
+    latest = latest_backup(snapshot)
+    return {**public_cluster(record), "last_backup_time": latest.get("time") if latest else None}
+
+
+def _policy_view(snapshot: ClusterSnapshot, record: ClusterRecord) -> dict[str, Any]:
+    return public_policy(record)
 
 
 def cluster_router(context: ApiContext) -> APIRouter:
@@ -95,10 +106,31 @@ def cluster_router(context: ApiContext) -> APIRouter:
     # /v1/cluster and /v1/cluster/policy read and write the same record, each through its own
     # view of it (`update_cluster` takes only that view's fields).
     for path, view, policy, name, what in (
-        ("/v1/cluster", public_cluster, False, "cluster", "the cluster"),
-        ("/v1/cluster/policy", public_policy, True, "policy", "the cluster policy"),
+        ("/v1/cluster", _cluster_view, False, "cluster", "the cluster"),
+        ("/v1/cluster/policy", _policy_view, True, "policy", "the cluster policy"),
     ):
         _record_routes(router, context, path, view, policy=policy, name=name, what=what)
+
+    @router.post("/v1/cluster/backup")
+    async def backup(request: Request) -> Response:
+        """A store snapshot now, into this node's ccs_persistent_path (cnm extension)."""
+        runtime, user = await context.require_fresh_cluster(request)
+        require_role(user, CLUSTER_ADMINS, "back up the cluster")
+        path, taken = await backup_now(
+            runtime.store,
+            runtime.snapshot,
+            node_uid=runtime.local.node_uid,
+            ccs_persistent_path=runtime.local.ccs_persistent_path,
+        )
+        return compact(
+            {
+                "file": str(path),
+                "time": taken.taken,
+                "revision": taken.revision,
+                "node_uid": runtime.local.node_uid,
+                "cluster_uuid": taken.cluster_uuid,
+            }
+        )
 
     @router.get("/v1/cluster/check")
     async def check(request: Request) -> Response:

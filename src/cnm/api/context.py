@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from cnm.api.auth import Authenticator
+from cnm.api.auth import Authenticator, parse_basic
 from cnm.bootstrap.manager import BootstrapManager
 from cnm.bootstrap.status import BootstrapState
+from cnm.cluster.quorum import LocalUsers
 from cnm.cluster.records import UserRecord
 from cnm.cluster.runtime import ClusterRuntime
 from cnm.config import NodeConfig
@@ -37,13 +38,33 @@ class ApiContext:
             return None
         return await self._authenticate(request, runtime)
 
+    async def authenticate_for_status(self, request: Request) -> UserRecord | None:
+        """For the node's own GET /v1/bootstrap: like `authenticate_if_bootstrapped`, but while
+        the store does not serve, checked against the last users this node knew (its data
+        dir's copy of their verifiers), so an operator can still see the node's state."""
+        runtime = self.manager.runtime
+        store_down = (
+            runtime is None and self.manager.status.state is BootstrapState.COMPLETED
+        ) or (runtime is not None and not runtime.snapshot.loaded)
+        known = LocalUsers.load(self.config.data_dir) if store_down else None
+        if known is None:
+            return await self.authenticate_if_bootstrapped(request)
+        username, password = parse_basic(request.headers.get("authorization"))
+        return await self.authenticator.authenticate_password(username, password, known)
+
+    async def _unavailable(self, runtime: ClusterRuntime, cause: StoreUnavailable) -> Exception:
+        return await runtime.quorum.store_unavailable(runtime.snapshot, runtime.local, cause)
+
     async def _authenticate(self, request: Request, runtime: ClusterRuntime) -> UserRecord:
         if not runtime.snapshot.loaded:
             # Without the users there is nothing to check credentials against; a 401 would
             # wrongly tell the client its password is bad.
-            raise StoreUnavailable(
-                "this node has not read the cluster store yet (its store members are still "
-                "starting); retry in a few seconds"
+            raise await self._unavailable(
+                runtime,
+                StoreUnavailable(
+                    "this node has not read the cluster store yet (its store members are "
+                    "still starting); retry in a few seconds"
+                ),
             )
         return await self.authenticator.authenticate(
             request.headers.get("authorization"), runtime.snapshot
@@ -62,7 +83,10 @@ class ApiContext:
     async def require_fresh_cluster(self, request: Request) -> tuple[ClusterRuntime, UserRecord]:
         """`require_cluster`, then 503 `store_unavailable` when the snapshot lost the store."""
         runtime, user = await self.require_cluster(request)
-        runtime.snapshot.require_fresh()
+        try:
+            runtime.snapshot.require_fresh()
+        except StoreUnavailable as stale:
+            raise await self._unavailable(runtime, stale) from None
         return runtime, user
 
 

@@ -22,6 +22,7 @@ from cnm.bootstrap.node_setup import (
     storage_paths,
 )
 from cnm.bootstrap.schema import BootstrapRequest
+from cnm.bootstrap.store_data import check_store_data, clobber_store_data
 from cnm.clock import utc_now
 from cnm.cluster import model
 from cnm.cluster.license import verify_license_text
@@ -38,8 +39,8 @@ from cnm.cluster.records import (
 )
 from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend, member_spec
 from cnm.config import NodeConfig
-from cnm.errors import ConfigError, PathError
-from cnm.node.data_dir import DataDir, etcd_member_dir
+from cnm.errors import ConfigError
+from cnm.node.data_dir import DataDir
 from cnm.node.facts import StoragePaths
 from cnm.node.local_state import LocalState
 from cnm.security import pki
@@ -75,15 +76,7 @@ def check_create_request(
             "rack-aware cluster needs a rack id)",
             fields=["node.identity.rack_id"],
         )
-    member_dir = etcd_member_dir(paths.ccs_persistent_path)
-    if member_dir.exists() and str(member_dir) not in leftovers:
-        raise PathError(
-            f"node.paths.ccs_persistent_path: {member_dir} already holds cluster-store data "
-            "that this node did not create in its current attempt; remove it or give another "
-            "ccs_persistent_path",
-            path=str(member_dir),
-            field="node.paths.ccs_persistent_path",
-        )
+    check_store_data(paths, req, leftovers=leftovers)
     return paths, license
 
 
@@ -95,6 +88,7 @@ async def create_cluster(
     backend: StoreBackend = ETCD_BACKEND,
 ) -> ClusterRuntime:
     paths, license = check_create_request(config, req)
+    clobber_store_data(paths, req)
     name = req.cluster.name or ""
     password = req.credentials.password or ""
     username = req.credentials.username or ""

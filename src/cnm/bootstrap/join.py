@@ -34,6 +34,7 @@ from cnm.bootstrap.node_setup import (
     storage_paths,
 )
 from cnm.bootstrap.schema import BootstrapRequest
+from cnm.bootstrap.store_data import check_store_data, clobber_store_data
 from cnm.cluster import model
 from cnm.cluster.handshake import ClockReading, JoinRequest
 from cnm.cluster.records import NodeRecord
@@ -75,9 +76,13 @@ def node_key(data_dir: Path) -> str:
         return key
 
 
-def check_join_request(config: NodeConfig, req: BootstrapRequest) -> None:
+def check_join_request(
+    config: NodeConfig, req: BootstrapRequest, *, leftovers: tuple[str, ...] = ()
+) -> None:
     """The checks of join that need no cluster."""
-    check_node_paths(storage_paths(config, req), req)
+    paths = storage_paths(config, req)
+    check_node_paths(paths, req)
+    check_store_data(paths, req, leftovers=leftovers)
     if req.credentials.client_cert or req.credentials.client_key:
         raise ConfigError(
             "credentials: joining with a client certificate is not supported by this version "
@@ -96,6 +101,7 @@ async def join_cluster(
 ) -> ClusterRuntime:
     check_join_request(config, req)
     paths = storage_paths(config, req)
+    clobber_store_data(paths, req)
     auth = (req.credentials.username or "", req.credentials.password or "")
     identity = req.node.identity
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from cnm.bootstrap.create import check_create_request, create_cluster
 from cnm.bootstrap.join import NETWORK_WIRING, JoinWiring, check_join_request, join_cluster
+from cnm.bootstrap.recover import check_recover_request, recover_cluster
 from cnm.bootstrap.schema import BootstrapRequest, parse_bootstrap_body
 from cnm.bootstrap.status import BootstrapState, BootstrapStatus
 from cnm.bootstrap.validation import ACTIONS, check_request
@@ -44,6 +45,7 @@ from cnm.errors import (
     CnmError,
     ConfigError,
     NotFound,
+    PathError,
     StoreError,
 )
 from cnm.logs import event
@@ -111,7 +113,20 @@ class BootstrapManager:
         return self.status.start_time
 
     def _set(self, status: BootstrapStatus) -> None:
-        status.save(self.config.data_dir)
+        try:
+            status.save(self.config.data_dir)
+        except OSError as exc:
+            # A data dir that cannot be written (read-only mount, chattr +i, full disk) is an
+            # error state with a message, kept in memory since it cannot be kept on disk.
+            failure = data_dir_failure(self.config.data_dir, exc)
+            log.error("%s", failure.message)
+            if status.state is not BootstrapState.ERROR:
+                self._change(status.failed(failure))
+                raise failure from None
+            status = status if status.error_code == "path_error" else self.status.failed(failure)
+        self._change(status)
+
+    def _change(self, status: BootstrapStatus) -> None:
         previous, self.status = self.status, status
         log_transition(previous, status)
         for listener in self.listeners:
@@ -248,7 +263,10 @@ class BootstrapManager:
         request = self._parse(action, raw)
         self._refuse_unless_accepting()
         self._clean_failed_attempt()
-        self._set(self.status.initiated(action))
+        try:
+            self._set(self.status.initiated(action))
+        except PathError:
+            return  # the state says error and why: what a poll of the status shows
         self._spawn(self._run(action, request))
 
     def validate(self, action: str, raw: bytes) -> BootstrapFailure | None:
@@ -267,9 +285,9 @@ class BootstrapManager:
         if action == "create_cluster":
             check_create_request(self.config, request, leftovers=self.status.created_paths)
         elif action == "join_cluster":
-            check_join_request(self.config, request)
+            check_join_request(self.config, request, leftovers=self.status.created_paths)
         else:
-            raise _not_available(action)
+            check_recover_request(self.config, request, leftovers=self.status.created_paths)
 
     def _clean_failed_attempt(self) -> None:
         """A retry from `error` first removes what the failed attempt created."""
@@ -291,7 +309,7 @@ class BootstrapManager:
                     self.config, request, self, self._join_wiring, backend=self.backend
                 )
             else:
-                raise _not_available(action)
+                runtime = await recover_cluster(self.config, request, self, backend=self.backend)
             self.runtime = runtime
             credentials = (request.credentials.username or "", request.credentials.password or "")
             await self._on_completed(runtime, credentials)
@@ -303,6 +321,11 @@ class BootstrapManager:
         except CnmError as error:
             log.warning("bootstrap %s failed: [%s] %s", action, error.error_code, error)
             self._set(self.status.failed(BootstrapInternalError(error.message)))
+        except OSError as exc:
+            # The node's own disk refused a write: the environment, not a bug of cnm.
+            disk = data_dir_failure(Path(exc.filename or self.config.data_dir), exc)
+            log.warning("bootstrap %s failed: [%s] %s", action, disk.error_code, disk)
+            self._set(self.status.failed(disk))
         except Exception as exc:
             log.exception("bootstrap %s failed unexpectedly (please report)", action)
             self._set(
@@ -312,6 +335,16 @@ class BootstrapManager:
                     )
                 )
             )
+
+
+def data_dir_failure(path: Path, exc: OSError) -> PathError:
+    reason = exc.strerror or type(exc).__name__
+    return PathError(
+        f"{path} cannot be written ({reason}); the node keeps its state there: make it "
+        "writable (read-only mount? immutable attribute, see lsattr? disk full?) and send the "
+        "request again",
+        path=str(path),
+    )
 
 
 def log_transition(previous: BootstrapStatus, status: BootstrapStatus) -> None:
@@ -333,12 +366,4 @@ def log_transition(previous: BootstrapStatus, status: BootstrapStatus) -> None:
             phase=status.phase if status.state.in_progress else None,
             error_code=status.error_code if status.state is BootstrapState.ERROR else None,
         ),
-    )
-
-
-def _not_available(action: str) -> ConfigError:
-    return ConfigError(
-        f"action: {action} is not available in this version of cnm yet; create_cluster and "
-        "join_cluster are",
-        fields=["action"],
     )

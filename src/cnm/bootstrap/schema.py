@@ -7,7 +7,7 @@ fails here is a 400 `invalid_schema` and changes no state; the semantic checks (
 credentials, addresses) live in `validation` and end in `config_error`.
 
 Conventions of the models: every field is optional (what an action requires is semantic), unknown
-fields are ignored at every level (clients send `flash_enabled`, `cluster.clobber`), an explicit
+fields are ignored at every level (clients send `flash_enabled`), an explicit
 JSON `null` means the same as an absent field, types are strict (a typed client parses our echo
 of them), and every string, list and integer is bounded so that a hostile body is a 400 naming the
 field, never a crash.
@@ -56,6 +56,8 @@ class ClusterSpec(_Model):
     nodes: TextList = Field(default_factory=list)
     wait_command: bool = True
     ca_fingerprint: Text | None = None  # cnm extension: pin the cluster CA when joining
+    # Wipe another cluster's store data found in ccs_persistent_path (bootstrap/store_data.py).
+    clobber: bool = False
 
     @field_validator("nodes", mode="before")
     @classmethod

@@ -336,7 +336,7 @@ def recover(
 
     Example:
 
-        cnm cluster recover --file /var/opt/redislabs/persist/ccs/backup.db \
+        cnm cluster recover --file /var/opt/redislabs/persist/ccs/snapshots/FILE.json \
             -u admin@example.com --node https://10.0.0.1:9443 --insecure
     """
     body: dict[str, Any] = {"recovery_filename": file}
@@ -345,6 +345,30 @@ def recover(
         body["credentials"] = {"username": t.username, "password": password}
     placement = Placement(addr=addr, persistent_path=persistent_path, ephemeral_path=ephemeral_path)
     _submit(ctx, t, "recover_cluster", body, placement.section(uid=uid), wait=wait, timeout=timeout)
+
+
+@cluster_app.command("backup")
+@client_command
+def backup(t: Target) -> None:
+    r"""Write a store snapshot now, into the node's ccs_persistent_path (what recover reads).
+
+    Example:
+
+        CNM_PASSWORD=... cnm cluster backup -u admin@example.com \
+            --node https://10.0.0.1:9443 --ca-file ca.pem
+    """
+    with logged_in(t) as client:
+        taken = client.cluster_backup()
+    if t.json:
+        render.print_json(taken)
+        return
+    rows = [
+        ("file", taken.get("file")),
+        ("time", taken.get("time")),
+        ("revision", taken.get("revision")),
+        ("node", taken.get("node_uid")),
+    ]
+    render.console().print(render.key_values("store snapshot written", rows))
 
 
 @cluster_app.command("info")
@@ -377,6 +401,7 @@ def info(t: Target) -> None:
             f"https {cluster.get('cnm_https_port')}, http {cluster.get('cnm_http_port')}",
         ),
         ("CA fingerprint", cluster.get("ca_fingerprint")),
+        ("last backup", cluster.get("last_backup_time") or "none yet"),
         ("check", render.styled("ok" if check.get("cluster_test_result") else "failed")),
         ("nodes", "; ".join(checks)),
     ]

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 
 from cnm.clock import iso, utc_now
 from cnm.cluster import model
+from cnm.cluster.backup import run_backups
 from cnm.cluster.health import run_node_upkeep
 from cnm.cluster.membership import Admissions
+from cnm.cluster.quorum import QuorumReporter, save_local_users, users_changed
 from cnm.cluster.records import LivenessRecord, NodeRecord, StoreRole
 from cnm.cluster.repair import run_down_marker
 from cnm.cluster.snapshot import ClusterSnapshot
@@ -122,6 +124,9 @@ class ClusterRuntime:
         # This run found its store seat given away: its record must say client before the
         # voter plan looks at it (a `learner` record would send it to finish becoming a voter).
         self._left_store = False
+        # Set when the users change: the local copy of their verifiers is rewritten.
+        self._users_changed = asyncio.Event()
+        self.quorum = QuorumReporter()
 
     @classmethod
     async def resume(
@@ -207,6 +212,16 @@ class ClusterRuntime:
                 run_node_upkeep(self.store, self.snapshot, self.local, self.config.addr),
                 name="node-upkeep",
             )
+            tasks.create_task(self._keep_local_users(), name="local-users")
+            tasks.create_task(
+                run_backups(
+                    self.store,
+                    self.snapshot,
+                    node_uid=self.local.node_uid,
+                    ccs_persistent_path=self.local.ccs_persistent_path,
+                ),
+                name="backups",
+            )
             if self.member is not None:
                 tasks.create_task(self._supervise_member(), name="member-supervisor")
 
@@ -248,6 +263,8 @@ class ClusterRuntime:
                 backoff = min(backoff * 2, 5.0)
 
     def _on_change(self, key: str) -> None:
+        if users_changed(key):
+            self._users_changed.set()
         if key == model.removed_node_key(self.local.node_uid):
             if self.snapshot.removed(self.local.node_uid) is not None:
                 self.removed.set()
@@ -260,6 +277,18 @@ class ClusterRuntime:
             self.local = self.local.with_changes(store_endpoints=endpoints)
             self.local.save(self.config.data_dir)
             log.info("store endpoints now %s", ", ".join(endpoints))
+
+    async def _keep_local_users(self) -> None:
+        """The users' verifiers in the data dir, for when the store does not serve."""
+        if self.snapshot.loaded:
+            self._users_changed.set()
+        while True:
+            await self._users_changed.wait()
+            self._users_changed.clear()
+            try:
+                await asyncio.to_thread(save_local_users, self.config.data_dir, self.snapshot)
+            except OSError as exc:
+                log.warning("could not keep the local copy of the users: %s", exc)
 
     async def start_member(self, initial_cluster: str, fresh: bool) -> None:
         """Start this node's store member joining the existing store (it was just added as a

@@ -3,8 +3,9 @@
 GET /v1/cluster shows the fields of docs/api-contract.md §6 (plus the cluster uuid and the CA
 certificate's SHA-256 fingerprint). PUT /v1/cluster may change `password_min_length` (8..256),
 `password_complexity` and `wait_command`; PUT /v1/cluster/policy may change
-`default_shards_placement`, `shards_overbooking`, the two proxy policies and
-`voter_replace_after` (1..86400 s, cluster/voter_healing.py). Every other field of
+`default_shards_placement`, `shards_overbooking`, the two proxy policies,
+`voter_replace_after` (1..86400 s, cluster/voter_healing.py) and the store snapshots'
+`backup_interval` (10..86400 s) and `backup_keep` (1..1000). Every other field of
 the object is fixed: sending it with its current value is fine (clients write back what they
 read), sending another value is a 400 `read_only_field` naming it (`name` and `rack_aware` are
 fixed for ever). Unknown fields are ignored, as in the bootstrap object. A write is a
@@ -43,6 +44,9 @@ POLICY_DEFAULTS: dict[str, Any] = {
     "default_sharded_proxy_policy": "single",
     "default_non_sharded_proxy_policy": "single",
     "voter_replace_after": model.DEFAULT_VOTER_REPLACE_AFTER,
+    # Store snapshots of every voter (cluster/backup.py): seconds between two, files kept.
+    "backup_interval": 300,
+    "backup_keep": 5,
 }
 _FIXED_REASONS = {
     "name": "the cluster name is fixed at creation",
@@ -81,6 +85,8 @@ def _policy_readers() -> dict[str, Reader]:
         "default_sharded_proxy_policy": lambda body, f: fields.choice(body, f, PROXY_POLICIES),
         "default_non_sharded_proxy_policy": lambda b, f: fields.choice(b, f, PROXY_POLICIES),
         "voter_replace_after": lambda body, f: fields.integer(body, f, minimum=1, maximum=86400),
+        "backup_interval": lambda body, f: fields.integer(body, f, minimum=10, maximum=86_400),
+        "backup_keep": lambda body, f: fields.integer(body, f, minimum=1, maximum=1_000),
     }
 
 

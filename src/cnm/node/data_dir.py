@@ -7,6 +7,8 @@ bootstrap actions, the cluster runtime, `cnm local` and the test harness all ask
       bootstrap-status.json     the bootstrap status record (bootstrap.status)
       node-state.json           the local state after a completed bootstrap (node.local_state)
       node-key                  the node's join identity, made once (bootstrap.join)
+      users.json                the last users this node knew, verifiers only, 0600
+                                (cluster.quorum: checks GET /v1/bootstrap while the store is down)
       tls/self/cert.pem, key.pem            the pre-bootstrap HTTPS certificate
       tls/cluster/ca.pem, node.pem, node.key  the cluster CA and this node's certificate from it
       logs/etcd.log             the output of this node's etcd member
@@ -16,7 +18,9 @@ bootstrap actions, the cluster runtime, `cnm local` and the test harness all ask
                                 an agent with default settings uses /var/opt/redislabs/...
 
 The etcd member's own directory is not in the data dir: like the product's CCS it lives under
-the node's `ccs_persistent_path` (by default `PERSISTENT_PATH/ccs`), see `etcd_member_dir`.
+the node's `ccs_persistent_path` (by default `PERSISTENT_PATH/ccs`), see `etcd_member_dir`; beside
+it `cluster-identity.json` (whose store data it is: node.local_state, bootstrap.store_data) and
+`snapshots/` (the store snapshots, cluster.backup).
 
 A `cnm local` directory holds `state.json` (each agent's address, data dir and pid with its start
 time), `admin-password` (0600) and one data dir per node (`node1/`, ...): `LocalClusterDir`.
@@ -32,8 +36,10 @@ from pathlib import Path
 STATUS_FILE = "bootstrap-status.json"
 LOCAL_STATE_FILE = "node-state.json"
 NODE_KEY_FILE = "node-key"
+USERS_FILE = "users.json"
 AGENT_LOG_FILE = "agent.log"
 CCS_DIR = "ccs"
+CLUSTER_IDENTITY_FILE = "cluster-identity.json"
 ETCD_MEMBER_DIR = "etcd"
 
 
@@ -92,6 +98,10 @@ class DataDir:
     @property
     def node_key_file(self) -> Path:
         return self.root / NODE_KEY_FILE
+
+    @property
+    def users_file(self) -> Path:
+        return self.root / USERS_FILE
 
     @property
     def tls_dir(self) -> Path:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cnm.node.data_dir import DataDir
+from cnm.node.data_dir import CLUSTER_IDENTITY_FILE, DataDir
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600) -> None:
@@ -54,6 +54,26 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
+def marker_path(ccs_persistent_path: str | Path) -> Path:
+    """The marker naming the cluster whose store data a ccs_persistent_path holds."""
+    return Path(ccs_persistent_path) / CLUSTER_IDENTITY_FILE
+
+
+def read_json_quiet(path: Path) -> Any | None:
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def read_marker(ccs_persistent_path: str | Path) -> dict[str, Any]:
+    """The cluster name and uuid the marker names; None for each it does not (or no marker)."""
+    document = read_json_quiet(marker_path(ccs_persistent_path))
+    if not isinstance(document, dict):
+        document = {}
+    return {"cluster_name": document.get("name"), "cluster_uuid": document.get("uuid")}
+
+
 @dataclass(frozen=True)
 class LocalState:
     """What this node knows about its cluster after a completed bootstrap."""
@@ -78,6 +98,11 @@ class LocalState:
 
     def save(self, data_dir: Path) -> None:
         atomic_write_json(DataDir(data_dir).local_state_file, asdict(self))
+        # Whose store data the ccs path holds, for a later bootstrap that finds it there
+        # (bootstrap/store_data.py refuses it as foreign without cluster.clobber).
+        document = {"name": self.cluster_name, "uuid": self.cluster_uuid}
+        if read_json_quiet(marker_path(self.ccs_persistent_path)) != document:
+            atomic_write_json(marker_path(self.ccs_persistent_path), document, mode=0o644)
 
     @classmethod
     def load(cls, data_dir: Path) -> LocalState | None:

@@ -1,0 +1,155 @@
+"""Benchmark: a full restart of a 3-node cluster, every agent killed with SIGKILL at once.
+
+    .venv/bin/python bench/bench_restart.py [--runs 3] [--json out.json] [--keep]
+
+One cluster (create + 2 joins, three store voters) is made untimed. Each run kills all three
+agents with SIGKILL (their etcd members die with them: parent-death signal), starts the three
+again without waiting, and the clock runs from the start of the last agent until the first
+round of polls (one `GET /v1/nodes` per agent, Basic auth, every POLL_INTERVAL) in which every
+agent lists every node `active`. Target (issue 10): within 10 s.
+
+As the baseline, in the same run: from the last start until every agent's API answers at all
+(any HTTP status): what a restart costs before cnm does anything about its cluster.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from common import (
+    STATS_HEADERS,
+    AgentFactory,
+    RunFailed,
+    base_parser,
+    basic,
+    etcd_missing,
+    finish,
+    machine_info,
+    machine_line,
+    now,
+    stats_row,
+    table,
+)
+from harness.agents import Agent
+from harness.bodies import ADMIN, create_body, join_body
+from harness.polling import eventually
+
+POLL_INTERVAL = 0.05
+TARGET_SECONDS = 10.0
+
+
+def make_cluster(factory: AgentFactory) -> list[Agent]:
+    agents = [factory.start(f"node{i}") for i in (1, 2, 3)]
+    first = agents[0]
+    first.post("/v1/bootstrap/create_cluster", create_body("bench-restart.example.com"))
+    first.wait_state("completed", auth=ADMIN, timeout=60)
+    for joiner in agents[1:]:
+        joiner.post("/v1/bootstrap/join_cluster", join_body([first.addr]))
+        joiner.wait_state("completed", auth=ADMIN, timeout=60)
+
+    def three_voters() -> bool:
+        nodes = first.get("/v1/nodes", auth=ADMIN).json()
+        return [n.get("store_role") for n in nodes] == ["voter"] * 3
+
+    eventually(three_voters, timeout=60, message="three voters")
+    return agents
+
+
+def all_active(agents: list[Agent]) -> bool:
+    for agent in agents:
+        response = httpx.get(
+            agent.http_url + "/v1/nodes", headers=basic(*ADMIN), timeout=POLL_INTERVAL * 20
+        )
+        if response.status_code != 200:
+            return False
+        if [n["status"] for n in response.json()] != ["active"] * len(agents):
+            return False
+    return True
+
+
+def answering(agent: Agent) -> bool:
+    try:
+        httpx.get(agent.http_url + "/v1/bootstrap", timeout=1.0)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def one_restart(agents: list[Agent], timeout: float) -> tuple[float, float]:
+    for agent in agents:
+        agent.kill9()
+    for agent in agents:
+        agent.start(wait=False)
+    started = now()
+    serving: float | None = None
+    deadline = time.monotonic() + timeout
+    while True:
+        if serving is None and all(answering(a) for a in agents):
+            serving = now() - started
+        try:
+            if all_active(agents):
+                return serving if serving is not None else now() - started, now() - started
+        except (httpx.HTTPError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise RunFailed(f"not all active within {timeout} s of the last start")
+        time.sleep(POLL_INTERVAL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(
+        "A full restart (kill -9 of all 3 agents) -> all nodes active.", default_runs=3
+    )
+    parser.add_argument("--timeout", type=float, default=60.0, help="a run fails after this")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if etcd_missing():
+        return 1
+    info = machine_info()
+    print("full restart: all 3 agents SIGKILLed, restarted -> every agent lists 3 nodes active")
+    print(machine_line(info))
+    base = Path(tempfile.mkdtemp(prefix="cnm-bench-restart-"))
+    factory = AgentFactory(base)
+    active: list[float] = []
+    serving: list[float] = []
+    failures: list[str] = []
+    try:
+        agents = make_cluster(factory)
+        for index in range(args.runs):
+            try:
+                up, done = one_restart(agents, args.timeout)
+            except RunFailed as exc:
+                failures.append(f"run {index + 1}: {exc}")
+                print(f"  run {index + 1}: FAILED ({exc})", flush=True)
+                continue
+            serving.append(up)
+            active.append(done)
+            print(f"  run {index + 1}: APIs answer {up:.2f} s, all active {done:.2f} s", flush=True)
+    finally:
+        factory.close(failed=False, artefacts=base)
+        if args.keep or failures:
+            print(f"data directories kept in {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    document: dict[str, Any] = {"machine": info, "all_active": active, "apis_answer": serving}
+    if active:
+        print(
+            table(
+                STATS_HEADERS,
+                [stats_row("all active", active), stats_row("APIs answer (baseline)", serving)],
+            )
+        )
+        verdict = "met" if max(active) <= TARGET_SECONDS else "NOT met"
+        print(f"target: all active within {TARGET_SECONDS:.0f} s of the last start: {verdict}")
+    return finish(args.json, document, failures)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
