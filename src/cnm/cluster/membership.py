@@ -38,6 +38,7 @@ from cnm.errors import (
     StoreUnavailable,
     TimeNotSync,
 )
+from cnm.failpoints import failpoint
 from cnm.security import pki
 from cnm.store.base import Compare, Get, Put, Store, TxnResult
 
@@ -149,6 +150,7 @@ class Admissions:
         certificate = pki.sign_csr(ca, request.csr_pem.encode())
         async with self._lock:
             uid, created = await self._allocate(request)
+        failpoint("member.after_uid_allocated")
         # The decision's info line is the admission route's (cnm.ops.metrics.admission).
         log.debug(
             "%s node %d at %s (node key %s…)",
@@ -158,7 +160,7 @@ class Admissions:
             request.node_key[:8],
         )
         cluster = self._snapshot.cluster()
-        return JoinGrant(
+        grant = JoinGrant(
             uid=uid,
             cert_pem=certificate.decode(),
             ca_pem=ca.cert_pem.decode(),
@@ -167,6 +169,8 @@ class Admissions:
             cluster_name=cluster.name if cluster else None,
             cluster_uuid=cluster.uuid if cluster else None,
         )
+        failpoint("member.before_answer")
+        return grant
 
     def store_endpoints(self) -> list[str]:
         """Client URLs of the store's voters, from the node records."""
