@@ -1,7 +1,7 @@
 """Agents in their own network namespaces, joined by a bridge, to cut one off for real.
 
 Layout of one `Network` (all names carry a per-process tag so concurrent runs never collide):
-- a "switch" namespace holding the bridge `br0` (and 198.18.0.254, the test's own client address);
+- a "switch" namespace holding the bridge `br0` (no address: it only forwards);
 - per node, a namespace with `eth0` (198.18.0.N/24, the benchmarking range, used only inside
   these namespaces), the other end of its veth pair plugged into the bridge.
 Cutting a node sets its veth end on the bridge down: the node keeps its address (and its own
@@ -178,7 +178,6 @@ class Network(AgentFactory):
         try:
             self._add_namespace(self.switch)
             ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
-            ip("-n", self.switch, "addr", "add", f"{SUBNET}.254/24", "dev", "br0")
             ip("-n", self.switch, "link", "set", "br0", "up")
         except BaseException:
             self._remove()
