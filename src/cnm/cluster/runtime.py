@@ -198,7 +198,11 @@ class ClusterRuntime:
                 if ttl <= 0:
                     self._lease = await self.store.lease_grant(LIVENESS_TTL)
                     await self.store.put(key, document, lease=self._lease)
-                self.snapshot.mark_contact()
+                # A linearizable read (quorum) of one small key: the store's revision now. The
+                # snapshot is current once its watch has delivered it (snapshot.observed).
+                began = self.snapshot.now()
+                _, revision = await self.store.get_prefix(model.CLUSTER_KEY)
+                self.snapshot.observed(revision, began)
             except (StoreUnavailable, StoreError) as exc:
                 log.warning("liveness keep-alive failed: %s", exc.message)
             await asyncio.sleep(LIVENESS_INTERVAL)
