@@ -1,6 +1,7 @@
 """Agents in their own network namespaces, joined by a bridge, to cut one off for real.
 
-Layout of one `Network` (all names carry a per-process tag so concurrent runs never collide):
+Layout of one `Network` (namespace names carry the test process's pid, so concurrent runs never
+collide and a killed run's leftovers are recognised and swept by the next):
 - a "switch" namespace holding the bridge `br0` (no address: it only forwards);
 - per node, a namespace with `eth0` (198.18.0.N/24, the benchmarking range, used only inside
   these namespaces), the other end of its veth pair plugged into the bridge.
@@ -19,6 +20,7 @@ import ctypes
 import ctypes.util
 import itertools
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -107,6 +109,19 @@ def require_netns() -> None:
         pytest.skip(f"partition tests need network namespaces: {reason}")
 
 
+LEFTOVER = re.compile(r"^cnm(\d+)x\d+(?:sw|n\d+)$")
+
+
+def sweep_leftovers() -> None:
+    """Remove the namespaces of test processes that died without cleaning up (SIGKILL), known
+    by the pid in their name; never those of a process still alive."""
+    for line in ip("netns", "list", check=False).stdout.splitlines():
+        name = line.split(" ", 1)[0]
+        match = LEFTOVER.match(name)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            ip("netns", "del", name, check=False)
+
+
 class NamespaceThread:
     """One thread inside a network namespace; `run(fn)` calls fn there (sockets it opens live
     in that namespace)."""
@@ -169,7 +184,8 @@ class Network(AgentFactory):
 
     def __init__(self, base: Path) -> None:
         super().__init__(base)
-        self.tag = f"{os.getpid() % 100000}{next(_counter)}"
+        sweep_leftovers()
+        self.tag = f"{os.getpid()}x{next(_counter)}"
         self.switch = f"cnm{self.tag}sw"
         self.namespaces: list[str] = []
         self.threads: list[NamespaceThread] = []
@@ -208,7 +224,8 @@ class Network(AgentFactory):
         index = len(self.agents) + 1
         namespace = f"cnm{self.tag}n{index}"
         self._add_namespace(namespace)
-        inside, outside = f"cnm{self.tag}a{index}", f"cnm{self.tag}b{index}"
+        # Both ends are made in the switch namespace: names need only be unique there.
+        inside, outside = f"a{index}", f"b{index}"
         # Made in the switch namespace, one end moved into the node's and renamed there.
         ip("-n", self.switch, "link", "add", inside, "type", "veth", "peer", "name", outside)
         ip("-n", self.switch, "link", "set", inside, "netns", namespace)
