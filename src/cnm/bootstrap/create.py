@@ -40,6 +40,7 @@ from cnm.cluster.records import (
 from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend, member_spec
 from cnm.config import NodeConfig
 from cnm.errors import ConfigError
+from cnm.failpoints import failpoint
 from cnm.node.data_dir import DataDir
 from cnm.node.facts import StoragePaths
 from cnm.node.local_state import LocalState
@@ -103,6 +104,7 @@ async def create_cluster(
     pki.write_public(tls.ca_file, ca.cert_pem)
     pki.write_public(tls.cert_file, node_cert.cert_pem)
     pki.write_private(tls.key_file, node_cert.key_pem)
+    failpoint("create.after_certificates")
 
     progress.phase("store")
     cluster_uuid = str(uuid.uuid4())
@@ -131,6 +133,7 @@ async def create_cluster(
     try:
         await member.start()
         await member.wait_ready(store)
+        failpoint("create.after_store_start")
         password_hash = await hashing
 
         progress.phase("records")
@@ -175,7 +178,9 @@ async def create_cluster(
                 "the new cluster store already holds a cluster record; remove "
                 f"{spec.data_dir} and retry",
             )
+        failpoint("create.after_records")
         local.save(config.data_dir)
+        failpoint("create.after_local_state")
         runtime = ClusterRuntime(config, local, store, member, backend=backend)
         await runtime.load()
         return runtime

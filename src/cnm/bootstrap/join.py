@@ -42,6 +42,7 @@ from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend
 from cnm.cluster.writes import update_record
 from cnm.config import NodeConfig
 from cnm.errors import ConfigError
+from cnm.failpoints import failpoint
 from cnm.logs import event
 from cnm.node.data_dir import DataDir
 from cnm.node.local_state import LocalState, atomic_write_bytes
@@ -125,6 +126,7 @@ async def join_cluster(
                 extra=event("ca_trusted", member=link.url, fingerprint=link.fingerprint),
             )
         progress.note(ca_fingerprint=link.fingerprint, member=link.url)
+        failpoint("join.after_ca_trusted")
 
         progress.phase("handshake")
         offset_ms, uncertainty_ms = await link.measure_clock(auth)
@@ -157,6 +159,7 @@ async def join_cluster(
         except ValidationError as exc:
             raise _out_of_limits(exc) from None
         grant = await link.admit(request, auth)
+        failpoint("join.after_admission")
     finally:
         await link.close()
 
@@ -168,6 +171,7 @@ async def join_cluster(
     pki.write_public(tls.ca_file, grant.ca_pem.encode())
     pki.write_public(tls.cert_file, grant.cert_pem.encode())
     pki.write_private(tls.key_file, key_pem)
+    failpoint("join.after_certs_written")
     local = LocalState(
         cluster_uuid=str(grant.cluster_uuid),
         cluster_name=str(grant.cluster_name),
@@ -187,6 +191,7 @@ async def join_cluster(
     try:
         complete = partial(_complete_record, uid, record)
         await update_record(store, model.node_key(uid), NodeRecord, complete)
+        failpoint("join.after_record_completed")
         local.save(config.data_dir)
         runtime = ClusterRuntime(config, local, store, None, backend=backend)
         await runtime.load()

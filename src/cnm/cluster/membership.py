@@ -39,6 +39,7 @@ from cnm.errors import (
     StoreUnavailable,
     TimeNotSync,
 )
+from cnm.failpoints import failpoint
 from cnm.security import pki
 from cnm.store.base import Compare, Get, Put, Store, TxnResult
 
@@ -162,6 +163,7 @@ class Admissions:
                 uid, created = replaced.uid, True
             else:
                 uid, created = await self._allocate(request)
+        failpoint("member.after_uid_allocated")
         # The decision's info line is the admission route's (cnm.ops.metrics.admission).
         log.debug(
             "%s node %d at %s (node key %s…)",
@@ -171,7 +173,7 @@ class Admissions:
             request.node_key[:8],
         )
         cluster = self._snapshot.cluster()
-        return JoinGrant(
+        grant = JoinGrant(
             uid=uid,
             cert_pem=certificate.decode(),
             ca_pem=ca.cert_pem.decode(),
@@ -185,6 +187,8 @@ class Admissions:
             cluster_name=cluster.name if cluster else None,
             cluster_uuid=cluster.uuid if cluster else None,
         )
+        failpoint("member.before_answer")
+        return grant
 
     def store_endpoints(self) -> list[str]:
         """Client URLs of the store's voters, from the node records."""

@@ -336,7 +336,11 @@ class ClusterRuntime:
                 )
                 if not written.succeeded:
                     self._lease = 0
-                self.snapshot.mark_contact()
+                # A linearizable read (quorum) of one small key: the store's revision now. The
+                # snapshot is current once its watch has delivered it (snapshot.observed).
+                began = self.snapshot.now()
+                _, revision = await self.store.get_prefix(model.CLUSTER_KEY)
+                self.snapshot.observed(revision, began)
             except (StoreUnavailable, StoreError) as exc:
                 log.warning("liveness keep-alive failed: %s", exc.message)
             await asyncio.sleep(LIVENESS_INTERVAL)

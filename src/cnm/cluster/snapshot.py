@@ -14,8 +14,10 @@ accessors (`cluster()`, `nodes()`, `user_by_login()`, ...), never keys.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -42,6 +44,8 @@ from cnm.store.base import EventType, Store
 log = logging.getLogger(__name__)
 
 ChangeListener = Callable[[str], None]
+# How often the watch is checked against what quorum reads saw.
+WATCH_CHECK_INTERVAL = 1.0
 R = TypeVar("R", bound=Record)
 
 
@@ -59,6 +63,8 @@ class ClusterSnapshot:
         self._stale_after = stale_after
         self._clock = clock
         self._last_contact = float("-inf")
+        # (store revision, when) from quorum reads, not yet reached by the watch (oldest first).
+        self._observed: deque[tuple[int, float]] = deque()
         self._listeners: list[ChangeListener] = []
         self._loaded = asyncio.Event()
         # Liveness key -> when its latest renewal arrived (this snapshot's clock).
@@ -178,8 +184,30 @@ class ClusterSnapshot:
     # --- keeping current ------------------------------------------------------------------------
 
     def mark_contact(self) -> None:
-        """Something just proved the store reachable (a keep-alive, a read)."""
+        """Something just proved the store reachable and this snapshot current (a load, an
+        event of the watch)."""
         self._last_contact = self._clock()
+
+    def now(self) -> float:
+        """This snapshot's clock (for `observed`)."""
+        return self._clock()
+
+    def observed(self, store_revision: int, when: float) -> None:
+        """A quorum read begun at `when` (this snapshot's clock) saw the store at
+        `store_revision`. The snapshot counts as current as of `when` only once its watch has
+        delivered that revision: a quorum reachable through another endpoint does not make a
+        watch stuck on a lost member current (that would be stale data served as fresh)."""
+        self._observed.append((store_revision, when))
+        self._settle()
+
+    def _settle(self) -> None:
+        while self._observed and self._observed[0][0] <= self._revision:
+            _, when = self._observed.popleft()
+            self._last_contact = max(self._last_contact, when)
+
+    def _watch_lagging(self) -> bool:
+        """The watch has not delivered a revision the store had `stale_after` seconds ago."""
+        return bool(self._observed) and (self._clock() - self._observed[0][1] > self._stale_after)
 
     async def load(self) -> None:
         items, revision = await self._store.get_prefix(model.PREFIX)
@@ -202,6 +230,7 @@ class ClusterSnapshot:
             if isinstance(record, LivenessRecord) and record.renewed is not None:
                 self._liveness_arrived[key] = now - max(0.0, wall - float(record.renewed))
         self.mark_contact()
+        self._settle()
         self._loaded.set()
         for key in sorted(changed):
             self._notify(key)
@@ -236,6 +265,25 @@ class ClusterSnapshot:
                 backoff = min(backoff * 2, 2.0)
 
     async def _watch(self) -> None:
+        """Apply the watch's events; ends with `StoreUnavailable` when the watch falls behind
+        what quorum reads saw (a stream to a member cut off by a partition stays open and
+        silent: no read timeout can tell it from a quiet cluster)."""
+        consumer = asyncio.create_task(self._consume(), name="snapshot-watch")
+        try:
+            while not consumer.done():
+                await asyncio.wait({consumer}, timeout=WATCH_CHECK_INTERVAL)
+                if not consumer.done() and self._watch_lagging():
+                    raise StoreUnavailable(
+                        f"the store watch is behind revision {self._observed[0][0]} for more "
+                        f"than {self._stale_after:.0f} s (its member may be cut off); reloading"
+                    )
+            consumer.result()
+        finally:
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StoreUnavailable, StoreError):
+                await consumer
+
+    async def _consume(self) -> None:
         stream = self._store.watch_prefix(model.PREFIX, start_revision=self._revision + 1)
         async for event in stream:
             key = event.kv.key
@@ -252,6 +300,7 @@ class ClusterSnapshot:
                     self._liveness_arrived[key] = self._clock()
             self._revision = max(self._revision, event.kv.mod_revision)
             self.mark_contact()
+            self._settle()
             self._notify(key)
 
 

@@ -34,6 +34,7 @@ from cnm.cluster.store_members import MemberRemovalRefused, store_change_lock
 from cnm.cluster.voter_healing import DownClock, VoterHealer, real_nodes
 from cnm.cluster.writes import update_record
 from cnm.errors import CnmError
+from cnm.failpoints import failpoint
 from cnm.logs import event
 from cnm.store.base import Member, MembershipChangeRefused, Store
 from cnm.store.recipes import add_learner, initial_cluster, promote_learner
@@ -188,11 +189,15 @@ class VoterManager:
             started = time.monotonic()
             try:
                 member, fresh = await self._add_learner()
+                failpoint("voter.after_learner_add")
                 await self._set_role(StoreRole.LEARNER)
                 members = await self._store.member_list()
                 await self._start_member(self._initial_cluster(members), fresh)
+                failpoint("voter.after_member_start")
                 await self._promote(member)
+                failpoint("voter.after_promote")
                 await self._set_role(StoreRole.VOTER)
+                failpoint("voter.after_role_recorded")
             except BaseException:
                 with contextlib.suppress(CnmError):
                     members = await self._store.member_list()
