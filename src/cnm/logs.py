@@ -33,6 +33,9 @@ EVENTS = {
     "store_voters": "voters, previous_voters, voters_wanted: the set of store voters changed",
     "store_reachability": "reachable, detail: the store became reachable or unreachable",
     "store_leader_change": "leader, previous_leader: a new store leader was seen",
+    "http_support": "enabled: plain HTTP was opened or closed (the cluster's http_support)",
+    "sign_in_locked": "user, client: too many failed sign-ins locked this (user, address) pair",
+    "sign_in_unlocked": "user, client, by: an admin unlocked a (user, address) pair",
 }
 # The keys every JSON line has; an event's fields never replace them.
 BASE_KEYS = frozenset({"time", "node", "level", "logger", "message", "exception", "event"})

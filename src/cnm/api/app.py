@@ -1,9 +1,11 @@
 """The app factory: one FastAPI app per agent, built from an `ApiContext` (no globals): the API's
-routers, the web console's, and the security headers every answer carries."""
+routers, the web console's, the OpenAPI document (authenticated after bootstrap), and the
+security headers every answer carries."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 
 from cnm import __version__
 from cnm.api.bootstrap_routes import bootstrap_router
@@ -12,6 +14,7 @@ from cnm.api.context import ApiContext
 from cnm.api.errors import install_error_handlers
 from cnm.api.join_routes import join_router
 from cnm.api.license_routes import license_router
+from cnm.api.responses import compact
 from cnm.api.security_headers import SecurityHeaders
 from cnm.api.users_routes import users_router
 from cnm.api.web_routes import web_router
@@ -24,7 +27,8 @@ def create_app(context: ApiContext) -> FastAPI:
         version=__version__,
         docs_url=None,
         redoc_url=None,
-        openapi_url="/v1/openapi.json",
+        # Served by the route below instead, so that it needs credentials after bootstrap.
+        openapi_url=None,
     )
     install_error_handlers(app)
     app.include_router(bootstrap_router(context))
@@ -34,5 +38,12 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(join_router(context))
     install_metrics(app, context)
     app.include_router(web_router())
+
+    @app.get("/v1/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> Response:
+        # Like every route: open before bootstrap, credentials of any user after it.
+        await context.authenticate_if_bootstrapped(request)
+        return compact(app.openapi())
+
     app.add_middleware(SecurityHeaders)
     return app

@@ -16,7 +16,6 @@ The permission table (docs/api-contract.md §1) is the role sets below; `require
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import time
 from collections import OrderedDict
@@ -71,10 +70,12 @@ def parse_basic(header: str | None) -> tuple[str, str]:
             "'Authorization: JWT <token>'"
         )
     try:
+        # A header is read as latin-1, so any byte can arrive here; b64decode raises a plain
+        # ValueError (not binascii.Error) for a non-ASCII str.
         decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):
         raise Unauthorized(
-            "malformed Basic credentials: expected base64 of user:password"
+            "malformed Basic credentials: expected base64 (ASCII only) of user:password in UTF-8"
         ) from None
     username, colon, password = decoded.partition(":")
     if not colon or not username:
@@ -120,6 +121,14 @@ class Authenticator:
                     del self._verified[cached]
             while len(self._verified) > MAX_VERIFIED_TOKENS:
                 self._verified.popitem(last=False)
+
+    def token_claims(self, header: str | None) -> TokenClaims | None:
+        """The claims of the JWT in `header`, once `authenticate` accepted it; None for other
+        credentials."""
+        scheme, _, token = (header or "").strip().partition(" ")
+        if scheme.lower() not in TOKEN_SCHEMES:
+            return None
+        return self._verified.get(token.strip())
 
     def authenticate_token(self, token: str, snapshot: ClusterSnapshot) -> UserRecord:
         record = snapshot.jwt_secret()

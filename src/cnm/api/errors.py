@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from cnm.api.responses import compact
 from cnm.bootstrap.status import BootstrapState
@@ -41,6 +42,8 @@ from cnm.errors import (
     MethodNotAllowed,
     NoCluster,
     NotFound,
+    SignInLocked,
+    TooManyRequests,
     Unauthorized,
 )
 
@@ -62,8 +65,11 @@ def error_body(error: CnmError) -> dict[str, Any]:
 
 
 def error_response(error: CnmError) -> Response:
-    headers = AUTH_CHALLENGE if isinstance(error, Unauthorized) else None
-    return compact(error_body(error), status_code=error.http_status, headers=headers)
+    headers = dict(AUTH_CHALLENGE) if isinstance(error, Unauthorized) else {}
+    retry_after = error.details.get("retry_after")
+    if isinstance(error, TooManyRequests | SignInLocked) and isinstance(retry_after, int):
+        headers["Retry-After"] = str(retry_after)
+    return compact(error_body(error), status_code=error.http_status, headers=headers or None)
 
 
 def validation_failure_response(failure: BootstrapFailure) -> Response:
@@ -79,6 +85,17 @@ def validation_failure_response(failure: BootstrapFailure) -> Response:
 def join_refusal_response(failure: BootstrapFailure) -> Response:
     """The member's 406 to a join it refuses; the joiner raises the same failure."""
     return compact(JoinRefusal.from_failure(failure).to_wire(), status_code=FAILURE_STATUS)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves on the request's path. Starlette's 405 names
+    only the first route that matched the path, and several routes may share one path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "ANY-OTHER"})
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -97,6 +114,11 @@ def install_error_handlers(app: FastAPI) -> None:
             error = MethodNotAllowed(
                 f"method {request.method} is not allowed on {request.url.path}"
             )
+            allowed = allowed_methods(request)
+            if allowed:
+                return compact(
+                    error_body(error), status_code=405, headers={"Allow": ", ".join(allowed)}
+                )
         else:
             error = HttpError(str(exc.detail))
         # The framework's status, not the class's: http_error stands for any of them.

@@ -99,6 +99,11 @@ class Policy(Record):
     shards_overbooking: bool | None = None
     default_sharded_proxy_policy: str | None = None
     default_non_sharded_proxy_policy: str | None = None
+    # Sign-in protection (security/lockout.py) and the longest a JWT session may be refreshed.
+    lockout_threshold: int | None = None
+    lockout_counter_reset: int | None = None
+    lockout_duration: int | None = None
+    session_max_age: int | None = None
 
 
 class ClusterRecord(Record):
