@@ -49,6 +49,7 @@ from cnm.errors import (
 
 log = logging.getLogger(__name__)
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 AUTH_CHALLENGE = {"WWW-Authenticate": 'Basic realm="cnm"'}
 # A failure of a bootstrap check (validate) or a refused join: the request was understood but
 # cannot be carried out as it stands.
@@ -90,12 +91,16 @@ def join_refusal_response(failure: BootstrapFailure) -> Response:
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route of the app serves on the request's path. Starlette's 405 names
     only the first route that matched the path, and several routes may share one path."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "ANY-OTHER"})
-        if match is not Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    # Asked of the routing itself, method by method (FastAPI wraps included routers, so the
+    # routes' own method sets are not all in sight).
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 def install_error_handlers(app: FastAPI) -> None:
