@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from cnm import __version__
 from cnm.api.bootstrap_routes import bootstrap_router
+from cnm.api.client_watch import WatchClients
 from cnm.api.cluster_routes import cluster_router
 from cnm.api.context import ApiContext
 from cnm.api.errors import install_error_handlers
@@ -16,6 +17,7 @@ from cnm.api.join_routes import join_router
 from cnm.api.license_routes import license_router
 from cnm.api.responses import compact
 from cnm.api.security_headers import SecurityHeaders
+from cnm.api.sign_in_routes import sign_in_router
 from cnm.api.users_routes import users_router
 from cnm.api.web_routes import web_router
 from cnm.ops.http import install_metrics
@@ -34,6 +36,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(bootstrap_router(context))
     app.include_router(cluster_router(context))
     app.include_router(users_router(context))
+    app.include_router(sign_in_router(context))
     app.include_router(license_router(context))
     app.include_router(join_router(context))
     install_metrics(app, context)
@@ -46,4 +49,5 @@ def create_app(context: ApiContext) -> FastAPI:
         return compact(app.openapi())
 
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(WatchClients)
     return app

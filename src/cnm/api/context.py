@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from cnm.api.auth import Authenticator
+from cnm.api.auth import Authenticator, SignInAttempt
+from cnm.api.client_watch import watch_of
 from cnm.bootstrap.manager import BootstrapManager
 from cnm.bootstrap.status import BootstrapState
 from cnm.cluster.records import UserRecord
@@ -46,7 +47,9 @@ class ApiContext:
                 "starting); retry in a few seconds"
             )
         return await self.authenticator.authenticate(
-            request.headers.get("authorization"), runtime.snapshot
+            request.headers.get("authorization"),
+            runtime.snapshot,
+            sign_in_attempt(request, runtime),
         )
 
     async def require_cluster(self, request: Request) -> tuple[ClusterRuntime, UserRecord]:
@@ -64,6 +67,17 @@ class ApiContext:
         runtime, user = await self.require_cluster(request)
         runtime.snapshot.require_fresh()
         return runtime, user
+
+
+def sign_in_attempt(request: Request, runtime: ClusterRuntime) -> SignInAttempt:
+    """Where this request's sign-in comes from: the peer address of the connection (no
+    forwarding header is trusted: anyone could send one)."""
+    watch = watch_of(request.scope)
+    return SignInAttempt(
+        client=request.client.host if request.client else None,
+        store=runtime.store,
+        gone=watch.gone if watch is not None else None,
+    )
 
 
 async def read_body(request: Request) -> bytes:

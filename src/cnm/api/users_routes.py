@@ -18,7 +18,7 @@ from fastapi.responses import Response
 
 from cnm.api.auth import USER_ADMINS, require_role
 from cnm.api.bodies import path_uid, read_json_object
-from cnm.api.context import ApiContext
+from cnm.api.context import ApiContext, sign_in_attempt
 from cnm.api.responses import compact, empty_ok
 from cnm.clock import utc_now
 from cnm.cluster import fields
@@ -129,7 +129,9 @@ def users_router(context: ApiContext) -> APIRouter:
         snapshot = runtime.snapshot
         header = request.headers.get("authorization")
         if header or not body_credentials:
-            user = await context.authenticator.authenticate(header, snapshot)
+            user = await context.authenticator.authenticate(
+                header, snapshot, sign_in_attempt(request, runtime)
+            )
             body = await read_json_object(request, empty_allowed=True)
         else:
             # The documented body form: {"username": ..., "password": ..., "ttl": ...}.
@@ -141,7 +143,9 @@ def users_router(context: ApiContext) -> APIRouter:
                     "authentication required: send HTTP Basic credentials, or username and "
                     "password in the body"
                 )
-            user = await context.authenticator.authenticate_password(username, password, snapshot)
+            user = await context.authenticator.authenticate_password(
+                username, password, snapshot, sign_in_attempt(request, runtime)
+            )
         ttl = fields.integer(body, "ttl", minimum=MIN_TTL, maximum=MAX_TTL)
         snapshot.require_fresh()
         now = int(time.time())

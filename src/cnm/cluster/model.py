@@ -22,6 +22,8 @@ NODE_CLOCK_PREFIX = "/cnm/node-clocks/"
 LIVENESS_PREFIX = "/cnm/liveness/"
 # Node key (a random id each node keeps in its data dir) → uid: makes a retried join idempotent.
 NODE_KEY_PREFIX = "/cnm/node-keys/"
+# Failed sign-ins of one user from one client address, and its lockout (cluster/sign_in.py).
+SIGN_IN_PREFIX = "/cnm/sign-in-failures/"
 # Held by the node changing the store's membership: one change at a time (cluster/voters.py).
 STORE_CHANGE_LOCK = "/cnm/locks/store-change"
 NODE_UID_COUNTER = "/cnm/counters/node_uid"
@@ -34,6 +36,10 @@ ADMIN_ROLE_UID = 1
 # Read when the cluster record has no such setting (cluster/voters.py, cluster/membership.py).
 DEFAULT_STORE_VOTERS = 5
 DEFAULT_MAX_CLOCK_OFFSET = 1.0
+
+
+def sign_in_key(uid: int, client: str) -> str:
+    return f"{SIGN_IN_PREFIX}{uid}/{client}"
 
 
 def node_key(uid: int) -> str:

@@ -236,6 +236,17 @@ class UserRecord(Record):
         return self.role == "admin" and self.status == "active"
 
 
+class SignInFailures(Record):
+    """`/cnm/sign-in-failures/<user uid>/<client address>`: failed sign-ins of one user from one
+    address within the current window, and until when the pair is locked (unix times)."""
+
+    uid: int = 0
+    client: str = ""
+    failures: int = 0
+    window_start: float = 0.0
+    locked_until: float = 0.0
+
+
 class LicenseRecord(Record):
     """`/cnm/license`: the installed license's terms and armoured text, or the trial."""
 
@@ -349,6 +360,7 @@ _PREFIXES: tuple[tuple[str, type[Record]], ...] = (
     (model.LIVENESS_PREFIX, LivenessRecord),
     (model.NODE_CLOCK_PREFIX, NodeClockRecord),
     (model.NODE_KEY_PREFIX, NodeKeyIndex),
+    (model.SIGN_IN_PREFIX, SignInFailures),
 )
 
 
