@@ -15,8 +15,10 @@ time a worker is free is not run at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
+import os
 import secrets
 import threading
 import time
@@ -41,6 +43,8 @@ WORKERS = 2
 # Verifications waiting or running: at ~40 ms each on two workers, the last one in a full queue
 # is answered within ~0.3 s.
 MAX_QUEUE = 16
+# Added to the worker threads' nice value (see `_lower_priority`).
+WORKER_NICENESS = 10
 GoneCheck = Callable[[], Awaitable[bool]]
 
 
@@ -66,6 +70,15 @@ def verify_password(password_hash: str, password: str) -> bool:
         return _HASHER.verify(password_hash, _encode(password))
     except (VerificationError, InvalidHashError, UnicodeEncodeError):
         return False
+
+
+def _lower_priority() -> None:
+    """Run this worker thread at a lower CPU priority than the event loop: under a flood of
+    guesses the argon2 runs would otherwise take both cores from the loop that serves every
+    other request (cached sign-ins, tokens). On Linux a nice value is per thread, and `who=0`
+    names the calling thread."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS)
 
 
 class PasswordVerifier:
@@ -104,7 +117,9 @@ class PasswordVerifier:
         # Bumped by flush(): a verification that started before a flush must not repopulate
         # the cache with a result about a user that has since changed.
         self._generation = 0
-        self._executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="cnm-passwords")
+        self._executor = ThreadPoolExecutor(
+            max_workers=WORKERS, thread_name_prefix="cnm-passwords", initializer=_lower_priority
+        )
         self._max_queue = max_queue
         # One semaphore per event loop (asyncio primitives bind to the loop that first uses them).
         self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
