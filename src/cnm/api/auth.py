@@ -148,8 +148,9 @@ class FailureLimiter:
             )
 
     def failed(self, client: str, now: float) -> None:
-        self._buckets.pop(client, None)
-        self._buckets[client] = (self._tokens(client, now) - 1, now)
+        tokens = self._tokens(client, now)
+        self._buckets.pop(client, None)  # re-added at the back: the oldest go first
+        self._buckets[client] = (tokens - 1, now)
         while len(self._buckets) > self._max:
             self._buckets.popitem(last=False)
 
