@@ -390,6 +390,14 @@ class CnmClient:
         document: dict[str, Any] = self.request("GET", f"/v1/users/{uid}")
         return document
 
+    def unlock_user(self, uid: int, client: str | None = None) -> list[str]:
+        """Unlock the user's sign-ins from `client` (every address when None); the addresses
+        unlocked."""
+        body = {} if client is None else {"client": client}
+        document = self.request("POST", f"/v1/users/{uid}/unlock", json_body=body)
+        unlocked = document.get("unlocked", []) if isinstance(document, dict) else []
+        return [str(address) for address in unlocked]
+
     def add_user(
         self, *, email: str, password: str, role: str = "admin", name: str | None = None
     ) -> dict[str, Any]:

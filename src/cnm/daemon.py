@@ -30,7 +30,7 @@ from cnm.cluster import model
 from cnm.cluster.runtime import ClusterRuntime
 from cnm.config import NodeConfig
 from cnm.errors import CnmError
-from cnm.node.data_dir import DataDir
+from cnm.node.data_dir import DataDir, make_private_dir
 from cnm.ops.metrics import AgentMetrics
 from cnm.ops.store_watch import watch_store
 from cnm.security import pki
@@ -92,11 +92,19 @@ class NodeAgent:
             if user is not None and user.password_hash:
                 self.verifier.remember(*credentials, user.password_hash)
 
+        def apply_http_support() -> None:
+            cluster = runtime.snapshot.cluster()
+            if cluster is not None and self.servers is not None:
+                self.servers.set_http_support(cluster.http_support)
+
         def on_change(key: str) -> None:
             if key.startswith((model.USERS_PREFIX, model.USER_LOGIN_PREFIX)):
                 self.verifier.flush()
+            elif key == model.CLUSTER_KEY:
+                apply_http_support()
 
         runtime.snapshot.add_listener(on_change)
+        apply_http_support()
         self._spawn(self._run_cluster(runtime))
 
     async def _run_cluster(self, runtime: ClusterRuntime) -> None:
@@ -115,6 +123,8 @@ class NodeAgent:
         assert self.servers is not None
         tls = DataDir(self.config.data_dir).self_signed_tls
         self.servers.use_certificate(tls.cert_file, tls.key_file)
+        # Before bootstrap HTTP is always open, whatever the cluster had decided.
+        self.servers.set_http_support(True)
         self.verifier.flush()
 
     def request_stop(self) -> None:
@@ -122,7 +132,12 @@ class NodeAgent:
 
     async def run(self) -> int:
         config = self.config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(config.data_dir)
+        agent_log = DataDir(config.data_dir).agent_log
+        if agent_log.exists():
+            # A supervisor made it (cnm local, the tests); whatever umask it had, only the
+            # node's account reads its log.
+            agent_log.chmod(0o600)
         ensure_default_paths(config)
         cert_file, key_file = ensure_self_signed(config.data_dir, config.addr)
         loop = asyncio.get_running_loop()

@@ -167,9 +167,31 @@ class Unauthorized(CnmError):
     http_status = 401
 
 
+class SignInLocked(Unauthorized):
+    """Too many failed sign-ins for this (user, client address) pair: locked for a while
+    (details: `retry_after`, seconds)."""
+
+    error_code = "sign_in_locked"
+
+
 class InsufficientPermissions(CnmError):
     error_code = "insufficient_permissions"
     http_status = 403
+
+
+class WrongCurrentPassword(CnmError):
+    """A user changing its own password gave a wrong `current_password`."""
+
+    error_code = "wrong_current_password"
+    http_status = 403
+
+
+class TooManyRequests(CnmError):
+    """The password verification queue is full (details: `retry_after`, seconds); the answer
+    carries `Retry-After`."""
+
+    error_code = "too_many_requests"
+    http_status = 429
 
 
 class NotFound(CnmError):

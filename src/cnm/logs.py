@@ -42,6 +42,9 @@ EVENTS = {
     "store_member_gone": "uid, reason: this node's store member was removed; it runs as a client",
     "backup_written": "file, revision: a store snapshot was written (cluster/backup.py)",
     "store_data_clobbered": "path, cluster_name, cluster_uuid: foreign store data wiped on request",
+    "http_support": "enabled: plain HTTP was opened or closed (the cluster's http_support)",
+    "sign_in_locked": "user, client: too many failed sign-ins locked this (user, address) pair",
+    "sign_in_unlocked": "user, client, by: an admin unlocked a (user, address) pair",
 }
 # The keys every JSON line has; an event's fields never replace them.
 BASE_KEYS = frozenset({"time", "node", "level", "logger", "message", "exception", "event"})

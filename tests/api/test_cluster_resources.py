@@ -35,6 +35,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Node]:
     async with bootstrapped_node(node_config(tmp_path_factory.mktemp("node")), name=NAME) as made:
+        # These tests send wrong passwords on purpose, all from one address: no lockout here
+        # (it has its own tests, tests/api/test_sign_in_lockout.py).
+        policy = await call(made, "PUT", "/v1/cluster/policy", ADMIN, {"lockout_threshold": 1000})
+        assert policy.status_code == 200, policy.text
         yield made
 
 

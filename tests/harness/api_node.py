@@ -26,7 +26,7 @@ import httpx
 from fastapi import FastAPI
 
 from cnm.api.app import create_app
-from cnm.api.auth import Authenticator
+from cnm.api.auth import Authenticator, FailureLimiter
 from cnm.api.context import ApiContext
 from cnm.bootstrap.join import NETWORK_WIRING, JoinWiring
 from cnm.bootstrap.manager import BootstrapManager
@@ -174,7 +174,11 @@ async def running_node(
             backend=backend,
         )
     verifier = PasswordVerifier(ttl_seconds=config.auth_cache_seconds)
-    app = create_app(ApiContext(config, manager, Authenticator(verifier)))
+    # The API tests send many wrong passwords from one address on purpose (every route must ask
+    # for credentials); the per-address limiter is tested on its own (tests/unit/test_sign_in.py)
+    # and on real agents (tests/cluster/test_sign_in_flood.py).
+    authenticator = Authenticator(verifier, limiter=FailureLimiter(burst=100_000))
+    app = create_app(ApiContext(config, manager, authenticator))
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cnm.errors import BadRequest
+from cnm.errors import BadRequest, ClientDisconnected, TooManyRequests
 from cnm.security import passwords
 from cnm.security.passwords import PasswordVerifier, hash_password, verify_password
 
@@ -159,15 +159,60 @@ async def test_flush_during_verification_wins(
     assert verifier.cached_entries == 0
 
 
-async def test_ttl_expiry(verifier: PasswordVerifier, clock: FakeClock, pw_hash: str) -> None:
+async def test_ttl_expiry_slides_on_use(
+    verifier: PasswordVerifier, clock: FakeClock, pw_hash: str
+) -> None:
     assert await verifier.verify("admin", "correct horse", pw_hash)
     clock.now += 29.0
     assert verifier.cached_entries == 1
-    assert await verifier.verify("admin", "correct horse", pw_hash)  # a hit does not extend
+    assert await verifier.verify("admin", "correct horse", pw_hash)  # a hit renews the entry
+    clock.now += 29.0
+    assert verifier.cached_entries == 1  # 58 s after it was made: still there
     clock.now += 1.0
-    assert verifier.cached_entries == 0
+    assert verifier.cached_entries == 0  # 30 s after its last use
     assert await verifier.verify("admin", "correct horse", pw_hash)
     assert verifier.cached_entries == 1
+
+
+async def test_a_full_queue_is_refused_at_once(clock: FakeClock, pw_hash: str) -> None:
+    v = PasswordVerifier(ttl_seconds=0, max_queue=3, clock=clock)
+    try:
+        results = await asyncio.gather(
+            *(v.verify("admin", "wrong", pw_hash) for _ in range(8)), return_exceptions=True
+        )
+        refused = [r for r in results if isinstance(r, TooManyRequests)]
+        assert len(refused) == 5 and v.refused_full == 5
+        assert all(r.details["retry_after"] == 1 for r in refused)
+        assert results.count(False) == 3
+        assert v.pending == 0
+    finally:
+        v.close()
+
+
+async def test_a_verification_whose_client_left_is_not_run(clock: FakeClock, pw_hash: str) -> None:
+    v = PasswordVerifier(ttl_seconds=0, clock=clock)
+    ran: list[str] = []
+    original = passwords.verify_password
+
+    def counting(password_hash: str, password: str) -> bool:
+        ran.append(password)
+        return original(password_hash, password)
+
+    async def gone() -> bool:
+        return True
+
+    async def here() -> bool:
+        return False
+
+    passwords.verify_password = counting
+    try:
+        with pytest.raises(ClientDisconnected):
+            await v.verify("admin", "left", pw_hash, gone=gone)
+        assert await v.verify("admin", "correct horse", pw_hash, gone=here)
+        assert ran == ["correct horse"] and v.skipped_gone == 1
+    finally:
+        passwords.verify_password = original
+        v.close()
 
 
 async def test_cache_is_bounded_oldest_evicted(clock: FakeClock, pw_hash: str) -> None:

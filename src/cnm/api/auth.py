@@ -10,25 +10,39 @@ and successes are cached briefly (see `PasswordVerifier`, flushed cluster-wide o
 change), failures never. A token carries no role: the role is read from the user's current
 record, so a changed or deleted user is refused at once.
 
+Password sign-ins are defended in three layers (README "Security model"): a client address
+with too many recent failures is refused at once (429, `FailureLimiter`, local to the node); a
+(user, address) pair with `lockout_threshold` failures is locked cluster-wide (401
+`sign_in_locked`, cluster/sign_in.py); and the verification queue is bounded (429,
+`PasswordVerifier`). None of them ever costs an argon2 run.
+
 The permission table (docs/api-contract.md §1) is the role sets below; `require_role` raises 403.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import binascii
 import functools
+import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Protocol
 
+from cnm.cluster import sign_in
 from cnm.cluster.records import UserRecord
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.users import ROLE_UIDS, USER_MANAGERS
-from cnm.errors import InsufficientPermissions, Unauthorized
-from cnm.security.passwords import PasswordVerifier, hash_password
+from cnm.errors import InsufficientPermissions, SignInLocked, TooManyRequests, Unauthorized
+from cnm.logs import event
+from cnm.security.passwords import GoneCheck, PasswordVerifier, hash_password
 from cnm.security.tokens import TokenClaims, decode_secret, password_version, verify_token
+from cnm.store.base import Store
+
+log = logging.getLogger(__name__)
 
 # Every role but `none`.
 ANY_ROLE = frozenset(ROLE_UIDS)
@@ -42,6 +56,10 @@ LICENSE_INSTALLERS = frozenset({"admin", "user_manager"})  # install_new_license
 USER_ADMINS = USER_MANAGERS  # view_all_users_info, create_new_user, update_user, delete_user
 
 TOKEN_SCHEMES = frozenset({"jwt", "bearer"})
+# How long a sign-in refused without a password check (a locked pair, an address over its
+# failure rate) waits for its answer: it costs the node a sleeping coroutine, not CPU, and holds
+# a client that guesses one request at a time to a couple of guesses a second.
+REFUSAL_DELAY = 0.5
 MAX_VERIFIED_TOKENS = 10_000
 
 
@@ -51,6 +69,15 @@ MAX_VERIFIED_TOKENS = 10_000
 def _dummy_hash() -> str:
     # Made on first use, not at import: hashing costs tens of milliseconds of agent start-up.
     return hash_password("cnm-no-such-user")
+
+
+def _locked(client: str, seconds: float) -> SignInLocked:
+    wait = max(1, math.ceil(seconds))
+    return SignInLocked(
+        f"sign-in locked: too many failed sign-ins for this user from {client}; retry in "
+        f"{wait} s or ask an admin to unlock it",
+        retry_after=wait,
+    )
 
 
 def require_role(user: UserRecord, roles: Collection[str], action: str) -> None:
@@ -73,10 +100,12 @@ def parse_basic(header: str | None) -> tuple[str, str]:
             "'Authorization: JWT <token>'"
         )
     try:
+        # A header is read as latin-1, so any byte can arrive here; b64decode raises a plain
+        # ValueError (not binascii.Error) for a non-ASCII str.
         decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):
         raise Unauthorized(
-            "malformed Basic credentials: expected base64 of user:password"
+            "malformed Basic credentials: expected base64 (ASCII only) of user:password in UTF-8"
         ) from None
     username, colon, password = decoded.partition(":")
     if not colon or not username:
@@ -90,11 +119,62 @@ class UserDirectory(Protocol):
     def user_by_login(self, login: str) -> UserRecord | None: ...
 
 
+@dataclass(frozen=True)
+class SignInAttempt:
+    """Where a sign-in comes from: the client's address (None: unknown, nothing is counted),
+    the store to count failures in, and how to tell that the client has gone."""
+
+    client: str | None = None
+    store: Store | None = None
+    gone: GoneCheck | None = None
+
+
+class FailureLimiter:
+    """Failed sign-ins per client address, a token bucket each (`burst` failures, refilled at
+    `per_second`): an address past it is refused before any password check. Local to the node
+    (the store-wide count is the lockout's); at most `max_addresses` tracked, oldest dropped."""
+
+    def __init__(
+        self, *, burst: float = 10, per_second: float = 1.0, max_addresses: int = 10_000
+    ) -> None:
+        self._burst = burst
+        self._rate = per_second
+        self._max = max_addresses
+        # address -> (tokens left, when counted)
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def _tokens(self, client: str, now: float) -> float:
+        tokens, then = self._buckets.get(client, (self._burst, now))
+        return min(self._burst, tokens + (now - then) * self._rate)
+
+    def check(self, client: str, now: float) -> None:
+        tokens = self._tokens(client, now)
+        if tokens < 1:
+            wait = math.ceil((1 - tokens) / self._rate)
+            raise TooManyRequests(
+                f"too many failed sign-ins from {client}; retry in {wait} s", retry_after=wait
+            )
+
+    def failed(self, client: str, now: float) -> None:
+        tokens = self._tokens(client, now)
+        self._buckets.pop(client, None)  # re-added at the back: the oldest go first
+        self._buckets[client] = (tokens - 1, now)
+        while len(self._buckets) > self._max:
+            self._buckets.popitem(last=False)
+
+
 class Authenticator:
     def __init__(
-        self, verifier: PasswordVerifier, *, clock: Callable[[], float] = time.time
+        self,
+        verifier: PasswordVerifier,
+        *,
+        clock: Callable[[], float] = time.time,
+        limiter: FailureLimiter | None = None,
+        refusal_delay: float = REFUSAL_DELAY,
     ) -> None:
         self.verifier = verifier
+        self.limiter = limiter or FailureLimiter()
+        self._refusal_delay = refusal_delay
         self._clock = clock
         self._secret: tuple[str, bytes] = ("", b"")
         # Tokens whose signature verified, with their claims: a client sends the same token
@@ -102,23 +182,67 @@ class Authenticator:
         # Only verified tokens get in (no growth from garbage), expiry is checked on every use.
         self._verified: OrderedDict[str, TokenClaims] = OrderedDict()
 
-    async def authenticate(self, header: str | None, snapshot: ClusterSnapshot) -> UserRecord:
+    async def authenticate(
+        self,
+        header: str | None,
+        snapshot: ClusterSnapshot,
+        attempt: SignInAttempt | None = None,
+    ) -> UserRecord:
         """The user the credentials belong to, or `Unauthorized`."""
         scheme, _, token = (header or "").strip().partition(" ")
         if scheme.lower() in TOKEN_SCHEMES:
             return self.authenticate_token(token.strip(), snapshot)
         username, password = parse_basic(header)
-        return await self.authenticate_password(username, password, snapshot)
+        return await self.authenticate_password(username, password, snapshot, attempt)
 
     async def authenticate_password(
-        self, username: str, password: str, users: UserDirectory
+        self,
+        username: str,
+        password: str,
+        users: UserDirectory,
+        attempt: SignInAttempt | None = None,
     ) -> UserRecord:
+        """Check a username and password against `users`: the snapshot, or (the store without
+        quorum) the node's local copy, where failures are neither counted nor locked."""
+        attempt = attempt or SignInAttempt()
+        client = attempt.client
         user = users.user_by_login(username)
+        now = self._clock()
+        # The lockout lives in the store: only a snapshot of it can say or count.
+        snapshot = users if isinstance(users, ClusterSnapshot) else None
+        if user is not None and client is not None and snapshot is not None:
+            left = sign_in.locked_for(snapshot, user.uid, client, now)
+            if left > 0:
+                await asyncio.sleep(self._refusal_delay)
+                raise _locked(client, left)
+        if client is not None:
+            try:
+                self.limiter.check(client, now)
+            except TooManyRequests:
+                await asyncio.sleep(self._refusal_delay)
+                raise
         password_hash = user.password_hash if user else _dummy_hash()
-        verified = await self.verifier.verify(username, password, password_hash)
-        if not verified or user is None or user.status != "active":
-            raise Unauthorized("invalid username or password")
-        return user
+        verified = await self.verifier.verify(username, password, password_hash, gone=attempt.gone)
+        if verified and user is not None and user.status == "active":
+            if client is not None and attempt.store is not None and snapshot is not None:
+                await sign_in.clear_failures(attempt.store, snapshot, user.uid, client)
+            return user
+        if client is not None and not verified:
+            self.limiter.failed(client, now)
+            if user is not None and attempt.store is not None and snapshot is not None:
+                record = await sign_in.record_failure(
+                    attempt.store, snapshot, user.uid, client, now
+                )
+                if record.locked_until > now:
+                    log.warning(
+                        "sign-ins of user %d from %s locked after %d failures",
+                        user.uid,
+                        client,
+                        record.failures,
+                        extra=event("sign_in_locked", user=user.uid, client=client),
+                    )
+                    raise _locked(client, record.locked_until - now)
+        raise Unauthorized("invalid username or password")
 
     def _remember(self, token: str, claims: TokenClaims, now: float) -> None:
         self._verified[token] = claims
@@ -128,6 +252,14 @@ class Authenticator:
                     del self._verified[cached]
             while len(self._verified) > MAX_VERIFIED_TOKENS:
                 self._verified.popitem(last=False)
+
+    def token_claims(self, header: str | None) -> TokenClaims | None:
+        """The claims of the JWT in `header`, once `authenticate` accepted it; None for other
+        credentials."""
+        scheme, _, token = (header or "").strip().partition(" ")
+        if scheme.lower() not in TOKEN_SCHEMES:
+            return None
+        return self._verified.get(token.strip())
 
     def authenticate_token(self, token: str, snapshot: ClusterSnapshot) -> UserRecord:
         record = snapshot.jwt_secret()

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from cnm.api.auth import Authenticator, parse_basic
+from cnm.api.auth import Authenticator, SignInAttempt, parse_basic
+from cnm.api.client_watch import watch_of
 from cnm.bootstrap.manager import BootstrapManager
 from cnm.bootstrap.status import BootstrapState
 from cnm.cluster.quorum import LocalUsers
@@ -67,7 +68,9 @@ class ApiContext:
                 ),
             )
         return await self.authenticator.authenticate(
-            request.headers.get("authorization"), runtime.snapshot
+            request.headers.get("authorization"),
+            runtime.snapshot,
+            sign_in_attempt(request, runtime),
         )
 
     async def require_cluster(self, request: Request) -> tuple[ClusterRuntime, UserRecord]:
@@ -88,6 +91,17 @@ class ApiContext:
         except StoreUnavailable as stale:
             raise await self._unavailable(runtime, stale) from None
         return runtime, user
+
+
+def sign_in_attempt(request: Request, runtime: ClusterRuntime) -> SignInAttempt:
+    """Where this request's sign-in comes from: the peer address of the connection (no
+    forwarding header is trusted: anyone could send one)."""
+    watch = watch_of(request.scope)
+    return SignInAttempt(
+        client=request.client.host if request.client else None,
+        store=runtime.store,
+        gone=watch.gone if watch is not None else None,
+    )
 
 
 async def read_body(request: Request) -> bytes:

@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from cnm.api.responses import compact
 from cnm.bootstrap.status import BootstrapState
@@ -41,11 +42,14 @@ from cnm.errors import (
     MethodNotAllowed,
     NoCluster,
     NotFound,
+    SignInLocked,
+    TooManyRequests,
     Unauthorized,
 )
 
 log = logging.getLogger(__name__)
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 AUTH_CHALLENGE = {"WWW-Authenticate": 'Basic realm="cnm"'}
 # A failure of a bootstrap check (validate) or a refused join: the request was understood but
 # cannot be carried out as it stands.
@@ -62,8 +66,11 @@ def error_body(error: CnmError) -> dict[str, Any]:
 
 
 def error_response(error: CnmError) -> Response:
-    headers = AUTH_CHALLENGE if isinstance(error, Unauthorized) else None
-    return compact(error_body(error), status_code=error.http_status, headers=headers)
+    headers = dict(AUTH_CHALLENGE) if isinstance(error, Unauthorized) else {}
+    retry_after = error.details.get("retry_after")
+    if isinstance(error, TooManyRequests | SignInLocked) and isinstance(retry_after, int):
+        headers["Retry-After"] = str(retry_after)
+    return compact(error_body(error), status_code=error.http_status, headers=headers or None)
 
 
 def validation_failure_response(failure: BootstrapFailure) -> Response:
@@ -79,6 +86,21 @@ def validation_failure_response(failure: BootstrapFailure) -> Response:
 def join_refusal_response(failure: BootstrapFailure) -> Response:
     """The member's 406 to a join it refuses; the joiner raises the same failure."""
     return compact(JoinRefusal.from_failure(failure).to_wire(), status_code=FAILURE_STATUS)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves on the request's path. Starlette's 405 names
+    only the first route that matched the path, and several routes may share one path."""
+    # Asked of the routing itself, method by method (FastAPI wraps included routers, so the
+    # routes' own method sets are not all in sight).
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -97,6 +119,11 @@ def install_error_handlers(app: FastAPI) -> None:
             error = MethodNotAllowed(
                 f"method {request.method} is not allowed on {request.url.path}"
             )
+            allowed = allowed_methods(request)
+            if allowed:
+                return compact(
+                    error_body(error), status_code=405, headers={"Allow": ", ".join(allowed)}
+                )
         else:
             error = HttpError(str(exc.detail))
         # The framework's status, not the class's: http_error stands for any of them.

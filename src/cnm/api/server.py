@@ -4,10 +4,13 @@ Both listeners run in the agent's event loop (uvicorn servers without their own 
 handling: the daemon owns signals). The HTTPS listener's `SSLContext` is kept and its
 certificate replaced in place (`load_cert_chain` on the live context), so new connections get
 the cluster certificate the moment bootstrap completes, without a restart or a dropped request.
+Plain HTTP can be closed and reopened while the agent runs (`set_http_support`, driven by the
+cluster's `http_support`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
@@ -17,6 +20,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from cnm.api.slow_clients import KEEP_ALIVE_TIMEOUT, guarded_protocol
 from cnm.logs import event
 
 log = logging.getLogger(__name__)
@@ -46,8 +50,16 @@ class ApiServers:
             "access_log": False,
             "server_header": False,
             "timeout_graceful_shutdown": 3,
+            "timeout_keep_alive": KEEP_ALIVE_TIMEOUT,
+            # h11 with deadlines for slow or silent clients (api/slow_clients.py).
+            "http": guarded_protocol(),
         }
-        self._http = _EmbeddedServer(uvicorn.Config(app, port=http_port, **common))  # type: ignore[arg-type]
+        self._http_config = uvicorn.Config(app, port=http_port, **common)  # type: ignore[arg-type]
+        self._http = _EmbeddedServer(self._http_config)
+        # Whether plain HTTP should listen (the cluster's `http_support`); HTTPS always does.
+        self._http_wanted = asyncio.Event()
+        self._http_wanted.set()
+        self._stopping = False
         https_config = uvicorn.Config(
             app,
             port=https_port,
@@ -65,16 +77,45 @@ class ApiServers:
         self._tls.load_cert_chain(str(cert_file), str(key_file))
         log.info("HTTPS certificate switched to %s", cert_file, extra=event("https_switched"))
 
+    def set_http_support(self, enabled: bool) -> None:
+        """Open (True) or close (False) the plain HTTP listener; a no-op when it already is."""
+        if enabled == self._http_wanted.is_set():
+            return
+        if enabled:
+            self._http_wanted.set()
+        else:
+            self._http_wanted.clear()
+            self._http.should_exit = True
+        log.info(
+            "plain HTTP %s (cluster http_support)",
+            "opened" if enabled else "closed",
+            extra=event("http_support", enabled=enabled),
+        )
+
+    @property
+    def http_support(self) -> bool:
+        return self._http_wanted.is_set()
+
     async def serve_http(self) -> None:
-        await self._http.serve()
+        """Serve plain HTTP while it is wanted, until `stop`; a new uvicorn server each time it
+        is reopened (a stopped one cannot be started again)."""
+        while not self._stopping:
+            await self._http_wanted.wait()
+            if self._stopping:
+                return
+            if self._http.started or self._http.should_exit:
+                self._http = _EmbeddedServer(self._http_config)
+            await self._http.serve()
 
     async def serve_https(self) -> None:
         await self._https.serve()
 
     @property
     def started(self) -> bool:
-        return self._http.started and self._https.started
+        return (self._http.started or not self.http_support) and self._https.started
 
     def stop(self) -> None:
+        self._stopping = True
+        self._http_wanted.set()
         self._http.should_exit = True
         self._https.should_exit = True

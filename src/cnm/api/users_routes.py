@@ -2,7 +2,8 @@
 POST /v1/users/authorize and POST /v1/users/refresh_jwt.
 
 Permissions (docs/api-contract.md §1): admin and user_manager manage users; any user may read itself
-and change its own name, password and email alerts; every authenticated user may get a token.
+and change its own name, password (giving `current_password`) and email alerts; every
+authenticated user may get a token.
 Writes answer once this node's snapshot shows them, and take effect on every node as soon as its
 snapshot does (the auth cache is flushed cluster-wide on any user change, see daemon.py).
 """
@@ -10,17 +11,19 @@ snapshot does (the auth cache is flushed cluster-wide on any user change, see da
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from cnm.api.auth import USER_ADMINS, require_role
 from cnm.api.bodies import path_uid, read_json_object
-from cnm.api.context import ApiContext
+from cnm.api.context import ApiContext, sign_in_attempt
 from cnm.api.responses import compact, empty_ok
 from cnm.clock import utc_now
 from cnm.cluster import fields
-from cnm.cluster.records import UserRecord
+from cnm.cluster.records import ClusterRecord, UserRecord
+from cnm.cluster.settings import policy_value
 from cnm.cluster.users import (
     check_actor,
     create_user,
@@ -30,7 +33,14 @@ from cnm.cluster.users import (
     update_user,
 )
 from cnm.cluster.writes import token_secret, wait_for_revision
-from cnm.errors import InsufficientPermissions, NoCluster, Unauthorized, UserNotFound
+from cnm.errors import (
+    InsufficientPermissions,
+    InvalidSchema,
+    NoCluster,
+    Unauthorized,
+    UserNotFound,
+    WrongCurrentPassword,
+)
 from cnm.security.tokens import DEFAULT_TTL, MAX_TTL, MIN_TTL, issue_token
 
 
@@ -77,12 +87,29 @@ def users_router(context: ApiContext) -> APIRouter:
     async def put_user(uid: str, request: Request) -> Response:
         runtime, actor = await context.require_fresh_cluster(request)
         number = _own_or_admin(actor, uid, "change")
-        changes = parse_user_body(await read_json_object(request), creating=False)
+        body = await read_json_object(request)
+        changes = parse_user_body(body, creating=False)
+        if changes.password is not None and number == actor.uid:
+            await _check_current_password(actor, body)
         record, revision = await update_user(
             runtime.store, runtime.snapshot, number, changes, actor, utc_now()
         )
         await wait_for_revision(runtime.snapshot, revision)
         return compact(public_user(record))
+
+    async def _check_current_password(actor: UserRecord, body: dict[str, Any]) -> None:
+        # A stolen session (a JWT, a browser left open) must not be enough to take the account
+        # over: changing one's own password needs the current one. An admin resetting another
+        # user's password does not (that user may have forgotten it).
+        current = fields.string(body, "current_password", max_chars=1024, secret=True)
+        if current is None:
+            raise InvalidSchema(
+                "current_password: required to change your own password",
+                fields=["current_password"],
+            )
+        login = actor.email or actor.name
+        if not await context.authenticator.verifier.verify(login, current, actor.password_hash):
+            raise WrongCurrentPassword("current_password: does not match your current password")
 
     @router.delete("/v1/users/{uid}")
     async def remove_user(uid: str, request: Request) -> Response:
@@ -102,7 +129,9 @@ def users_router(context: ApiContext) -> APIRouter:
         snapshot = runtime.snapshot
         header = request.headers.get("authorization")
         if header or not body_credentials:
-            user = await context.authenticator.authenticate(header, snapshot)
+            user = await context.authenticator.authenticate(
+                header, snapshot, sign_in_attempt(request, runtime)
+            )
             body = await read_json_object(request, empty_allowed=True)
         else:
             # The documented body form: {"username": ..., "password": ..., "ttl": ...}.
@@ -114,16 +143,30 @@ def users_router(context: ApiContext) -> APIRouter:
                     "authentication required: send HTTP Basic credentials, or username and "
                     "password in the body"
                 )
-            user = await context.authenticator.authenticate_password(username, password, snapshot)
+            user = await context.authenticator.authenticate_password(
+                username, password, snapshot, sign_in_attempt(request, runtime)
+            )
         ttl = fields.integer(body, "ttl", minimum=MIN_TTL, maximum=MAX_TTL)
         snapshot.require_fresh()
+        now = int(time.time())
+        previous = context.authenticator.token_claims(header)
+        # A refreshed token keeps the session's start: a session ends `session_max_age` after
+        # the password was last given, however often it is refreshed.
+        auth_time = previous.auth_time if previous is not None else now
+        max_age = policy_value(snapshot.cluster() or ClusterRecord(), "session_max_age")
+        left = auth_time + max_age - now
+        if left < MIN_TTL:
+            raise Unauthorized(
+                f"session older than session_max_age ({max_age} s): authorize again with a password"
+            )
         secret = await token_secret(runtime.store, snapshot)
         token = issue_token(
             secret,
             user_uid=user.uid,
             password_hash=user.password_hash,
-            ttl=DEFAULT_TTL if ttl is None else ttl,
-            now=time.time(),
+            ttl=min(DEFAULT_TTL if ttl is None else ttl, left),
+            now=now,
+            auth_time=auth_time,
         )
         return compact({"access_token": token})
 

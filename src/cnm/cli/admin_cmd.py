@@ -169,3 +169,32 @@ def user_add(
     render.say(f"user {email} added with role {role.value}")
     if document:
         render.console().print(render.document_panel(f"user {document.get('uid', '')}", document))
+
+
+@user_app.command("unlock")
+@client_command
+def user_unlock(
+    t: Target,
+    uid: Annotated[int, typer.Argument(help="The locked user's uid (see `cnm user list`)")],
+    client: Annotated[
+        str | None,
+        typer.Option(help="Unlock only this client address (default: every address)"),
+    ] = None,
+) -> None:
+    r"""Unlock a user locked out after failed sign-ins (POST /v1/users/{uid}/unlock); needs an
+    admin or user manager.
+
+    Example:
+
+        CNM_PASSWORD=... cnm user unlock 3 --client 10.0.0.9 \
+            -u admin@example.com --node https://10.0.0.1:9443 --ca-file ca.pem
+    """
+    with logged_in(t) as client_api:
+        unlocked = client_api.unlock_user(uid, client)
+    if t.json:
+        render.print_json({"unlocked": unlocked})
+        return
+    if unlocked:
+        render.say(f"user {uid} unlocked from {', '.join(unlocked)}")
+    else:
+        render.say(f"user {uid} had no failed sign-ins to forget")

@@ -29,7 +29,7 @@ import httpx
 import psutil
 
 from cnm.cli.common import CliFailure
-from cnm.node.data_dir import DataDir, LocalClusterDir
+from cnm.node.data_dir import DataDir, LocalClusterDir, private_log
 from cnm.node.local_state import atomic_write_bytes
 
 AGENT_PORTS = (8080, 9443, 2379, 2380)
@@ -215,7 +215,7 @@ def start_agent(node: LocalNode) -> subprocess.Popen[bytes]:
     ]
     # The agents must not pick up settings meant for the operator's own agent (CNM_HTTP_PORT...).
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNM_")}
-    with open(node.log, "ab") as log:
+    with private_log(node.log) as log:
         # A new session: Ctrl-C in the operator's terminal must not reach the agents, and they
         # outlive this command.
         process = subprocess.Popen(

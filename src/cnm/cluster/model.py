@@ -30,6 +30,8 @@ NODE_KEY_PREFIX = "/cnm/node-keys/"
 # Marker of a node removed from the cluster (cluster/removal.py): the removed agent, now or when
 # it comes back, sees it and leaves (back to idle). Uids are never reused, so markers never clash.
 REMOVED_NODES_PREFIX = "/cnm/removed-nodes/"
+# Failed sign-ins of one user from one client address, and its lockout (cluster/sign_in.py).
+SIGN_IN_PREFIX = "/cnm/sign-in-failures/"
 # Held by the node changing the store's membership: one change at a time (cluster/voters.py).
 STORE_CHANGE_LOCK = "/cnm/locks/store-change"
 NODE_UID_COUNTER = "/cnm/counters/node_uid"
@@ -44,6 +46,10 @@ DEFAULT_STORE_VOTERS = 5
 DEFAULT_MAX_CLOCK_OFFSET = 1.0
 # Seconds a voter may be down before its seat goes to a live node (cluster/voter_healing.py).
 DEFAULT_VOTER_REPLACE_AFTER = 30
+
+
+def sign_in_key(uid: int, client: str) -> str:
+    return f"{SIGN_IN_PREFIX}{uid}/{client}"
 
 
 def node_key(uid: int) -> str:

@@ -101,6 +101,11 @@ class Policy(Record):
     default_non_sharded_proxy_policy: str | None = None
     # Seconds a store voter may be down before its seat is given to a live node (voter_healing).
     voter_replace_after: int | None = None
+    # Sign-in protection (security/lockout.py) and the longest a JWT session may be refreshed.
+    lockout_threshold: int | None = None
+    lockout_counter_reset: int | None = None
+    lockout_duration: int | None = None
+    session_max_age: int | None = None
 
 
 class ClusterRecord(Record):
@@ -254,6 +259,17 @@ class UserRecord(Record):
         return self.role == "admin" and self.status == "active"
 
 
+class SignInFailures(Record):
+    """`/cnm/sign-in-failures/<user uid>/<client address>`: failed sign-ins of one user from one
+    address within the current window, and until when the pair is locked (unix times)."""
+
+    uid: int = 0
+    client: str = ""
+    failures: int = 0
+    window_start: float = 0.0
+    locked_until: float = 0.0
+
+
 class LicenseRecord(Record):
     """`/cnm/license`: the installed license's terms and armoured text, or the trial."""
 
@@ -368,6 +384,7 @@ _PREFIXES: tuple[tuple[str, type[Record]], ...] = (
     (model.NODE_CLOCK_PREFIX, NodeClockRecord),
     (model.NODE_KEY_PREFIX, NodeKeyIndex),
     (model.REMOVED_NODES_PREFIX, RemovedNode),
+    (model.SIGN_IN_PREFIX, SignInFailures),
 )
 
 

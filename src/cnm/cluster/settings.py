@@ -2,10 +2,12 @@
 
 GET /v1/cluster shows the fields of docs/api-contract.md §6 (plus the cluster uuid and the CA
 certificate's SHA-256 fingerprint). PUT /v1/cluster may change `password_min_length` (8..256),
-`password_complexity` and `wait_command`; PUT /v1/cluster/policy may change
-`default_shards_placement`, `shards_overbooking`, the two proxy policies,
-`voter_replace_after` (1..86400 s, cluster/voter_healing.py) and the store snapshots'
-`backup_interval` (10..86400 s) and `backup_keep` (1..1000). Every other field of
+`password_complexity`, `wait_command` and `http_support` (false closes every node's HTTP port);
+PUT /v1/cluster/policy may change `default_shards_placement`, `shards_overbooking`, the two proxy
+policies, `voter_replace_after` (1..86400 s, cluster/voter_healing.py), the store snapshots'
+`backup_interval` (10..86400 s) and `backup_keep` (1..1000), the sign-in lockout
+(`lockout_threshold`, `lockout_counter_reset`, `lockout_duration`, seconds) and
+`session_max_age` (seconds a JWT session may be refreshed for). Every other field of
 the object is fixed: sending it with its current value is fine (clients write back what they
 read), sending another value is a 400 `read_only_field` naming it (`name` and `rack_aware` are
 fixed for ever). Unknown fields are ignored, as in the bootstrap object. A write is a
@@ -47,7 +49,14 @@ POLICY_DEFAULTS: dict[str, Any] = {
     # Store snapshots of every voter (cluster/backup.py): seconds between two, files kept.
     "backup_interval": 300,
     "backup_keep": 5,
+    # Vault's defaults: 5 failed sign-ins within 15 minutes lock the (user, address) pair
+    # for 15 minutes.
+    "lockout_threshold": 5,
+    "lockout_counter_reset": 900,
+    "lockout_duration": 900,
+    "session_max_age": 86_400,
 }
+DAY = 86_400
 _FIXED_REASONS = {
     "name": "the cluster name is fixed at creation",
     "rack_aware": "rack awareness is fixed at creation",
@@ -60,6 +69,12 @@ def public_cluster(record: ClusterRecord) -> dict[str, Any]:
     """GET /v1/cluster: the shown fields the record holds."""
     document = record.document()
     return {name: document[name] for name in CLUSTER_FIELDS if name in document}
+
+
+def policy_value(record: ClusterRecord, name: str) -> int:
+    """An integer setting of the policy, its default when unset."""
+    value = record.policy.document().get(name)
+    return int(POLICY_DEFAULTS[name] if value is None else value)
 
 
 def public_policy(record: ClusterRecord) -> dict[str, Any]:
@@ -75,6 +90,7 @@ def _cluster_readers() -> dict[str, Reader]:
         "password_min_length": lambda body, f: fields.integer(body, f, minimum=8, maximum=256),
         "password_complexity": fields.boolean,
         "wait_command": fields.boolean,
+        "http_support": fields.boolean,
     }
 
 
@@ -87,6 +103,10 @@ def _policy_readers() -> dict[str, Reader]:
         "voter_replace_after": lambda body, f: fields.integer(body, f, minimum=1, maximum=86400),
         "backup_interval": lambda body, f: fields.integer(body, f, minimum=10, maximum=86_400),
         "backup_keep": lambda body, f: fields.integer(body, f, minimum=1, maximum=1_000),
+        "lockout_threshold": lambda body, f: fields.integer(body, f, minimum=1, maximum=1000),
+        "lockout_counter_reset": lambda body, f: fields.integer(body, f, minimum=1, maximum=DAY),
+        "lockout_duration": lambda body, f: fields.integer(body, f, minimum=1, maximum=DAY),
+        "session_max_age": lambda body, f: fields.integer(body, f, minimum=60, maximum=30 * DAY),
     }
 
 

@@ -80,6 +80,10 @@ class ClusterSnapshot:
         """The record at `key`, of its kind; for listeners, which are told keys."""
         return self._records.get(key)
 
+    def keys_under(self, prefix: str) -> list[str]:
+        """The keys held under `prefix`, sorted."""
+        return sorted(key for key in self._records if key.startswith(prefix))
+
     def _typed(self, key: str, kind: type[R]) -> R | None:
         record = self._records.get(key)
         return record if isinstance(record, kind) else None

@@ -18,6 +18,7 @@ but may not create, change or delete an admin, nor make anyone an admin (no esca
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -99,10 +100,16 @@ class UserChanges:
         return {name for name, value in vars(self).items() if value is not None}
 
 
+def _invisible(char: str) -> bool:
+    # Unicode's "other" categories: control (C0, DEL, C1), format (zero-width, bidi overrides),
+    # surrogate, private use, unassigned. A login made of them cannot be typed or read back.
+    return unicodedata.category(char).startswith("C")
+
+
 def _login(body: Mapping[str, Any], field: str, *, required: bool) -> str | None:
     value = fields.string(body, field, max_chars=MAX_LOGIN_CHARS, min_chars=1, required=required)
     if value is not None and (
-        value != value.strip() or any(c in FORBIDDEN_LOGIN_CHARS or ord(c) < 32 for c in value)
+        value != value.strip() or any(c in FORBIDDEN_LOGIN_CHARS or _invisible(c) for c in value)
     ):
         raise InvalidSchema(
             f'{field}: must not contain any of & < > " nor control characters, nor start or end '

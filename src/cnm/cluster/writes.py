@@ -119,23 +119,25 @@ async def update_record(
     *,
     attempts: int = WRITE_ATTEMPTS,
     missing: CnmError | None = None,
+    default: R | None = None,
 ) -> tuple[R, int]:
     """Read-modify-write one record with compare-and-set: `change` returns the new record (the
-    same object: nothing to write, revision 0). (the record written, its revision). Raises
-    `missing` (default a `StoreError`) when the record does not exist, `StoreContention` when it
-    kept changing."""
+    same object: nothing to write, revision 0). (the record written, its revision). When the
+    record does not exist, `change` gets `default` and the write creates it; without a default
+    that raises `missing` (default a `StoreError`). `StoreContention` when it kept changing."""
 
     async def attempt() -> tuple[R, int] | None:
         current = await store.get(key)
         if current is None:
-            raise missing or StoreError(f"record {key} does not exist")
-        old = kind.decode(current.value)
+            if default is None:
+                raise missing or StoreError(f"record {key} does not exist")
+            old, guard = default, Compare.absent(key)
+        else:
+            old, guard = kind.decode(current.value), Compare.mod(key, "=", current.mod_revision)
         new = change(old)
         if new is old:
             return new, 0
-        result = await store.txn(
-            [Compare.mod(key, "=", current.mod_revision)], [Put(key, new.encode())]
-        )
+        result = await store.txn([guard], [Put(key, new.encode())])
         return (new, result.revision) if result.succeeded else None
 
     return await cas_retry(attempt, what=f"record {key}", attempts=attempts)

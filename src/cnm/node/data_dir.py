@@ -28,8 +28,10 @@ time), `admin-password` (0600) and one data dir per node (`node1/`, ...): `Local
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 # The file names are part of the layout a restarted agent reads back: never rename one without
 # reading the old name too.
@@ -79,6 +81,21 @@ class ClusterTls:
     @property
     def key_file(self) -> Path:
         return self.directory / "node.key"
+
+
+def private_log(path: Path) -> BinaryIO:
+    """`path` opened for appending, made 0600 (a log may name users and addresses: only the
+    node's own account reads it), whatever the umask and even if it existed with wider rights."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` (and its parents) and make it 0700: a data directory holds keys and the
+    store's files, readable by the node's own account only."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
 
 
 @dataclass(frozen=True)

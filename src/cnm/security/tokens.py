@@ -4,8 +4,11 @@ Tokens are HS256 JWTs (PyJWT) signed with the cluster's secret, a random 32-byte
 store (`/cnm/secrets/jwt`) so that every node accepts a token any node issued. Claims: `iss`
 ("cnm"), `sub` (the user's uid, a string as RFC 7519 wants), `iat`, `exp`, `jti`, and `pwv`, a
 short digest of the user's password hash: changing a password ends every token issued before,
-at once and on every node. The role is not in the token; it is read from the user's record at
-each request, so a changed role or a deleted user takes effect at once too.
+at once and on every node, and `auth_time` (OpenID Connect's name): when the user last gave its
+password. A refreshed token keeps the `auth_time` of the token it replaces, so refreshing cannot
+stretch a session past the cluster's `session_max_age` (policy); tokens without it (issued by an
+older version) count from their `iat`. The role is not in the token; it is read from the
+user's record at each request, so a changed role or a deleted user takes effect at once too.
 
 Lifetimes are 1..86400 s, 300 by default. Verification takes the time as an argument so tests
 need no sleeping, and has no leeway: an expired token is refused.
@@ -51,13 +54,23 @@ class TokenClaims:
     password_version: str
     issued_at: int
     expires_at: int
+    auth_time: int
 
 
-def issue_token(secret: bytes, *, user_uid: int, password_hash: str, ttl: int, now: float) -> str:
+def issue_token(
+    secret: bytes,
+    *,
+    user_uid: int,
+    password_hash: str,
+    ttl: int,
+    now: float,
+    auth_time: int | None = None,
+) -> str:
     if not MIN_TTL <= ttl <= MAX_TTL:
         raise ValueError(f"ttl must be {MIN_TTL}..{MAX_TTL}")
     issued = int(now)
     claims = {
+        "auth_time": issued if auth_time is None else auth_time,
         "iss": ISSUER,
         "sub": str(user_uid),
         "iat": issued,
@@ -92,10 +105,15 @@ def verify_token(secret: bytes, token: str, *, now: float) -> TokenClaims:
         expires_at = int(claims["exp"])
         issued_at = int(claims["iat"])
         version = str(claims["pwv"])
+        auth_time = int(claims.get("auth_time", issued_at))
     except (TypeError, ValueError):
         raise Unauthorized("invalid token: send a token from POST /v1/users/authorize") from None
     if now >= expires_at:
         raise Unauthorized("token expired: get a new one from POST /v1/users/authorize")
     return TokenClaims(
-        user_uid=user_uid, password_version=version, issued_at=issued_at, expires_at=expires_at
+        user_uid=user_uid,
+        password_version=version,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        auth_time=auth_time,
     )

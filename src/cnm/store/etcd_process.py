@@ -26,6 +26,7 @@ from typing import Literal
 from cnm.config import url_host
 from cnm.errors import StoreError, StoreUnavailable
 from cnm.logs import event
+from cnm.node.data_dir import private_log
 from cnm.store.base import Store
 from cnm.store.member import MemberExit
 
@@ -131,10 +132,10 @@ class EtcdProcess:
 
     async def start(self) -> None:
         self.spec.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.spec.log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         prefix, preexec = _death_signal_wrapper()
         argv = prefix + etcd_arguments(self.binary, self.spec)
-        with open(self.spec.log_file, "ab") as log_out:
+        with private_log(self.spec.log_file) as log_out:
             self._log_start = log_out.tell()
             self._process = await asyncio.create_subprocess_exec(
                 *argv,
