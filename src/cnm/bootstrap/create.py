@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cnm.bootstrap.node_setup import (
     Progress,
@@ -105,7 +105,8 @@ async def create_cluster(
     tls.directory.mkdir(parents=True, exist_ok=True)
     ca = pki.make_ca(name)
     sans = pki.node_cert_sans(config.addr, req.node.identity.external_addr)
-    node_cert = pki.issue_cert(ca, f"cnm node {config.addr}", sans)
+    lifetime = timedelta(seconds=config.node_cert_lifetime)
+    node_cert = pki.issue_node_cert(ca, 1, sans, lifetime=lifetime)
     pki.write_public(tls.ca_file, ca.cert_pem)
     pki.write_public(tls.cert_file, node_cert.cert_pem)
     pki.write_private(tls.key_file, node_cert.key_pem)

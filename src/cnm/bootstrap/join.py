@@ -122,8 +122,9 @@ async def join_cluster(
 
         progress.phase("handshake")
         offset_ms, uncertainty_ms = await link.measure_clock(auth)
+        # The member decides the certificate's names; the CSR only carries the key.
         csr_pem, key_pem = pki.make_csr(
-            f"cnm node {config.addr}", pki.node_cert_sans(config.addr, identity.external_addr)
+            "cnm node", pki.node_cert_sans(config.addr, identity.external_addr)
         )
         record = node_record(config, req, paths, 0)
         try:
@@ -151,7 +152,8 @@ async def join_cluster(
     tls = DataDir(config.data_dir).cluster_tls
     progress.created(tls.directory)
     tls.directory.mkdir(parents=True, exist_ok=True)
-    pki.write_public(tls.ca_file, grant.ca_pem.encode())
+    # The CA this node trusted on the link (grant checked against it), not the grant's bytes.
+    pki.write_public(tls.ca_file, link.ca_pem)
     pki.write_public(tls.cert_file, grant.cert_pem.encode())
     pki.write_private(tls.key_file, key_pem)
     local = LocalState(

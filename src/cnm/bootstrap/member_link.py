@@ -157,7 +157,27 @@ class MemberLink:
         response = await self.call("/v1/join/node", request, auth)
         if response.status_code != 200:
             raise failure_from_answer(response)
-        return self._answer(response, JoinGrant, "the admission")
+        grant = self._answer(response, JoinGrant, "the admission")
+        self.check_grant(grant)
+        return grant
+
+    def check_grant(self, grant: JoinGrant) -> None:
+        """The grant's CA must be the very CA this link trusts (the pinned or proven one), and
+        the certificate must come from it: a member cannot swap the CA after the fact."""
+        try:
+            offered = pki.fingerprint_sha256(pki.single_ca_certificate(grant.ca_pem.encode()))
+        except ValueError as exc:
+            raise ConnectError(f"{self.url} granted admission with an unusable CA: {exc}") from None
+        if offered != self.fingerprint:
+            raise ConnectError(
+                f"{self.url} granted admission with a CA of fingerprint {offered}, not the "
+                f"cluster CA {self.fingerprint} this node trusts; refusing it",
+                ca_fingerprint=self.fingerprint,
+            )
+        if not pki.verify_chain(grant.cert_pem.encode(), self.ca_pem):
+            raise ConnectError(
+                f"{self.url} granted a node certificate that the cluster CA did not issue"
+            )
 
     def _answer(self, response: httpx.Response, kind: type[_M], what: str) -> _M:
         if response.status_code != 200:
@@ -191,9 +211,14 @@ async def _probe(
     if response.status_code != 200:
         return f"{host}:{port}: answered HTTP {response.status_code}; is it a cnm node?"
     try:
-        ca_pem = CaAnswer.model_validate_json(response.content).ca_pem.encode()
+        offered = CaAnswer.model_validate_json(response.content).ca_pem.encode()
     except ValidationError:
         return f"{host}:{port}: answered something that is not a cluster CA"
+    try:
+        # Exactly one CA certificate, re-encoded: what is fingerprinted is all that is trusted.
+        ca_pem = pki.single_ca_certificate(offered)
+    except ValueError as exc:
+        return f"{host}:{port}: answered a cluster CA this node refuses ({exc})"
     # Our own fingerprint of what we received, never the one the member claims.
     return url, ca_pem, pki.fingerprint_sha256(ca_pem)
 

@@ -16,9 +16,10 @@ themselves); joins through different members race in the store and the loser ret
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
@@ -58,15 +59,7 @@ def check_admission(
     cluster = snapshot.cluster() or ClusterRecord()
     nodes = snapshot.nodes()
     known = snapshot.node_uid_for_key(request.node_key)
-    if known is None:
-        for node in nodes:
-            if node.addr == request.addr and snapshot.is_alive(node.uid):
-                raise ConfigError(
-                    f"node.identity.addr: {request.addr} is already node {node.uid} of this "
-                    "cluster, alive, under another identity (a node belongs to one cluster); "
-                    "stop that node or give this one another address",
-                    fields=["node.identity.addr"],
-                )
+    check_addresses(snapshot, request, admitted_as=known)
     license = snapshot.license()
     if license is not None and known is None:
         check_license_for_join(license, len(nodes), now)
@@ -130,12 +123,66 @@ def check_admission(
         )
 
 
+def certificate_names(request: JoinRequest) -> list[str]:
+    """The SANs a member puts in a joiner's certificate: its addresses as the cluster records
+    them (pki.node_cert_sans), never what its CSR asks for. Only IP addresses: a DNS name (or a
+    wildcard) is nothing a member can check."""
+    for field, values in (("addr", [request.addr]), ("external_addr", request.external_addr)):
+        for value in values:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ConfigError(
+                    f"node.identity.{field}: {value[:80]!r} is not an IP address; a node "
+                    "certificate names the node's IP addresses only",
+                    fields=[f"node.identity.{field}"],
+                ) from None
+    return pki.node_cert_sans(request.addr, request.external_addr)
+
+
+def check_addresses(
+    snapshot: ClusterSnapshot,
+    request: JoinRequest,
+    *,
+    admitted_as: int | None,
+    replaces: int | None = None,
+) -> None:
+    """No address the joiner claims may be another node's: its certificate would carry it and
+    let it impersonate that node (HTTPS, etcd peer links). The node's own earlier admission
+    (`admitted_as`, a retried join) and the node a repair join replaces (`replaces`) do not
+    count. Alive or not: a dead node keeps its address until it is removed or replaced.
+    (127.0.0.1, which every loopback node's certificate also carries for etcd, is not claimed.)
+    """
+    claimed = {request.addr, *request.external_addr}
+    certificate_names(request)
+    for node in snapshot.nodes():
+        if node.uid in (admitted_as, replaces):
+            continue
+        taken = claimed & {node.addr, *node.external_addr}
+        if taken:
+            state = "alive" if snapshot.is_alive(node.uid) else "not alive"
+            raise ConfigError(
+                f"node.identity.addr: {', '.join(sorted(taken))} is already node {node.uid} of "
+                f"this cluster ({state}) under another identity: a certificate for it would "
+                "impersonate that node; give this node another address, or remove node "
+                f"{node.uid} (or replace it) first",
+                fields=["node.identity.addr"],
+            )
+
+
 class Admissions:
     """Allocates uids for joins arriving at this member, one at a time."""
 
-    def __init__(self, store: Store, snapshot: ClusterSnapshot) -> None:
+    def __init__(
+        self,
+        store: Store,
+        snapshot: ClusterSnapshot,
+        *,
+        cert_lifetime: timedelta = pki.NODE_CERT_LIFETIME,
+    ) -> None:
         self._store = store
         self._snapshot = snapshot
+        self._cert_lifetime = cert_lifetime
         self._lock = asyncio.Lock()
 
     async def admit(self, request: JoinRequest, *, member_addr: str) -> JoinGrant:
@@ -146,9 +193,17 @@ class Admissions:
         if ca_record is None:
             raise StoreUnavailable("the cluster CA is not in this node's snapshot yet; retry")
         ca = pki.CertKey(ca_record.cert_pem.encode(), ca_record.key_pem.encode())
-        certificate = pki.sign_csr(ca, request.csr_pem.encode())
+        # Only the CSR's key is used, but a bad CSR is refused before a uid is spent on it.
+        pki.check_csr(request.csr_pem.encode())
         async with self._lock:
             uid, created = await self._allocate(request)
+        certificate = pki.sign_node_csr(
+            ca,
+            request.csr_pem.encode(),
+            uid=uid,
+            sans=certificate_names(request),
+            lifetime=self._cert_lifetime,
+        )
         # The decision's info line is the admission route's (cnm.ops.metrics.admission).
         log.debug(
             "%s node %d at %s (node key %s…)",

@@ -17,6 +17,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from cnm.cluster import model
 from cnm.cluster.health import run_node_upkeep
@@ -96,7 +97,9 @@ class ClusterRuntime:
         self.member = member
         self.backend = backend
         self.snapshot = ClusterSnapshot(store)
-        self.admissions = Admissions(store, self.snapshot)
+        self.admissions = Admissions(
+            store, self.snapshot, cert_lifetime=timedelta(seconds=config.node_cert_lifetime)
+        )
         self._lease = 0
         self._tasks: asyncio.TaskGroup | None = None
 
