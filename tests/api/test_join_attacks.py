@@ -10,8 +10,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import ipaddress
 import json
+import secrets
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -27,9 +30,11 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from cnm import SOFTWARE_VERSION
 from cnm.bootstrap.member_link import connect
 from cnm.bootstrap.node_setup import node_settings
+from cnm.cluster import model
 from cnm.cluster.handshake import ClockReading, JoinRequest
+from cnm.cluster.records import UserRecord
 from cnm.errors import ConnectError
-from cnm.security import pki
+from cnm.security import join_proof, pki
 from harness.api_node import memory_backend, node_config, running_node
 from harness.bodies import ADMIN, join_body
 from harness.fake_member import FakeMember, fake_member
@@ -55,6 +60,7 @@ async def _try_join(member: FakeMember, fingerprint: str | None) -> None:
         retry_time=0.0,
     )
     try:
+        await link.prove(*ADMIN, pinned=fingerprint is not None)
         await link.measure_clock(ADMIN)
     finally:
         await link.close()
@@ -66,7 +72,7 @@ async def test_a_second_ca_behind_the_pinned_one_is_refused_and_gets_no_secret(
     real = pki.make_ca("the real cluster")
     holder: list[FakeMember] = []
 
-    def handler(method: str, path: str, body: bytes) -> tuple[int, object]:
+    async def handler(method: str, path: str, body: bytes) -> tuple[int, object]:
         if path == "/v1/join/ca":
             bundle = real.cert_pem + holder[0].attacker_ca.cert_pem
             return 200, {"ca_pem": bundle.decode(), "ca_fingerprint": "x"}
@@ -85,7 +91,7 @@ async def test_the_real_ca_alone_does_not_make_the_attackers_tls_trusted(
 ) -> None:
     real = pki.make_ca("the real cluster")
 
-    def handler(method: str, path: str, body: bytes) -> tuple[int, object]:
+    async def handler(method: str, path: str, body: bytes) -> tuple[int, object]:
         if path == "/v1/join/ca":
             return 200, {"ca_pem": real.cert_pem.decode(), "ca_fingerprint": "x"}
         return 200, _time_reply(body)
@@ -225,3 +231,85 @@ async def test_a_wildcard_external_address_is_refused(tmp_path: Path) -> None:
         response = await _admit(member, request)
     assert response.status_code == 406, response.text
     assert response.json()["error_details"]["fields"] == ["node.identity.external_addr"]
+
+
+async def test_a_fake_member_without_the_password_cannot_prove_itself(tmp_path: Path) -> None:
+    holder: list[FakeMember] = []
+
+    async def handler(method: str, path: str, body: bytes) -> tuple[int, object]:
+        if path == "/v1/join/ca":
+            ca = holder[0].attacker_ca.cert_pem.decode()
+            return 200, {"ca_pem": ca, "ca_fingerprint": "x"}
+        if path == "/v1/join/auth/start":
+            return 200, {
+                "session": "s",
+                "server_nonce": "n" * 32,
+                "salt": base64.b64encode(b"s" * 16).decode(),
+                "time_cost": join_proof.TIME_COST,
+                "memory_cost": join_proof.MEMORY_COST,
+                "parallelism": 1,
+            }
+        if path == "/v1/join/auth/finish":
+            signature = base64.b64encode(secrets.token_bytes(32)).decode()
+            return 200, {"server_signature": signature, "token": "t", "expires_in": 60}
+        return 200, _time_reply(body)
+
+    async with fake_member(tmp_path / "attacker", handler) as member:
+        holder.append(member)
+        with pytest.raises(ConnectError, match="failed to prove"):
+            await _try_join(member, None)
+    paths = [r.path for r in member.received]
+    assert paths == ["/v1/join/ca", "/v1/join/auth/start", "/v1/join/auth/finish"]
+    assert not any(r.carries(SECRET) for r in member.received)
+    # What it got is a proof for its own nonce and certificate, never the password.
+    finish = json.loads(member.received[-1].body)
+    assert set(finish) == {"session", "channel_binding", "client_proof"}
+
+
+async def test_a_member_of_an_older_version_gets_no_password_unless_pinned(
+    tmp_path: Path,
+) -> None:
+    holder: list[FakeMember] = []
+
+    async def handler(method: str, path: str, body: bytes) -> tuple[int, object]:
+        if path == "/v1/join/ca":
+            ca = holder[0].attacker_ca.cert_pem.decode()
+            return 200, {"ca_pem": ca, "ca_fingerprint": "x"}
+        return 404, {"error_code": "not_found", "description": "no such route"}
+
+    async with fake_member(tmp_path / "attacker", handler) as member:
+        holder.append(member)
+        with pytest.raises(ConnectError, match="does not offer the join's password proof"):
+            await _try_join(member, None)
+    assert not any(r.carries(SECRET) for r in member.received)
+
+
+async def test_a_user_made_before_verifiers_can_join_after_one_sign_in(tmp_path: Path) -> None:
+    async with member_node(tmp_path, verifier=False) as member:
+        status = await _join(tmp_path, member)
+        assert status["error_code"] == "access_denied", status
+        # One Basic sign-in on the member gives the user its verifier.
+        signed_in = await member.node.client.get("/v1/cluster", auth=httpx.BasicAuth(*ADMIN))
+        assert signed_in.status_code == 200
+
+        runtime = member.node.manager.runtime
+        assert runtime is not None
+
+        async def has_verifier() -> bool:
+            # The in-process member's snapshot does not watch its store: reload it.
+            await runtime.snapshot.load()
+            user = runtime.snapshot.user(1)
+            return user is not None and user.join_verifier is not None
+
+        deadline = time.monotonic() + 30
+        while not await has_verifier():
+            assert time.monotonic() < deadline, "the verifier was never made"
+            await asyncio.sleep(0.05)
+        raw = await member.store.get(model.user_key(1))
+        assert raw is not None
+        stored = UserRecord.decode(raw.value)
+        assert stored.join_verifier is not None
+        assert SECRET not in raw.value.decode()
+        (tmp_path / "joiner").rename(tmp_path / "joiner-1")
+        status = await _join(tmp_path, member)
+    assert status["state"] == "completed", status

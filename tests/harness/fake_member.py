@@ -9,10 +9,11 @@ test can assert that nothing secret ever reached it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +29,6 @@ class Received:
 
     def carries(self, secret: str) -> bool:
         """Whether the secret shows anywhere in the request (plain or in a Basic token)."""
-        import base64
-
         raw = json.dumps(self.headers).encode() + self.body
         if secret.encode() in raw:
             return True
@@ -41,7 +40,7 @@ class Received:
 
 
 # (method, path, body) -> (status, JSON document) of the fake member's answer.
-Handler = Callable[[str, str, bytes], tuple[int, object]]
+Handler = Callable[[str, str, bytes], Awaitable[tuple[int, object]]]
 
 
 @dataclass
@@ -91,7 +90,7 @@ async def fake_member(directory: Path, handler: Handler) -> AsyncIterator[FakeMe
         try:
             method, path, headers, body = await _read_request(reader)
             member.received.append(Received(method, path.split("?")[0], headers, body))
-            status, document = handler(method, path.split("?")[0], body)
+            status, document = await handler(method, path.split("?")[0], body)
             payload = json.dumps(document).encode()
             writer.write(
                 f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from cnm.api.auth import Authenticator
+from cnm.api.auth import Authenticator, parse_basic
 from cnm.bootstrap.manager import BootstrapManager
 from cnm.bootstrap.status import BootstrapState
+from cnm.cluster.join_auth import ensure_join_verifier
 from cnm.cluster.records import UserRecord
 from cnm.cluster.runtime import ClusterRuntime
 from cnm.config import NodeConfig
 from cnm.errors import NoCluster, PayloadTooLarge, StoreUnavailable
 from cnm.json_body import MAX_BODY_BYTES
 from cnm.ops.metrics import AgentMetrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -24,6 +29,9 @@ class ApiContext:
     authenticator: Authenticator
     # This agent's Prometheus registry and instruments (cnm.ops): one per app, never global.
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
+    # Users whose join verifier is being made, and those tasks (kept referenced).
+    _upgrading: set[int] = field(default_factory=set)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def authenticate_if_bootstrapped(self, request: Request) -> UserRecord | None:
         """Before the node is in a cluster anything goes; after, valid credentials only."""
@@ -45,9 +53,33 @@ class ApiContext:
                 "this node has not read the cluster store yet (its store members are still "
                 "starting); retry in a few seconds"
             )
-        return await self.authenticator.authenticate(
-            request.headers.get("authorization"), runtime.snapshot
-        )
+        header = request.headers.get("authorization")
+        user = await self.authenticator.authenticate(header, runtime.snapshot)
+        if user.join_verifier is None:
+            self._make_join_verifier(runtime, user, header)
+        return user
+
+    def _make_join_verifier(
+        self, runtime: ClusterRuntime, user: UserRecord, header: str | None
+    ) -> None:
+        """A user made before join verifiers existed gets one at its first Basic sign-in (the
+        only moment a node holds its password), in the background."""
+        if not (header or "").strip().lower().startswith("basic ") or user.uid in self._upgrading:
+            return
+        _, password = parse_basic(header)
+        self._upgrading.add(user.uid)
+
+        async def upgrade() -> None:
+            try:
+                await ensure_join_verifier(runtime.store, user, password)
+            except Exception:  # the next sign-in tries again
+                log.warning("could not make the join verifier of user %d", user.uid, exc_info=True)
+            finally:
+                self._upgrading.discard(user.uid)
+
+        task = asyncio.get_running_loop().create_task(upgrade())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def require_cluster(self, request: Request) -> tuple[ClusterRuntime, UserRecord]:
         """For the cluster routes: 503 `no_cluster` before bootstrap, else the user."""

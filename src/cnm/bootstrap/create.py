@@ -24,6 +24,7 @@ from cnm.bootstrap.node_setup import (
 from cnm.bootstrap.schema import BootstrapRequest
 from cnm.clock import utc_now
 from cnm.cluster import model
+from cnm.cluster.join_auth import make_verifier_record
 from cnm.cluster.license import verify_license_text
 from cnm.cluster.records import (
     CaSecret,
@@ -134,11 +135,13 @@ async def create_cluster(
     member = backend.make_member(config.etcd_binary, spec)
     # Hashing costs tens of milliseconds: do it while etcd elects itself.
     hashing = asyncio.create_task(asyncio.to_thread(hash_password, password))
+    verifying = asyncio.create_task(make_verifier_record(password))
     store = backend.open_store(local.store_endpoints, tls)
     try:
         await member.start()
         await member.wait_ready(store)
         password_hash = await hashing
+        verifier = await verifying
 
         progress.phase("records")
         start = progress.start_time
@@ -163,7 +166,9 @@ async def create_cluster(
                 "store_peer_url": spec.peer_url,
             }
         )
-        admin = admin_user_record(email=username, password_hash=password_hash, created=start)
+        admin = admin_user_record(
+            email=username, password_hash=password_hash, created=start, join_verifier=verifier
+        )
         license = license or trial_license(cluster_name=name, activated=start)
         ca_secret = CaSecret(cert_pem=ca.cert_pem.decode(), key_pem=ca.key_pem.decode())
         records = [
@@ -188,6 +193,7 @@ async def create_cluster(
         return runtime
     except BaseException:
         hashing.cancel()
+        verifying.cancel()
         await store.close()
         await member.stop()
         raise

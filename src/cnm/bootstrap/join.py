@@ -25,7 +25,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from cnm import SOFTWARE_VERSION
-from cnm.bootstrap.member_link import TransportFactory, connect, network_transport
+from cnm.bootstrap.member_link import (
+    PeerCertificate,
+    TransportFactory,
+    connect,
+    network_transport,
+    tls_peer_certificate,
+)
 from cnm.bootstrap.node_setup import (
     Progress,
     check_node_paths,
@@ -58,6 +64,8 @@ class JoinWiring:
     `StoreBackend`)."""
 
     transport: TransportFactory = network_transport
+    # The member's certificate as this node saw it (the password proof's channel binding).
+    peer_certificate: PeerCertificate = tls_peer_certificate
 
 
 # The agent's wiring: the network.
@@ -108,12 +116,15 @@ async def join_cluster(
         attempts=req.max_retries if req.max_retries is not None else DEFAULT_ATTEMPTS,
         retry_time=float(req.retry_time if req.retry_time is not None else DEFAULT_RETRY_TIME),
         transport_factory=wiring.transport,
+        peer_certificate=wiring.peer_certificate,
     )
     try:
+        # The member proves itself before its CA is trusted or shown; no password is sent.
+        await link.prove(auth[0], auth[1], pinned=bool(req.cluster.ca_fingerprint))
         if not req.cluster.ca_fingerprint:
             log.warning(
-                "trusting the cluster CA of %s on first use: SHA-256 %s (pin it with "
-                "cluster.ca_fingerprint)",
+                "trusting the cluster CA of %s, which proved it knows the admin password: "
+                "SHA-256 %s (pin it with cluster.ca_fingerprint)",
                 link.url,
                 link.fingerprint,
                 extra=event("ca_trusted", member=link.url, fingerprint=link.fingerprint),

@@ -350,6 +350,11 @@ def single_ca_certificate(pem: bytes) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def certificate_der(cert_pem: bytes) -> bytes:
+    """The DER bytes of a PEM certificate (what TLS sends, what channel bindings hash)."""
+    return x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+
+
 def normalize_fingerprint(text: str) -> str:
     """Canonical colon form of a fingerprint typed any common way; ValueError if it is not one.
 
