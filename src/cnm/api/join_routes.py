@@ -5,6 +5,7 @@
 - `POST /v1/join/time`: one NTP-style exchange (`t1` in; receive and send times out) so the
   joiner can measure its clock offset over several round trips.
 - `POST /v1/join/node`: admission: checks, uid, signed certificate, store endpoints.
+- `POST /v1/join/renew`: a node's certificate renewal, authenticated by its current certificate.
 - `POST /v1/join/auth/start` and `/finish`: the password proof (cluster/join_auth.py), bound to
   this member's HTTPS certificate; it ends with an admission token.
 The time and node POSTs need an admin: the proof's token (`X-Cnm-Join-Token`), or Basic
@@ -31,6 +32,7 @@ from cnm.cluster.handshake import (
     parse_auth_finish,
     parse_auth_start,
     parse_join_request,
+    parse_renew_request,
     parse_time_request,
 )
 from cnm.cluster.join_auth import JoinAuthenticator
@@ -86,6 +88,13 @@ def join_router(context: ApiContext) -> APIRouter:
         except BootstrapFailure as failure:
             return join_refusal_response(failure)
         return compact(proof.to_wire())
+
+    @router.post("/v1/join/renew")
+    async def renew(request: Request) -> Response:
+        # Authenticated by the node's current certificate (cluster/membership.py).
+        runtime = in_cluster()
+        asked = parse_renew_request(await read_body(request))
+        return compact(runtime.admissions.renew(asked).to_wire())
 
     @router.get("/v1/join/ca")
     async def ca() -> Response:

@@ -191,3 +191,28 @@ def parse_auth_finish(raw: bytes) -> AuthFinish:
     except ValidationError as exc:
         fields = _fields(exc)
         raise InvalidSchema(f"invalid auth finish: {', '.join(fields)}", fields=fields) from None
+
+
+# --- certificate renewal (issue 11 §3) -----------------------------------------------------------
+# `POST /v1/join/renew`: `RenewRequest` → `RenewGrant`. The node authenticates with its current
+# certificate and a signature of the new CSR made with that certificate's key; the member
+# certifies the CSR's key with the names of the node's record.
+
+
+class RenewRequest(WireMessage):
+    cert_pem: str = Field(max_length=16384)
+    csr_pem: str = Field(max_length=16384)
+    # base64 ECDSA-SHA256 signature of the CSR's PEM bytes with the current certificate's key.
+    signature: str = Field(max_length=512)
+
+
+class RenewGrant(WireMessage):
+    cert_pem: str
+
+
+def parse_renew_request(raw: bytes) -> RenewRequest:
+    try:
+        return RenewRequest.model_validate(parse_object(raw))
+    except ValidationError as exc:
+        fields = _fields(exc)
+        raise InvalidSchema(f"invalid renewal: {', '.join(fields)}", fields=fields) from None

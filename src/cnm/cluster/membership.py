@@ -16,6 +16,8 @@ themselves); joins through different members race in the store and the loser ret
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import ipaddress
 import logging
 import re
@@ -25,7 +27,7 @@ from pydantic import ValidationError
 
 from cnm import SOFTWARE_VERSION
 from cnm.cluster import model
-from cnm.cluster.handshake import JoinGrant, JoinRequest
+from cnm.cluster.handshake import JoinGrant, JoinRequest, RenewGrant, RenewRequest
 from cnm.cluster.license import check_license_for_join
 from cnm.cluster.records import ClusterRecord, NodeKeyIndex, NodeRecord, StoreRole
 from cnm.cluster.snapshot import ClusterSnapshot
@@ -38,6 +40,7 @@ from cnm.errors import (
     SocketDirectoryMismatch,
     StoreUnavailable,
     TimeNotSync,
+    Unauthorized,
 )
 from cnm.security import pki
 from cnm.store.base import Compare, Get, Put, Store, TxnResult
@@ -185,6 +188,11 @@ class Admissions:
         self._cert_lifetime = cert_lifetime
         self._lock = asyncio.Lock()
 
+    def renew(self, request: RenewRequest) -> RenewGrant:
+        """A node's certificate renewal (`renew_certificate`) with this member's lifetime."""
+        self._snapshot.require_fresh()
+        return renew_certificate(self._snapshot, request, lifetime=self._cert_lifetime)
+
     async def admit(self, request: JoinRequest, *, member_addr: str) -> JoinGrant:
         """Check the joiner, allocate (or find again) its uid and sign its certificate."""
         self._snapshot.require_fresh()
@@ -275,3 +283,36 @@ class Admissions:
         except ValidationError:
             raise InvalidSchema("invalid join request: record", fields=["record"]) from None
         return allocated.uid, allocated.created
+
+
+def renew_certificate(
+    snapshot: ClusterSnapshot, request: RenewRequest, *, lifetime: timedelta
+) -> RenewGrant:
+    """A new certificate for a node that proves it holds its current one: the current
+    certificate chains to the cluster CA and is valid now, names a node still in the cluster
+    (`node:<uid>`; a removed node renews nothing), and its key signed the new CSR. The names
+    come from the node's record, like at admission."""
+    ca_record = snapshot.ca()
+    if ca_record is None:
+        raise StoreUnavailable("the cluster CA is not in this node's snapshot yet; retry")
+    ca = pki.CertKey(ca_record.cert_pem.encode(), ca_record.key_pem.encode())
+    current = request.cert_pem.encode()
+    uid = pki.certificate_uid(current)
+    node = snapshot.node(uid) if uid is not None else None
+    try:
+        signature = base64.b64decode(request.signature, validate=True)
+    except (binascii.Error, ValueError):
+        signature = b""
+    if (
+        uid is None
+        or node is None
+        or not pki.verify_chain(current, ca.cert_pem)
+        or not pki.verify_data(current, request.csr_pem.encode(), signature)
+    ):
+        raise Unauthorized(
+            "certificate renewal refused: the certificate is not a valid node certificate of "
+            "this cluster for a node still in it, or the CSR was not signed with its key"
+        )
+    sans = pki.node_cert_sans(node.addr, node.external_addr)
+    cert = pki.sign_node_csr(ca, request.csr_pem.encode(), uid=uid, sans=sans, lifetime=lifetime)
+    return RenewGrant(cert_pem=cert.decode())

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from cnm.cluster import model
+from cnm.cluster.cert_renewal import run_cert_renewal
 from cnm.cluster.health import run_node_upkeep
 from cnm.cluster.membership import Admissions
 from cnm.cluster.records import LivenessRecord
@@ -101,6 +102,8 @@ class ClusterRuntime:
             store, self.snapshot, cert_lifetime=timedelta(seconds=config.node_cert_lifetime)
         )
         self._lease = 0
+        # Called after this node's certificate was renewed (cluster/cert_renewal.py).
+        self.certificate_listeners: list[Callable[[], None]] = []
         self._tasks: asyncio.TaskGroup | None = None
 
     @classmethod
@@ -162,6 +165,22 @@ class ClusterRuntime:
             )
             if self.member is not None:
                 tasks.create_task(self._supervise_member(), name="member-supervisor")
+            tasks.create_task(
+                run_cert_renewal(
+                    self.config, self.snapshot, self.local.node_uid, tls, self._renewed
+                ),
+                name="cert-renewal",
+            )
+
+    def _renewed(self) -> None:
+        """This node's certificate was renewed: the store client and `certificate_listeners`
+        (the agent's HTTPS) present the new one on their next connections."""
+        tls = DataDir(self.config.data_dir).cluster_tls
+        reload = getattr(self.store, "reload_certificate", None)
+        if reload is not None:
+            reload(tls.cert_file, tls.key_file)
+        for listener in self.certificate_listeners:
+            listener()
 
     def _on_change(self, key: str) -> None:
         if not key.startswith(model.NODES_PREFIX):

@@ -36,7 +36,7 @@ from cnm.errors import BadRequest, ConfigError
 # X.520 upper bound for a commonName; cryptography refuses longer ones.
 _CN_MAX = 64
 # Signed certificates start a little in the past so a peer whose clock lags ours accepts them.
-_CLOCK_SKEW = timedelta(minutes=5)
+CLOCK_SKEW = timedelta(minutes=5)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -124,7 +124,7 @@ def _builder(
         .issuer_name(issuer)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - _CLOCK_SKEW)
+        .not_valid_before(_now() - CLOCK_SKEW)
         .not_valid_after(not_after)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
@@ -296,6 +296,38 @@ def sign_node_csr(
     """
     csr = _load_csr(csr_pem)
     return _certify(ca, csr, _name(node_common_name(uid)), _san(sans), lifetime)
+
+
+def certificate_uid(cert_pem: bytes) -> int | None:
+    """The node uid a member-issued node certificate names (`node:<uid>`), or None."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return None
+    value = str(names[0].value) if names else ""
+    prefix, _, number = value.partition(":")
+    return int(number) if prefix == "node" and number.isdigit() else None
+
+
+def sign_data(key_pem: bytes, data: bytes) -> bytes:
+    """An ECDSA-SHA256 signature of `data` with a node's private key (proof of possession)."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError("this node's key is not an EC key")
+    return key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+
+def verify_data(cert_pem: bytes, data: bytes, signature: bytes) -> bool:
+    """Whether `signature` over `data` was made with the key certified by `cert_pem`."""
+    try:
+        public_key = x509.load_pem_x509_certificate(cert_pem).public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            return False
+        public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+    except (ValueError, InvalidSignature):
+        return False
+    return True
 
 
 def certificate_lifetime(cert_pem: bytes) -> tuple[datetime, datetime]:
