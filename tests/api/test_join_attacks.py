@@ -34,6 +34,7 @@ from cnm.cluster import model
 from cnm.cluster.handshake import ClockReading, JoinRequest
 from cnm.cluster.records import UserRecord
 from cnm.errors import ConnectError
+from cnm.node.data_dir import DataDir
 from cnm.security import join_proof, pki
 from harness.api_node import memory_backend, node_config, running_node
 from harness.bodies import ADMIN, join_body
@@ -313,3 +314,45 @@ async def test_a_user_made_before_verifiers_can_join_after_one_sign_in(tmp_path:
         (tmp_path / "joiner").rename(tmp_path / "joiner-1")
         status = await _join(tmp_path, member)
     assert status["state"] == "completed", status
+
+
+def _renewal(cert_pem: bytes, signing_key_pem: bytes) -> dict[str, str]:
+    csr_pem, _ = pki.make_csr("node:7", ["10.9.9.9", "*.example.com"])
+    signature = pki.sign_data(signing_key_pem, csr_pem)
+    return {
+        "cert_pem": cert_pem.decode(),
+        "csr_pem": csr_pem.decode(),
+        "signature": base64.b64encode(signature).decode(),
+    }
+
+
+async def test_renewal_needs_the_current_certificate_and_its_key(tmp_path: Path) -> None:
+    async with member_node(tmp_path) as member:
+        tls = DataDir(member.node.config.data_dir).cluster_tls
+        cert, key = tls.cert_file.read_bytes(), tls.key_file.read_bytes()
+        client = member.node.client
+
+        renewed = await client.post("/v1/join/renew", json=_renewal(cert, key))
+        assert renewed.status_code == 200, renewed.text
+        new = x509.load_pem_x509_certificate(renewed.json()["cert_pem"].encode())
+        assert new.subject.rfc4514_string() == "CN=node:1"
+        sans = new.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert sans.get_values_for_type(x509.DNSName) == []
+        assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {
+            MEMBER_ADDR,
+            "127.0.0.1",
+        }
+
+        # The certificate alone (public: any TLS peer has seen it) is not enough.
+        stranger = pki.make_csr("x", ["127.0.0.1"])[1]
+        refused = await client.post("/v1/join/renew", json=_renewal(cert, stranger))
+        assert refused.status_code == 401
+        # Nor is a node certificate of another CA, with its key.
+        other = pki.issue_node_cert(pki.make_ca("other"), 1, [MEMBER_ADDR])
+        refused = await client.post("/v1/join/renew", json=_renewal(other.cert_pem, other.key_pem))
+        assert refused.status_code == 401
+        # A node no longer in the cluster renews nothing.
+        await member.store.delete(model.node_key(1))
+        await member.node.manager.runtime.snapshot.load()  # type: ignore[union-attr]
+        refused = await client.post("/v1/join/renew", json=_renewal(cert, key))
+        assert refused.status_code == 401
