@@ -353,6 +353,6 @@ async def test_renewal_needs_the_current_certificate_and_its_key(tmp_path: Path)
         assert refused.status_code == 401
         # A node no longer in the cluster renews nothing.
         await member.store.delete(model.node_key(1))
-        await member.node.manager.runtime.snapshot.load()  # type: ignore[union-attr]
+        await member.node.manager.runtime.snapshot.load()
         refused = await client.post("/v1/join/renew", json=_renewal(cert, key))
         assert refused.status_code == 401

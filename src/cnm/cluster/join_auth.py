@@ -7,8 +7,8 @@ member's certificate (security/join_proof.py). Users' verifiers are in their rec
 (`UserRecord.join_verifier`), made when a password is set (`verifier_record`).
 
 An unknown user, or one without a verifier yet, gets a challenge like any other (a salt derived
-from the name with a key of this process), and the same refusal after its proof: the exchange
-does not tell whether a login exists.
+from the name with a key derived from the cluster's JWT secret, the same on every member), and
+the same refusal after its proof: the exchange does not tell whether a login exists.
 """
 
 from __future__ import annotations
@@ -105,7 +105,15 @@ class JoinAuthenticator:
             params = (record.time_cost, record.memory_cost, record.parallelism)
             uid: int | None = user.uid
         else:
-            fake = hmac.digest(self._fake_key, asked.username.encode("utf-8", "replace"), "sha256")
+            # Keyed by a cluster-wide secret when there is one, so every member answers the
+            # same salt for the same unknown name, as they do for a real one.
+            jwt = snapshot.jwt_secret()
+            key = (
+                hashlib.sha256(b"cnm-join-fake-salt" + jwt.secret.encode()).digest()
+                if jwt
+                else self._fake_key
+            )
+            fake = hmac.digest(key, asked.username.encode("utf-8", "replace"), "sha256")
             salt = fake[: join_proof.SALT_BYTES]
             params = (join_proof.TIME_COST, join_proof.MEMORY_COST, join_proof.PARALLELISM)
             uid = None
