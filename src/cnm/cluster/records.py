@@ -319,8 +319,9 @@ def admin_user_record(
     created: datetime,
     join_verifier: JoinVerifierRecord | None = None,
 ) -> UserRecord:
+    # The verifier only when there is one: records written before it existed stay the same.
+    extra = {"join_verifier": join_verifier} if join_verifier is not None else {}
     return UserRecord(
-        join_verifier=join_verifier,
         uid=1,
         name="Administrator",
         email=email,
@@ -330,6 +331,7 @@ def admin_user_record(
         auth_method="regular",
         password_hash=password_hash,
         password_issue_date=iso(created),
+        **extra,
     )
 
 
