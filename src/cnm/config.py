@@ -46,6 +46,9 @@ class NodeConfig:
     os_user: str = "redislabs"
     # How long a cached successful password verification stays valid.
     auth_cache_seconds: float = 30.0
+    # Lifetime in seconds of the node certificates this node signs as a member (one year; the
+    # agent renews its own at 2/3 of its lifetime). Tests set a few seconds.
+    node_cert_lifetime: int = 365 * 86400
     # The Ed25519 keys whose licenses this node accepts: each entry a PEM text (starting with
     # "-----BEGIN") or the path of a PEM file (cluster/license.py). Empty: only the trial.
     license_public_keys: tuple[str, ...] = field(default=())
@@ -82,6 +85,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             number = int(value)
             if name in _PORT_FIELDS and not 1 <= number <= 65535:
                 raise ValueError("expected a port number 1..65535")
+            if name == "node_cert_lifetime" and not 1 <= number <= 10 * 365 * 86400:
+                raise ValueError("expected a number of seconds from 1 to ten years")
             return number
         if name in _FLOAT_FIELDS:
             if isinstance(value, bool):

@@ -85,6 +85,10 @@ class NodeAgent:
         tls = DataDir(self.config.data_dir).cluster_tls
         assert self.servers is not None
         self.servers.use_certificate(tls.cert_file, tls.key_file)
+        servers = self.servers
+        runtime.certificate_listeners.append(
+            lambda: servers.use_certificate(tls.cert_file, tls.key_file)
+        )
         if credentials is not None:
             # The client polls next with the credentials it just bootstrapped with; they are
             # proven (hashed here at create, accepted by the cluster at join).

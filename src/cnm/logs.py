@@ -25,6 +25,8 @@ EVENTS = {
     "store_member_started": "name, pid: this node's store member (etcd) was spawned",
     "https_switched": "the API now serves the cluster certificate",
     "ca_trusted": "member, fingerprint: a joiner trusted the cluster CA on first use",
+    "cert_renewed": "through, not_after: this node renewed its certificate",
+    "join_verifier_made": "uid: a user got its join-proof verifier at a Basic sign-in",
     "join_admission": "joiner_addr, outcome, error_code, node_uid: a member's admission decision",
     "joined": "uid, member: this node joined its cluster",
     "store_voter": "seconds: this node became a store voter (learner add, start, promote)",

@@ -26,9 +26,11 @@ from cnm.bootstrap.join import JoinWiring
 from cnm.bootstrap.node_setup import node_settings
 from cnm.clock import utc_now
 from cnm.cluster import model, records
+from cnm.cluster.join_auth import verifier_record
 from cnm.cluster.runtime import ClusterRuntime
+from cnm.node.data_dir import DataDir
 from cnm.node.local_state import LocalState
-from cnm.security import pki
+from cnm.security import join_proof, pki
 from cnm.security.passwords import hash_password
 from cnm.store.memory import MemoryStore
 from harness.api_node import Node, node_config, running_node
@@ -47,6 +49,12 @@ def admin_hash() -> str:
     return hash_password(ADMIN[1])
 
 
+@functools.cache
+def admin_verifier() -> records.JoinVerifierRecord:
+    # One argon2id run, shared like the hash.
+    return verifier_record(join_proof.make_verifier(ADMIN[1]))
+
+
 @dataclass
 class Member:
     node: Node
@@ -63,11 +71,20 @@ async def seed_cluster(
     *,
     rack_aware: bool = False,
     license: records.LicenseRecord | dict[str, Any] | None = None,
+    verifier: bool = True,
 ) -> LocalState:
-    """The records of a fresh one-node cluster whose node 1 is `member`."""
+    """The records of a fresh one-node cluster whose node 1 is `member` (its admin without a
+    join verifier, as made by an earlier version, when not `verifier`), and node 1's
+    certificate in its data dir (what its HTTPS would serve: the proof's channel binding)."""
     config = member.config
     now = utc_now()
     ca = pki.make_ca("inprocess.example.com")
+    tls = DataDir(config.data_dir).cluster_tls
+    tls.directory.mkdir(parents=True, exist_ok=True)
+    node_cert = pki.issue_node_cert(ca, 1, pki.node_cert_sans(config.addr, []))
+    pki.write_public(tls.ca_file, ca.cert_pem)
+    pki.write_public(tls.cert_file, node_cert.cert_pem)
+    pki.write_private(tls.key_file, node_cert.key_pem)
     cluster_uuid = str(uuid.uuid4())
     settings = node_settings(config)
     cluster = records.cluster_record(
@@ -95,7 +112,10 @@ async def seed_cluster(
         model.node_key(1): node,
         model.NODE_UID_COUNTER: {"last": 1},
         model.user_key(1): records.admin_user_record(
-            email=ADMIN[0], password_hash=admin_hash(), created=now
+            email=ADMIN[0],
+            password_hash=admin_hash(),
+            created=now,
+            join_verifier=admin_verifier() if verifier else None,
         ),
         model.login_key(ADMIN[0]): {"uid": 1},
         model.USER_UID_COUNTER: {"last": 1},
@@ -153,7 +173,13 @@ def wiring_to(member: Member, transport: TransportWrapper | None = None) -> Join
         inner = httpx.ASGITransport(app=member.node.app)
         return transport(inner) if transport else inner
 
-    return JoinWiring(transport=make_transport)
+    def served_certificate(response: httpx.Response) -> bytes:
+        # No TLS in-process: the certificate the member's HTTPS would have presented.
+        del response
+        cert = DataDir(member.node.config.data_dir).cluster_tls.cert_file.read_bytes()
+        return pki.certificate_der(cert)
+
+    return JoinWiring(transport=make_transport, peer_certificate=served_certificate)
 
 
 async def join_member(

@@ -117,6 +117,7 @@ def test_every_field_from_the_environment(tmp_path: Path) -> None:
         "CNM_INSTALL_DIR": "/i",
         "CNM_OS_USER": "svc",
         "CNM_AUTH_CACHE_SECONDS": "2.5",
+        "CNM_NODE_CERT_LIFETIME": "30",
         "CNM_LICENSE_PUBLIC_KEYS": "key-a,key-b,",
     }
     assert {name.removeprefix("CNM_").lower() for name in env} == set(FIELD_NAMES)
@@ -139,6 +140,7 @@ def test_every_field_from_the_environment(tmp_path: Path) -> None:
         install_dir=Path("/i"),
         os_user="svc",
         auth_cache_seconds=2.5,
+        node_cert_lifetime=30,
         license_public_keys=("key-a", "key-b"),
     )
     assert type(config.http_port) is int
@@ -284,3 +286,9 @@ def test_host_brackets_ipv6() -> None:
 def test_reads_os_environ_when_no_env_given(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CNM_HTTP_PORT", "18081")
     assert load_node_config(default_addr="127.0.0.1").http_port == 18081
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "400000000"])
+def test_a_node_certificate_lifetime_out_of_range_is_refused(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="node_cert_lifetime"):
+        load(env={"CNM_ADDR": "10.1.2.3", "CNM_NODE_CERT_LIFETIME": value}, default_addr=None)

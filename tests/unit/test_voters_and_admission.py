@@ -210,9 +210,22 @@ async def test_an_address_that_is_a_live_node_under_another_key_is_refused() -> 
     snapshot = await snapshot_of(nodes, alive={1})
     with pytest.raises(ConfigError, match=r"127\.0\.0\.9 is already node 1"):
         check_admission(snapshot, request(addr="127.0.0.9"), member_addr="m", now=NOW)
-    # A dead node's address may be taken by a new node (one that knowingly joins a degraded
-    # cluster as a new node, or the dead node's replacement).
-    check_admission(
-        snapshot, request(addr="127.0.0.8", override_repair=True), member_addr="m", now=NOW
-    )
+    # A dead node keeps its address (its certificate names it) until removed or replaced: a
+    # node that knowingly joins a degraded cluster as a new node may not take it...
+    with pytest.raises(ConfigError, match=r"127\.0\.0\.8 is already node 2 .*not alive"):
+        check_admission(
+            snapshot, request(addr="127.0.0.8", override_repair=True), member_addr="m", now=NOW
+        )
+    # ... the dead node's replacement may.
     check_admission(snapshot, request(addr="127.0.0.8", replace_uid=2), member_addr="m", now=NOW)
+    # Nor may an external address be another node's.
+    with pytest.raises(ConfigError, match=r"127\.0\.0\.9 is already node 1"):
+        check_admission(
+            snapshot,
+            request(addr="127.0.0.7", external_addr=["127.0.0.9"], override_repair=True),
+            member_addr="m",
+            now=NOW,
+        )
+    check_admission(
+        snapshot, request(addr="127.0.0.7", override_repair=True), member_addr="m", now=NOW
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -10,6 +12,7 @@ from cnm.api.auth import Authenticator, SignInAttempt, parse_basic
 from cnm.api.client_watch import watch_of
 from cnm.bootstrap.manager import BootstrapManager
 from cnm.bootstrap.status import BootstrapState
+from cnm.cluster.join_auth import ensure_join_verifier
 from cnm.cluster.quorum import LocalUsers
 from cnm.cluster.records import UserRecord
 from cnm.cluster.runtime import ClusterRuntime
@@ -17,6 +20,8 @@ from cnm.config import NodeConfig
 from cnm.errors import NoCluster, PayloadTooLarge, StoreUnavailable
 from cnm.json_body import MAX_BODY_BYTES
 from cnm.ops.metrics import AgentMetrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,6 +31,9 @@ class ApiContext:
     authenticator: Authenticator
     # This agent's Prometheus registry and instruments (cnm.ops): one per app, never global.
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
+    # Users whose join verifier is being made, and those tasks (kept referenced).
+    _upgrading: set[int] = field(default_factory=set)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def authenticate_if_bootstrapped(self, request: Request) -> UserRecord | None:
         """Before the node is in a cluster anything goes; after, valid credentials only."""
@@ -67,11 +75,35 @@ class ApiContext:
                     "still starting); retry in a few seconds"
                 ),
             )
-        return await self.authenticator.authenticate(
-            request.headers.get("authorization"),
-            runtime.snapshot,
-            sign_in_attempt(request, runtime),
+        header = request.headers.get("authorization")
+        user = await self.authenticator.authenticate(
+            header, runtime.snapshot, sign_in_attempt(request, runtime)
         )
+        if user.join_verifier is None:
+            self._make_join_verifier(runtime, user, header)
+        return user
+
+    def _make_join_verifier(
+        self, runtime: ClusterRuntime, user: UserRecord, header: str | None
+    ) -> None:
+        """A user made before join verifiers existed gets one at its first Basic sign-in (the
+        only moment a node holds its password), in the background."""
+        if not (header or "").strip().lower().startswith("basic ") or user.uid in self._upgrading:
+            return
+        _, password = parse_basic(header)
+        self._upgrading.add(user.uid)
+
+        async def upgrade() -> None:
+            try:
+                await ensure_join_verifier(runtime.store, user, password)
+            except Exception:  # the next sign-in tries again
+                log.warning("could not make the join verifier of user %d", user.uid, exc_info=True)
+            finally:
+                self._upgrading.discard(user.uid)
+
+        task = asyncio.get_running_loop().create_task(upgrade())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def require_cluster(self, request: Request) -> tuple[ClusterRuntime, UserRecord]:
         """For the cluster routes: 503 `no_cluster` before bootstrap, else the user."""

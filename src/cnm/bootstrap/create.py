@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cnm.bootstrap.node_setup import (
     Progress,
@@ -25,6 +25,7 @@ from cnm.bootstrap.schema import BootstrapRequest
 from cnm.bootstrap.store_data import check_store_data, clobber_store_data
 from cnm.clock import utc_now
 from cnm.cluster import model
+from cnm.cluster.join_auth import make_verifier_record
 from cnm.cluster.license import verify_license_text
 from cnm.cluster.records import (
     CaSecret,
@@ -100,7 +101,8 @@ async def create_cluster(
     tls.directory.mkdir(parents=True, exist_ok=True)
     ca = pki.make_ca(name)
     sans = pki.node_cert_sans(config.addr, req.node.identity.external_addr)
-    node_cert = pki.issue_cert(ca, f"cnm node {config.addr}", sans)
+    lifetime = timedelta(seconds=config.node_cert_lifetime)
+    node_cert = pki.issue_node_cert(ca, 1, sans, lifetime=lifetime)
     pki.write_public(tls.ca_file, ca.cert_pem)
     pki.write_public(tls.cert_file, node_cert.cert_pem)
     pki.write_private(tls.key_file, node_cert.key_pem)
@@ -129,12 +131,14 @@ async def create_cluster(
     member = backend.make_member(config.etcd_binary, spec)
     # Hashing costs tens of milliseconds: do it while etcd elects itself.
     hashing = asyncio.create_task(asyncio.to_thread(hash_password, password))
+    verifying = asyncio.create_task(make_verifier_record(password))
     store = backend.open_store(local.store_endpoints, tls)
     try:
         await member.start()
         await member.wait_ready(store)
         failpoint("create.after_store_start")
         password_hash = await hashing
+        verifier = await verifying
 
         progress.phase("records")
         start = progress.start_time
@@ -159,7 +163,9 @@ async def create_cluster(
                 "store_peer_url": spec.peer_url,
             }
         )
-        admin = admin_user_record(email=username, password_hash=password_hash, created=start)
+        admin = admin_user_record(
+            email=username, password_hash=password_hash, created=start, join_verifier=verifier
+        )
         license = license or trial_license(cluster_name=name, activated=start)
         ca_secret = CaSecret(cert_pem=ca.cert_pem.decode(), key_pem=ca.key_pem.decode())
         records = [
@@ -186,6 +192,7 @@ async def create_cluster(
         return runtime
     except BaseException:
         hashing.cancel()
+        verifying.cancel()
         await store.close()
         await member.stop()
         raise

@@ -25,7 +25,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from cnm import SOFTWARE_VERSION
-from cnm.bootstrap.member_link import TransportFactory, connect, network_transport
+from cnm.bootstrap.member_link import (
+    PeerCertificate,
+    TransportFactory,
+    connect,
+    network_transport,
+    tls_peer_certificate,
+)
 from cnm.bootstrap.node_setup import (
     Progress,
     check_node_paths,
@@ -60,6 +66,8 @@ class JoinWiring:
     `StoreBackend`)."""
 
     transport: TransportFactory = network_transport
+    # The member's certificate as this node saw it (the password proof's channel binding).
+    peer_certificate: PeerCertificate = tls_peer_certificate
 
 
 # The agent's wiring: the network.
@@ -115,12 +123,15 @@ async def join_cluster(
         attempts=req.max_retries if req.max_retries is not None else DEFAULT_ATTEMPTS,
         retry_time=float(req.retry_time if req.retry_time is not None else DEFAULT_RETRY_TIME),
         transport_factory=wiring.transport,
+        peer_certificate=wiring.peer_certificate,
     )
     try:
+        # The member proves itself before its CA is trusted or shown; no password is sent.
+        await link.prove(auth[0], auth[1], pinned=bool(req.cluster.ca_fingerprint))
         if not req.cluster.ca_fingerprint:
             log.warning(
-                "trusting the cluster CA of %s on first use: SHA-256 %s (pin it with "
-                "cluster.ca_fingerprint)",
+                "trusting the cluster CA of %s, which proved it knows the admin password: "
+                "SHA-256 %s (pin it with cluster.ca_fingerprint)",
                 link.url,
                 link.fingerprint,
                 extra=event("ca_trusted", member=link.url, fingerprint=link.fingerprint),
@@ -130,8 +141,9 @@ async def join_cluster(
 
         progress.phase("handshake")
         offset_ms, uncertainty_ms = await link.measure_clock(auth)
+        # The member decides the certificate's names; the CSR only carries the key.
         csr_pem, key_pem = pki.make_csr(
-            f"cnm node {config.addr}", pki.node_cert_sans(config.addr, identity.external_addr)
+            "cnm node", pki.node_cert_sans(config.addr, identity.external_addr)
         )
         record = node_record(config, req, paths, 0)
         try:
@@ -168,7 +180,8 @@ async def join_cluster(
     tls = DataDir(config.data_dir).cluster_tls
     progress.created(tls.directory)
     tls.directory.mkdir(parents=True, exist_ok=True)
-    pki.write_public(tls.ca_file, grant.ca_pem.encode())
+    # The CA this node trusted on the link (grant checked against it), not the grant's bytes.
+    pki.write_public(tls.ca_file, link.ca_pem)
     pki.write_public(tls.cert_file, grant.cert_pem.encode())
     pki.write_private(tls.key_file, key_pem)
     failpoint("join.after_certs_written")

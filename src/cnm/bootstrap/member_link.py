@@ -1,11 +1,15 @@
 """The joiner's connection to a member of the cluster it joins.
 
 Trust comes first: the joiner fetches the cluster CA from the member without verification (the
-CA certificate is public), checks its SHA-256 fingerprint against `cluster.ca_fingerprint` when
-the request pins one (trust on first use otherwise, with the fingerprint recorded), and from then
-on talks to the member only over TLS verified against that CA. Credentials are sent on verified
-connections only. Every failure to reach a member is described per address (refused, timeout,
-name not resolved, TLS), so `connect_error` tells the operator what to fix.
+CA certificate is public; exactly one is accepted), checks its SHA-256 fingerprint against
+`cluster.ca_fingerprint` when the request pins one, and from then on talks to the member only
+over TLS verified against exactly that CA. Then the password proof (`prove`,
+security/join_proof.py): the joiner proves it knows the admin password and the member proves
+the cluster knows it, bound to the member's TLS certificate; the password never crosses the
+wire, and an unpinned CA is trusted only once the member has proven itself. The time and node
+requests then carry the member's admission token instead of credentials. Every failure to
+reach a member is described per address (refused, timeout, name not resolved, TLS), so
+`connect_error` tells the operator what to fix.
 
 The messages are the types of cluster/handshake.py. The HTTP transport comes from a
 `TransportFactory` (the network by default), so a test can join through an in-process ASGI app.
@@ -14,6 +18,8 @@ The messages are the types of cluster/handshake.py. The HTTP transport comes fro
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import ssl
 import time
 from collections.abc import Callable
@@ -24,6 +30,11 @@ import httpx
 from pydantic import ValidationError
 
 from cnm.cluster.handshake import (
+    JOIN_TOKEN_HEADER,
+    AuthChallenge,
+    AuthFinish,
+    AuthProof,
+    AuthStart,
     CaAnswer,
     JoinGrant,
     JoinRefusal,
@@ -34,7 +45,7 @@ from cnm.cluster.handshake import (
 )
 from cnm.config import url_host
 from cnm.errors import AccessDenied, BootstrapFailure, ConnectError
-from cnm.security import pki
+from cnm.security import join_proof, pki
 
 PROBE_TIMEOUT = 3.0
 REQUEST_TIMEOUT = 10.0
@@ -43,6 +54,19 @@ CLOCK_SAMPLES = 4
 _M = TypeVar("_M", bound=WireMessage)
 # (TLS context to verify the member with, local address to send from) -> an httpx transport.
 TransportFactory = Callable[[ssl.SSLContext, str | None], httpx.AsyncBaseTransport]
+
+
+# The DER certificate the member presented on the connection a response came over.
+PeerCertificate = Callable[[httpx.Response], bytes | None]
+
+
+def tls_peer_certificate(response: httpx.Response) -> bytes | None:
+    stream = response.extensions.get("network_stream")
+    ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return bytes(der) if der else None
 
 
 def network_transport(
@@ -106,13 +130,24 @@ class MemberLink:
     ca_pem: bytes
     fingerprint: str
     client: httpx.AsyncClient
+    peer_certificate: PeerCertificate = tls_peer_certificate
+    # The member's admission token once the password proof succeeded (`prove`).
+    token: str | None = None
 
     async def close(self) -> None:
         await self.client.aclose()
 
-    async def call(self, path: str, message: WireMessage, auth: tuple[str, str]) -> httpx.Response:
+    async def call(
+        self, path: str, message: WireMessage, auth: tuple[str, str] | None
+    ) -> httpx.Response:
+        """POST `message`: with the admission token once there is one, else Basic `auth`
+        (only on a link whose CA was pinned: see `prove`)."""
         try:
-            response = await self.client.post(self.url + path, json=message.to_wire(), auth=auth)
+            headers = {JOIN_TOKEN_HEADER: self.token} if self.token is not None else {}
+            basic = auth if auth is not None and self.token is None else httpx.USE_CLIENT_DEFAULT
+            response = await self.client.post(
+                self.url + path, json=message.to_wire(), headers=headers, auth=basic
+            )
         except httpx.HTTPError as exc:
             raise ConnectError(
                 f"lost the connection to {self.url} during the join: "
@@ -124,12 +159,80 @@ class MemberLink:
                 reason = JoinRefusal.model_validate_json(response.content).description
             except ValidationError:
                 reason = ""
+            user = auth[0] if auth else "given"
             raise AccessDenied(
-                f"the cluster at {self.url} rejected the credentials for user {auth[0]!r}"
+                f"the cluster at {self.url} rejected the credentials for user {user!r}"
                 + (f": {reason}" if reason else "")
                 + "; give the username and password of a cluster admin"
             )
         return response
+
+    async def prove(self, username: str, password: str, *, pinned: bool) -> bool:
+        """The password proof; True when it succeeded (the link then carries a token), False
+        when the member predates it and the CA is pinned (the link then uses Basic, safe only
+        because TLS is verified against the pinned CA). Raises `AccessDenied` for a wrong
+        password and `ConnectError` when the member fails to prove itself."""
+        client_nonce = join_proof.new_nonce()
+        start = AuthStart(username=username, client_nonce=client_nonce)
+        response = await self.call("/v1/join/auth/start", start, None)
+        if response.status_code in (404, 405):
+            if pinned:
+                return False
+            raise ConnectError(
+                f"{self.url} does not offer the join's password proof (a cnm older than this "
+                "node?); without it this node sends no credentials to an unpinned member: pin "
+                "the cluster CA with cluster.ca_fingerprint to join it"
+            )
+        challenge = self._answer(response, AuthChallenge, "the password proof")
+        peer = self.peer_certificate(response)
+        if peer is None:
+            raise ConnectError(f"{self.url}: no TLS certificate to bind the password proof to")
+        binding = join_proof.tls_server_end_point(peer)
+        params = (challenge.time_cost, challenge.memory_cost, challenge.parallelism)
+        if (
+            params[0] > join_proof.MAX_TIME_COST
+            or params[1] > join_proof.MAX_MEMORY_COST
+            or params[2] > 8
+        ):
+            raise ConnectError(f"{self.url} asked for argon2 parameters {params}, beyond limits")
+        salt = _b64(challenge.salt, self.url)
+        salted = await asyncio.to_thread(
+            join_proof.salted_password,
+            password,
+            salt,
+            time_cost=params[0],
+            memory_cost=params[1],
+            parallelism=params[2],
+        )
+        keys = join_proof.keys_of(salted)
+        message = join_proof.auth_message(
+            username=username,
+            client_nonce=client_nonce,
+            server_nonce=challenge.server_nonce,
+            salt=salt,
+            time_cost=params[0],
+            memory_cost=params[1],
+            parallelism=params[2],
+            binding=binding,
+        )
+        finish = AuthFinish(
+            session=challenge.session,
+            channel_binding=base64.b64encode(binding).decode(),
+            client_proof=base64.b64encode(join_proof.client_proof(keys, message)).decode(),
+        )
+        response = await self.call("/v1/join/auth/finish", finish, None)
+        if response.status_code != 200:
+            raise failure_from_answer(response)
+        proof = self._answer(response, AuthProof, "the password proof")
+        signature = _b64(proof.server_signature, self.url)
+        if not join_proof.check_server_signature(keys.server_key, message, signature):
+            raise ConnectError(
+                f"{self.url} failed to prove that it knows the password of {username!r} "
+                "(wrong ServerSignature): it is not a member of the cluster this node was "
+                "told to join, or something impersonates it; nothing was sent to it"
+            )
+        self.token = proof.token
+        return True
 
     async def measure_clock(self, auth: tuple[str, str]) -> tuple[float, float]:
         """(offset_ms, uncertainty_ms) of this machine's clock against the member's (positive:
@@ -157,7 +260,27 @@ class MemberLink:
         response = await self.call("/v1/join/node", request, auth)
         if response.status_code != 200:
             raise failure_from_answer(response)
-        return self._answer(response, JoinGrant, "the admission")
+        grant = self._answer(response, JoinGrant, "the admission")
+        self.check_grant(grant)
+        return grant
+
+    def check_grant(self, grant: JoinGrant) -> None:
+        """The grant's CA must be the very CA this link trusts (the pinned or proven one), and
+        the certificate must come from it: a member cannot swap the CA after the fact."""
+        try:
+            offered = pki.fingerprint_sha256(pki.single_ca_certificate(grant.ca_pem.encode()))
+        except ValueError as exc:
+            raise ConnectError(f"{self.url} granted admission with an unusable CA: {exc}") from None
+        if offered != self.fingerprint:
+            raise ConnectError(
+                f"{self.url} granted admission with a CA of fingerprint {offered}, not the "
+                f"cluster CA {self.fingerprint} this node trusts; refusing it",
+                ca_fingerprint=self.fingerprint,
+            )
+        if not pki.verify_chain(grant.cert_pem.encode(), self.ca_pem):
+            raise ConnectError(
+                f"{self.url} granted a node certificate that the cluster CA did not issue"
+            )
 
     def _answer(self, response: httpx.Response, kind: type[_M], what: str) -> _M:
         if response.status_code != 200:
@@ -169,6 +292,13 @@ class MemberLink:
                 f"{self.url} answered {what} with something this version cannot read; is it a "
                 "cnm node?"
             ) from None
+
+
+def _b64(text: str, url: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConnectError(f"{url} answered the password proof with bad base64") from None
 
 
 async def _probe(
@@ -191,9 +321,14 @@ async def _probe(
     if response.status_code != 200:
         return f"{host}:{port}: answered HTTP {response.status_code}; is it a cnm node?"
     try:
-        ca_pem = CaAnswer.model_validate_json(response.content).ca_pem.encode()
+        offered = CaAnswer.model_validate_json(response.content).ca_pem.encode()
     except ValidationError:
         return f"{host}:{port}: answered something that is not a cluster CA"
+    try:
+        # Exactly one CA certificate, re-encoded: what is fingerprinted is all that is trusted.
+        ca_pem = pki.single_ca_certificate(offered)
+    except ValueError as exc:
+        return f"{host}:{port}: answered a cluster CA this node refuses ({exc})"
     # Our own fingerprint of what we received, never the one the member claims.
     return url, ca_pem, pki.fingerprint_sha256(ca_pem)
 
@@ -207,6 +342,7 @@ async def connect(
     attempts: int,
     retry_time: float,
     transport_factory: TransportFactory = network_transport,
+    peer_certificate: PeerCertificate = tls_peer_certificate,
 ) -> MemberLink:
     """Reach the first member that answers, trying all listed addresses at once, `attempts`
     times `retry_time` seconds apart. A pinned fingerprint that does not match fails at once."""
@@ -236,7 +372,13 @@ async def connect(
         verified.check_hostname = False
         transport = transport_factory(verified, local_address)
         client = httpx.AsyncClient(transport=transport, timeout=REQUEST_TIMEOUT)
-        return MemberLink(url=url, ca_pem=ca_pem, fingerprint=fingerprint, client=client)
+        return MemberLink(
+            url=url,
+            ca_pem=ca_pem,
+            fingerprint=fingerprint,
+            client=client,
+            peer_certificate=peer_certificate,
+        )
     listed = "; ".join(failures)
     raise ConnectError(
         f"could not reach any node of the cluster after {max(attempts, 1)} attempt(s): {listed}",

@@ -146,3 +146,81 @@ class JoinRefusal(WireMessage):
         # The joiner's own status record decides retryability from the failure's class.
         details.pop("retryable", None)
         return failure_class(self.error_code)(message, **details)
+
+
+# --- the password proof (issue 11 §2; security/join_proof.py) ---------------------------------
+# `POST /v1/join/auth/start`: `AuthStart` → `AuthChallenge`; `POST /v1/join/auth/finish`:
+# `AuthFinish` → `AuthProof` (the member's ServerSignature and an admission token the joiner
+# sends as `X-Cnm-Join-Token` on /v1/join/time and /v1/join/node instead of Basic). Binary
+# values are base64 (standard alphabet, padded).
+
+JOIN_TOKEN_HEADER = "x-cnm-join-token"
+
+
+class AuthStart(WireMessage):
+    username: str = Field(min_length=1, max_length=254)
+    client_nonce: str = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class AuthChallenge(WireMessage):
+    session: str = Field(max_length=128)
+    server_nonce: str = Field(max_length=128)
+    salt: str = Field(max_length=128)
+    time_cost: int = Field(ge=1)
+    memory_cost: int = Field(ge=8)
+    parallelism: int = Field(ge=1)
+
+
+class AuthFinish(WireMessage):
+    session: str = Field(min_length=1, max_length=128)
+    # The joiner's tls-server-end-point binding (RFC 5929) of the member's certificate.
+    channel_binding: str = Field(max_length=128)
+    client_proof: str = Field(max_length=128)
+
+
+class AuthProof(WireMessage):
+    server_signature: str
+    token: str
+    expires_in: float
+
+
+def parse_auth_start(raw: bytes) -> AuthStart:
+    """A bad body is a 400 `invalid_schema` naming the fields, like any other route's."""
+    try:
+        return AuthStart.model_validate(parse_object(raw))
+    except ValidationError as exc:
+        fields = _fields(exc)
+        raise InvalidSchema(f"invalid auth start: {', '.join(fields)}", fields=fields) from None
+
+
+def parse_auth_finish(raw: bytes) -> AuthFinish:
+    try:
+        return AuthFinish.model_validate(parse_object(raw))
+    except ValidationError as exc:
+        fields = _fields(exc)
+        raise InvalidSchema(f"invalid auth finish: {', '.join(fields)}", fields=fields) from None
+
+
+# --- certificate renewal (issue 11 §3) -----------------------------------------------------------
+# `POST /v1/join/renew`: `RenewRequest` → `RenewGrant`. The node authenticates with its current
+# certificate and a signature of the new CSR made with that certificate's key; the member
+# certifies the CSR's key with the names of the node's record.
+
+
+class RenewRequest(WireMessage):
+    cert_pem: str = Field(max_length=16384)
+    csr_pem: str = Field(max_length=16384)
+    # base64 ECDSA-SHA256 signature of the CSR's PEM bytes with the current certificate's key.
+    signature: str = Field(max_length=512)
+
+
+class RenewGrant(WireMessage):
+    cert_pem: str
+
+
+def parse_renew_request(raw: bytes) -> RenewRequest:
+    try:
+        return RenewRequest.model_validate(parse_object(raw))
+    except ValidationError as exc:
+        fields = _fields(exc)
+        raise InvalidSchema(f"invalid renewal: {', '.join(fields)}", fields=fields) from None

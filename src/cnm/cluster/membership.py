@@ -16,15 +16,18 @@ themselves); joins through different members race in the store and the loser ret
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import ipaddress
 import logging
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
 from cnm import SOFTWARE_VERSION
 from cnm.cluster import model
-from cnm.cluster.handshake import JoinGrant, JoinRequest
+from cnm.cluster.handshake import JoinGrant, JoinRequest, RenewGrant, RenewRequest
 from cnm.cluster.license import check_license_for_join
 from cnm.cluster.records import ClusterRecord, NodeKeyIndex, NodeRecord, StoreRole
 from cnm.cluster.repair import plan_join, replace_node
@@ -38,6 +41,7 @@ from cnm.errors import (
     SocketDirectoryMismatch,
     StoreUnavailable,
     TimeNotSync,
+    Unauthorized,
 )
 from cnm.failpoints import failpoint
 from cnm.security import pki
@@ -61,17 +65,11 @@ def check_admission(
     cluster = snapshot.cluster() or ClusterRecord()
     nodes = snapshot.nodes()
     known = snapshot.node_uid_for_key(request.node_key)
-    if known is None:
-        for node in nodes:
-            if node.addr == request.addr and snapshot.is_alive(node.uid):
-                raise ConfigError(
-                    f"node.identity.addr: {request.addr} is already node {node.uid} of this "
-                    "cluster, alive, under another identity (a node belongs to one cluster); "
-                    "stop that node or give this one another address",
-                    fields=["node.identity.addr"],
-                )
     # A retried join (known key) was decided already; a replacement adds no node.
     replaced = plan_join(snapshot, request) if known is None else None
+    check_addresses(
+        snapshot, request, admitted_as=known, replaces=replaced.uid if replaced else None
+    )
     license = snapshot.license()
     if license is not None and known is None:
         check_license_for_join(license, len(nodes) - (replaced is not None), now)
@@ -136,15 +134,75 @@ def check_admission(
     return replaced
 
 
+def certificate_names(request: JoinRequest) -> list[str]:
+    """The SANs a member puts in a joiner's certificate: its addresses as the cluster records
+    them (pki.node_cert_sans), never what its CSR asks for. Only IP addresses: a DNS name (or a
+    wildcard) is nothing a member can check."""
+    for field, values in (("addr", [request.addr]), ("external_addr", request.external_addr)):
+        for value in values:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ConfigError(
+                    f"node.identity.{field}: {value[:80]!r} is not an IP address; a node "
+                    "certificate names the node's IP addresses only",
+                    fields=[f"node.identity.{field}"],
+                ) from None
+    return pki.node_cert_sans(request.addr, request.external_addr)
+
+
+def check_addresses(
+    snapshot: ClusterSnapshot,
+    request: JoinRequest,
+    *,
+    admitted_as: int | None,
+    replaces: int | None = None,
+) -> None:
+    """No address the joiner claims may be another node's: its certificate would carry it and
+    let it impersonate that node (HTTPS, etcd peer links). The node's own earlier admission
+    (`admitted_as`, a retried join) and the node a repair join replaces (`replaces`) do not
+    count. Alive or not: a dead node keeps its address until it is removed or replaced.
+    (127.0.0.1, which every loopback node's certificate also carries for etcd, is not claimed.)
+    """
+    claimed = {request.addr, *request.external_addr}
+    certificate_names(request)
+    for node in snapshot.nodes():
+        if node.uid in (admitted_as, replaces):
+            continue
+        taken = claimed & {node.addr, *node.external_addr}
+        if taken:
+            state = "alive" if snapshot.is_alive(node.uid) else "not alive"
+            raise ConfigError(
+                f"node.identity.addr: {', '.join(sorted(taken))} is already node {node.uid} of "
+                f"this cluster ({state}) under another identity: a certificate for it would "
+                "impersonate that node; give this node another address, or remove node "
+                f"{node.uid} (or replace it) first",
+                fields=["node.identity.addr"],
+            )
+
+
 class Admissions:
     """Allocates uids for joins arriving at this member, one at a time."""
 
-    def __init__(self, store: Store, snapshot: ClusterSnapshot, *, uid: int = 0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        snapshot: ClusterSnapshot,
+        *,
+        uid: int = 0,
+        cert_lifetime: timedelta = pki.NODE_CERT_LIFETIME,
+    ) -> None:
         self._store = store
         self._snapshot = snapshot
         # This member's uid: it holds the store-change lock under it during a replacement.
         self._uid = uid
+        self._cert_lifetime = cert_lifetime
         self._lock = asyncio.Lock()
+
+    def renew(self, request: RenewRequest) -> RenewGrant:
+        """A node's certificate renewal (`renew_certificate`) with this member's lifetime."""
+        self._snapshot.require_fresh()
+        return renew_certificate(self._snapshot, request, lifetime=self._cert_lifetime)
 
     async def admit(self, request: JoinRequest, *, member_addr: str) -> JoinGrant:
         """Check the joiner, allocate (or find again) its uid and sign its certificate."""
@@ -156,7 +214,8 @@ class Admissions:
         if ca_record is None:
             raise StoreUnavailable("the cluster CA is not in this node's snapshot yet; retry")
         ca = pki.CertKey(ca_record.cert_pem.encode(), ca_record.key_pem.encode())
-        certificate = pki.sign_csr(ca, request.csr_pem.encode())
+        # Only the CSR's key is used, but a bad CSR is refused before a uid is spent on it.
+        pki.check_csr(request.csr_pem.encode())
         async with self._lock:
             if replaced is not None:
                 await replace_node(self._store, self._snapshot, request, replaced, holder=self._uid)
@@ -164,6 +223,13 @@ class Admissions:
             else:
                 uid, created = await self._allocate(request)
         failpoint("member.after_uid_allocated")
+        certificate = pki.sign_node_csr(
+            ca,
+            request.csr_pem.encode(),
+            uid=uid,
+            sans=certificate_names(request),
+            lifetime=self._cert_lifetime,
+        )
         # The decision's info line is the admission route's (cnm.ops.metrics.admission).
         log.debug(
             "%s node %d at %s (node key %s…)",
@@ -242,3 +308,36 @@ class Admissions:
         except ValidationError:
             raise InvalidSchema("invalid join request: record", fields=["record"]) from None
         return allocated.uid, allocated.created
+
+
+def renew_certificate(
+    snapshot: ClusterSnapshot, request: RenewRequest, *, lifetime: timedelta
+) -> RenewGrant:
+    """A new certificate for a node that proves it holds its current one: the current
+    certificate chains to the cluster CA and is valid now, names a node still in the cluster
+    (`node:<uid>`; a removed node renews nothing), and its key signed the new CSR. The names
+    come from the node's record, like at admission."""
+    ca_record = snapshot.ca()
+    if ca_record is None:
+        raise StoreUnavailable("the cluster CA is not in this node's snapshot yet; retry")
+    ca = pki.CertKey(ca_record.cert_pem.encode(), ca_record.key_pem.encode())
+    current = request.cert_pem.encode()
+    uid = pki.certificate_uid(current)
+    node = snapshot.node(uid) if uid is not None else None
+    try:
+        signature = base64.b64decode(request.signature, validate=True)
+    except (binascii.Error, ValueError):
+        signature = b""
+    if (
+        uid is None
+        or node is None
+        or not pki.verify_chain(current, ca.cert_pem)
+        or not pki.verify_data(current, request.csr_pem.encode(), signature)
+    ):
+        raise Unauthorized(
+            "certificate renewal refused: the certificate is not a valid node certificate of "
+            "this cluster for a node still in it, or the CSR was not signed with its key"
+        )
+    sans = pki.node_cert_sans(node.addr, node.external_addr)
+    cert = pki.sign_node_csr(ca, request.csr_pem.encode(), uid=uid, sans=sans, lifetime=lifetime)
+    return RenewGrant(cert_pem=cert.decode())

@@ -240,6 +240,20 @@ class StoreChangeLock(Record):
 # --- users, license, secrets ----------------------------------------------------------------------
 
 
+class JoinVerifierRecord(BaseModel):
+    """A user's verifier for the join's password proof (security/join_proof.py): salt and
+    argon2id parameters, StoredKey and ServerKey (base64). As secret as the password hash."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    salt: str
+    time_cost: int
+    memory_cost: int
+    parallelism: int
+    stored_key: str
+    server_key: str
+
+
 class UserRecord(Record):
     """`/cnm/users/<uid>`. The password hash never leaves the node (cluster/users.py)."""
 
@@ -253,6 +267,8 @@ class UserRecord(Record):
     email_alerts: bool = True
     password_hash: str = Field(default="", repr=False)
     password_issue_date: str = ""
+    # Set with the password (and at the first Basic sign-in of users made before it existed).
+    join_verifier: JoinVerifierRecord | None = Field(default=None, repr=False)
 
     @property
     def active_admin(self) -> bool:
@@ -335,7 +351,15 @@ def cluster_record(
     )
 
 
-def admin_user_record(*, email: str, password_hash: str, created: datetime) -> UserRecord:
+def admin_user_record(
+    *,
+    email: str,
+    password_hash: str,
+    created: datetime,
+    join_verifier: JoinVerifierRecord | None = None,
+) -> UserRecord:
+    # The verifier only when there is one: records written before it existed stay the same.
+    extra = {"join_verifier": join_verifier} if join_verifier is not None else {}
     return UserRecord(
         uid=1,
         name="Administrator",
@@ -346,6 +370,7 @@ def admin_user_record(*, email: str, password_hash: str, created: datetime) -> U
         auth_method="regular",
         password_hash=password_hash,
         password_issue_date=iso(created),
+        **extra,
     )
 
 

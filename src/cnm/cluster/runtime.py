@@ -23,10 +23,12 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from cnm.clock import iso, utc_now
 from cnm.cluster import model
 from cnm.cluster.backup import run_backups
+from cnm.cluster.cert_renewal import run_cert_renewal
 from cnm.cluster.health import run_node_upkeep
 from cnm.cluster.membership import Admissions
 from cnm.cluster.quorum import QuorumReporter, save_local_users, users_changed
@@ -116,8 +118,15 @@ class ClusterRuntime:
         self.member = member
         self.backend = backend
         self.snapshot = ClusterSnapshot(store)
-        self.admissions = Admissions(store, self.snapshot, uid=local.node_uid)
+        self.admissions = Admissions(
+            store,
+            self.snapshot,
+            uid=local.node_uid,
+            cert_lifetime=timedelta(seconds=config.node_cert_lifetime),
+        )
         self._lease = 0
+        # Called after this node's certificate was renewed (cluster/cert_renewal.py).
+        self.certificate_listeners: list[Callable[[], None]] = []
         self._tasks: asyncio.TaskGroup | None = None
         # Set once the snapshot shows this node's `removed` marker.
         self.removed = asyncio.Event()
@@ -224,6 +233,26 @@ class ClusterRuntime:
             )
             if self.member is not None:
                 tasks.create_task(self._supervise_member(), name="member-supervisor")
+            tasks.create_task(
+                run_cert_renewal(
+                    self.config,
+                    self.snapshot,
+                    self.local.node_uid,
+                    DataDir(self.config.data_dir).cluster_tls,
+                    self._renewed,
+                ),
+                name="cert-renewal",
+            )
+
+    def _renewed(self) -> None:
+        """This node's certificate was renewed: the store client and `certificate_listeners`
+        (the agent's HTTPS) present the new one on their next connections."""
+        tls = DataDir(self.config.data_dir).cluster_tls
+        reload = getattr(self.store, "reload_certificate", None)
+        if reload is not None:
+            reload(tls.cert_file, tls.key_file)
+        for listener in self.certificate_listeners:
+            listener()
 
     async def _until_removed(self) -> None:
         await self.removed.wait()

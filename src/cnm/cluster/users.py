@@ -26,6 +26,7 @@ from typing import Any
 
 from cnm.clock import iso
 from cnm.cluster import fields, model
+from cnm.cluster.join_auth import make_verifier_record
 from cnm.cluster.records import ClusterRecord, UserLoginIndex, UserRecord
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.writes import UidClaim, allocate_uid, cas_retry
@@ -246,7 +247,10 @@ async def create_user(
     _check_logins_free(snapshot, changes, None)
     cluster = snapshot.cluster() or ClusterRecord()
     check_password(changes.password, cluster, {changes.email, changes.name or ""})
-    password_hash = await asyncio.to_thread(hash_password, changes.password)
+    password_hash, verifier = await asyncio.gather(
+        asyncio.to_thread(hash_password, changes.password),
+        make_verifier_record(changes.password),
+    )
     role = changes.role or "none"
     # The last attempt's record and new logins, for `lost` and the answer.
     made: list[tuple[UserRecord, list[tuple[str, str]]]] = []
@@ -263,6 +267,7 @@ async def create_user(
             email_alerts=True if changes.email_alerts is None else changes.email_alerts,
             password_hash=password_hash,
             password_issue_date=iso(now),
+            join_verifier=verifier,
         )
         added = list(_logins(record).items())
         made[:] = [(record, added)]
@@ -328,10 +333,14 @@ async def update_user(
     check_actor(actor, current, changes)
     _check_logins_free(snapshot, changes, uid)
     password_hash = None
+    verifier = None
     if changes.password is not None:
         logins = {changes.email or current.email, changes.name or current.name}
         check_password(changes.password, snapshot.cluster() or ClusterRecord(), logins)
-        password_hash = await asyncio.to_thread(hash_password, changes.password)
+        password_hash, verifier = await asyncio.gather(
+            asyncio.to_thread(hash_password, changes.password),
+            make_verifier_record(changes.password),
+        )
     updates: dict[str, Any] = {
         field: getattr(changes, field)
         for field in ("email", "name", "email_alerts")
@@ -340,7 +349,9 @@ async def update_user(
     if changes.role is not None:
         updates.update(role=changes.role, role_uids=_role_uids(changes.role))
     if password_hash is not None:
-        updates.update(password_hash=password_hash, password_issue_date=iso(now))
+        updates.update(
+            password_hash=password_hash, password_issue_date=iso(now), join_verifier=verifier
+        )
 
     async def attempt() -> tuple[UserRecord, int] | None:
         users = await _read_users(store)

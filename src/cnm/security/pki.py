@@ -14,7 +14,6 @@ import ipaddress
 import os
 import re
 import secrets
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,7 +36,7 @@ from cnm.errors import BadRequest, ConfigError
 # X.520 upper bound for a commonName; cryptography refuses longer ones.
 _CN_MAX = 64
 # Signed certificates start a little in the past so a peer whose clock lags ours accepts them.
-_CLOCK_SKEW = timedelta(minutes=5)
+CLOCK_SKEW = timedelta(minutes=5)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -125,7 +124,7 @@ def _builder(
         .issuer_name(issuer)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - _CLOCK_SKEW)
+        .not_valid_before(_now() - CLOCK_SKEW)
         .not_valid_after(not_after)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
@@ -152,7 +151,9 @@ def node_cert_sans(addr: str, external: Sequence[str]) -> list[str]:
     """Names in a node's certificate. etcd checks a peer's certificate IP SANs against the
     connection's source address, and on a loopback cluster the kernel sources every connection
     from 127.0.0.1, so a node on a loopback address also carries 127.0.0.1."""
-    sans = [addr, socket.gethostname(), *external]
+    # Only addresses the cluster knows the node by: a member certifies a joiner with these, and
+    # a name the member cannot check (the joiner's host name) would be the joiner's word.
+    sans = [addr, *external]
     if ipaddress.ip_address(addr).is_loopback:
         sans.append("127.0.0.1")
     return list(dict.fromkeys(sans))
@@ -199,27 +200,39 @@ def make_csr(common_name: str, sans: Sequence[str]) -> tuple[bytes, bytes]:
     return csr.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
 
-def sign_csr(ca: CertKey, csr_pem: bytes, *, days: int = 825) -> bytes:
-    """Sign a node's CSR with the cluster CA: a certificate usable as TLS server AND client.
+# A node certificate's default lifetime (issue 11 §3): one year, renewed by the agent at 2/3.
+NODE_CERT_LIFETIME = timedelta(days=365)
 
-    Only the subject and SANs are taken from the CSR; every other extension is decided here, so
-    a CSR cannot ask for CA rights. The certificate never outlives the CA that signed it.
-    """
+
+def node_common_name(uid: int) -> str:
+    """The subject a member gives node `uid`'s certificate: the node's identity, not its name."""
+    return f"node:{uid}"
+
+
+def _load_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
     except ValueError as exc:
         raise BadRequest(f"certificate signing request is not a valid PEM CSR: {exc}") from None
     if not csr.is_signature_valid:
         raise BadRequest("certificate signing request signature is invalid")
-    try:
-        san: x509.SubjectAlternativeName | None = csr.extensions.get_extension_for_class(
-            x509.SubjectAlternativeName
-        ).value
-    except x509.ExtensionNotFound:
-        san = None
-    except ValueError as exc:  # malformed extensions surface lazily
-        raise BadRequest(f"certificate signing request has invalid extensions: {exc}") from None
+    return csr
 
+
+def check_csr(csr_pem: bytes) -> None:
+    """400 unless `csr_pem` is a PEM CSR whose signature proves possession of its key."""
+    _load_csr(csr_pem)
+
+
+def _certify(
+    ca: CertKey,
+    csr: x509.CertificateSigningRequest,
+    subject: x509.Name,
+    san: x509.SubjectAlternativeName | None,
+    lifetime: timedelta,
+) -> bytes:
+    """The CA's certificate for the CSR's public key with `subject` and `san`; every extension
+    is decided here (end entity, TLS server and client), never taken from the CSR."""
     ca_cert, ca_key = _load_ca(ca)
     try:
         ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -230,9 +243,9 @@ def sign_csr(ca: CertKey, csr_pem: bytes, *, days: int = 825) -> bytes:
     if not isinstance(public_key, _SubjectKey):
         raise BadRequest("certificate signing request has an unsupported key type")
 
-    not_after = min(_now() + timedelta(days=days), ca_cert.not_valid_after_utc)
+    not_after = min(_now() + lifetime, ca_cert.not_valid_after_utc)
     builder = (
-        _builder(csr.subject, ca_cert.subject, public_key, not_after)
+        _builder(subject, ca_cert.subject, public_key, not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(digital_signature=True), critical=True)
         # etcd uses one certificate per member both to serve and to dial its peers.
@@ -249,10 +262,92 @@ def sign_csr(ca: CertKey, csr_pem: bytes, *, days: int = 825) -> bytes:
     return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
+def sign_csr(ca: CertKey, csr_pem: bytes, *, days: int = 825) -> bytes:
+    """Sign a CSR with the cluster CA, taking its subject and SANs as asked (tools and tests
+    that certify themselves; a member certifying a joiner uses `sign_node_csr`). Every other
+    extension is decided here, so a CSR cannot ask for CA rights. The certificate never
+    outlives the CA that signed it.
+    """
+    csr = _load_csr(csr_pem)
+    try:
+        san: x509.SubjectAlternativeName | None = csr.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value
+    except x509.ExtensionNotFound:
+        san = None
+    except ValueError as exc:  # malformed extensions surface lazily
+        raise BadRequest(f"certificate signing request has invalid extensions: {exc}") from None
+    return _certify(ca, csr, csr.subject, san, timedelta(days=days))
+
+
+def sign_node_csr(
+    ca: CertKey,
+    csr_pem: bytes,
+    *,
+    uid: int,
+    sans: Sequence[str],
+    lifetime: timedelta = NODE_CERT_LIFETIME,
+) -> bytes:
+    """A node certificate whose names the member chose: subject `node:<uid>`, SANs `sans`.
+
+    Of the CSR only the public key (and the proof that the requester holds its private key, the
+    CSR's signature) is used: its subject, SANs and extensions (CA:TRUE, wildcards, another
+    node's address) are ignored, whatever they ask.
+    """
+    csr = _load_csr(csr_pem)
+    return _certify(ca, csr, _name(node_common_name(uid)), _san(sans), lifetime)
+
+
+def certificate_uid(cert_pem: bytes) -> int | None:
+    """The node uid a member-issued node certificate names (`node:<uid>`), or None."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return None
+    value = str(names[0].value) if names else ""
+    prefix, _, number = value.partition(":")
+    return int(number) if prefix == "node" and number.isdigit() else None
+
+
+def sign_data(key_pem: bytes, data: bytes) -> bytes:
+    """An ECDSA-SHA256 signature of `data` with a node's private key (proof of possession)."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError("this node's key is not an EC key")
+    return key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+
+def verify_data(cert_pem: bytes, data: bytes, signature: bytes) -> bool:
+    """Whether `signature` over `data` was made with the key certified by `cert_pem`."""
+    try:
+        public_key = x509.load_pem_x509_certificate(cert_pem).public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            return False
+        public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+    except (ValueError, InvalidSignature):
+        return False
+    return True
+
+
+def certificate_lifetime(cert_pem: bytes) -> tuple[datetime, datetime]:
+    """(not before, not after) of a PEM certificate, in UTC."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return cert.not_valid_before_utc, cert.not_valid_after_utc
+
+
 def issue_cert(ca: CertKey, common_name: str, sans: Sequence[str], *, days: int = 825) -> CertKey:
-    """A node's certificate and key, signed by the cluster CA (make_csr + sign_csr)."""
+    """A certificate and key, signed by the cluster CA (make_csr + sign_csr)."""
     csr_pem, key_pem = make_csr(common_name, sans)
     return CertKey(sign_csr(ca, csr_pem, days=days), key_pem)
+
+
+def issue_node_cert(
+    ca: CertKey, uid: int, sans: Sequence[str], *, lifetime: timedelta = NODE_CERT_LIFETIME
+) -> CertKey:
+    """Node `uid`'s certificate and a new key (create_cluster's node 1: its own member)."""
+    csr_pem, key_pem = make_csr(node_common_name(uid), sans)
+    return CertKey(sign_node_csr(ca, csr_pem, uid=uid, sans=sans, lifetime=lifetime), key_pem)
 
 
 # --- fingerprints and verification ------------------------------------------------------------
@@ -262,6 +357,34 @@ def fingerprint_sha256(cert_pem: bytes) -> str:
     """SHA-256 of the DER certificate as lowercase colon-separated hex ("ab:cd:...", 95 chars)."""
     cert = x509.load_pem_x509_certificate(cert_pem)
     return cert.fingerprint(hashes.SHA256()).hex(":")
+
+
+def single_ca_certificate(pem: bytes) -> bytes:
+    """The one CA certificate in `pem`, re-encoded from what was parsed; ValueError otherwise.
+
+    A joiner pins the fingerprint of exactly this certificate and builds its TLS trust from
+    exactly these bytes: a PEM with a second certificate (an attacker's CA riding along behind
+    the real one) or one that is not a CA is refused rather than partly trusted.
+    """
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise ValueError(f"not a PEM certificate: {exc}") from None
+    if len(certs) != 1:
+        raise ValueError(f"expected exactly one CA certificate, got {len(certs)}")
+    cert = certs[0]
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except (x509.ExtensionNotFound, ValueError):
+        raise ValueError("the certificate is not a CA (no basic constraints)") from None
+    if not constraints.ca:
+        raise ValueError("the certificate is not a CA (CA:FALSE)")
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def certificate_der(cert_pem: bytes) -> bytes:
+    """The DER bytes of a PEM certificate (what TLS sends, what channel bindings hash)."""
+    return x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
 
 
 def normalize_fingerprint(text: str) -> str:

@@ -16,6 +16,7 @@ import base64
 import json
 import ssl
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -165,6 +166,12 @@ class EtcdStore(Store):
     @property
     def endpoints(self) -> list[str]:
         return list(self._endpoints)
+
+    def reload_certificate(self, cert_file: Path, key_file: Path) -> None:
+        """Present this certificate on new connections from now on (a renewal); connections
+        open now keep theirs until they close."""
+        if self._tls is not None:
+            self._tls.load_cert_chain(str(cert_file), str(key_file))
 
     def set_endpoints(self, endpoints: Sequence[str]) -> None:
         """Replace the endpoints (the member list changed); the order sets preference."""
