@@ -53,7 +53,12 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 
 def check_admission(
-    snapshot: ClusterSnapshot, request: JoinRequest, *, member_addr: str, now: datetime
+    snapshot: ClusterSnapshot,
+    request: JoinRequest,
+    *,
+    member_addr: str,
+    now: datetime,
+    member_uid: int | None = None,
 ) -> NodeRecord | None:
     """Every check of a joiner against the cluster; raises the documented failure. Returns the
     failed node the joiner replaces (cluster/repair.py), None for a new node or a retry."""
@@ -70,7 +75,7 @@ def check_admission(
                     fields=["node.identity.addr"],
                 )
     # A retried join (known key) was decided already; a replacement adds no node.
-    replaced = plan_join(snapshot, request) if known is None else None
+    replaced = plan_join(snapshot, request, member_uid=member_uid) if known is None else None
     license = snapshot.license()
     if license is not None and known is None:
         check_license_for_join(license, len(nodes) - (replaced is not None), now)
@@ -149,7 +154,11 @@ class Admissions:
         """Check the joiner, allocate (or find again) its uid and sign its certificate."""
         self._snapshot.require_fresh()
         replaced = check_admission(
-            self._snapshot, request, member_addr=member_addr, now=datetime.now(UTC)
+            self._snapshot,
+            request,
+            member_addr=member_addr,
+            now=datetime.now(UTC),
+            member_uid=self._uid or None,
         )
         ca_record = self._snapshot.ca()
         if ca_record is None:
