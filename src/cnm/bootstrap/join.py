@@ -202,11 +202,13 @@ async def join_cluster(
     )
     store = backend.open_store(local.store_endpoints, tls)
     try:
+        runtime = ClusterRuntime(config, local, store, None, backend=backend)
+        # Alive before complete: the record must never read as a failed node (cluster/repair.py).
+        await runtime.take_liveness()
         complete = partial(_complete_record, uid, record)
         await update_record(store, model.node_key(uid), NodeRecord, complete)
         failpoint("join.after_record_completed")
         local.save(config.data_dir)
-        runtime = ClusterRuntime(config, local, store, None, backend=backend)
         await runtime.load()
     except BaseException:
         await store.close()

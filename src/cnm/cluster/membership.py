@@ -58,7 +58,12 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 
 def check_admission(
-    snapshot: ClusterSnapshot, request: JoinRequest, *, member_addr: str, now: datetime
+    snapshot: ClusterSnapshot,
+    request: JoinRequest,
+    *,
+    member_addr: str,
+    now: datetime,
+    member_uid: int | None = None,
 ) -> NodeRecord | None:
     """Every check of a joiner against the cluster; raises the documented failure. Returns the
     failed node the joiner replaces (cluster/repair.py), None for a new node or a retry."""
@@ -66,7 +71,7 @@ def check_admission(
     nodes = snapshot.nodes()
     known = snapshot.node_uid_for_key(request.node_key)
     # A retried join (known key) was decided already; a replacement adds no node.
-    replaced = plan_join(snapshot, request) if known is None else None
+    replaced = plan_join(snapshot, request, member_uid=member_uid) if known is None else None
     check_addresses(
         snapshot, request, admitted_as=known, replaces=replaced.uid if replaced else None
     )
@@ -208,7 +213,11 @@ class Admissions:
         """Check the joiner, allocate (or find again) its uid and sign its certificate."""
         self._snapshot.require_fresh()
         replaced = check_admission(
-            self._snapshot, request, member_addr=member_addr, now=datetime.now(UTC)
+            self._snapshot,
+            request,
+            member_addr=member_addr,
+            now=datetime.now(UTC),
+            member_uid=self._uid or None,
         )
         ca_record = self._snapshot.ca()
         if ca_record is None:

@@ -68,9 +68,14 @@ class ReplacementDeferred(BootstrapInternalError):
 # --- degraded ---------------------------------------------------------------------------------
 
 
-def failed_nodes(snapshot: ClusterSnapshot) -> list[NodeRecord]:
-    """The nodes that are down, the one down longest first (unknown `down_since`: last)."""
-    down = [n for n in snapshot.nodes() if not n.joining and not snapshot.is_alive(n.uid)]
+def failed_nodes(snapshot: ClusterSnapshot, *, alive: int | None = None) -> list[NodeRecord]:
+    """The nodes that are down, the one down longest first (unknown `down_since`: last).
+    `alive`: a uid known to be up whatever the snapshot says (the member answering)."""
+    down = [
+        n
+        for n in snapshot.nodes()
+        if not n.joining and n.uid != alive and not snapshot.is_alive(n.uid)
+    ]
     return sorted(down, key=lambda n: (n.down_since or "~", n.uid))
 
 
@@ -104,13 +109,15 @@ def replace_candidate(
 # --- the member's decision ------------------------------------------------------------------
 
 
-def plan_join(snapshot: ClusterSnapshot, request: JoinRequest) -> NodeRecord | None:
+def plan_join(
+    snapshot: ClusterSnapshot, request: JoinRequest, *, member_uid: int | None = None
+) -> NodeRecord | None:
     """For a join of a new node key: the failed node it replaces, or None (a new node). Raises
     `repair_required`, `config_error` (`node.identity.uid`), `insufficient_node_memory` or
     `insufficient_node_flash`."""
     if request.replace_uid is not None:
         return _replacement_target(snapshot, request, request.replace_uid)
-    failed = failed_nodes(snapshot)
+    failed = failed_nodes(snapshot, alive=member_uid)
     if failed and not request.override_repair:
         cluster = snapshot.cluster() or ClusterRecord()
         candidate = replace_candidate(

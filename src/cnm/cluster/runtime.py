@@ -183,6 +183,16 @@ class ClusterRuntime:
     async def load(self) -> None:
         await self.snapshot.load()
 
+    async def take_liveness(self) -> None:
+        """Take the liveness lease now (the loop of `run` keeps it alive): a node that just
+        joined is never seen complete but without liveness, which would read as a failed node
+        (cluster/repair.py) to the joins around it."""
+        self._lease = await self.store.lease_grant(LIVENESS_TTL)
+        document = LivenessRecord(
+            uid=self.local.node_uid, addr=self.config.addr, since=iso(utc_now())
+        ).encode()
+        await self.store.put(model.liveness_key(self.local.node_uid), document, lease=self._lease)
+
     async def run(self) -> None:
         """The runtime's loops; returns when this node was removed from the cluster, else only
         when cancelled."""
