@@ -131,7 +131,12 @@ def test_shapes_follow_the_contract(node: Agent, people: dict[str, tuple[str, st
     assert policy["rack_aware"] is False and policy["default_shards_placement"] == "dense"
 
     check = compact(call(node, "GET", "/v1/cluster/check", ADMIN))
-    assert check == {"cluster_test_result": True, "nodes": [{"node_uid": "1", "result": True}]}
+    assert check == {
+        "cluster_test_result": True,
+        "degraded": False,
+        "failed_nodes": [],
+        "nodes": [{"node_uid": "1", "result": True}],
+    }
 
     nodes = compact(call(node, "GET", "/v1/nodes", ADMIN))
     assert [n["uid"] for n in nodes] == [1]
