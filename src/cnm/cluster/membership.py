@@ -71,10 +71,16 @@ def check_admission(
     nodes = snapshot.nodes()
     known = snapshot.node_uid_for_key(request.node_key)
     # A retried join (known key) was decided already; a replacement adds no node.
-    replaced = plan_join(snapshot, request, member_uid=member_uid) if known is None else None
+    # An address that is another node's is wrong whatever the cluster's state: checked first.
+    # The node a replacement names may keep its addresses (plan_join then checks that it may be
+    # replaced at all).
     check_addresses(
-        snapshot, request, admitted_as=known, replaces=replaced.uid if replaced else None
+        snapshot,
+        request,
+        admitted_as=known,
+        replaces=request.replace_uid if known is None else None,
     )
+    replaced = plan_join(snapshot, request, member_uid=member_uid) if known is None else None
     license = snapshot.license()
     if license is not None and known is None:
         check_license_for_join(license, len(nodes) - (replaced is not None), now)
