@@ -169,8 +169,63 @@ def kept_ca(snapshot_file: Path) -> bytes:
     return str(secret["cert_pem"]).encode()
 
 
-def test_two_fresh_agents_replace_the_lost_nodes_of_a_recovered_cluster() -> None:
-    pytest.skip("needs replacement joins (issue 9): join_cluster with node.identity.uid")
+def test_two_fresh_agents_replace_the_lost_nodes_of_a_recovered_cluster(
+    agents: AgentFactory, tmp_path: Path
+) -> None:
+    """The whole story: every machine's data lost but one snapshot; a fresh agent recovers the
+    cluster from it, two more fresh agents take the lost nodes' places (the repair flow), and
+    the cluster is whole again: three active voters, its users and settings."""
+    trio = three_node_cluster(agents)
+    first = trio[0]
+    add_user_and_settings(first)
+    taken = httpx.post(first.http_url + "/v1/cluster/backup", headers=basic(*ADMIN), timeout=10)
+    assert taken.status_code == 200, taken.text
+    kept = tmp_path / "kept-snapshot.json"
+    shutil.copyfile(taken.json()["file"], kept)
+    for agent in trio:
+        agent.kill9()
+        shutil.rmtree(agent.data_dir)
+
+    recovered = agents.start()
+    body = {"action": "recover_cluster", "recovery_filename": str(kept)}
+    assert recovered.post("/v1/bootstrap/recover_cluster", body).status_code == 200
+    status = recovered.wait_state("completed", "error", auth=ADMIN, timeout=60)
+    assert status["bootstrap_status"]["state"] == "completed", status
+
+    # A plain join is told which nodes to replace; joins naming them take their places.
+    plain = agents.start()
+    assert (
+        plain.post("/v1/bootstrap/join_cluster", bodies.join_body([recovered.addr])).status_code
+        == 200
+    )
+    refused = plain.wait_state("completed", "error", auth=ADMIN, timeout=60)["bootstrap_status"]
+    assert refused["error_code"] == "repair_required", refused
+    assert {n["uid"] for n in refused["error_details"]["failed_nodes"]} == {2, 3}
+    replacements = {2: plain, 3: agents.start()}
+    for uid, agent in replacements.items():
+        join = bodies.join_body([recovered.addr], node={"identity": {"uid": uid}})
+        assert agent.post("/v1/bootstrap/join_cluster", join).status_code == 200
+        done = agent.wait_state("completed", "error", auth=ADMIN, timeout=90)["bootstrap_status"]
+        assert done["state"] == "completed", done
+
+    def whole() -> bool:
+        nodes = recovered.get("/v1/nodes", auth=ADMIN).json()
+        return [(n["uid"], n["status"], n["store_role"]) for n in nodes] == [
+            (1, "active", "voter"),
+            (2, "active", "voter"),
+            (3, "active", "voter"),
+        ]
+
+    eventually(whole, timeout=90, message="three active voters after the replacements")
+    nodes = {n["uid"]: n["addr"] for n in recovered.get("/v1/nodes", auth=ADMIN).json()}
+    assert nodes == {1: recovered.addr, 2: replacements[2].addr, 3: replacements[3].addr}
+    check = recovered.get("/v1/cluster/check", auth=ADMIN).json()
+    assert check["cluster_test_result"] is True and not check["degraded"], check
+    for agent in replacements.values():
+        # Users and settings of the lost cluster, served by the machines that replaced it.
+        assert agent.get("/v1/cluster", auth=EXTRA_USER).status_code == 200
+        policy = agent.get("/v1/cluster/policy", auth=ADMIN).json()
+        assert policy["default_shards_placement"] == "sparse"
 
 
 def test_a_minority_of_voters_back_says_what_is_missing_and_heals_when_the_rest_return(
