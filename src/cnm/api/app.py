@@ -12,6 +12,7 @@ from cnm.api.context import ApiContext
 from cnm.api.errors import install_error_handlers
 from cnm.api.join_routes import join_router
 from cnm.api.license_routes import license_router
+from cnm.api.openapi import install_openapi
 from cnm.api.security_headers import SecurityHeaders
 from cnm.api.users_routes import users_router
 from cnm.api.web_routes import web_router
@@ -25,6 +26,9 @@ def create_app(context: ApiContext) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url="/v1/openapi.json",
+        # operationId = the route function's name (`get_user`), what a client generator names
+        # its methods after; FastAPI's default appends the path and method.
+        generate_unique_id_function=lambda route: route.name,
     )
     install_error_handlers(app)
     app.include_router(bootstrap_router(context))
@@ -35,4 +39,5 @@ def create_app(context: ApiContext) -> FastAPI:
     install_metrics(app, context)
     app.include_router(web_router())
     app.add_middleware(SecurityHeaders)
+    install_openapi(app)
     return app
