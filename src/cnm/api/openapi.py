@@ -194,10 +194,13 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _null_means_absent(definition: dict[str, Any]) -> None:
-    # The body parsers treat `"field": null` as an absent field, at every level of an object.
+    # The body parsers treat `"field": null` as an absent field, at every level of an object
+    # (so a required field may not be null).
     properties = definition.get("properties", {})
+    required = set(definition.get("required", ()))
     for name, schema in properties.items():
-        properties[name] = _nullable(schema)
+        if name not in required:
+            properties[name] = _nullable(schema)
 
 
 def _body_schemas() -> dict[str, Any]:

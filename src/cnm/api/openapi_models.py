@@ -20,14 +20,16 @@ from cnm.bootstrap.status import BootstrapState
 from cnm.cluster.license import MAX_LICENSE_CHARS
 from cnm.cluster.records import NodeStatus, StoreRole
 from cnm.cluster.settings import PROXY_POLICIES
-from cnm.cluster.users import MAX_LOGIN_CHARS, MAX_PASSWORD_CHARS, ROLES
+from cnm.cluster.users import MAX_LOGIN_CHARS, MAX_PASSWORD_CHARS, ROLE_UIDS, ROLES
 from cnm.security.tokens import MAX_TTL, MIN_TTL
 
 Role = Literal[ROLES]  # type: ignore[valid-type]
 ProxyPolicy = Literal[PROXY_POLICIES]  # type: ignore[valid-type]
 Placement = Literal["dense", "sparse"]
 Login = Annotated[str, Field(min_length=1, max_length=MAX_LOGIN_CHARS)]
-Password = Annotated[str, Field(max_length=MAX_PASSWORD_CHARS)]
+# At least the smallest password_min_length a cluster can set (8): a shorter one is always refused.
+Password = Annotated[str, Field(min_length=8, max_length=MAX_PASSWORD_CHARS)]
+RoleUid = Annotated[int, Field(ge=min(ROLE_UIDS.values()), le=max(ROLE_UIDS.values()))]
 Ttl = Annotated[int, Field(ge=MIN_TTL, le=MAX_TTL)]
 
 
@@ -248,7 +250,7 @@ class UserUpdate(_Doc):
     name: Login | None = None
     password: Password | None = None
     role: Role | None = None
-    role_uids: Annotated[list[int], Field(max_length=100)] | None = None
+    role_uids: Annotated[list[RoleUid], Field(max_length=1)] | None = None
     email_alerts: bool | None = None
 
 
@@ -257,7 +259,12 @@ class UserCreate(UserUpdate):
 
     model_config = ConfigDict(
         extra="allow",
-        json_schema_extra={"anyOf": [{"required": ["role"]}, {"required": ["role_uids"]}]},
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["role"], "properties": {"role": {"type": "string"}}},
+                {"required": ["role_uids"], "properties": {"role_uids": {"type": "array"}}},
+            ]
+        },
     )
     email: Login
     password: Password
