@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from cnm.api.responses import compact
 from cnm.bootstrap.status import BootstrapState
@@ -81,6 +82,24 @@ def join_refusal_response(failure: BootstrapFailure) -> Response:
     return compact(JoinRefusal.from_failure(failure).to_wire(), status_code=FAILURE_STATUS)
 
 
+_PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path. Starlette's own 405 names only the
+    methods of the first route that matched the path, and GET and PUT /v1/cluster are two
+    routes: it answered `Allow: GET` to a POST there. Asked of the routes themselves (their
+    `matches`), so included routers are searched too; runs only on a 405."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _PROBED_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_cnm_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, CnmError)
@@ -97,6 +116,8 @@ def install_error_handlers(app: FastAPI) -> None:
             error = MethodNotAllowed(
                 f"method {request.method} is not allowed on {request.url.path}"
             )
+            allow = ", ".join(allowed_methods(request))
+            return compact(error_body(error), status_code=405, headers={"Allow": allow})
         else:
             error = HttpError(str(exc.detail))
         # The framework's status, not the class's: http_error stands for any of them.
