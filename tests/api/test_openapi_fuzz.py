@@ -20,70 +20,23 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
-from schemathesis import Case, GenerationMode
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis import Case
 
 from cnm.api.bodies import path_uid
 from harness.agents import basic
 from harness.api_node import bootstrapped_node, node_config, running_node
 from harness.bodies import ADMIN
-from harness.fuzz import FuzzTarget, fuzz_target, held, load_schema
+from harness.fuzz import FuzzTarget, fuzz_operations, fuzz_target, held, load_schema
 
-CHECKS = [
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-    response_headers_conformance,
-]
-# The only 5xx the API may answer: the documented 503s (no cluster yet; store not reachable).
-ALLOWED_5XX = {503: {"no_cluster", "store_unavailable"}}
-MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 # Requests per node: 2 x 500 = 1,000 by default, 2 x 2,500 = 5,000 long.
 DEFAULT_REQUESTS = 500
 LONG_REQUESTS = 2_500
 ADMIN_UID = 1
 
 
-def _no_server_error(case: Case, response: httpx.Response) -> None:
-    if response.status_code < 500:
-        return
-    allowed = ALLOWED_5XX.get(response.status_code, set())
-    code = response.json().get("error_code") if response.content else None
-    assert code in allowed, (
-        f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:500]}"
-    )
-
-
 def _fuzz(target: FuzzTarget, requests: int) -> None:
-    """Fuzz every operation in both modes, `requests` in all, spread evenly over the
-    operations that have something to vary (a body or a path parameter); an operation with
-    nothing to vary is sent once."""
-    schema = load_schema(target)
-    operations = [result.ok() for result in schema.get_all_operations()]
-    varied = [op for op in operations if list(op.body) or list(op.path_parameters)]
-    constant = len(operations) - len(varied)
-    examples = -(-(requests - constant) // (len(varied) * len(MODES)))
-    for operation in operations:
-        for mode in MODES if operation in varied else MODES[:1]:
-
-            @settings(
-                max_examples=examples,
-                deadline=None,
-                database=None,
-                phases=[Phase.explicit, Phase.generate, Phase.shrink],
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(case=operation.as_strategy(generation_mode=mode))
-            def fuzz(case: Case) -> None:
-                target.run(case, CHECKS)
-
-            fuzz()
+    fuzz_operations(load_schema(target), target.run, requests=requests)
+    # Hypothesis may stop early when it runs out of distinct examples; it must not here.
     assert target.requests >= requests, target.requests
 
 
@@ -103,7 +56,6 @@ def _fresh(tmp_path: Path, requests: int) -> FuzzTarget:
         return held(running_node(node_config(directory)))
 
     with fuzz_target(make, tmp_path, needs_fresh_node=_accepted_bootstrap) as target:
-        target.on_response = _no_server_error
         _fuzz(target, requests)
     return target
 
@@ -115,7 +67,6 @@ def _bootstrapped(tmp_path: Path, requests: int) -> FuzzTarget:
     with fuzz_target(
         make, tmp_path, headers=basic(*ADMIN), needs_fresh_node=_changed_admin
     ) as target:
-        target.on_response = _no_server_error
         _fuzz(target, requests)
     return target
 

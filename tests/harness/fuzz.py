@@ -25,11 +25,71 @@ import httpx
 import requests
 import schemathesis
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from schemathesis import Case
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import Case, GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from harness.api_node import Node
 
 BASE_URL = "http://test"
+CHECKS = [
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+# The only 5xx the API may answer: the documented 503s (no cluster yet; store not reachable).
+ALLOWED_5XX = {503: {"no_cluster", "store_unavailable"}}
+MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+
+
+def no_server_error(case: Case, response: httpx.Response) -> None:
+    if response.status_code < 500:
+        return
+    allowed = ALLOWED_5XX.get(response.status_code, set())
+    code = response.json().get("error_code") if response.content else None
+    assert code in allowed, (
+        f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:500]}"
+    )
+
+
+def fuzz_operations(
+    schema: Any,
+    run: Callable[[Case], None],
+    *,
+    requests: int,
+    include: Callable[[Any], bool] = lambda operation: True,
+) -> None:
+    """Generate cases for every operation `include`s, in both modes, about `requests` in all,
+    spread evenly over the operations that have something to vary (a body or a path
+    parameter); an operation with nothing to vary is generated once. `run` sends and checks
+    one case (it may `hypothesis.assume(False)` to leave one out)."""
+    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [operation for operation in operations if include(operation)]
+    varied = [op for op in operations if list(op.body) or list(op.path_parameters)]
+    constant = len(operations) - len(varied)
+    examples = max(1, -(-(requests - constant) // (len(varied) * len(MODES))))
+    for operation in operations:
+        for mode in MODES if operation in varied else MODES[:1]:
+
+            @settings(
+                max_examples=examples,
+                deadline=None,
+                database=None,
+                phases=[Phase.explicit, Phase.generate, Phase.shrink],
+                suppress_health_check=list(HealthCheck),
+            )
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def fuzz(case: Case) -> None:
+                run(case)
+
+            fuzz()
+
 
 NodeFactory = Callable[[Path], contextlib.AbstractAsyncContextManager[Node]]
 
@@ -44,7 +104,7 @@ class FuzzTarget:
     headers: dict[str, str]
     needs_fresh_node: Callable[[Case, httpx.Response], bool]
     # An extra check of every answer, run after Schemathesis' own.
-    on_response: Callable[[Case, httpx.Response], None] = lambda case, response: None
+    on_response: Callable[[Case, httpx.Response], None] = no_server_error
     requests: int = 0
     rebuilds: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
@@ -80,9 +140,32 @@ class FuzzTarget:
 
         return self.portal.call(call)
 
-    def run(self, case: Case, checks: list[Any]) -> None:
+    def run(self, case: Case, checks: list[Any] = CHECKS) -> None:
         """Send one generated case and check the answer against the document."""
-        kwargs = case.as_transport_kwargs(base_url=BASE_URL, headers=self.headers)
+        request = Prepared.of(case, BASE_URL, self.headers)
+        response = self.send(request.method, request.url, request.headers, request.body)
+        self.requests += 1
+        self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
+        case.validate_response(response, checks=checks, transport_kwargs=request.kwargs)
+        self.on_response(case, response)
+        if self.needs_fresh_node(case, response):
+            self.rebuilds += 1
+            self.start()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A case as the exact request Schemathesis' requests transport would send."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    kwargs: dict[str, Any]
+
+    @classmethod
+    def of(cls, case: Case, base_url: str, headers: dict[str, str]) -> Prepared:
+        kwargs = case.as_transport_kwargs(base_url=base_url, headers=headers)
         prepared = requests.Request(
             method=kwargs["method"],
             url=kwargs["url"],
@@ -95,14 +178,7 @@ class FuzzTarget:
         body = prepared.body or b""
         if isinstance(body, str):
             body = body.encode("utf-8")
-        response = self.send(str(prepared.method), str(prepared.url), dict(prepared.headers), body)
-        self.requests += 1
-        self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
-        case.validate_response(response, checks=checks, transport_kwargs=kwargs)
-        self.on_response(case, response)
-        if self.needs_fresh_node(case, response):
-            self.rebuilds += 1
-            self.start()
+        return cls(str(prepared.method), str(prepared.url), dict(prepared.headers), body, kwargs)
 
 
 @contextlib.contextmanager
