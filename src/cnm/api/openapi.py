@@ -241,7 +241,9 @@ def build_document(app: FastAPI) -> dict[str, Any]:
             "(docs/api-contract.md). Answers are compact JSON with sorted keys; error bodies "
             "are described in docs/api-errors.md. A method a path does not list answers 405 "
             "`method_not_allowed` with an `Allow` header; a path not listed answers 404 "
-            "`not_found`."
+            "`not_found`. What the schemas cannot say: an integer is a JSON integer (`1.0` is "
+            "a 400), no string may hold a NUL character, and a password must also meet the "
+            "cluster's `password_min_length` (at least 8)."
         ),
         routes=app.routes,
     )
