@@ -9,4 +9,11 @@ echo "== ruff"
 echo "== mypy (strict, src/)"
 .venv/bin/mypy
 echo "== pytest"
-exec .venv/bin/pytest -q -p no:cacheprovider "$@"
+.venv/bin/pytest -q -p no:cacheprovider "$@"
+# The long Schemathesis run (5,000 generated requests, tests/api/test_openapi_fuzz.py) is
+# deselected by default (pyproject.toml); the whole suite (no arguments, as .ci/run calls it)
+# runs it too.
+if [ $# -eq 0 ]; then
+    echo "== pytest: the long Schemathesis run"
+    .venv/bin/pytest -q -p no:cacheprovider -m schemathesis_long tests/api/test_openapi_fuzz.py
+fi

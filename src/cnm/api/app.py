@@ -16,6 +16,7 @@ from cnm.api.errors import install_error_handlers
 from cnm.api.join_routes import join_router
 from cnm.api.license_routes import license_router
 from cnm.api.node_action_routes import node_action_router
+from cnm.api.openapi import install_openapi
 from cnm.api.responses import compact
 from cnm.api.security_headers import SecurityHeaders
 from cnm.api.sign_in_routes import sign_in_router
@@ -32,6 +33,9 @@ def create_app(context: ApiContext) -> FastAPI:
         redoc_url=None,
         # Served by the route below instead, so that it needs credentials after bootstrap.
         openapi_url=None,
+        # operationId = the route function's name (`get_user`), what a client generator names
+        # its methods after; FastAPI's default appends the path and method.
+        generate_unique_id_function=lambda route: route.name,
     )
     install_error_handlers(app)
     app.include_router(bootstrap_router(context))
@@ -52,4 +56,5 @@ def create_app(context: ApiContext) -> FastAPI:
 
     app.add_middleware(SecurityHeaders)
     app.add_middleware(WatchClients)
+    install_openapi(app)
     return app

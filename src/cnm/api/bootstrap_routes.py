@@ -9,7 +9,10 @@ from fastapi.responses import Response
 from cnm import SOFTWARE_VERSION
 from cnm.api.context import ApiContext, read_body
 from cnm.api.errors import validation_failure_response
+from cnm.api.openapi import ACTION_PARAMETER, OPEN_UNTIL_BOOTSTRAP, operation
+from cnm.api.openapi_models import BootstrapFailureBody, BootstrapInfo
 from cnm.api.responses import compact, empty_ok
+from cnm.bootstrap.schema import BootstrapRequest
 from cnm.node.data_dir import default_ccs_path
 from cnm.node.facts import StoragePaths, local_node_info
 
@@ -45,21 +48,57 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
             {"bootstrap_status": context.manager.status.to_api(), "local_node_info": info}
         )
 
-    router.add_api_route("/v1/bootstrap", get_status, methods=["GET"])
+    router.add_api_route(
+        "/v1/bootstrap",
+        get_status,
+        methods=["GET"],
+        **operation(
+            "The bootstrap status and this machine's facts",
+            ok=BootstrapInfo,
+            errors=(401, 503),
+            security=OPEN_UNTIL_BOOTSTRAP,
+        ),
+    )
     router.add_api_route("/v1/boostrap", get_status, methods=["GET"], include_in_schema=False)
 
-    @router.post("/v1/bootstrap/validate/{action}")
-    async def validate(action: str, request: Request) -> Response:
+    # `action` is read from the path parameters, not declared as an argument: FastAPI would
+    # validate it (an unknown action is a 404 here, docs/api-contract.md §1).
+    @router.post(
+        "/v1/bootstrap/validate/{action}",
+        response_class=Response,
+        **operation(
+            "Run the checks of a bootstrap action; change nothing",
+            ok=None,
+            errors=(400, 401, 404, 406, 409, 413, 503),
+            body=BootstrapRequest,
+            parameters=[ACTION_PARAMETER],
+            security=OPEN_UNTIL_BOOTSTRAP,
+            failure=BootstrapFailureBody,
+        ),
+    )
+    async def validate(request: Request) -> Response:
         await context.authenticate_if_bootstrapped(request)
+        action = request.path_params["action"]
         failure = context.manager.validate(action, await read_body(request))
         if failure is None:
             return empty_ok()
         return validation_failure_response(failure)
 
-    @router.post("/v1/bootstrap/{action}")
-    async def start(action: str, request: Request) -> Response:
+    @router.post(
+        "/v1/bootstrap/{action}",
+        response_class=Response,
+        **operation(
+            "Start a bootstrap action (then poll GET /v1/bootstrap)",
+            ok=None,
+            errors=(400, 401, 404, 409, 413, 503),
+            body=BootstrapRequest,
+            parameters=[ACTION_PARAMETER],
+            security=OPEN_UNTIL_BOOTSTRAP,
+        ),
+    )
+    async def start(request: Request) -> Response:
         await context.authenticate_if_bootstrapped(request)
-        context.manager.submit(action, await read_body(request))
+        context.manager.submit(request.path_params["action"], await read_body(request))
         return empty_ok()
 
     return router

@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 from cnm.api.auth import (
     CHECK_VIEWERS,
@@ -25,6 +26,18 @@ from cnm.api.auth import (
 )
 from cnm.api.bodies import path_uid, read_json_object
 from cnm.api.context import ApiContext
+from cnm.api.openapi import operation, uid_parameter
+from cnm.api.openapi_models import (
+    BackupAnswer,
+    ClusterCheck,
+    ClusterObject,
+    ClusterUpdate,
+    Node,
+    NodeList,
+    NodesStatus,
+    PolicyObject,
+    PolicyUpdate,
+)
 from cnm.api.responses import compact
 from cnm.cluster.backup import backup_now, latest_backup
 from cnm.cluster.health import node_check, node_uptime, observer_for
@@ -70,17 +83,30 @@ def _record_routes(
     policy: bool,
     name: str,
     what: str,
+    shown: type[BaseModel],
+    update: type[BaseModel],
 ) -> None:
     """GET and PUT on one view of the cluster record. The routes are named get_{name} and
     put_{name}, as their OpenAPI operations are."""
 
-    @router.get(path, name=f"get_{name}")
+    @router.get(
+        path, name=f"get_{name}", **operation(f"Read {what}", ok=shown, errors=(401, 403, 503))
+    )
     async def read(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, CLUSTER_VIEWERS, f"view {what}")
         return compact(view(runtime.snapshot, runtime.snapshot.cluster() or ClusterRecord()))
 
-    @router.put(path, name=f"put_{name}")
+    @router.put(
+        path,
+        name=f"put_{name}",
+        **operation(
+            f"Change {what}",
+            ok=shown,
+            errors=(400, 401, 403, 409, 413, 503),
+            body=update,
+        ),
+    )
     async def write(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, CLUSTER_ADMINS, f"change {what}")
@@ -105,13 +131,42 @@ def cluster_router(context: ApiContext) -> APIRouter:
 
     # /v1/cluster and /v1/cluster/policy read and write the same record, each through its own
     # view of it (`update_cluster` takes only that view's fields).
-    for path, view, policy, name, what in (
-        ("/v1/cluster", _cluster_view, False, "cluster", "the cluster"),
-        ("/v1/cluster/policy", _policy_view, True, "policy", "the cluster policy"),
+    for path, view, policy, name, what, shown, update in (
+        (
+            "/v1/cluster",
+            _cluster_view,
+            False,
+            "cluster",
+            "the cluster",
+            ClusterObject,
+            ClusterUpdate,
+        ),
+        (
+            "/v1/cluster/policy",
+            _policy_view,
+            True,
+            "policy",
+            "the cluster policy",
+            PolicyObject,
+            PolicyUpdate,
+        ),
     ):
-        _record_routes(router, context, path, view, policy=policy, name=name, what=what)
+        _record_routes(
+            router,
+            context,
+            path,
+            view,
+            policy=policy,
+            name=name,
+            what=what,
+            shown=shown,
+            update=update,
+        )
 
-    @router.post("/v1/cluster/backup")
+    @router.post(
+        "/v1/cluster/backup",
+        **operation("Write a store snapshot now (cnm)", ok=BackupAnswer, errors=(401, 403, 503)),
+    )
     async def backup(request: Request) -> Response:
         """A store snapshot now, into this node's ccs_persistent_path (cnm extension)."""
         runtime, user = await context.require_fresh_cluster(request)
@@ -132,7 +187,9 @@ def cluster_router(context: ApiContext) -> APIRouter:
             }
         )
 
-    @router.get("/v1/cluster/check")
+    reads = (401, 403, 503)
+
+    @router.get("/v1/cluster/check", **operation("Check every node", ok=ClusterCheck, errors=reads))
     async def check(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, CHECK_VIEWERS, "view the nodes' checks")
@@ -154,13 +211,15 @@ def cluster_router(context: ApiContext) -> APIRouter:
             }
         )
 
-    @router.get("/v1/nodes")
+    @router.get("/v1/nodes", **operation("Every node", ok=NodeList, errors=reads))
     async def nodes(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, NODE_VIEWERS, "view nodes")
         return compact(_nodes(runtime.snapshot))
 
-    @router.get("/v1/nodes/status")
+    @router.get(
+        "/v1/nodes/status", **operation("Every node's status", ok=NodesStatus, errors=reads)
+    )
     async def nodes_status(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, NODE_VIEWERS, "view nodes")
@@ -169,8 +228,15 @@ def cluster_router(context: ApiContext) -> APIRouter:
             {str(n.uid): {"status": node_status(snapshot, n).value} for n in snapshot.nodes()}
         )
 
-    @router.get("/v1/nodes/{uid}")
-    async def node(uid: str, request: Request) -> Response:
+    # `uid` is read from the path parameters: anything but a known uid is a 404, not FastAPI's 422.
+    @router.get(
+        "/v1/nodes/{uid}",
+        **operation(
+            "One node", ok=Node, errors=(401, 403, 404, 503), parameters=[uid_parameter("node")]
+        ),
+    )
+    async def node(request: Request) -> Response:
+        uid = request.path_params["uid"]
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, NODE_VIEWERS, "view nodes")
         snapshot = runtime.snapshot

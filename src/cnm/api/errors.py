@@ -14,8 +14,8 @@ Body shapes (compact JSON, keys sorted; docs/api-errors.md says the same for cli
   "error_details"}`, the `JoinRefusal` of cluster/handshake.py.
 
 `CnmError` subclasses carry their status and code; Starlette's 404/405 get the same JSON shape
-(405 keeps its `Allow` header); anything else is a 500 `internal_error` whose log line says
-"please report" and whose body carries no traceback.
+(a 405 with an `Allow` header naming every method of the path); anything else is a 500
+`internal_error` whose log line says "please report" and whose body carries no traceback.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from fastapi.responses import Response
 
 from cnm.api.auth import LICENSE_INSTALLERS, LICENSE_VIEWERS, require_role
 from cnm.api.context import ApiContext, read_body
+from cnm.api.openapi import operation
+from cnm.api.openapi_models import LicenseObject, LicenseUpdate
 from cnm.api.responses import compact
 from cnm.clock import utc_now
 from cnm.cluster import fields, model
@@ -41,14 +43,23 @@ def _license_text(raw: bytes) -> str:
 def license_router(context: ApiContext) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/v1/license")
+    @router.get("/v1/license", **operation("The license", ok=LicenseObject, errors=(401, 403, 503)))
     async def get_license(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, LICENSE_VIEWERS, "view the license")
         record = runtime.snapshot.license() or LicenseRecord()
         return compact(public_license(record, utc_now()))
 
-    @router.put("/v1/license")
+    @router.put(
+        "/v1/license",
+        **operation(
+            "Install a license",
+            ok=LicenseObject,
+            errors=(400, 401, 403, 406, 413, 503),
+            body=LicenseUpdate,
+            text_body=True,
+        ),
+    )
     async def put_license(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, LICENSE_INSTALLERS, "install a license")

@@ -13,6 +13,8 @@ from fastapi.responses import Response
 from cnm.api.auth import NODE_REMOVERS, require_role
 from cnm.api.bodies import path_uid
 from cnm.api.context import ApiContext
+from cnm.api.openapi import operation, uid_parameter
+from cnm.api.openapi_models import NodeRemoval
 from cnm.api.responses import compact
 from cnm.cluster.removal import remove_node
 from cnm.cluster.writes import wait_for_revision
@@ -22,8 +24,18 @@ from cnm.errors import NodeNotFound
 def node_action_router(context: ApiContext) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/v1/nodes/{uid}/actions/remove")
-    async def remove(uid: str, request: Request) -> Response:
+    # `uid` from the path parameters: anything but a known uid is a 404, not FastAPI's 422.
+    @router.post(
+        "/v1/nodes/{uid}/actions/remove",
+        **operation(
+            "Remove a node from the cluster",
+            ok=NodeRemoval,
+            errors=(401, 403, 404, 409, 503),
+            parameters=[uid_parameter("node")],
+        ),
+    )
+    async def remove(request: Request) -> Response:
+        uid = request.path_params["uid"]
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, NODE_REMOVERS, "remove nodes")
         number = path_uid(uid)

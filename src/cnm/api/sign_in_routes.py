@@ -20,6 +20,8 @@ from fastapi.responses import Response
 from cnm.api.auth import USER_ADMINS, require_role
 from cnm.api.bodies import path_uid, read_json_object
 from cnm.api.context import ApiContext
+from cnm.api.openapi import operation, uid_parameter
+from cnm.api.openapi_models import SignInFailures, UnlockBody, Unlocked
 from cnm.api.responses import compact
 from cnm.cluster import fields, sign_in
 from cnm.cluster.writes import wait_for_revision
@@ -38,8 +40,18 @@ def sign_in_router(context: ApiContext) -> APIRouter:
             raise UserNotFound(f"user {uid} does not exist")
         return number
 
-    @router.get("/v1/users/{uid}/sign_in_failures")
-    async def failures(uid: str, request: Request) -> Response:
+    # `uid` from the path parameters: anything but a known uid is a 404, not FastAPI's 422.
+    @router.get(
+        "/v1/users/{uid}/sign_in_failures",
+        **operation(
+            "A user's failed sign-ins by client address (cnm)",
+            ok=SignInFailures,
+            errors=(401, 403, 404, 503),
+            parameters=[uid_parameter("user")],
+        ),
+    )
+    async def failures(request: Request) -> Response:
+        uid = request.path_params["uid"]
         runtime, actor = await context.require_fresh_cluster(request)
         require_role(actor, USER_ADMINS, "view sign-in failures")
         number = user_uid(uid)
@@ -58,8 +70,19 @@ def sign_in_router(context: ApiContext) -> APIRouter:
             ]
         )
 
-    @router.post("/v1/users/{uid}/unlock")
-    async def unlock(uid: str, request: Request) -> Response:
+    @router.post(
+        "/v1/users/{uid}/unlock",
+        **operation(
+            "Unlock a user's sign-ins (cnm)",
+            ok=Unlocked,
+            errors=(400, 401, 403, 404, 413, 503),
+            body=UnlockBody,
+            body_required=False,
+            parameters=[uid_parameter("user")],
+        ),
+    )
+    async def unlock(request: Request) -> Response:
+        uid = request.path_params["uid"]
         runtime, actor = await context.require_fresh_cluster(request)
         require_role(actor, USER_ADMINS, "unlock users")
         number = user_uid(uid)

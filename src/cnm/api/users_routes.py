@@ -19,6 +19,16 @@ from fastapi.responses import Response
 from cnm.api.auth import USER_ADMINS, require_role
 from cnm.api.bodies import path_uid, read_json_object
 from cnm.api.context import ApiContext, sign_in_attempt
+from cnm.api.openapi import CREDENTIALS, operation, uid_parameter
+from cnm.api.openapi_models import (
+    AuthorizeBody,
+    RefreshBody,
+    Token,
+    User,
+    UserCreate,
+    UserList,
+    UserUpdate,
+)
 from cnm.api.responses import compact, empty_ok
 from cnm.clock import utc_now
 from cnm.cluster import fields
@@ -47,13 +57,23 @@ from cnm.security.tokens import DEFAULT_TTL, MAX_TTL, MIN_TTL, issue_token
 def users_router(context: ApiContext) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/v1/users")
+    uid = [uid_parameter("user")]
+
+    @router.get("/v1/users", **operation("Every user", ok=UserList, errors=(401, 403, 503)))
     async def list_users(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, USER_ADMINS, "view users")
         return compact([public_user(record) for record in runtime.snapshot.users()])
 
-    @router.post("/v1/users")
+    @router.post(
+        "/v1/users",
+        **operation(
+            "Create a user",
+            ok=User,
+            errors=(400, 401, 403, 409, 413, 503),
+            body=UserCreate,
+        ),
+    )
     async def post_user(request: Request) -> Response:
         runtime, actor = await context.require_fresh_cluster(request)
         require_role(actor, USER_ADMINS, "create users")
@@ -74,8 +94,13 @@ def users_router(context: ApiContext) -> APIRouter:
             raise UserNotFound(f"user {uid} does not exist")
         return number
 
-    @router.get("/v1/users/{uid}")
-    async def get_user(uid: str, request: Request) -> Response:
+    # `uid` is read from the path parameters: anything but a known uid is a 404, not FastAPI's 422.
+    @router.get(
+        "/v1/users/{uid}",
+        **operation("One user", ok=User, errors=(401, 403, 404, 503), parameters=uid),
+    )
+    async def get_user(request: Request) -> Response:
+        uid = request.path_params["uid"]
         runtime, actor = await context.require_fresh_cluster(request)
         number = _own_or_admin(actor, uid, "view")
         record = runtime.snapshot.user(number)
@@ -83,8 +108,18 @@ def users_router(context: ApiContext) -> APIRouter:
             raise UserNotFound(f"user {uid} does not exist")
         return compact(public_user(record))
 
-    @router.put("/v1/users/{uid}")
-    async def put_user(uid: str, request: Request) -> Response:
+    @router.put(
+        "/v1/users/{uid}",
+        **operation(
+            "Change a user",
+            ok=User,
+            errors=(400, 401, 403, 404, 406, 409, 413, 503),
+            body=UserUpdate,
+            parameters=uid,
+        ),
+    )
+    async def put_user(request: Request) -> Response:
+        uid = request.path_params["uid"]
         runtime, actor = await context.require_fresh_cluster(request)
         number = _own_or_admin(actor, uid, "change")
         body = await read_json_object(request)
@@ -111,8 +146,15 @@ def users_router(context: ApiContext) -> APIRouter:
         if not await context.authenticator.verifier.verify(login, current, actor.password_hash):
             raise WrongCurrentPassword("current_password: does not match your current password")
 
-    @router.delete("/v1/users/{uid}")
-    async def remove_user(uid: str, request: Request) -> Response:
+    @router.delete(
+        "/v1/users/{uid}",
+        response_class=Response,
+        **operation(
+            "Delete a user", ok=None, errors=(401, 403, 404, 406, 409, 503), parameters=uid
+        ),
+    )
+    async def remove_user(request: Request) -> Response:
+        uid = request.path_params["uid"]
         runtime, actor = await context.require_fresh_cluster(request)
         require_role(actor, USER_ADMINS, "delete users")
         number = path_uid(uid)
@@ -170,11 +212,30 @@ def users_router(context: ApiContext) -> APIRouter:
         )
         return compact({"access_token": token})
 
-    @router.post("/v1/users/authorize")
+    @router.post(
+        "/v1/users/authorize",
+        **operation(
+            "Get a token",
+            ok=Token,
+            errors=(400, 401, 409, 413, 503),
+            body=AuthorizeBody,
+            body_required=False,
+            security=[*CREDENTIALS, {}],
+        ),
+    )
     async def authorize(request: Request) -> Response:
         return await _token(request, body_credentials=True)
 
-    @router.post("/v1/users/refresh_jwt")
+    @router.post(
+        "/v1/users/refresh_jwt",
+        **operation(
+            "Get a new token",
+            ok=Token,
+            errors=(400, 401, 409, 413, 503),
+            body=RefreshBody,
+            body_required=False,
+        ),
+    )
     async def refresh_jwt(request: Request) -> Response:
         return await _token(request, body_credentials=False)
 
