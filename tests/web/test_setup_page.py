@@ -170,9 +170,9 @@ def test_the_wizard_is_usable_with_the_keyboard_alone(agents: AgentFactory, page
 def test_the_repair_offer_follows_the_documented_repair_required_shape(
     agents: AgentFactory, pages: Pages
 ) -> None:
-    # The node side of repair (join with node.identity.uid, repair_required) is not built yet:
-    # the page's own handling of the documented answer (api-contract §5) is driven here through
-    # its module, in the real page. The end-to-end test comes with the server side.
+    # The page's own handling of the documented answer (api-contract §5), with two failed nodes
+    # and racks, driven through its module in the real page; against real agents, end to end:
+    # test_repair_page.py.
     agent = agents.start()
     page = pages.open(agent.http_url + "/")
     page.get_by_label("Join a cluster").check()
@@ -188,7 +188,7 @@ def test_the_repair_offer_follows_the_documented_repair_required_shape(
     )
     expect(page.get_by_role("group", name="The cluster has failed nodes")).to_be_visible()
     node = page.get_by_label("Node to replace")
-    expect(node.locator("option")).to_have_text(["node 2 (rack r1)", "node 3"])
+    expect(node.locator("option")).to_have_text(["node 2 (rack r1)", "node 3 (suggested)"])
     expect(node).to_have_value("3")  # the cluster's candidate
     expect(page.locator("#check-result")).to_contain_text("repair_required")
     expect(page.locator("#check-result table tbody tr")).to_have_count(2)

@@ -196,12 +196,19 @@ function localProblems() {
 
 function showRepair(details) {
   const failed = Array.isArray(details.failed_nodes) ? details.failed_nodes : [];
+  const candidate = details.replace_candidate;
   const select = $("#replace-uid");
+  // The server's candidate (same rack in a rack-aware cluster, else down longest) is preselected
+  // and said so: the operator may still pick another failed node.
   select.replaceChildren(
-    ...failed.map((n) => el("option", { value: n.uid, text: `node ${n.uid}${n.rack_id ? ` (rack ${n.rack_id})` : ""}` })),
+    ...failed.map((n) => el("option", {
+      value: n.uid,
+      text: `node ${n.uid}${n.rack_id ? ` (rack ${n.rack_id})` : ""}${n.uid === candidate ? " (suggested)" : ""}`,
+    })),
   );
-  if (details.replace_candidate !== undefined) select.value = String(details.replace_candidate);
-  $("#repair-text").textContent = `The cluster has ${failed.length} failed node(s). Replace one with this node (it takes the failed node's uid), or add this node as a new one anyway.`;
+  if (candidate !== undefined) select.value = String(candidate);
+  const suggestion = candidate !== undefined ? ` The cluster suggests node ${candidate}.` : "";
+  $("#repair-text").textContent = `The cluster has ${failed.length} failed node(s). Replace one with this node (it takes the failed node's uid), or add this node as a new one anyway.${suggestion}`;
   $("#repair").hidden = false;
 }
 
