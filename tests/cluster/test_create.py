@@ -84,7 +84,10 @@ def test_restart_after_completed_serves_the_cluster(agents: AgentFactory) -> Non
     assert agent.stop() == 0
     assert agent.etcd_pids() == []
     agent.start(wait=False)
-    status = agent.wait_state("completed", auth=ADMIN, timeout=3.0)
+    # What this proves is that the node comes back to its cluster by itself; how fast is a
+    # benchmark's business (bench/bench_restart.py), not a test's: on a loaded 2-core machine
+    # Python's imports alone took 4-12 s.
+    status = agent.wait_state("completed", auth=ADMIN, timeout=30.0)
     assert status["local_node_info"]["uid"] == "1"
     assert agent.get("/v1/bootstrap").status_code == 401
 
