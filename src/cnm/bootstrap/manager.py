@@ -48,6 +48,7 @@ from cnm.errors import (
     PathError,
     StoreError,
 )
+from cnm.failpoints import failpoint
 from cnm.logs import event
 from cnm.node.data_dir import DataDir, etcd_member_dir
 from cnm.node.local_state import LocalState
@@ -219,6 +220,7 @@ class BootstrapManager:
             await runtime.stop()
         except Exception as exc:  # the store it stops talking to may be gone: go on leaving
             log.warning("stopping the cluster runtime while leaving: %s", exc)
+        failpoint("leave.after_runtime_stopped")
         local = runtime.local
         data = DataDir(self.config.data_dir)
         doomed = [data.cluster_tls.directory]
@@ -228,6 +230,7 @@ class BootstrapManager:
             shutil.rmtree(directory, ignore_errors=True)
         self._clean_failed_attempt()
         data.node_key_file.unlink(missing_ok=True)
+        failpoint("leave.after_wipe")
         self._set(BootstrapStatus())
         log.warning(
             "left cluster %s: this node (uid %d) was removed; its cluster data is wiped and it "

@@ -47,6 +47,7 @@ from cnm.errors import (
     StoreError,
     StoreUnavailable,
 )
+from cnm.failpoints import failpoint
 from cnm.logs import event
 from cnm.store.base import Compare, Delete, Put, Store
 
@@ -223,7 +224,9 @@ async def replace_node(
                         "bring a store voter back, then retry the join",
                         reason="store_quorum_at_risk",
                     ) from None
+                failpoint("replace.after_member_removed")
                 await _take_over(store, request, failed)
+                failpoint("replace.after_records")
                 return
         if time.monotonic() > deadline:
             raise ReplacementDeferred(
