@@ -48,6 +48,23 @@ FAILPOINTS: Mapping[str, str] = MappingProxyType(
         "voter.after_member_start": "voter: its etcd member started as a learner",
         "voter.after_promote": "voter: promoted to a voting member, role not recorded",
         "voter.after_role_recorded": "voter: store_role voter recorded",
+        # replacement join, the member that admits (cluster/repair.py)
+        "replace.after_member_removed": "replace: the failed node's store member removed",
+        "replace.after_records": "replace: the failed node's records given to the joiner",
+        # recover_cluster (bootstrap/recover.py)
+        "recover.after_certificates": "recover: the snapshot's CA and a node certificate written",
+        "recover.after_store_start": "recover: the new one-member store started and ready",
+        "recover.after_records": "recover: the snapshot's records written to the new store",
+        "recover.after_local_state": "recover: local state saved, runtime not loaded yet",
+        # node removal, the acting node (cluster/removal.py)
+        "remove.after_member_removed": "remove: the node's store member removed",
+        "remove.after_records": "remove: its records deleted and the removed marker written",
+        # node removal, the removed node leaving (bootstrap/manager.py)
+        "leave.after_runtime_stopped": "leave: the removed node's runtime stopped, data kept",
+        "leave.after_wipe": "leave: its cluster data wiped, status not reset yet",
+        # voter healing, the acting node (cluster/voter_healing.py)
+        "heal.after_member_removed": "heal: a dead voter's store member removed",
+        "heal.after_client_recorded": "heal: the dead voter's record set to store_role client",
     }
 )
 ACTIONS = ("crash", "error")

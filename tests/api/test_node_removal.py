@@ -256,6 +256,7 @@ async def test_the_node_removed_through_its_own_api_goes_back_to_idle(node: Node
     assert not data.cluster_tls.directory.exists()
     assert not data.node_key_file.exists()
     assert not member_dir.exists()
+    assert not data.leaving_file.exists()  # the leave finished: no marker left
     status = node.file_status()
     assert status is not None and status["state"] == "idle"
     # The pre-bootstrap surface: no credentials needed, cluster routes say no_cluster.

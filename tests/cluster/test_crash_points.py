@@ -14,17 +14,20 @@ with a point and no walk fails here.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from cnm.failpoints import FAILPOINTS
 from harness import bodies
-from harness.agents import Agent, AgentFactory
+from harness.agents import Agent, AgentFactory, basic
 from harness.bodies import ADMIN
 from harness.polling import eventually
 
@@ -32,7 +35,17 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "cnm"
 CALL = re.compile(r"""failpoint\(\s*["']([a-z0-9_.]+)["']\s*\)""")
 
 # Which side of which step each point's prefix interrupts (the walk below for each).
-KINDS = {"create": "create", "join": "joiner", "member": "member", "voter": "voter"}
+KINDS = {
+    "create": "create",
+    "join": "joiner",
+    "member": "member",
+    "voter": "voter",
+    "replace": "replace",
+    "recover": "recover",
+    "remove": "remove",
+    "leave": "leave",
+    "heal": "heal",
+}
 # Points whose recovery needs voter healing / ghost cleanup that is not built yet (issue 9).
 NEEDS_HEALING: dict[str, str] = {}
 
@@ -47,8 +60,8 @@ def create(agent: Agent) -> dict[str, Any]:
     return agent.wait_state("completed", "error", auth=ADMIN, timeout=60)
 
 
-def join(agent: Agent, member: Agent) -> dict[str, Any]:
-    response = agent.post("/v1/bootstrap/join_cluster", bodies.join_body([member.addr]))
+def join(agent: Agent, member: Agent, **extra: Any) -> dict[str, Any]:
+    response = agent.post("/v1/bootstrap/join_cluster", bodies.join_body([member.addr], **extra))
     assert response.status_code == 200, response.text
     return agent.wait_state("completed", "error", auth=ADMIN, timeout=60)
 
@@ -203,7 +216,154 @@ def walk_voter(agents: AgentFactory, point: str) -> None:
     assert node_uids(first) == [1, 2, 3]
 
 
-WALKS = {"create": walk_create, "joiner": walk_joiner, "member": walk_member, "voter": walk_voter}
+def node_of(agent: Agent, uid: int) -> dict[str, Any] | None:
+    return next((n for n in agent.get("/v1/nodes", auth=ADMIN).json() if n["uid"] == uid), None)
+
+
+def two_nodes(first: Agent, second: Agent) -> None:
+    """`first` creates, `second` joins: one store voter (node 1) and one client (node 2)."""
+    completed(create(first))
+    completed(join(second, first))
+
+
+def walk_replace(agents: AgentFactory, point: str) -> None:
+    # The admitting member (the only voter) crashes while it gives dead node 2's uid away.
+    first, second = agents.start(env=crash_env(point)), agents.start()
+    two_nodes(first, second)
+    second.kill9()
+    eventually(
+        lambda: (node_of(first, 2) or {}).get("status") == "down", timeout=60, message="2 down"
+    )
+    third = agents.start()
+    replacement = {"node": {"identity": {"uid": 2}}}
+    body = bodies.join_body([first.addr], **replacement)
+    assert third.post("/v1/bootstrap/join_cluster", body).status_code == 200
+    wait_crashed(first, point)
+    status = third.wait_state("completed", "error", auth=ADMIN, timeout=60)
+    restart(first)
+    completed(first.wait_state("completed", "error", auth=ADMIN, timeout=60))
+    if status["bootstrap_status"]["state"] == "error":
+        assert status["bootstrap_status"]["error_details"]["retryable"] is True, status
+        status = join(third, first, **replacement)
+    assert completed(status)["local_node_info"]["uid"] == "2", status
+    eventually(lambda: node_uids(first) == [1, 2], timeout=20, message="nodes [1, 2]")
+    assert (node_of(first, 2) or {}).get("addr") == third.addr
+    assert_consistent(first)
+
+
+def walk_recover(agents: AgentFactory, point: str) -> None:
+    first = agents.start()
+    completed(create(first))
+    taken = httpx.post(first.http_url + "/v1/cluster/backup", headers=basic(*ADMIN), timeout=10)
+    assert taken.status_code == 200, taken.text
+    kept = agents.base / "kept-snapshot.json"
+    shutil.copyfile(taken.json()["file"], kept)
+    first.kill9()
+    shutil.rmtree(first.data_dir)
+    fresh = agents.start(env=crash_env(point))
+    body = {"action": "recover_cluster", "recovery_filename": str(kept)}
+
+    def recover() -> dict[str, Any]:
+        assert fresh.post("/v1/bootstrap/recover_cluster", body).status_code == 200
+        return fresh.wait_state("completed", "error", auth=ADMIN, timeout=60)
+
+    assert fresh.post("/v1/bootstrap/recover_cluster", body).status_code == 200
+    wait_crashed(fresh, point)
+    restart(fresh)
+    status = recovered_or_retry(fresh, recover)
+    assert status["local_node_info"]["uid"] == "1", status
+    assert node_uids(fresh) == [1]
+    assert (node_of(fresh, 1) or {}).get("addr") == fresh.addr
+    assert_consistent(fresh)
+
+
+def remove(agent: Agent, uid: int) -> httpx.Response:
+    # A removal may wait for a membership change in progress: a generous timeout.
+    url = f"{agent.http_url}/v1/nodes/{uid}/actions/remove"
+    return httpx.post(url, headers=basic(*ADMIN), timeout=60)
+
+
+def walk_remove(agents: AgentFactory, point: str) -> None:
+    first, second = agents.start(env=crash_env(point)), agents.start()
+    two_nodes(first, second)
+    with contextlib.suppress(httpx.TransportError):  # the acting node dies under the request
+        remove(first, 2)
+    wait_crashed(first, point)
+    restart(first)
+    completed(first.wait_state("completed", "error", auth=ADMIN, timeout=60))
+    # The retried removal succeeds, or says the node is already gone.
+    retried = remove(first, 2)
+    assert retried.status_code in (200, 404), retried.text
+    assert node_uids(first) == [1]
+    assert_consistent(first)
+    # The removed node learns it and leaves: idle, ready to join again.
+    second.wait_state("idle", timeout=60)
+
+
+def walk_leave(agents: AgentFactory, point: str) -> None:
+    first, second = agents.start(), agents.start(env=crash_env(point))
+    two_nodes(first, second)
+    assert remove(first, 2).status_code == 200
+    wait_crashed(second, point)
+    restart(second)
+    # Back up, it finishes leaving (or had finished): idle, and no cluster data left behind.
+    second.wait_state("idle", timeout=60)
+    assert not second.layout.cluster_tls.directory.exists()
+    assert node_uids(first) == [1]
+    assert_consistent(first)
+    # It can join again, as a new node.
+    assert completed(join(second, first))["local_node_info"]["uid"] == "3"
+
+
+def voters_of(agent: Agent) -> list[dict[str, Any]]:
+    return [n for n in agent.get("/v1/nodes", auth=ADMIN).json() if n["store_role"] == "voter"]
+
+
+def walk_heal(agents: AgentFactory, point: str) -> None:
+    # Node 1, the lowest live voter, heals; it dies while giving dead node 3's seat to node 4.
+    first = agents.start(env=crash_env(point))
+    completed(create(first))
+    others = [agents.start() for _ in range(3)]
+    for agent in others:
+        completed(join(agent, first))
+    eventually(lambda: len(voters_of(first)) == 3, timeout=120, message="three voters")
+    assert_consistent(first, timeout=30)
+    response = httpx.put(
+        first.http_url + "/v1/cluster/policy",
+        json={"voter_replace_after": 2},
+        headers=basic(*ADMIN),
+        timeout=5,
+    )
+    assert response.status_code == 200, response.text
+    victim = next(a for a in others if a.addr in {v["addr"] for v in voters_of(first)})
+    victim_uid = next(v["uid"] for v in voters_of(first) if v["addr"] == victim.addr)
+    victim.kill9()
+    wait_crashed(first, point)
+    restart(first)
+    completed(first.wait_state("completed", "error", auth=ADMIN, timeout=60))
+
+    def healed() -> bool:
+        current = voters_of(first)
+        uids = [v["uid"] for v in current]
+        assert len(current) == 3 and victim_uid not in uids, uids
+        assert all(v["status"] == "active" for v in current), current
+        return True
+
+    eventually(healed, timeout=120, interval=0.5, message="three live voters again")
+    assert_consistent(first, timeout=30)
+
+
+WALKS = {
+    "create": walk_create,
+    "joiner": walk_joiner,
+    "member": walk_member,
+    "voter": walk_voter,
+    "replace": walk_replace,
+    "recover": walk_recover,
+    "remove": walk_remove,
+    "leave": walk_leave,
+    "heal": walk_heal,
+}
 
 
 def walk_params() -> list[Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cnm.cluster import model
-from cnm.cluster.records import NodeRecord, StoreRole
+from cnm.cluster.records import NodeRecord, StoreChangeLock, StoreRole
 from cnm.cluster.store_members import (
     member_of,
     removal_refusal,
@@ -63,3 +63,19 @@ async def test_one_change_at_a_time() -> None:
     assert await store.get(model.STORE_CHANGE_LOCK) is None
     async with store_change_lock(store, 2) as again:
         assert again
+
+
+async def test_a_lock_left_by_this_nodes_previous_run_is_taken_over() -> None:
+    # Node 1 crashed holding the lock (since: before this process started).
+    store = MemoryStore()
+    lease = await store.lease_grant(60)
+    stale = StoreChangeLock(uid=1, since=1.0).encode()
+    assert await store.create(model.STORE_CHANGE_LOCK, stale, lease=lease)
+    async with store_change_lock(store, 2) as other:
+        assert not other  # another node never takes it
+    async with store_change_lock(store, 1) as mine:
+        assert mine
+        # ...but a lock taken by this run is not taken again by this run.
+        async with store_change_lock(store, 1) as nested:
+            assert not nested
+    assert await store.get(model.STORE_CHANGE_LOCK) is None

@@ -48,6 +48,7 @@ from cnm.errors import (
     PathError,
     StoreError,
 )
+from cnm.failpoints import failpoint
 from cnm.logs import event
 from cnm.node.data_dir import DataDir, etcd_member_dir
 from cnm.node.local_state import LocalState
@@ -136,6 +137,13 @@ class BootstrapManager:
 
     async def restore(self) -> str:
         """Apply the decision table; returns the decision as a sentence for the log."""
+        data = DataDir(self.config.data_dir)
+        if data.leaving_file.exists():
+            # The agent stopped while this removed node wiped its cluster data: finish it.
+            self._finish_leaving(data)
+            self._set(BootstrapStatus())
+            data.leaving_file.unlink(missing_ok=True)
+            return "finished leaving the cluster this node was removed from: idle"
         state = self.status.state
         local = LocalState.load(self.config.data_dir)
         if state is BootstrapState.COMPLETED and local is not None:
@@ -219,16 +227,19 @@ class BootstrapManager:
             await runtime.stop()
         except Exception as exc:  # the store it stops talking to may be gone: go on leaving
             log.warning("stopping the cluster runtime while leaving: %s", exc)
+        failpoint("leave.after_runtime_stopped")
         local = runtime.local
         data = DataDir(self.config.data_dir)
-        doomed = [data.cluster_tls.directory]
+        # Order matters for a crash in the middle: the store member's data goes while the local
+        # state still says where it is (a restart then resumes and leaves again); from the
+        # `leaving` marker on, a restart finishes the wipe and goes idle (`restore`).
         if local.ccs_persistent_path:
-            doomed.append(etcd_member_dir(local.ccs_persistent_path))
-        for directory in doomed:
-            shutil.rmtree(directory, ignore_errors=True)
-        self._clean_failed_attempt()
-        data.node_key_file.unlink(missing_ok=True)
+            shutil.rmtree(etcd_member_dir(local.ccs_persistent_path), ignore_errors=True)
+        data.leaving_file.touch()
+        self._finish_leaving(data)
+        failpoint("leave.after_wipe")
         self._set(BootstrapStatus())
+        data.leaving_file.unlink(missing_ok=True)
         log.warning(
             "left cluster %s: this node (uid %d) was removed; its cluster data is wiped and it "
             "is idle, ready to create or join a cluster",
@@ -238,6 +249,14 @@ class BootstrapManager:
         )
         for listener in self.left_listeners:
             listener()
+
+    def _finish_leaving(self, data: DataDir) -> None:
+        """Remove what is left of a node that leaves: local state and node key first, then its
+        cluster certificates and what its bootstrap created."""
+        LocalState.remove(self.config.data_dir)
+        data.node_key_file.unlink(missing_ok=True)
+        shutil.rmtree(data.cluster_tls.directory, ignore_errors=True)
+        self._clean_failed_attempt()
 
     # --- requests -------------------------------------------------------------------------------
 

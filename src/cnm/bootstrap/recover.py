@@ -30,6 +30,7 @@ from cnm.cluster.records import CaSecret, NodeKeyIndex, NodeRecord, StoreRole, U
 from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend, member_spec
 from cnm.config import NodeConfig
 from cnm.errors import ConfigError
+from cnm.failpoints import failpoint
 from cnm.node.data_dir import DataDir
 from cnm.node.facts import StoragePaths
 from cnm.node.local_state import LocalState
@@ -139,6 +140,7 @@ async def recover_cluster(
     pki.write_public(tls.ca_file, ca.cert_pem)
     pki.write_public(tls.cert_file, node_cert.cert_pem)
     pki.write_private(tls.key_file, node_cert.key_pem)
+    failpoint("recover.after_certificates")
 
     progress.phase("store")
     member_name = f"node-{plan.uid}"
@@ -166,6 +168,7 @@ async def recover_cluster(
     try:
         await member.start()
         await member.wait_ready(store)
+        failpoint("recover.after_store_start")
 
         progress.phase("records")
         own = NodeRecord.model_validate(
@@ -186,7 +189,9 @@ async def recover_cluster(
                     f"the new cluster store already holds a cluster record; remove "
                     f"{spec.data_dir} and retry"
                 )
+        failpoint("recover.after_records")
         local.save(config.data_dir)
+        failpoint("recover.after_local_state")
         runtime = ClusterRuntime(config, local, store, member, backend=backend)
         await runtime.load()
         return runtime

@@ -25,6 +25,7 @@ from cnm.cluster.records import NodeRecord, RemovedNode
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.store_members import remove_node_member, store_change_lock
 from cnm.errors import CnmError, NodeNotFound
+from cnm.failpoints import failpoint
 from cnm.logs import event
 from cnm.store.base import Compare, Delete, Member, MembershipChangeRefused, Op, Put, Store
 
@@ -159,6 +160,7 @@ async def _remove_locked(store: Store, snapshot: ClusterSnapshot, uid: int) -> R
             uid=uid,
         )
     member = await _remove_member(store, snapshot, node)
+    failpoint("remove.after_member_removed")
     ops, names = _removal_ops(snapshot, node)
     # Guarded by the record's revision: a concurrent removal of the same node loses (404).
     result = await store.txn([Compare.mod(model.node_key(uid), "=", stored.mod_revision)], ops)
@@ -170,6 +172,7 @@ async def _remove_locked(store: Store, snapshot: ClusterSnapshot, uid: int) -> R
         result = await store.txn([Compare.exists(model.node_key(uid))], ops)
         if not result.succeeded:
             raise NodeNotFound(f"node {uid} does not exist (it was just removed)")
+    failpoint("remove.after_records")
     role = "learner" if member is not None and member.is_learner else "voter"
     removal = Removal(
         uid=uid,

@@ -47,6 +47,7 @@ from cnm.errors import (
     StoreError,
     StoreUnavailable,
 )
+from cnm.failpoints import failpoint
 from cnm.logs import event
 from cnm.store.base import Compare, Delete, Put, Store
 
@@ -223,7 +224,9 @@ async def replace_node(
                         "bring a store voter back, then retry the join",
                         reason="store_quorum_at_risk",
                     ) from None
-                await _take_over(store, request, failed)
+                failpoint("replace.after_member_removed")
+                await _take_over(store, snapshot, request, failed)
+                failpoint("replace.after_records")
                 return
         if time.monotonic() > deadline:
             raise ReplacementDeferred(
@@ -234,7 +237,9 @@ async def replace_node(
         await asyncio.sleep(0.2)
 
 
-async def _take_over(store: Store, request: JoinRequest, failed: NodeRecord) -> None:
+async def _take_over(
+    store: Store, snapshot: ClusterSnapshot, request: JoinRequest, failed: NodeRecord
+) -> None:
     uid = failed.uid
     node_key = model.node_key(uid)
     index_key = model.node_key_index(request.node_key)
@@ -248,13 +253,26 @@ async def _take_over(store: Store, request: JoinRequest, failed: NodeRecord) -> 
         indexes, _ = await store.get_prefix(model.NODE_KEY_PREFIX)
         old_keys = [kv.key for kv in indexes if _index_uid(kv.value) == uid]
         record = replacement_record(request, failed, datetime.now(UTC))
+        # etcd re-arms every lease when its leader changes (and so when it restarts): a dead
+        # node's liveness key can outlive it by a TTL. A stale one (not renewed lately, the
+        # snapshot's rule) does not block the take-over; it is guarded by its revision (a
+        # renewal meanwhile means the node is back) and deleted with the rest.
+        liveness = await store.get(model.liveness_key(uid))
+        if liveness is not None and snapshot.is_alive(uid):
+            raise ConfigError(
+                f"node.identity.uid: node {uid} came back to life during the replacement",
+                fields=["node.identity.uid"],
+            )
+        guard = (
+            Compare.absent(model.liveness_key(uid))
+            if liveness is None
+            else Compare.mod(model.liveness_key(uid), "=", liveness.mod_revision)
+        )
+        stale = [] if liveness is None else [Delete(model.liveness_key(uid))]
         result = await store.txn(
+            [Compare.mod(node_key, "=", current.mod_revision), Compare.absent(index_key), guard],
             [
-                Compare.mod(node_key, "=", current.mod_revision),
-                Compare.absent(index_key),
-                Compare.absent(model.liveness_key(uid)),
-            ],
-            [
+                *stale,
                 *(Delete(key) for key in old_keys),
                 Put(index_key, NodeKeyIndex(uid=uid).encode()),
                 Put(node_key, record.encode()),
@@ -262,7 +280,8 @@ async def _take_over(store: Store, request: JoinRequest, failed: NodeRecord) -> 
         )
         if result.succeeded:
             return True
-        if await store.get(model.liveness_key(uid)) is not None:
+        now = await store.get(model.liveness_key(uid))
+        if now is not None and (liveness is None or now.mod_revision != liveness.mod_revision):
             raise ConfigError(
                 f"node.identity.uid: node {uid} came back to life during the replacement",
                 fields=["node.identity.uid"],

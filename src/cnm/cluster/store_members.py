@@ -30,11 +30,15 @@ from cnm.cluster.records import NodeRecord, StoreChangeLock
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.errors import CnmError
 from cnm.logs import event
-from cnm.store.base import Member, Store
+from cnm.store.base import Compare, Member, Put, Store
 
 log = logging.getLogger(__name__)
 
 LOCK_TTL = 15
+# When this agent process started. A lock held under this node's uid but taken before then was
+# left by a previous run of this agent that died holding it (a crash mid-change): its lease would
+# keep it for LOCK_TTL more seconds after etcd restarts, refusing this node's own retries.
+_STARTED = time.time()
 
 
 class MemberRemovalRefused(CnmError):
@@ -112,7 +116,7 @@ async def store_change_lock(store: Store, uid: int) -> AsyncIterator[bool]:
     nothing) when another node holds it. The lock's lease is kept alive meanwhile."""
     lease = await store.lease_grant(LOCK_TTL)
     holder = StoreChangeLock(uid=uid, since=time.time()).encode()
-    if not await store.create(model.STORE_CHANGE_LOCK, holder, lease=lease):
+    if not await _acquire(store, uid, holder, lease):
         await store.lease_revoke(lease)
         yield False
         return
@@ -131,6 +135,33 @@ async def store_change_lock(store: Store, uid: int) -> AsyncIterator[bool]:
         with contextlib.suppress(CnmError):
             await store.delete(model.STORE_CHANGE_LOCK)
             await store.lease_revoke(lease)
+
+
+async def _acquire(store: Store, uid: int, holder: bytes, lease: int) -> bool:
+    """Create the lock; or take it over (guarded by its revision) when this node's previous run
+    left it behind. Another node's lock, or one taken by this run, is never taken."""
+    if await store.create(model.STORE_CHANGE_LOCK, holder, lease=lease):
+        return True
+    current = await store.get(model.STORE_CHANGE_LOCK)
+    if current is None:  # released meanwhile
+        return await store.create(model.STORE_CHANGE_LOCK, holder, lease=lease)
+    try:
+        held = StoreChangeLock.decode(current.value)
+    except ValueError:
+        return False
+    if held.uid != uid or held.since >= _STARTED:
+        return False
+    result = await store.txn(
+        [Compare.mod(model.STORE_CHANGE_LOCK, "=", current.mod_revision)],
+        [Put(model.STORE_CHANGE_LOCK, holder, lease)],
+    )
+    if result.succeeded:
+        log.warning(
+            "took over the store-change lock that node %d's previous run left behind "
+            "(it died during a membership change)",
+            uid,
+        )
+    return result.succeeded
 
 
 async def remove_node_member(

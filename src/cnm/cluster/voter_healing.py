@@ -34,6 +34,7 @@ from cnm.cluster.records import ClusterRecord, NodeKeyIndex, NodeRecord, StoreRo
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.store_members import remove_node_member, store_change_lock
 from cnm.cluster.writes import update_record
+from cnm.failpoints import failpoint
 from cnm.logs import event
 from cnm.store.base import Compare, Delete, Store
 
@@ -172,12 +173,14 @@ class VoterHealer:
             await remove_node_member(
                 self._store, self._snapshot, node, reason=f"voter {decision.reason}"
             )
+            failpoint("heal.after_member_removed")
             await update_record(
                 self._store,
                 model.node_key(node.uid),
                 NodeRecord,
                 lambda r: r.changed(store_role=StoreRole.CLIENT, store_client_url=""),
             )
+            failpoint("heal.after_client_recorded")
         self._log_once(decision, "seat_given")
 
     def _log_once(self, decision: SeatDecision, outcome: str) -> None:

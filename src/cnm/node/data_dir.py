@@ -117,6 +117,11 @@ class DataDir:
         return self.root / NODE_KEY_FILE
 
     @property
+    def leaving_file(self) -> Path:
+        """Present while a removed node wipes its cluster data: a restart finishes the wipe."""
+        return self.root / "leaving"
+
+    @property
     def users_file(self) -> Path:
         return self.root / USERS_FILE
 
