@@ -283,6 +283,9 @@ class MemberLink:
             )
 
     def _answer(self, response: httpx.Response, kind: type[_M], what: str) -> _M:
+        if response.status_code == 503:
+            # The member lost its store for now (a leader election): retryable, say why.
+            raise failure_from_answer(response)
         if response.status_code != 200:
             raise ConnectError(f"{self.url} answered {what} with HTTP {response.status_code}")
         try:
