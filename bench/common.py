@@ -46,6 +46,7 @@ __all__ = [
     "AgentFactory",
     "RunFailed",
     "Stats",
+    "Target",
     "base_parser",
     "basic",
     "claim_address",
@@ -68,6 +69,7 @@ __all__ = [
     "stats_row",
     "stats_segment",
     "table",
+    "target_lines",
     "write_json",
 ]
 
@@ -104,6 +106,45 @@ class Stats:
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of an issue that a benchmark checks, judged PASS or MISS.
+
+    Every benchmark stores its targets in its JSON document under `"targets"` (a list of
+    `as_dict()`), and the figures to plot under `"series"` (name -> {"x": [...], "y": [...],
+    "x_label": str, "y_label": str}); `scripts/bench.sh` gathers both into the report.
+    """
+
+    name: str  # what is measured, e.g. "join median at 100 nodes"
+    value: float | None  # the measurement (None: could not be measured: a MISS)
+    limit: float  # the target's bound
+    unit: str  # "s", "ms", "%", "MiB", "ratio", "cores"
+    better: Literal["lower", "higher"] = "lower"
+    baseline: str = ""  # the same-run baseline it was compared against, in words
+
+    @property
+    def passed(self) -> bool:
+        if self.value is None:
+            return False
+        return self.value <= self.limit if self.better == "lower" else self.value >= self.limit
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+
+def target_lines(targets: Sequence[Target]) -> str:
+    """`target: NAME VALUE (≤|≥ LIMIT UNIT) → PASS|MISS`, one line each, for the console."""
+    lines = []
+    for target in targets:
+        sign = "≤" if target.better == "lower" else "≥"
+        value = "-" if target.value is None else f"{target.value:.3f}"
+        verdict = "PASS" if target.passed else "MISS"
+        lines.append(
+            f"target: {target.name} {value} {target.unit} ({sign} {target.limit:g}) → {verdict}"
+        )
+    return "\n".join(lines)
 
 
 def _cell(value: object, decimals: int) -> str:
