@@ -113,8 +113,9 @@ class Target:
     """One target of an issue that a benchmark checks, judged PASS or MISS.
 
     Every benchmark stores its targets in its JSON document under `"targets"` (a list of
-    `as_dict()`), and the figures to plot under `"series"` (name -> {"x": [...], "y": [...],
-    "x_label": str, "y_label": str}); `scripts/bench.sh` gathers both into the report.
+    `as_dict()`), and the figures to plot under `"series"`: a list of {"plot": str, "label": str,
+    "x": [...], "y": [...], "x_label": str, "y_label": str}; the series that share a "plot" are
+    drawn as lines of one figure. `scripts/bench.sh` gathers both into the report.
     """
 
     name: str  # what is measured, e.g. "join median at 100 nodes"
