@@ -12,6 +12,10 @@ the clock runs from the kill through member_remove, add_learner, the 4th started
 A person or script doing it has no detection or waiting policy: the baseline is the floor of
 the member steps, compare it with cnm's last segment (seat given -> 3 voters).
 
+Target, from the documented bounds (README "Store voters that heal"): a dead node is `down`
+within 10 s and its seat is given within `voter_replace_after` + 10 s of that, so kill -> 3
+healthy voters, median, <= 20 s + `voter_replace_after`.
+
     .venv/bin/python bench/bench_heal.py [--runs 3] [--replace-after 3] [--json out.json] [--keep]
 """
 
@@ -43,6 +47,8 @@ from common import (
     STATS_HEADERS,
     AgentFactory,
     RunFailed,
+    Stats,
+    Target,
     base_parser,
     claimed_addresses,
     etcd_missing,
@@ -55,6 +61,7 @@ from common import (
     start_agents,
     stats_row,
     table,
+    target_lines,
 )
 from harness.agents import Agent, basic
 from join_agents import ADMIN, LOG_JSON, create, nodes_of, post_join, stop_cluster
@@ -273,6 +280,24 @@ def main() -> int:
         "replace_after": args.replace_after,
         "runs": [{"kind": r.kind, "seconds": r.seconds, "segments": r.segments} for r in runs],
     }
+    cnm = [r.seconds for r in runs if r.kind == "cnm"]
+    by_hand = [r.seconds for r in runs if r.kind == "etcd"]
+    for kind, samples in (("cnm", cnm), ("etcd", by_hand)):
+        if samples:
+            document[f"{kind}_stats"] = Stats.of(samples).as_dict()
+    target = Target(
+        f"kill -> 3 healthy voters (voter_replace_after {args.replace_after} s), median",
+        Stats.of(cnm).median if cnm else None,
+        20.0 + args.replace_after,
+        "s",
+        baseline=(
+            f"the member steps by hand: median {Stats.of(by_hand).median:.2f} s"
+            if by_hand
+            else "by hand: no successful run"
+        ),
+    )
+    document["targets"] = [target.as_dict()]
+    print(target_lines([target]))
     if not args.keep:
         import shutil
 

@@ -26,6 +26,8 @@ from common import (
     STATS_HEADERS,
     AgentFactory,
     RunFailed,
+    Stats,
+    Target,
     base_parser,
     basic,
     etcd_missing,
@@ -35,6 +37,7 @@ from common import (
     now,
     stats_row,
     table,
+    target_lines,
 )
 from harness.agents import Agent
 from harness.bodies import ADMIN, create_body, join_body
@@ -139,15 +142,26 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(base, ignore_errors=True)
     document: dict[str, Any] = {"machine": info, "all_active": active, "apis_answer": serving}
+    # Every restart must be within the bound, so the slowest run is judged (as the console
+    # verdict always was); no successful run is a MISS (value None).
+    target = Target(
+        "full restart: last start -> all active, slowest run",
+        max(active) if active else None,
+        TARGET_SECONDS,
+        "s",
+        baseline=(f"every API answers: median {Stats.of(serving).median:.2f} s" if serving else ""),
+    )
+    document["targets"] = [target.as_dict()]
     if active:
+        document["all_active_stats"] = Stats.of(active).as_dict()
+        document["apis_answer_stats"] = Stats.of(serving).as_dict()
         print(
             table(
                 STATS_HEADERS,
                 [stats_row("all active", active), stats_row("APIs answer (baseline)", serving)],
             )
         )
-        verdict = "met" if max(active) <= TARGET_SECONDS else "NOT met"
-        print(f"target: all active within {TARGET_SECONDS:.0f} s of the last start: {verdict}")
+    print(target_lines([target]))
     return finish(args.json, document, failures)
 
 
