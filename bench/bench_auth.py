@@ -246,7 +246,11 @@ def main() -> int:
         failed = f"{type(exc).__name__}: {exc}"
         print(f"error: {failed}", file=sys.stderr)
     finally:
-        reports = factory.close(failed=bool(failed) or args.keep, artefacts=base / "kept")
+        # Kept beside `base`, not inside it: copying a directory into itself never ends.
+        kept = base.with_name(base.name + "-kept")
+        reports = factory.close(failed=bool(failed) or args.keep, artefacts=kept)
+        if kept.exists():
+            print(f"agent directories (logs) kept in {kept}", file=sys.stderr)
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     if failed:

@@ -247,11 +247,14 @@ def _link(path: str, markdown: Path, root: Path) -> str:
         return str(target)
 
 
-def _log_tail(log: str, lines: int = 15) -> list[str]:
+def _log_tail(log: str, lines: int = 15, width: int = 300) -> list[str]:
+    """The last lines of a log, each cut to `width` characters (a traceback may hold a line of
+    many kilobytes)."""
     try:
-        return Path(log).read_text(errors="replace").splitlines()[-lines:] if log else []
+        tail = Path(log).read_text(errors="replace").splitlines()[-lines:] if log else []
     except OSError:
         return []
+    return [line if len(line) <= width else line[:width] + " …" for line in tail]
 
 
 def _profile_lines(path: str, markdown: Path, root: Path) -> list[str]:

@@ -100,7 +100,8 @@ def _write_runs(tmp_path: Path) -> Path:
     }
     (work / "join.profile.json").write_text(json.dumps(profiled))
     (work / "empty.json").write_text("")  # exited 0 but wrote nothing readable
-    (work / "broken.log").write_text("run 1\nRuntimeError: etcd did not start\n")
+    long_line = "shutil.Error: " + "kept/" * 2000  # a traceback line of 10 kB
+    (work / "broken.log").write_text(f"run 1\n{long_line}\nRuntimeError: etcd did not start\n")
     rows = [
         [
             "run",
@@ -179,6 +180,8 @@ def test_every_target_and_every_broken_benchmark_has_a_summary_row(tmp_path: Pat
     broken = page.split("## bench_broken", 1)[1].split("## bench_empty", 1)[0]
     assert "**FAILED**: exited with status 1" in broken
     assert "RuntimeError: etcd did not start" in broken
+    assert "shutil.Error: kept/" in broken
+    assert max(len(line) for line in broken.splitlines()) < 400  # cut, not quoted whole
 
 
 def test_a_miss_names_its_profile_or_says_there_is_none(tmp_path: Path) -> None:
