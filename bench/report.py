@@ -50,6 +50,7 @@ class Benchmark:
     document: dict[str, Any] = field(default_factory=dict)
     problem: str = ""  # why it is not "ok", in words
     profiled: dict[str, Any] = field(default_factory=dict)  # the --profile re-run's document
+    profile_run: str = ""  # how the --profile re-run went, when there was one
 
     @property
     def targets(self) -> list[dict[str, Any]]:
@@ -86,6 +87,7 @@ class Benchmark:
             "problem": self.problem,
             "document": self.document,
             "profiled": self.profiled,
+            "profile_run": self.profile_run,
         }
 
 
@@ -111,7 +113,9 @@ def load_runs(runs_file: Path) -> list[Benchmark]:
             kind, name, status, seconds, command, json_path, log = row[:7]
             if kind == "profile":
                 if name in benchmarks:
-                    benchmarks[name].profiled = _read_document(json_path)[0]
+                    first = benchmarks[name]
+                    first.profiled = _read_document(json_path)[0]
+                    first.profile_run = f"the --profile re-run exited with status {status}"
                 continue
             document, problem = _read_document(json_path)
             if status == "absent":
@@ -374,7 +378,8 @@ def section(bench: Benchmark, markdown: Path, root: Path) -> list[str]:
             if profile:
                 out += _profile_lines(profile, markdown, root)
             else:
-                out.append("  no profile recorded")
+                note = f" ({bench.profile_run})" if bench.profile_run else ""
+                out.append(f"  no profile recorded{note}")
         out.append("")
     elif bench.status == "ok":
         out += ["No target recorded.", ""]
