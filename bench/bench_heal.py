@@ -282,9 +282,11 @@ def main() -> int:
     }
     cnm = [r.seconds for r in runs if r.kind == "cnm"]
     by_hand = [r.seconds for r in runs if r.kind == "etcd"]
-    for kind, samples in (("cnm", cnm), ("etcd", by_hand)):
-        if samples:
-            document[f"{kind}_stats"] = Stats.of(samples).as_dict()
+    document["stats"] = [
+        {"name": label, **Stats.of(samples).as_dict()}
+        for samples, label in ((cnm, labels[0][1]), (by_hand, labels[1][1] + " (baseline)"))
+        if samples
+    ]
     target = Target(
         f"kill -> 3 healthy voters (voter_replace_after {args.replace_after} s), median",
         Stats.of(cnm).median if cnm else None,

@@ -153,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     document["targets"] = [target.as_dict()]
     if active:
-        document["all_active_stats"] = Stats.of(active).as_dict()
-        document["apis_answer_stats"] = Stats.of(serving).as_dict()
+        document["stats"] = [
+            {"name": "all active", **Stats.of(active).as_dict()},
+            {"name": "APIs answer (baseline)", **Stats.of(serving).as_dict()},
+        ]
         print(
             table(
                 STATS_HEADERS,

@@ -193,7 +193,10 @@ def stat_rows(document: dict[str, Any]) -> list[list[object]]:
 
     def label_of(item: object, index: int) -> str:
         if isinstance(item, dict):
-            for key in ("size", "name", "label", "kind", "segment", "variant"):
+            for key in ("name", "label", "segment", "variant"):
+                if key in item and not isinstance(item[key], dict | list):
+                    return str(item[key])
+            for key in ("size", "kind"):
                 if key in item and not isinstance(item[key], dict | list):
                     return f"{key} {item[key]}"
         return f"#{index + 1}"
@@ -215,8 +218,10 @@ def stat_rows(document: dict[str, Any]) -> list[list[object]]:
                 )
                 return
             for key, value in node.items():
-                if key not in ("machine", "targets", "series"):
-                    walk(value, [*path, str(key)])
+                if key in ("machine", "targets", "series"):
+                    continue
+                # A top-level "stats" list is the benchmark's own table: its names suffice.
+                walk(value, path if key == "stats" and not path else [*path, str(key)])
         elif isinstance(node, list):
             for index, item in enumerate(node):
                 walk(item, [*path, label_of(item, index)])
