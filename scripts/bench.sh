@@ -3,7 +3,9 @@
 # plots in bench/results/<date>/ (bench/report.py). `--quick` is a smoke run: one or two runs,
 # small clusters; its report goes to bench/results/<date>-quick/ and never replaces BENCHMARKS.md.
 #
-#   bash scripts/bench.sh [--quick]
+#   bash scripts/bench.sh [--quick] [--only bench_a,bench_b]
+#
+# `--only` runs just the benchmarks named (e.g. to redo one); the report then lists only those.
 #
 # A benchmark that fails (or times out) does not stop the others; the script exits 1 at the end
 # if any failed. A benchmark whose script is not on this branch is reported "not present". When
@@ -14,11 +16,16 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
-case "${1:-}" in
-    --quick) quick=1 ;;
-    "") ;;
-    *) echo "usage: bash scripts/bench.sh [--quick]" >&2; exit 2 ;;
-esac
+only=""
+usage="usage: bash scripts/bench.sh [--quick] [--only bench_a,bench_b]"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) quick=1 ;;
+        --only) only=${2:?$usage}; shift ;;
+        *) echo "$usage" >&2; exit 2 ;;
+    esac
+    shift
+done
 
 # The venv as scripts/setup.sh makes it, plus the `bench` extra (matplotlib, py-spy).
 if [ ! -x .venv/bin/python ] || ! command -v etcd >/dev/null 2>&1; then
@@ -79,8 +86,19 @@ run_one() {  # kind name args...: run bench/<name>.py, record a line of runs.tsv
     return "$code"
 }
 
+known=" $(for entry in "${BENCHMARKS[@]}"; do printf '%s ' "${entry%%|*}"; done)"
+for name in ${only//,/ }; do
+    if [[ $known != *" $name "* ]]; then
+        echo "bench: unknown benchmark $name (known:$known)" >&2
+        exit 2
+    fi
+done
+
 for entry in "${BENCHMARKS[@]}"; do
     IFS='|' read -r name full small <<<"$entry"
+    if [ -n "$only" ] && [[ ",$only," != *",$name,"* ]]; then
+        continue
+    fi
     args=$([ $quick = 1 ] && echo "$small" || echo "$full")
     if [ ! -f "bench/$name.py" ]; then
         echo
