@@ -1,6 +1,6 @@
 """Benchmark: create_cluster, POST → completed, against a bare etcd started the same way.
 
-    .venv/bin/python bench/bench_create.py [--runs 5] [--json out.json] [--keep]
+    .venv/bin/python bench/bench_create.py [--runs 5] [--json out.json] [--keep] [--profile]
 
 Each run, in alternating order (cnm first on even runs, etcd first on odd ones, so slow phases of
 the machine hit both series):
@@ -66,6 +66,7 @@ from common import (
     table,
     target_lines,
 )
+from profiling import PySpy
 
 ADMIN = ("admin@example.com", "bench-pass-1")
 POLL_INTERVAL = 0.010
@@ -104,16 +105,25 @@ class CnmRun:
     seconds: float
     # Seconds after POST was sent: first poll showing each phase, and the log/etcd events.
     events: dict[str, float] = field(default_factory=dict)
+    profile: str | None = None  # with --profile: py-spy's summary of the agent during create
 
 
 # --- cnm ----------------------------------------------------------------------------------------
 
 
-def run_cnm(factory: AgentFactory, name: str, timeout: float) -> CnmRun:
+def run_cnm(factory: AgentFactory, name: str, timeout: float, profile: bool = False) -> CnmRun:
     agent = factory.make(name, extra_args=["--log-format", "json"])
+    spy = None
     try:
         agent.start()
-        wall_start, events = _create(agent.http_url, timeout)
+        assert agent.process is not None
+        with contextlib.ExitStack() as stack:
+            if profile:  # the agent only (not its etcd), from before the POST to completed
+                spy = stack.enter_context(
+                    PySpy(agent.process.pid, f"bench_create-{name}", rate=250)
+                )
+                time.sleep(0.5)  # untimed: py-spy attaches before the POST goes out
+            wall_start, events = _create(agent.http_url, timeout)
     except (RunFailed, AssertionError, httpx.HTTPError, ValueError, KeyError) as exc:
         with contextlib.suppress(AssertionError):
             agent.stop()  # the factory kills what is left at the end
@@ -137,7 +147,7 @@ def run_cnm(factory: AgentFactory, name: str, timeout: float) -> CnmRun:
         events["etcd_ready"] = ready["etcd_ready"] - wall_start
     elif "poll_records" in events:  # another etcd version: the poll's view, 10 ms coarse
         events["etcd_ready"] = events["poll_records"]
-    return CnmRun(events["completed"], events)
+    return CnmRun(events["completed"], events, spy.summary_path if spy else None)
 
 
 def _create(url: str, timeout: float) -> tuple[float, dict[str, float]]:
@@ -252,7 +262,7 @@ def measure(args: argparse.Namespace) -> tuple[list[CnmRun], list[float], list[s
             for kind in order:
                 try:
                     if kind == "cnm":
-                        run = run_cnm(factory, f"cnm-{index}", args.timeout)
+                        run = run_cnm(factory, f"cnm-{index}", args.timeout, args.profile)
                         seconds = run.seconds
                         if not warm:
                             cnm_runs.append(run)
@@ -284,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--warmup", type=int, default=0, help="untimed runs of each kind first (default 0)"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy on each cnm agent during its create (bench/profiling.py); the document's "
+        "profile is the slowest run's",
     )
     args = parser.parse_args(argv)
     if args.runs < 1:
@@ -356,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         baseline=baseline,
     )
     document["targets"] = [target.as_dict()]
+    profiled = [run for run in cnm_runs if run.profile]
+    if profiled:
+        document["profile"] = max(profiled, key=lambda run: run.seconds).profile
     print(target_lines([target]))
     return finish(args.json, document, failures)
 
