@@ -1,6 +1,8 @@
 """The cluster resources after bootstrap on a node's ASGI app over the in-memory store: shapes,
 permissions, users, settings, bad bodies, tokens. The API's logic, without etcd or agent
 processes (tests/cluster/test_resources.py keeps the ones that need a real store and agents).
+The cases both stores must pass (shapes, a user's life) are written once in harness/resources.py
+and run by both files.
 
 One cluster is created for the module and shared by its tests (each test leaves it as it found
 it), as on the real agents.
@@ -16,18 +18,23 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 import pytest_asyncio
 
 from cnm.store.memory import MemoryMember
-from harness.agents import basic
 from harness.api_node import Node, bootstrapped_node, node_config
 from harness.bodies import ADMIN
-
-NAME = "c1.example.com"
-ROLES = ("admin", "cluster_member", "cluster_viewer", "db_member", "db_viewer", "user_manager")
-ALL_ROLES = (*ROLES, "none")
+from harness.resources import (
+    ALL_ROLES,
+    NAME,
+    ROLES,
+    Api,
+    Auth,
+    compact,
+    people_of_every_role,
+    shapes_follow_the_contract,
+    user_lifecycle,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -45,34 +52,30 @@ async def node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Node]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def people(node: Node) -> dict[str, tuple[str, str, int]]:
     """One user per role: role -> (email, password, uid)."""
-    found = {}
-    for role in ALL_ROLES:
-        email, password = f"{role}.user@example.com", f"{role}-password"
-        body = {"email": email, "password": password, "role": role, "name": f"the {role}"}
-        response = await call(node, "POST", "/v1/users", ADMIN, body)
-        assert response.status_code == 200, response.text
-        found[role] = (email, password, int(response.json()["uid"]))
-    return found
+    return await people_of_every_role(api(node))
+
+
+def api(node: Node) -> Api:
+    """The node as the shared cases (harness.resources) reach it: its app, in-process."""
+
+    async def send(
+        method: str, path: str, headers: dict[str, str], content: bytes | None
+    ) -> httpx.Response:
+        return await node.client.request(method, path, headers=headers, content=content)
+
+    return Api(send, node.config.addr)
 
 
 async def call(
     node: Node,
     method: str,
     path: str,
-    auth: tuple[str, str] | str | None = None,
+    auth: Auth = None,
     body: Any = None,
     *,
     content: bytes | None = None,
 ) -> httpx.Response:
-    headers: dict[str, str] = {}
-    if isinstance(auth, tuple):
-        headers.update(basic(*auth))
-    elif isinstance(auth, str):
-        headers["Authorization"] = f"JWT {auth}"
-    if content is None and body is not None:
-        content = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
-    return await node.client.request(method, path, headers=headers, content=content)
+    return await api(node).call(method, path, auth, body, content=content)
 
 
 async def token(node: Node, auth: tuple[str, str], **body: Any) -> str:
@@ -99,81 +102,13 @@ def claims(jwt: str) -> dict[str, Any]:
     return document
 
 
-def compact(response: httpx.Response) -> Any:
-    """The body, checked to be compact JSON with sorted keys."""
-    assert response.headers["content-type"] == "application/json"
-    document = json.loads(response.content)
-    canonical = json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-    assert response.content == canonical.encode()
-    return document
-
-
-def is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 # --- shapes ---------------------------------------------------------------------------------------
 
 
 async def test_shapes_follow_the_contract(
     node: Node, people: dict[str, tuple[str, str, int]]
 ) -> None:
-    cluster = compact(await call(node, "GET", "/v1/cluster", ADMIN))
-    assert cluster["name"] == NAME
-    for field in ("cnm_http_port", "cnm_https_port", "password_min_length"):
-        assert is_int(cluster[field]), field
-    for field in ("rack_aware", "http_support", "upgrade_in_progress", "wait_command"):
-        assert cluster[field] in (True, False), field
-    assert (cluster["cnm_http_port"], cluster["cnm_https_port"]) == (8080, 9443)
-    assert cluster["created_time"].endswith("Z") and len(cluster["uuid"]) == 36
-    assert len(cluster["ca_fingerprint"].split(":")) == 32
-    assert "node_settings" not in cluster and "policy" not in cluster
-
-    policy = compact(await call(node, "GET", "/v1/cluster/policy", ADMIN))
-    assert policy["rack_aware"] is False and policy["default_shards_placement"] == "dense"
-
-    check = compact(await call(node, "GET", "/v1/cluster/check", ADMIN))
-    assert check == {
-        "cluster_test_result": True,
-        "degraded": False,
-        "failed_nodes": [],
-        "nodes": [{"node_uid": "1", "result": True}],
-    }
-
-    nodes = compact(await call(node, "GET", "/v1/nodes", ADMIN))
-    assert [n["uid"] for n in nodes] == [1]
-    one = compact(await call(node, "GET", "/v1/nodes/1", ADMIN))
-    assert one["status"] == "active" and one["addr"] == node.config.addr
-    for field in ("uid", "cores", "total_memory", "uptime", "shard_count", "max_listeners"):
-        assert is_int(one[field]), field
-    for field in ("persistent_storage_size", "ephemeral_storage_size"):
-        assert isinstance(one[field], float), field
-    assert not {"node_settings", "ccs_persistent_path", "boot_time"} & set(one)
-    host_uptime = time.time() - psutil.boot_time()
-    assert abs(one["uptime"] - host_uptime) < 15
-    assert compact(await call(node, "GET", "/v1/nodes/status", ADMIN)) == {
-        "1": {"status": "active"}
-    }
-    for missing in ("2", "0", "x", "9" * 40, "\u0661"):
-        response = await call(node, "GET", f"/v1/nodes/{missing}", ADMIN)
-        assert response.status_code == 404 and compact(response)["error_code"] == "node_not_found"
-
-    license = compact(await call(node, "GET", "/v1/license", ADMIN))
-    assert license["features"] == ["trial"] and license["expired"] is False
-    assert is_int(license["shards_limit"]) and license["shards_limit"] == 4
-    assert is_int(license["nodes_limit"])
-    for field in ("owner", "cluster_name", "key", "license", "activation_date", "expiration_date"):
-        assert isinstance(license[field], str), field
-
-    users = compact(await call(node, "GET", "/v1/users", ADMIN))
-    assert len(users) == 1 + len(ALL_ROLES)
-    for user in users:
-        assert is_int(user["uid"]) and isinstance(user["email"], str)
-        assert isinstance(user["role"], str) and all(is_int(uid) for uid in user["role_uids"])
-        assert "password" not in json.dumps(user).replace("password_issue_date", "")
-    admin = compact(await call(node, "GET", "/v1/users/1", ADMIN))
-    assert (admin["name"], admin["role"], admin["role_uids"]) == ("Administrator", "admin", [1])
-    assert admin["status"] == "active"
+    await shapes_follow_the_contract(api(node))
 
 
 # --- permissions ----------------------------------------------------------------------------------
@@ -266,37 +201,7 @@ async def test_user_manager_cannot_make_or_touch_admins(
 
 
 async def test_user_lifecycle(node: Node) -> None:
-    body = {"email": "Kim@Example.com", "password": "kim-password", "role": "db_member"}
-    created_user = await call(node, "POST", "/v1/users", ADMIN, body)
-    assert created_user.status_code == 200, created_user.text
-    user = compact(created_user)
-    uid = user["uid"]
-    assert (user["name"], user["role_uids"]) == ("Kim@Example.com", [4])
-    assert "password_hash" not in user
-    kim = ("kim@example.com", "kim-password")
-    assert (await call(node, "GET", "/v1/cluster", kim)).status_code == 200
-
-    assert (await call(node, "POST", "/v1/users", ADMIN, body)).json()["error_code"] == (
-        "email_already_exists"
-    )
-    named = {**body, "email": "other@example.com", "name": "Administrator"}
-    conflict = await call(node, "POST", "/v1/users", ADMIN, named)
-    assert (conflict.status_code, conflict.json()["error_code"]) == (409, "name_already_exists")
-    short = await call(
-        node, "POST", "/v1/users", ADMIN, {**body, "email": "s@x", "password": "short"}
-    )
-    assert (short.status_code, short.json()["error_code"]) == (400, "password_too_short")
-
-    changed = await call(node, "PUT", f"/v1/users/{uid}", ADMIN, {"password": "kim-new-password"})
-    assert changed.status_code == 200
-    # Read-your-writes on this node: the old password is refused at once, the new one works.
-    assert (await call(node, "GET", "/v1/cluster", kim)).status_code == 401
-    assert (await call(node, "GET", "/v1/cluster", (kim[0], "kim-new-password"))).status_code == 200
-
-    assert (await call(node, "DELETE", f"/v1/users/{uid}", ADMIN)).content == b""
-    assert (await call(node, "GET", "/v1/cluster", (kim[0], "kim-new-password"))).status_code == 401
-    gone = await call(node, "GET", f"/v1/users/{uid}", ADMIN)
-    assert (gone.status_code, gone.json()["error_code"]) == (404, "user_not_found")
+    await user_lifecycle(api(node))
 
 
 async def test_last_admin_stays(node: Node, people: dict[str, tuple[str, str, int]]) -> None:

@@ -7,6 +7,8 @@ import re
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
 
 from harness.api_node import Node
 
@@ -29,41 +31,45 @@ def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]
     ]
 
 
-API = {
-    ("get", "/v1/bootstrap"),
-    ("post", "/v1/bootstrap/{action}"),
-    ("post", "/v1/bootstrap/validate/{action}"),
-    ("get", "/v1/cluster"),
-    ("put", "/v1/cluster"),
-    ("get", "/v1/cluster/policy"),
-    ("put", "/v1/cluster/policy"),
-    ("get", "/v1/cluster/check"),
-    ("get", "/v1/nodes"),
-    ("get", "/v1/nodes/status"),
-    ("get", "/v1/nodes/{uid}"),
-    ("get", "/v1/license"),
-    ("put", "/v1/license"),
-    ("get", "/v1/users"),
-    ("post", "/v1/users"),
-    ("get", "/v1/users/{uid}"),
-    ("put", "/v1/users/{uid}"),
-    ("delete", "/v1/users/{uid}"),
-    ("post", "/v1/users/authorize"),
-    ("post", "/v1/users/refresh_jwt"),
-    # cnm extensions
-    ("post", "/v1/cluster/backup"),
-    ("post", "/v1/nodes/{uid}/actions/remove"),
-    ("get", "/v1/users/{uid}/sign_in_failures"),
-    ("post", "/v1/users/{uid}/unlock"),
+# Routes the app serves that the document leaves out on purpose; every other route must be in it.
+# A route added without `**operation(...)` still reaches the document (FastAPI includes it) and
+# then fails `test_operations_are_exact` (no security, no error bodies); one hidden with
+# `include_in_schema=False` fails `test_every_api_route_is_documented_and_nothing_else` until
+# it is listed here.
+INTERNAL = {
+    ("get", "/v1/boostrap"),  # the documentation's misspelling of /v1/bootstrap
+    ("get", "/v1/openapi.json"),  # the document itself
+    ("get", "/metrics"),  # Prometheus text format, not the JSON API
+    ("get", "/"),  # the web console's page and its files
+    ("get", "/web/{name}"),
+    # cnm-internal: the join handshake between agents (api/join_routes.py)
+    ("post", "/v1/join/auth/start"),
+    ("post", "/v1/join/auth/finish"),
+    ("post", "/v1/join/renew"),
+    ("get", "/v1/join/ca"),
+    ("post", "/v1/join/time"),
+    ("post", "/v1/join/node"),
 }
 # Actions that take no body (any body is ignored).
 NO_BODY = {("post", "/v1/cluster/backup"), ("post", "/v1/nodes/{uid}/actions/remove")}
 
 
-async def test_every_api_route_is_documented_and_nothing_else(document: dict[str, Any]) -> None:
-    # Not documented: the cnm-internal join routes, the web console, /metrics (Prometheus text)
-    # and the documentation's misspelling /v1/boostrap.
-    assert {(method, path) for method, path, _ in _operations(document)} == API
+def _served(app: FastAPI) -> set[tuple[str, str]]:
+    """Every (method, path template) the app routes, HEAD aside (Starlette adds it to GETs)."""
+    return {
+        (method.lower(), str(route.path_format))
+        for route in iter_route_contexts(app.routes)
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+
+
+async def test_every_api_route_is_documented_and_nothing_else(
+    node: Node, document: dict[str, Any]
+) -> None:
+    served = _served(node.app)
+    assert served >= INTERNAL, INTERNAL - served  # no stale entry hides a route added later
+    assert {(method, path) for method, path, _ in _operations(document)} == served - INTERNAL
 
 
 async def test_operations_are_exact(document: dict[str, Any]) -> None:

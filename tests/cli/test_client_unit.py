@@ -1,5 +1,6 @@
-"""`cnm.client` and the CLI's error rendering in-process, on canned answers (httpx's
-MockTransport): both error shapes, transport failures, and the wait loop's contract."""
+"""`cnm.client`, `cnm.client_errors` and the CLI's error rendering in-process, on canned
+answers (httpx's MockTransport): both error shapes, transport failures, and the wait loop's
+contract."""
 
 from __future__ import annotations
 
@@ -12,15 +13,8 @@ import httpx
 import pytest
 
 from cnm.cli.render import error_lines
-from cnm.client import (
-    ApiError,
-    AsyncCnmClient,
-    BootstrapFailed,
-    CnmClient,
-    TlsVerifyFailed,
-    Unreachable,
-    WaitTimeout,
-)
+from cnm.client import AsyncCnmClient, CnmClient
+from cnm.client_errors import ApiError, BootstrapFailed, TlsVerifyFailed, Unreachable, WaitTimeout
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -64,15 +64,34 @@ def add_user_and_settings(agent: Agent) -> None:
 
 
 def bodies_auth() -> dict[str, str]:
-    from harness.agents import basic
-
     return basic(*ADMIN)
 
 
 def agent_put(agent: Agent, path: str, body: Any) -> Any:
-    import httpx
-
     return httpx.put(agent.http_url + path, json=body, headers=bodies_auth(), timeout=5.0)
+
+
+def snapshot_then_lose_every_node(trio: tuple[Agent, Agent, Agent], tmp_path: Path) -> Path:
+    """A snapshot taken now (POST /v1/cluster/backup on the first node) and kept outside every
+    data dir; then each agent killed with SIGKILL and its data dir deleted: the kept file is all
+    that is left of the cluster. Returns its path."""
+    first = trio[0]
+    taken = httpx.post(first.http_url + "/v1/cluster/backup", headers=basic(*ADMIN), timeout=10)
+    assert taken.status_code == 200, taken.text
+    kept = tmp_path / "kept-snapshot.json"
+    shutil.copyfile(taken.json()["file"], kept)
+    for agent in trio:
+        agent.kill9()
+        shutil.rmtree(agent.data_dir)
+    return kept
+
+
+def recover(agent: Agent, snapshot: Path) -> None:
+    """recover_cluster from `snapshot` on `agent`, to `completed`."""
+    body = {"action": "recover_cluster", "recovery_filename": str(snapshot)}
+    assert agent.post("/v1/bootstrap/recover_cluster", body).status_code == 200
+    status = agent.wait_state("completed", "error", auth=ADMIN, timeout=60)
+    assert status["bootstrap_status"]["state"] == "completed", status
 
 
 def test_all_agents_killed_and_restarted_reform_the_cluster(agents: AgentFactory) -> None:
@@ -121,20 +140,12 @@ def test_recover_on_a_fresh_agent_from_a_snapshot_after_every_data_dir_is_lost(
         path: first.get(path, auth=ADMIN).json()
         for path in ("/v1/cluster", "/v1/license", "/v1/users")
     }
-    taken = httpx.post(first.http_url + "/v1/cluster/backup", headers=basic(*ADMIN), timeout=10)
-    assert taken.status_code == 200, taken.text
-    kept = tmp_path / "kept-snapshot.json"
-    shutil.copyfile(taken.json()["file"], kept)
-    for agent in trio:
-        agent.kill9()
-        shutil.rmtree(agent.data_dir)
+    kept = snapshot_then_lose_every_node(trio, tmp_path)
 
     fresh = agents.start()
-    body = {"action": "recover_cluster", "recovery_filename": str(kept)}
-    assert fresh.post("/v1/bootstrap/validate/recover_cluster", body).status_code == 200
-    assert fresh.post("/v1/bootstrap/recover_cluster", body).status_code == 200
-    status = fresh.wait_state("completed", "error", auth=ADMIN, timeout=60)
-    assert status["bootstrap_status"]["state"] == "completed", status
+    validate = {"action": "recover_cluster", "recovery_filename": str(kept)}
+    assert fresh.post("/v1/bootstrap/validate/recover_cluster", validate).status_code == 200
+    recover(fresh, kept)
 
     cluster = fresh.get("/v1/cluster", auth=ADMIN).json()
     for field in ("name", "uuid", "ca_fingerprint", "created_time"):
@@ -178,19 +189,10 @@ def test_two_fresh_agents_replace_the_lost_nodes_of_a_recovered_cluster(
     trio = three_node_cluster(agents)
     first = trio[0]
     add_user_and_settings(first)
-    taken = httpx.post(first.http_url + "/v1/cluster/backup", headers=basic(*ADMIN), timeout=10)
-    assert taken.status_code == 200, taken.text
-    kept = tmp_path / "kept-snapshot.json"
-    shutil.copyfile(taken.json()["file"], kept)
-    for agent in trio:
-        agent.kill9()
-        shutil.rmtree(agent.data_dir)
+    kept = snapshot_then_lose_every_node(trio, tmp_path)
 
     recovered = agents.start()
-    body = {"action": "recover_cluster", "recovery_filename": str(kept)}
-    assert recovered.post("/v1/bootstrap/recover_cluster", body).status_code == 200
-    status = recovered.wait_state("completed", "error", auth=ADMIN, timeout=60)
-    assert status["bootstrap_status"]["state"] == "completed", status
+    recover(recovered, kept)
 
     # A plain join is told which nodes to replace; joins naming them take their places.
     plain = agents.start()

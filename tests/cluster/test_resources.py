@@ -1,6 +1,7 @@
 """The cluster resources on a real agent with real etcd: shapes, a user's life, another node's
 view, a lost store. The API's logic after bootstrap (permissions, settings, bad bodies, tokens)
-is tested on the in-memory store in tests/api/test_cluster_resources.py.
+is tested on the in-memory store in tests/api/test_cluster_resources.py; the cases both stores
+must pass (shapes, a user's life) are written once in harness/resources.py and run by both files.
 
 One cluster is created for the module and shared by its tests (each test leaves it as it found
 it); the tests that need to break something start agents of their own.
@@ -9,7 +10,6 @@ it); the tests that need to break something start agents of their own.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 
 from cnm.api.auth import Authenticator
@@ -28,10 +27,16 @@ from cnm.security.passwords import PasswordVerifier
 from harness.agents import Agent, AgentFactory, basic
 from harness.bodies import ADMIN, create_body
 from harness.polling import eventually
-
-NAME = "c1.example.com"
-ROLES = ("admin", "cluster_member", "cluster_viewer", "db_member", "db_viewer", "user_manager")
-ALL_ROLES = (*ROLES, "none")
+from harness.resources import (
+    NAME,
+    Api,
+    Auth,
+    compact,
+    people_of_every_role,
+    request_parts,
+    shapes_follow_the_contract,
+    user_lifecycle,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -62,34 +67,38 @@ def node(module_agents: AgentFactory) -> Agent:
 @pytest.fixture(scope="module")
 def people(node: Agent) -> dict[str, tuple[str, str, int]]:
     """One user per role: role -> (email, password, uid)."""
-    found = {}
-    for role in ALL_ROLES:
-        email, password = f"{role}.user@example.com", f"{role}-password"
-        body = {"email": email, "password": password, "role": role, "name": f"the {role}"}
-        response = call(node, "POST", "/v1/users", ADMIN, body)
-        assert response.status_code == 200, response.text
-        found[role] = (email, password, int(response.json()["uid"]))
-    return found
+    return asyncio.run(people_of_every_role(api(node)))
+
+
+def _send(
+    agent: Agent, method: str, path: str, headers: dict[str, str], content: bytes | None
+) -> httpx.Response:
+    return _clients[0].request(method, agent.http_url + path, headers=headers, content=content)
 
 
 def call(
     agent: Agent,
     method: str,
     path: str,
-    auth: tuple[str, str] | str | None = None,
+    auth: Auth = None,
     body: Any = None,
     *,
     content: bytes | None = None,
 ) -> httpx.Response:
-    headers: dict[str, str] = {}
-    if isinstance(auth, tuple):
-        headers.update(basic(*auth))
-    elif isinstance(auth, str):
-        headers["Authorization"] = f"JWT {auth}"
-    if content is None and body is not None:
-        content = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
-    return _clients[0].request(method, agent.http_url + path, headers=headers, content=content)
+    headers, content = request_parts(auth, body, content)
+    return _send(agent, method, path, headers, content)
+
+
+def api(agent: Agent) -> Api:
+    """The agent as the shared cases (harness.resources) reach it: its plain-HTTP port."""
+
+    async def send(
+        method: str, path: str, headers: dict[str, str], content: bytes | None
+    ) -> httpx.Response:
+        # The module's blocking client, on purpose: nothing else runs on this test's loop.
+        return _send(agent, method, path, headers, content)
+
+    return Api(send, agent.addr)
 
 
 def token(agent: Agent, auth: tuple[str, str], **body: Any) -> str:
@@ -99,112 +108,20 @@ def token(agent: Agent, auth: tuple[str, str], **body: Any) -> str:
     return str(response.json()["access_token"])
 
 
-def compact(response: httpx.Response) -> Any:
-    """The body, checked to be compact JSON with sorted keys."""
-    assert response.headers["content-type"] == "application/json"
-    document = json.loads(response.content)
-    canonical = json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-    assert response.content == canonical.encode()
-    return document
-
-
-def is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 # --- shapes ---------------------------------------------------------------------------------------
 
 
-def test_shapes_follow_the_contract(node: Agent, people: dict[str, tuple[str, str, int]]) -> None:
-    cluster = compact(call(node, "GET", "/v1/cluster", ADMIN))
-    assert cluster["name"] == NAME
-    for field in ("cnm_http_port", "cnm_https_port", "password_min_length"):
-        assert is_int(cluster[field]), field
-    for field in ("rack_aware", "http_support", "upgrade_in_progress", "wait_command"):
-        assert cluster[field] in (True, False), field
-    assert (cluster["cnm_http_port"], cluster["cnm_https_port"]) == (8080, 9443)
-    assert cluster["created_time"].endswith("Z") and len(cluster["uuid"]) == 36
-    assert len(cluster["ca_fingerprint"].split(":")) == 32
-    assert "node_settings" not in cluster and "policy" not in cluster
-
-    policy = compact(call(node, "GET", "/v1/cluster/policy", ADMIN))
-    assert policy["rack_aware"] is False and policy["default_shards_placement"] == "dense"
-
-    check = compact(call(node, "GET", "/v1/cluster/check", ADMIN))
-    assert check == {
-        "cluster_test_result": True,
-        "degraded": False,
-        "failed_nodes": [],
-        "nodes": [{"node_uid": "1", "result": True}],
-    }
-
-    nodes = compact(call(node, "GET", "/v1/nodes", ADMIN))
-    assert [n["uid"] for n in nodes] == [1]
-    one = compact(call(node, "GET", "/v1/nodes/1", ADMIN))
-    assert one["status"] == "active" and one["addr"] == node.addr
-    for field in ("uid", "cores", "total_memory", "uptime", "shard_count", "max_listeners"):
-        assert is_int(one[field]), field
-    for field in ("persistent_storage_size", "ephemeral_storage_size"):
-        assert isinstance(one[field], float), field
-    assert not {"node_settings", "ccs_persistent_path", "boot_time"} & set(one)
-    host_uptime = time.time() - psutil.boot_time()
-    assert abs(one["uptime"] - host_uptime) < 15
-    assert compact(call(node, "GET", "/v1/nodes/status", ADMIN)) == {"1": {"status": "active"}}
-    for missing in ("2", "0", "x", "9" * 40, "\u0661"):
-        response = call(node, "GET", f"/v1/nodes/{missing}", ADMIN)
-        assert response.status_code == 404 and compact(response)["error_code"] == "node_not_found"
-
-    license = compact(call(node, "GET", "/v1/license", ADMIN))
-    assert license["features"] == ["trial"] and license["expired"] is False
-    assert is_int(license["shards_limit"]) and license["shards_limit"] == 4
-    assert is_int(license["nodes_limit"])
-    for field in ("owner", "cluster_name", "key", "license", "activation_date", "expiration_date"):
-        assert isinstance(license[field], str), field
-
-    users = compact(call(node, "GET", "/v1/users", ADMIN))
-    assert len(users) == 1 + len(ALL_ROLES)
-    for user in users:
-        assert is_int(user["uid"]) and isinstance(user["email"], str)
-        assert isinstance(user["role"], str) and all(is_int(uid) for uid in user["role_uids"])
-        assert "password" not in json.dumps(user).replace("password_issue_date", "")
-    admin = compact(call(node, "GET", "/v1/users/1", ADMIN))
-    assert (admin["name"], admin["role"], admin["role_uids"]) == ("Administrator", "admin", [1])
-    assert admin["status"] == "active"
+async def test_shapes_follow_the_contract(
+    node: Agent, people: dict[str, tuple[str, str, int]]
+) -> None:
+    await shapes_follow_the_contract(api(node))
 
 
 # --- users ----------------------------------------------------------------------------------------
 
 
-def test_user_lifecycle(node: Agent) -> None:
-    body = {"email": "Kim@Example.com", "password": "kim-password", "role": "db_member"}
-    created_user = call(node, "POST", "/v1/users", ADMIN, body)
-    assert created_user.status_code == 200, created_user.text
-    user = compact(created_user)
-    uid = user["uid"]
-    assert (user["name"], user["role_uids"]) == ("Kim@Example.com", [4])
-    assert "password_hash" not in user
-    kim = ("kim@example.com", "kim-password")
-    assert call(node, "GET", "/v1/cluster", kim).status_code == 200
-
-    assert call(node, "POST", "/v1/users", ADMIN, body).json()["error_code"] == (
-        "email_already_exists"
-    )
-    named = {**body, "email": "other@example.com", "name": "Administrator"}
-    conflict = call(node, "POST", "/v1/users", ADMIN, named)
-    assert (conflict.status_code, conflict.json()["error_code"]) == (409, "name_already_exists")
-    short = call(node, "POST", "/v1/users", ADMIN, {**body, "email": "s@x", "password": "short"})
-    assert (short.status_code, short.json()["error_code"]) == (400, "password_too_short")
-
-    changed = call(node, "PUT", f"/v1/users/{uid}", ADMIN, {"password": "kim-new-password"})
-    assert changed.status_code == 200
-    # Read-your-writes on this node: the old password is refused at once, the new one works.
-    assert call(node, "GET", "/v1/cluster", kim).status_code == 401
-    assert call(node, "GET", "/v1/cluster", (kim[0], "kim-new-password")).status_code == 200
-
-    assert call(node, "DELETE", f"/v1/users/{uid}", ADMIN).content == b""
-    assert call(node, "GET", "/v1/cluster", (kim[0], "kim-new-password")).status_code == 401
-    gone = call(node, "GET", f"/v1/users/{uid}", ADMIN)
-    assert (gone.status_code, gone.json()["error_code"]) == (404, "user_not_found")
+async def test_user_lifecycle(node: Agent) -> None:
+    await user_lifecycle(api(node))
 
 
 # --- another node, the store ----------------------------------------------------------------------

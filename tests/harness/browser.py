@@ -101,3 +101,13 @@ def screenshot(page: Page, name: str, *, full_page: bool = True) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+def fill_wizard(page: Page, *, email: str, password: str, name: str | None = None) -> None:
+    """The setup wizard's admin credentials (the password in both its fields) and, unless None,
+    its cluster name; the node and path fields keep what they show."""
+    if name is not None:
+        page.get_by_label("Cluster name (FQDN)").fill(name)
+    page.get_by_label("Admin email", exact=True).fill(email)
+    page.get_by_label("Admin password", exact=True).fill(password)
+    page.get_by_label("Admin password again", exact=True).fill(password)

@@ -15,7 +15,7 @@ import pytest
 
 from cnm.web import ASSETS
 from harness.agents import Agent, AgentFactory, module_agent_factory
-from harness.browser import NARROW, Pages, screenshot
+from harness.browser import NARROW, Pages, fill_wizard, screenshot
 
 pytest.importorskip("playwright", reason="the playwright package is not installed (dev extra)")
 from playwright.sync_api import Page, Request, expect
@@ -52,10 +52,7 @@ def made(
         page = module_pages.open(first.https_url + "/")
         expect(page.get_by_role("heading", name="Set up this node")).to_be_visible()
         screenshot(page, "wizard-create")
-        page.get_by_label("Cluster name (FQDN)").fill(NAME)
-        page.get_by_label("Admin email", exact=True).fill(ADMIN[0])
-        page.get_by_label("Admin password", exact=True).fill(ADMIN[1])
-        page.get_by_label("Admin password again", exact=True).fill(ADMIN[1])
+        fill_wizard(page, name=NAME, email=ADMIN[0], password=ADMIN[1])
         fill_node_paths_kept(page)
         page.get_by_role("button", name="Create cluster").click()
         expect(page.locator("#progress-state")).to_contain_text("completed", timeout=SLOW)

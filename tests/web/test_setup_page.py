@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness.agents import AgentFactory
-from harness.browser import NARROW, Pages, screenshot
+from harness.browser import NARROW, Pages, fill_wizard, screenshot
 
 pytest.importorskip("playwright", reason="the playwright package is not installed (dev extra)")
 from playwright.sync_api import expect
@@ -29,9 +29,7 @@ def test_a_bad_cluster_name_shows_its_error_at_the_field(
     expect(name).to_have_attribute("aria-invalid", "true")
 
     # Check: the node's own verdict, with its error code, at the same field.
-    page.get_by_label("Admin email", exact=True).fill("admin@example.com")
-    page.get_by_label("Admin password", exact=True).fill("a-long-secret")
-    page.get_by_label("Admin password again", exact=True).fill("a-long-secret")
+    fill_wizard(page, email="admin@example.com", password="a-long-secret")
     page.get_by_role("button", name="Check").click()
     expect(message).to_contain_text("[config_error] cluster.name:")
     expect(message).to_contain_text("is not a valid FQDN")
@@ -54,10 +52,7 @@ def test_check_puts_each_of_several_problems_at_its_own_field(
 ) -> None:
     agent = agents.start()
     page = pages.open(agent.http_url + "/")
-    page.get_by_label("Cluster name (FQDN)").fill("c1.example.com")
-    page.get_by_label("Admin email", exact=True).fill('bad"admin@example.com')
-    page.get_by_label("Admin password", exact=True).fill("short")
-    page.get_by_label("Admin password again", exact=True).fill("short")
+    fill_wizard(page, name="c1.example.com", email='bad"admin@example.com', password="short")
     page.get_by_label("Rack id").fill("-bad rack")
     page.get_by_role("button", name="Check").click()
     # One config_error from the node, its problems split to the fields they name.
@@ -81,10 +76,7 @@ def test_a_failed_create_shows_its_error_and_try_again_keeps_the_form(
 ) -> None:
     agent = agents.start()
     page = pages.open(agent.http_url + "/")
-    page.get_by_label("Cluster name (FQDN)").fill("retry.example.com")
-    page.get_by_label("Admin email", exact=True).fill("admin@example.com")
-    page.get_by_label("Admin password", exact=True).fill("a-long-secret")
-    page.get_by_label("Admin password again", exact=True).fill("a-long-secret")
+    fill_wizard(page, name="retry.example.com", email="admin@example.com", password="a-long-secret")
     missing = str(agent.data_dir / "no-such-dir" / "persist")
     page.get_by_label("Persistent storage path").fill(missing)
     page.get_by_role("button", name="Create cluster").click()

@@ -18,7 +18,8 @@ import typer
 from cnm.cli import render
 from cnm.cli.common import Target, client_command, connect, logged_in, need_username, read_password
 from cnm.cli.progress import wait_visibly
-from cnm.client import ApiError, CnmClient
+from cnm.client import CnmClient
+from cnm.client_errors import ApiError
 
 cluster_app = typer.Typer(
     rich_markup_mode="markdown",

@@ -29,15 +29,8 @@ from typing import Any, ParamSpec, TypeVar
 import typer
 
 from cnm.cli.options import Flags, Output, option_groups, set_signature
-from cnm.client import (
-    DEFAULT_URL,
-    ApiError,
-    ClientError,
-    CnmClient,
-    Unreachable,
-    WaitTimeout,
-    tls_verify,
-)
+from cnm.client import DEFAULT_URL, CnmClient, tls_verify
+from cnm.client_errors import ApiError, ClientError, Unreachable, WaitTimeout
 
 EXIT_API_ERROR = 1
 EXIT_USAGE = 2

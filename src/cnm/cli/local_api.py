@@ -13,15 +13,8 @@ from typing import Any
 from cnm.cli import render
 from cnm.cli.local_cluster import LocalCluster, LocalNode, start_agent, wait_serving
 from cnm.cli.progress import describe
-from cnm.client import (
-    FINAL_STATES,
-    ApiError,
-    ClientError,
-    CnmClient,
-    Unreachable,
-    WaitTimeout,
-    bootstrap_failure,
-)
+from cnm.client import FINAL_STATES, CnmClient
+from cnm.client_errors import ApiError, ClientError, Unreachable, WaitTimeout, bootstrap_failure
 
 
 def connect(cluster: LocalCluster, node: LocalNode) -> CnmClient:

@@ -31,7 +31,7 @@ from cnm.cli.local_cluster import (
     stop_all,
 )
 from cnm.cli.options import Output, OutputOpt
-from cnm.client import ClientError
+from cnm.client_errors import ClientError
 from cnm.node.data_dir import LocalClusterDir
 
 

@@ -21,7 +21,8 @@ from rich.text import Text
 
 from cnm.cli import render
 from cnm.cli.common import EXIT_INTERRUPTED, EXIT_TIMEOUT, Target
-from cnm.client import CnmClient, WaitTimeout
+from cnm.client import CnmClient
+from cnm.client_errors import WaitTimeout
 
 
 def describe(document: dict[str, Any]) -> str:

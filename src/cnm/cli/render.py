@@ -19,7 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from cnm.client import ApiError
+from cnm.client_errors import ApiError
 
 D = TypeVar("D")
 
