@@ -3,6 +3,8 @@ POST validate/{action}."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -11,7 +13,8 @@ from cnm.api.context import ApiContext, read_body
 from cnm.api.errors import validation_failure_response
 from cnm.api.openapi import ACTION_PARAMETER, OPEN_UNTIL_BOOTSTRAP, operation
 from cnm.api.openapi_models import BootstrapFailureBody, BootstrapInfo
-from cnm.api.responses import compact, empty_ok
+from cnm.api.responses import empty_ok, json_bytes
+from cnm.api.status_body import StatusBody
 from cnm.bootstrap.schema import BootstrapRequest
 from cnm.node.data_dir import default_ccs_path
 from cnm.node.facts import StoragePaths, local_node_info
@@ -19,9 +22,9 @@ from cnm.node.facts import StoragePaths, local_node_info
 
 def bootstrap_router(context: ApiContext) -> APIRouter:
     router = APIRouter()
+    body = StatusBody()
 
-    async def get_status(request: Request) -> Response:
-        await context.authenticate_for_status(request)
+    def status_document() -> dict[str, Any]:
         runtime = context.manager.runtime
         if runtime is not None:
             local = runtime.local
@@ -44,9 +47,13 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
         info = local_node_info(
             uid=uid, paths=paths, software_version=SOFTWARE_VERSION, addr=context.config.addr
         )
-        return compact(
-            {"bootstrap_status": context.manager.status.to_api(), "local_node_info": info}
-        )
+        return {"bootstrap_status": context.manager.status.to_api(), "local_node_info": info}
+
+    async def get_status(request: Request) -> Response:
+        await context.authenticate_for_status(request)
+        runtime = context.manager.runtime
+        sources = (context.manager.status, runtime, runtime.local if runtime else None)
+        return json_bytes(body.render(sources, status_document))
 
     router.add_api_route(
         "/v1/bootstrap",
