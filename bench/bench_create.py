@@ -50,11 +50,9 @@ from common import (
     Stats,
     base_parser,
     basic,
+    begin,
     claimed_addresses,
-    etcd_missing,
     finish,
-    machine_info,
-    machine_line,
     member_spec,
     node_tls,
     now,
@@ -283,15 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--warmup", type=int, default=0, help="untimed runs of each kind first (default 0)"
     )
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
-    if etcd_missing():
+    started = begin(
+        parser,
+        argv,
+        "create_cluster: POST /v1/bootstrap/create_cluster -> first poll showing completed",
+    )
+    if started is None:
         return 1
-
-    info = machine_info()
-    print("create_cluster: POST /v1/bootstrap/create_cluster -> first poll showing completed")
-    print(machine_line(info))
+    args, info = started
     print(
         f"{args.runs} runs of each, interleaved, {args.warmup} warm-up. The poll interval "
         f"({POLL_INTERVAL * 1000:.0f} ms) bounds the resolution:\n"
