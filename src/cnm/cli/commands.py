@@ -1,4 +1,5 @@
-"""The `cnm` command line: wires the command groups together and takes the global options.
+"""The `cnm` command line (every command but a bare `cnm node run`, see `cnm.cli.main`): wires
+the command groups together and takes the global options.
 
 `cnm node run` starts the agent; every other command is a thin client of the REST API through
 `cnm.client` and never talks to etcd. Each group lives in its own module: `bootstrap_cmd`,
@@ -67,7 +68,3 @@ def root(
     """
     # For `target` to merge with the command's own (the command's win).
     ctx.obj = flags
-
-
-def main() -> None:
-    app()
