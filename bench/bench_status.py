@@ -156,6 +156,15 @@ def variants(idle: Agent, member: Agent, token: str, bare: str, bare_pid: int) -
 Results = dict[tuple[str, int], list[Measured]]
 
 
+async def _blast(variant: Variant, total: int, concurrency: int) -> Blast:
+    try:
+        return await blast(variant.endpoint, total, concurrency)
+    except (TimeoutError, OSError) as exc:
+        raise RuntimeError(
+            f"{variant.label} at {concurrency} connections: {type(exc).__name__} {exc}"
+        ) from exc
+
+
 async def measure(
     chosen: list[Variant], levels: Sequence[int], runs: int, total: int
 ) -> tuple[Results, list[str]]:
@@ -163,12 +172,12 @@ async def measure(
     errors: list[str] = []
     cells = [(v, c) for v in chosen for c in levels]
     for variant, concurrency in cells:  # warm-up: caches, the first argon2 verification
-        await blast(variant.endpoint, min(total, 300), concurrency)
+        await _blast(variant, min(total, 300), concurrency)
     for run in range(runs):
         random.Random(run).shuffle(cells)
         for variant, concurrency in cells:
             cpu = cpu_seconds(variant.server_pid)
-            result = await blast(variant.endpoint, total, concurrency)
+            result = await _blast(variant, total, concurrency)
             used = cpu_seconds(variant.server_pid) - cpu
             unexpected = {s: n for s, n in result.statuses.items() if s != variant.expected}
             if unexpected:
