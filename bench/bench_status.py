@@ -131,7 +131,12 @@ def start_bare(base: Path, addr: str, body: bytes, prefix: list[str]) -> subproc
         httpx.get(f"http://{addr}:8080/v1/bootstrap", timeout=1.0).raise_for_status()
         return True
 
-    eventually(answers, timeout=90, message="bare Starlette app answering")
+    try:
+        eventually(answers, timeout=90, message="bare Starlette app answering")
+    except BaseException:
+        process.kill()  # the caller never gets it, so it cannot stop it
+        process.wait(10)
+        raise
     return process
 
 
