@@ -18,7 +18,7 @@ The baseline of /v1/cluster is its 401; that of /v1/bootstrap is its 200 before 
 401 skips the machine facts that its 200 gathers, so it is shown for reference only). Each of the
 `--runs` rounds measures every variant once, in a new random order, so that slow phases of the
 machine hit all of them. A measurement sends `--requests` requests over `--concurrency`
-keep-alive connections of a minimal HTTP/1.1 client (asyncio streams, no pipelining), so the
+keep-alive connections of the minimal HTTP/1.1 client of `http_load.py` (no pipelining), so the
 client costs a fraction of the server and the agent's single event loop is what is measured.
 
 Output: requests/s per variant (median, min, max over the runs) and the ratio of each
@@ -39,8 +39,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +56,7 @@ from common import (
     target_lines,
     write_json,
 )
+from http_load import Endpoint, blast, get_request
 from profiling import PySpy
 
 ADMIN = ("admin@example.com", "bench-password")
@@ -73,46 +72,10 @@ class Variant:
     expected: int
     baseline_of: str | None = None  # the route whose unauthenticated rate this one is for
 
-    def request(self) -> bytes:
-        lines = [f"GET {self.route} HTTP/1.1", f"Host: {self.addr}:8080", "Accept: */*"]
-        if self.authorization:
-            lines.append(f"Authorization: {self.authorization}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    if length:
-        await reader.readexactly(length)
-    return status
-
-
-async def blast(variant: Variant, total: int, concurrency: int) -> tuple[float, Counter[int]]:
-    """Seconds for `total` requests over `concurrency` connections, and the statuses seen."""
-    payload = variant.request()
-    statuses: Counter[int] = Counter()
-    share = [
-        total // concurrency + (1 if i < total % concurrency else 0) for i in range(concurrency)
-    ]
-    connections = [await asyncio.open_connection(variant.addr, 8080) for _ in share]
-
-    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
-        for _ in range(n):
-            writer.write(payload)
-            statuses[await _read_response(reader)] += 1
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(r, w, n) for (r, w), n in zip(connections, share, strict=True)))
-    elapsed = time.perf_counter() - start
-    for _, writer in connections:
-        writer.close()
-    return elapsed, statuses
+    def endpoint(self) -> Endpoint:
+        return Endpoint(
+            self.addr, 8080, get_request(self.addr, 8080, self.route, self.authorization)
+        )
 
 
 def setup(factory: AgentFactory) -> tuple[str, str, str, int]:
@@ -172,17 +135,17 @@ async def measure(
     rates: dict[str, list[float]] = {v.name: [] for v in chosen}
     errors: list[str] = []
     for variant in chosen:  # warm-up: connections, caches, the first argon2 verification
-        await blast(variant, min(total, 200), concurrency)
+        await blast(variant.endpoint(), min(total, 200), concurrency)
     order = list(chosen)
     for run in range(runs):
         # A new order each round: no variant always follows the same neighbour.
         random.Random(run).shuffle(order)
         for variant in order:
-            elapsed, statuses = await blast(variant, total, concurrency)
-            unexpected = {s: n for s, n in statuses.items() if s != variant.expected}
+            result = await blast(variant.endpoint(), total, concurrency)
+            unexpected = {s: n for s, n in result.statuses.items() if s != variant.expected}
             if unexpected:
                 errors.append(f"run {run + 1} {variant.name}: unexpected statuses {unexpected}")
-            rates[variant.name].append(total / elapsed)
+            rates[variant.name].append(result.rate)
         line = ", ".join(f"{name} {values[-1]:.0f}/s" for name, values in rates.items())
         print(f"run {run + 1}: {line}", flush=True)
     return rates, errors

@@ -51,11 +51,9 @@ from common import (
     Target,
     base_parser,
     basic,
+    begin,
     claimed_addresses,
-    etcd_missing,
     finish,
-    machine_info,
-    machine_line,
     member_spec,
     node_tls,
     now,
@@ -301,15 +299,14 @@ def main(argv: list[str] | None = None) -> int:
         help="py-spy on each cnm agent during its create (bench/profiling.py); the document's "
         "profile is the slowest run's",
     )
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
-    if etcd_missing():
+    started = begin(
+        parser,
+        argv,
+        "create_cluster: POST /v1/bootstrap/create_cluster -> first poll showing completed",
+    )
+    if started is None:
         return 1
-
-    info = machine_info()
-    print("create_cluster: POST /v1/bootstrap/create_cluster -> first poll showing completed")
-    print(machine_line(info))
+    args, info = started
     print(
         f"{args.runs} runs of each, interleaved, {args.warmup} warm-up. The poll interval "
         f"({POLL_INTERVAL * 1000:.0f} ms) bounds the resolution:\n"

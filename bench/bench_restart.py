@@ -30,10 +30,8 @@ from common import (
     Target,
     base_parser,
     basic,
-    etcd_missing,
+    begin,
     finish,
-    machine_info,
-    machine_line,
     now,
     stats_row,
     table,
@@ -110,14 +108,14 @@ def main(argv: list[str] | None = None) -> int:
         "A full restart (kill -9 of all 3 agents) -> all nodes active.", default_runs=3
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="a run fails after this")
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
-    if etcd_missing():
+    started = begin(
+        parser,
+        argv,
+        "full restart: all 3 agents SIGKILLed, restarted -> every agent lists 3 nodes active",
+    )
+    if started is None:
         return 1
-    info = machine_info()
-    print("full restart: all 3 agents SIGKILLed, restarted -> every agent lists 3 nodes active")
-    print(machine_line(info))
+    args, info = started
     base = Path(tempfile.mkdtemp(prefix="cnm-bench-restart-"))
     factory = AgentFactory(base)
     active: list[float] = []

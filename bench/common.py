@@ -49,6 +49,7 @@ __all__ = [
     "Target",
     "base_parser",
     "basic",
+    "begin",
     "claim_address",
     "claimed_addresses",
     "cpu_seconds",
@@ -267,6 +268,23 @@ def finish(json_path: Path | None, document: dict[str, Any], failures: Sequence[
             print(f"  {failure}")
         return 1
     return 0
+
+
+def begin(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, title: str
+) -> tuple[argparse.Namespace, dict[str, Any]] | None:
+    """The start every etcd benchmark shares: parse `argv` (at least one run), check that etcd
+    is there, print `title` and the machine line. (args, machine info), or None when there is
+    no etcd (already said on stderr: exit 1)."""
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if etcd_missing():
+        return None
+    info = machine_info()
+    print(title)
+    print(machine_line(info))
+    return args, info
 
 
 def etcd_version(binary: str = "etcd") -> str:

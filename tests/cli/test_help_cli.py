@@ -8,7 +8,7 @@ from typing import Any
 import typer.main
 
 from cli.clikit import run_cnm
-from cnm.cli.main import app
+from cnm.cli.commands import app
 
 
 def leaves(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:

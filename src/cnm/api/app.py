@@ -36,6 +36,10 @@ def create_app(context: ApiContext) -> FastAPI:
         # operationId = the route function's name (`get_user`), what a client generator names
         # its methods after; FastAPI's default appends the path and method.
         generate_unique_id_function=lambda route: route.name,
+        # FastAPI's own OpenTelemetry hooks are never configured by cnm (its metrics are
+        # Prometheus, cnm.ops), yet enabled they look up the global providers on every request:
+        # a tenth of a GET /v1/bootstrap.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     app.include_router(bootstrap_router(context))

@@ -3,25 +3,40 @@ POST validate/{action}."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 
 from cnm import SOFTWARE_VERSION
 from cnm.api.context import ApiContext, read_body
 from cnm.api.errors import validation_failure_response
 from cnm.api.openapi import ACTION_PARAMETER, OPEN_UNTIL_BOOTSTRAP, operation
 from cnm.api.openapi_models import BootstrapFailureBody, BootstrapInfo
-from cnm.api.responses import compact, empty_ok
+from cnm.api.responses import empty_ok, json_bytes
+from cnm.api.status_body import StatusBody
 from cnm.bootstrap.schema import BootstrapRequest
 from cnm.node.data_dir import default_ccs_path
 from cnm.node.facts import StoragePaths, local_node_info
 
 
+class _PlainRoute(APIRoute):
+    """A route whose handler is its endpoint, `endpoint(request) -> Response`, called as is:
+    FastAPI's per-request work (resolving dependencies, parsing parameters, checking the
+    response) has nothing to do for an endpoint that declares none, yet costs the route every
+    client polls a few percent of its time. Documentation (`operation`) is unaffected."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return cast(Callable[[Request], Coroutine[Any, Any, Response]], self.endpoint)
+
+
 def bootstrap_router(context: ApiContext) -> APIRouter:
     router = APIRouter()
+    body = StatusBody()
 
-    async def get_status(request: Request) -> Response:
-        await context.authenticate_for_status(request)
+    def status_document() -> dict[str, Any]:
         runtime = context.manager.runtime
         if runtime is not None:
             local = runtime.local
@@ -44,14 +59,19 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
         info = local_node_info(
             uid=uid, paths=paths, software_version=SOFTWARE_VERSION, addr=context.config.addr
         )
-        return compact(
-            {"bootstrap_status": context.manager.status.to_api(), "local_node_info": info}
-        )
+        return {"bootstrap_status": context.manager.status.to_api(), "local_node_info": info}
+
+    async def get_status(request: Request) -> Response:
+        await context.authenticate_for_status(request)
+        runtime = context.manager.runtime
+        sources = (context.manager.status, runtime, runtime.local if runtime else None)
+        return json_bytes(body.render(sources, status_document))
 
     router.add_api_route(
         "/v1/bootstrap",
         get_status,
         methods=["GET"],
+        route_class_override=_PlainRoute,
         **operation(
             "The bootstrap status and this machine's facts",
             ok=BootstrapInfo,
@@ -59,7 +79,13 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
             security=OPEN_UNTIL_BOOTSTRAP,
         ),
     )
-    router.add_api_route("/v1/boostrap", get_status, methods=["GET"], include_in_schema=False)
+    router.add_api_route(
+        "/v1/boostrap",
+        get_status,
+        methods=["GET"],
+        include_in_schema=False,
+        route_class_override=_PlainRoute,
+    )
 
     # `action` is read from the path parameters, not declared as an argument: FastAPI would
     # validate it (an unknown action is a 404 here, docs/api-contract.md §1).

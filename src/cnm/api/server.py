@@ -49,6 +49,9 @@ class ApiServers:
             "log_config": None,
             "access_log": False,
             "server_header": False,
+            # No forwarding header is trusted (api/context.py `sign_in_attempt`): uvicorn would
+            # take X-Forwarded-For from loopback peers as the client address by default.
+            "proxy_headers": False,
             "timeout_graceful_shutdown": 3,
             "timeout_keep_alive": KEEP_ALIVE_TIMEOUT,
             # h11 with deadlines for slow or silent clients (api/slow_clients.py).

@@ -8,14 +8,13 @@ every other command.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cnm.cli import render
 from cnm.cli.common import EXIT_API_ERROR, EXIT_USAGE, CliFailure, Target, client_command, logged_in
-from cnm.config import ConfigurationError, load_node_config
+from cnm.cli.node_run import node_run
 
 node_app = typer.Typer(
     rich_markup_mode="markdown",
@@ -24,86 +23,7 @@ node_app = typer.Typer(
 )
 
 
-@node_app.command("run")
-def node_run(
-    addr: Annotated[
-        str | None,
-        typer.Option(help="The node's internal address [default: the default route's address]"),
-    ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="State directory [/var/opt/cnm]")] = None,
-    http_port: Annotated[int | None, typer.Option(help="HTTP port [8080]")] = None,
-    https_port: Annotated[int | None, typer.Option(help="HTTPS port [9443]")] = None,
-    etcd_client_port: Annotated[int | None, typer.Option(help="etcd client port [2379]")] = None,
-    etcd_peer_port: Annotated[int | None, typer.Option(help="etcd peer port [2380]")] = None,
-    etcd_binary: Annotated[str | None, typer.Option(help="etcd executable [etcd]")] = None,
-    persistent_path: Annotated[Path | None, typer.Option(help="Default persistent path")] = None,
-    ephemeral_path: Annotated[Path | None, typer.Option(help="Default ephemeral path")] = None,
-    bigstore_path: Annotated[Path | None, typer.Option(help="Default flash path")] = None,
-    socket_dir: Annotated[Path | None, typer.Option(help="Socket directory")] = None,
-    conf_dir: Annotated[Path | None, typer.Option(help="Configuration directory")] = None,
-    install_dir: Annotated[Path | None, typer.Option(help="Installation directory")] = None,
-    os_user: Annotated[str | None, typer.Option(help="OS user of the services")] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
-    log_format: Annotated[str | None, typer.Option(help="text or json")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML file with these options")] = None,
-    check_config: Annotated[
-        bool,
-        typer.Option(
-            "--check-config",
-            help="Print the effective configuration and where each value came from, check it, "
-            "and exit (0: fine, 2: a bad value) without starting anything",
-        ),
-    ] = False,
-) -> None:
-    """Run the node agent: the bootstrap API on HTTP and HTTPS, and the node's etcd member.
-
-    Example: cnm node run --addr 127.0.0.2 --data-dir /tmp/n1 --persistent-path /tmp/n1/persist
-
-    Check a configuration without starting: cnm node run --config /etc/cnm/cnm.toml --check-config
-    """
-    from cnm.daemon import run_agent
-    from cnm.logs import configure_logging
-    from cnm.node.facts import default_route_address
-
-    flags = {
-        "addr": addr,
-        "data_dir": data_dir,
-        "http_port": http_port,
-        "https_port": https_port,
-        "etcd_client_port": etcd_client_port,
-        "etcd_peer_port": etcd_peer_port,
-        "etcd_binary": etcd_binary,
-        "persistent_path": persistent_path,
-        "ephemeral_path": ephemeral_path,
-        "bigstore_path": bigstore_path,
-        "socket_dir": socket_dir,
-        "conf_dir": conf_dir,
-        "install_dir": install_dir,
-        "os_user": os_user,
-        "log_level": log_level,
-        "log_format": log_format,
-    }
-    sources: dict[str, str] = {}
-    try:
-        node_config = load_node_config(
-            flags=flags, config_file=config, default_addr=default_route_address(), sources=sources
-        )
-    except ConfigurationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    if check_config:
-        from cnm.ops.config_report import problems, report
-
-        typer.echo(report(node_config, sources))
-        found = problems(node_config)
-        for problem in found:
-            typer.echo(f"error: {problem}", err=True)
-        typer.echo("configuration: " + (f"{len(found)} problem(s)" if found else "OK"))
-        raise typer.Exit(2 if found else 0)
-    configure_logging(
-        level=node_config.log_level, log_format=node_config.log_format, addr=node_config.addr
-    )
-    raise typer.Exit(run_agent(node_config))
+node_app.command("run")(node_run)
 
 
 @node_app.command("list")

@@ -34,15 +34,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from cnm.clock import iso, parse_iso
 from cnm.cluster.records import LicenseRecord
 from cnm.errors import InvalidLicense, LicenseCorrupt
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+# `cryptography` is imported by the functions that use it, not with this module: the agent
+# imports this module for its routes and limits, and needs the library (ten MiB of resident
+# memory) only when a license is actually read or made.
 
 LICENSE_START = "----- LICENSE START -----"
 LICENSE_END = "----- LICENSE END -----"
@@ -159,6 +165,9 @@ def canonical_json(document: Mapping[str, Any]) -> bytes:
 
 def generate_key_pair() -> tuple[bytes, bytes]:
     """(private key PEM in PKCS#8, public key PEM) of a new Ed25519 key pair."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     private = Ed25519PrivateKey.generate()
     private_pem = private.private_bytes(
         serialization.Encoding.PEM,
@@ -169,6 +178,8 @@ def generate_key_pair() -> tuple[bytes, bytes]:
 
 
 def public_key_pem(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -176,6 +187,9 @@ def public_key_pem(key: Ed25519PublicKey) -> bytes:
 
 def load_private_key(pem: bytes) -> Ed25519PrivateKey:
     """An Ed25519 private key from PEM; ValueError for anything else."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("not an Ed25519 private key")
@@ -183,6 +197,9 @@ def load_private_key(pem: bytes) -> Ed25519PrivateKey:
 
 
 def load_public_key(pem: bytes) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     key = serialization.load_pem_public_key(pem)
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("not an Ed25519 public key")
@@ -245,6 +262,9 @@ def _unarmour(text: str) -> tuple[dict[str, Any], bytes]:
 
 def read_license(text: str, public_keys: Sequence[str | Ed25519PublicKey]) -> LicenseTerms:
     """The terms of a license whose signature a trusted key verifies (no other check)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     terms_document, signature = _unarmour(text)
     terms = LicenseTerms.from_document(terms_document)
     keys = [key for key in public_keys if isinstance(key, Ed25519PublicKey)]

@@ -201,13 +201,14 @@ class Admissions:
         snapshot: ClusterSnapshot,
         *,
         uid: int = 0,
-        cert_lifetime: timedelta = pki.NODE_CERT_LIFETIME,
+        cert_lifetime: timedelta | None = None,
     ) -> None:
         self._store = store
         self._snapshot = snapshot
         # This member's uid: it holds the store-change lock under it during a replacement.
         self._uid = uid
-        self._cert_lifetime = cert_lifetime
+        # Looked up here, not as the default: `pki` loads on first use (cnm/security).
+        self._cert_lifetime = pki.NODE_CERT_LIFETIME if cert_lifetime is None else cert_lifetime
         self._lock = asyncio.Lock()
 
     def renew(self, request: RenewRequest) -> RenewGrant:

@@ -5,7 +5,8 @@ carries (docs/api-contract.md §3 and §6): CPUs, memory, uptime, the operating 
 (os-release), the host name, FIPS mode, the size of the file systems under the node's storage
 paths, and the addresses the node can be reached on. Facts that cannot change while the process
 runs are read once and cached, because health checks and setup scripts poll GET /v1/bootstrap;
-uptime, storage sizes and addresses are read on every call. Nothing here raises for a missing
+uptime (the kernel's boot clock), storage sizes and addresses are read on every call (the API
+reuses one answer for at most a second: api/status_body.py). Nothing here raises for a missing
 file or path: a fact that cannot be read gets a neutral value, so the bootstrap API keeps
 answering on odd hosts.
 """
@@ -241,13 +242,20 @@ def _static_facts() -> _StaticFacts:
     )
 
 
+def uptime() -> int:
+    """Whole seconds since the host booted."""
+    # The kernel's boot clock (what /proc/uptime shows): no file to read, unlike psutil's boot
+    # time (a tenth of a status request's cost), and a stepped wall clock cannot make it jump
+    # or go negative.
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME))
+
+
 def _host_facts() -> dict[str, Any]:
     static = _static_facts()
     return {
         "cores": static.cores,
         "total_memory": static.total_memory,
-        # Clamped: a wall clock stepped back right after boot would give a negative uptime.
-        "uptime": max(0, int(time.time() - psutil.boot_time())),
+        "uptime": uptime(),
         "architecture": static.architecture,
         "os_family": static.os_family,
         "os_name": static.os_name,

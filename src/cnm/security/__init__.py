@@ -1,1 +1,36 @@
-"""Security leaves of cnm: the cluster's X.509 PKI (etcd mTLS, HTTPS) and password hashing."""
+"""Security leaves of cnm: the cluster's X.509 PKI (etcd mTLS, HTTPS) and password hashing.
+
+`pki` is loaded lazily (importlib's `LazyLoader`): `from cnm.security import pki` gives a module
+whose code runs at its first attribute access. It is built on the `cryptography` library, ten
+MiB of resident memory, and an agent that is not in a cluster and already has its self-signed
+certificate never uses it; every module that does simply touches `pki.<name>` when it needs it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+
+def _lazy(name: str) -> ModuleType:
+    """The module `name`, registered now but executed at its first attribute access."""
+    existing = sys.modules.get(name)
+    if existing is not None:
+        return existing
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no module {name}")
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    from cnm.security import pki as pki
+else:
+    pki = _lazy("cnm.security.pki")

@@ -12,6 +12,10 @@ user's record at each request, so a changed role or a deleted user takes effect 
 
 Lifetimes are 1..86400 s, 300 by default. Verification takes the time as an argument so tests
 need no sleeping, and has no leeway: an expired token is refused.
+
+PyJWT is imported on first use, not with this module: it loads the `cryptography` library
+(ten MiB of resident memory) whether or not an RSA or EC algorithm is ever used, and an agent
+that no client has sent a token to has no use for it.
 """
 
 from __future__ import annotations
@@ -21,8 +25,6 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-
-import jwt
 
 from cnm.errors import Unauthorized
 
@@ -78,12 +80,16 @@ def issue_token(
         "jti": uuid.uuid4().hex,
         "pwv": password_version(password_hash),
     }
+    import jwt
+
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
 def verify_token(secret: bytes, token: str, *, now: float) -> TokenClaims:
     """The claims of a token this cluster issued that has not expired at `now`; `Unauthorized`
     for a token that is malformed, altered, signed with another key, or expired."""
+    import jwt
+
     try:
         claims = jwt.decode(
             token,

@@ -1,0 +1,286 @@
+"""Benchmark: the agent's footprint: resident memory when idle, and restart to serving
+authenticated requests.
+
+    .venv/bin/python bench/bench_footprint.py [--runs 5] [--settle 3] [--json out.json] [--keep]
+
+Memory (VmRSS of the agent process alone, not its etcd member, read from /proc after `--settle`
+seconds without requests):
+
+- an agent before bootstrap, at its first start (it makes its self-signed HTTPS certificate,
+  which loads the cryptography library) and after a restart (the certificate exists);
+- each agent of a 3-node cluster (create + 2 joins);
+- baseline: a bare `python -c "import uvicorn, fastapi"` process, the floor of any agent built
+  on them.
+
+Restart to serving authenticated requests: node 2 of the cluster is killed (SIGKILL, its etcd
+member dies with it) and spawned again; the clock runs from the spawn until the first
+`GET /v1/bootstrap` with the admin's Basic credentials answers 200 (polled every 10 ms over new
+connections), and until the first `GET /v1/cluster` (which needs the cluster store) does too.
+Baseline, interleaved with the runs: from spawning bench/bare_status_app.py (bare Starlette
+under uvicorn) until it answers. Targets (issue 12 §4): idle RSS <= 55 MiB, restart to an
+authenticated 200 <= 1.0 s (judged on GET /v1/bootstrap, median).
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from common import (
+    STATS_HEADERS,
+    AgentFactory,
+    RunFailed,
+    Target,
+    base_parser,
+    begin,
+    claimed_addresses,
+    finish,
+    now,
+    stats_row,
+    table,
+    target_lines,
+)
+from harness.agents import Agent
+from harness.bodies import ADMIN, create_body, join_body
+from harness.polling import eventually
+
+RSS_LIMIT_MIB = 55.0
+RESTART_LIMIT_S = 1.0
+POLL = 0.01
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RunFailed(f"no VmRSS for pid {pid}")
+
+
+def bare_import_rss(settle: float) -> float:
+    """VmRSS of a process that imported uvicorn and fastapi and waits."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import uvicorn, fastapi, sys; print('ready', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        process.stdout.readline()
+        time.sleep(settle)
+        return rss_mib(process.pid)
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def answers(
+    url: str, auth: tuple[str, str] | None, timeout: float, started: float | None = None
+) -> float:
+    """Seconds from `started` (default: now) until GET `url` answers 200 (every POLL, a new
+    connection each time)."""
+    started = now() if started is None else started
+    deadline = started + timeout
+    while now() < deadline:
+        try:
+            response = httpx.get(url, auth=auth, timeout=1.0)
+            if response.status_code == 200:
+                return now() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(POLL)
+    raise RunFailed(f"{url} did not answer 200 within {timeout} s")
+
+
+def bare_start(base: Path, addr: str, timeout: float) -> float:
+    """Spawn of the bare Starlette app until it answers 200."""
+    body = base / "bare-body.json"
+    body.write_bytes(b"{}")
+    script = Path(__file__).resolve().parent / "bare_status_app.py"
+    spawned = now()
+    process = subprocess.Popen(
+        [sys.executable, str(script), addr, "8080", str(body)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        return answers(f"http://{addr}:8080/v1/bootstrap", None, timeout, spawned)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def restart(agent: Agent, timeout: float) -> tuple[float, float]:
+    """(spawn -> Basic GET /v1/bootstrap 200, spawn -> Basic GET /v1/cluster 200)."""
+    agent.kill9()
+    spawned = now()
+    agent.start(wait=False)
+    status = answers(agent.http_url + "/v1/bootstrap", ADMIN, timeout, spawned)
+    cluster = answers(agent.http_url + "/v1/cluster", ADMIN, timeout, spawned)
+    return status, cluster
+
+
+def make_cluster(factory: AgentFactory) -> list[Agent]:
+    agents = [factory.make(f"node{i}") for i in (1, 2, 3)]
+    for agent in agents:
+        agent.start(wait=False)
+    for agent in agents:
+        agent.wait_serving(timeout=60)
+    first = agents[0]
+    first.post("/v1/bootstrap/create_cluster", create_body("bench-footprint.example.com"))
+    first.wait_state("completed", auth=ADMIN, timeout=60)
+    for joiner in agents[1:]:
+        joiner.post("/v1/bootstrap/join_cluster", join_body([first.addr]))
+        joiner.wait_state("completed", auth=ADMIN, timeout=60)
+
+    def three_voters() -> bool:
+        nodes = first.get("/v1/nodes", auth=ADMIN).json()
+        return [n.get("store_role") for n in nodes] == ["voter"] * 3
+
+    eventually(three_voters, timeout=60, message="three voters")
+    return agents
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0] if __doc__ else "", default_runs=5)
+    parser.add_argument("--settle", type=float, default=3.0, help="idle seconds before RSS")
+    parser.add_argument("--timeout", type=float, default=30.0, help="a restart fails after this")
+    started = begin(parser, argv, "agent footprint: idle RSS, restart -> authenticated 200")
+    if started is None:
+        return 1
+    args, info = started
+    base = Path(tempfile.mkdtemp(prefix="cnm-bench-footprint-"))
+    factory = AgentFactory(base)
+    memory: dict[str, list[float]] = {}
+    to_status: list[float] = []
+    to_cluster: list[float] = []
+    bare: list[float] = []
+    failures: list[str] = []
+    try:
+        memory["bare python: import uvicorn, fastapi"] = [bare_import_rss(args.settle)]
+        idle = factory.make("idle").start(wait=False)
+        idle.wait_serving(timeout=60)
+        time.sleep(args.settle)
+        assert idle.process is not None
+        memory["agent before bootstrap, first start"] = [rss_mib(idle.process.pid)]
+        idle.stop()
+        idle.start(wait=False)
+        idle.wait_serving(timeout=60)
+        time.sleep(args.settle)
+        assert idle.process is not None
+        memory["agent before bootstrap, restarted"] = [rss_mib(idle.process.pid)]
+        idle.stop()
+        agents = make_cluster(factory)
+        time.sleep(args.settle)
+        memory["agent in a 3-node cluster"] = [
+            rss_mib(a.process.pid) for a in agents if a.process is not None
+        ]
+        with claimed_addresses(1) as (bare_addr,):
+            for index in range(args.runs):
+                try:
+                    bare.append(bare_start(base, bare_addr, args.timeout))
+                    status, cluster = restart(agents[1], args.timeout)
+                except RunFailed as exc:
+                    failures.append(f"run {index + 1}: {exc}")
+                    continue
+                to_status.append(status)
+                to_cluster.append(cluster)
+                print(
+                    f"  run {index + 1}: bare app {bare[-1]:.3f} s, authenticated "
+                    f"/v1/bootstrap {status:.3f} s, /v1/cluster {cluster:.3f} s",
+                    flush=True,
+                )
+                eventually(
+                    lambda: agents[0].get("/v1/nodes", auth=ADMIN).json()[1]["status"] == "active",
+                    timeout=60,
+                    message="node 2 active again",
+                )
+        time.sleep(args.settle)
+        memory["agent in a 3-node cluster, after the restarts (node 2)"] = [
+            rss_mib(agents[1].process.pid) if agents[1].process else 0.0
+        ]
+    except (RunFailed, AssertionError, httpx.HTTPError, RuntimeError) as exc:
+        failures.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        kept = base.with_name(base.name + "-kept")
+        failures += factory.close(failed=bool(failures) or args.keep, artefacts=kept)
+        if args.keep or failures:
+            print(f"data directories kept in {kept}")
+        shutil.rmtree(base, ignore_errors=True)
+    print()
+    print(
+        table(
+            ("process", "samples", "median MiB", "max MiB"),
+            [[name, len(v), statistics.median(v), max(v)] for name, v in memory.items()],
+            decimals=1,
+        )
+    )
+    rows = []
+    if to_status:
+        rows += [
+            stats_row("spawn -> Basic GET /v1/bootstrap 200", to_status),
+            stats_row("spawn -> Basic GET /v1/cluster 200", to_cluster),
+        ]
+    if bare:
+        rows.append(stats_row("baseline: spawn -> bare Starlette answers", bare))
+    if rows:
+        print(table(STATS_HEADERS, rows))
+
+    def worst(*names: str) -> float | None:
+        values = [value for name in names for value in memory.get(name, [])]
+        return max(values) if values else None
+
+    checks = [
+        Target(
+            "idle agent RSS before bootstrap (restarted)",
+            worst("agent before bootstrap, restarted"),
+            RSS_LIMIT_MIB,
+            "MiB",
+            baseline="bare python importing uvicorn and fastapi",
+        ),
+        Target(
+            "idle agent RSS before bootstrap (first start)",
+            worst("agent before bootstrap, first start"),
+            RSS_LIMIT_MIB,
+            "MiB",
+        ),
+        Target(
+            "idle agent RSS in a 3-node cluster (largest)",
+            worst("agent in a 3-node cluster"),
+            RSS_LIMIT_MIB,
+            "MiB",
+        ),
+        Target(
+            "restart -> authenticated 200 (GET /v1/bootstrap, median)",
+            statistics.median(to_status) if to_status else None,
+            RESTART_LIMIT_S,
+            "s",
+            baseline="spawn -> bare Starlette app answering",
+        ),
+    ]
+    print(target_lines(checks))
+    document: dict[str, Any] = {
+        "machine": info,
+        "rss_mib": memory,
+        "restart_to_status_s": to_status,
+        "restart_to_cluster_s": to_cluster,
+        "bare_start_s": bare,
+        "targets": [check.as_dict() for check in checks],
+        "series": [],
+    }
+    return finish(args.json, document, failures)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The agent (`cnm node run`) stays lean: it never imports what only the command line or rare
+paths use. Each check runs in a fresh interpreter, the way the agent starts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+# Client side (rich, the REST client, the other commands), httpx's own CLI (rich, pygments)
+# and the cryptography library (loaded when a certificate, a token or a license is handled).
+NOT_IN_AGENT = (
+    "rich",
+    "pygments",
+    "cnm.client",
+    "cnm.cli.commands",
+    "cnm.cli.render",
+    "cryptography",
+    "jwt",
+    "schemathesis",
+)
+
+
+def _modules_after(code: str) -> dict[str, object]:
+    probe = (
+        "import json, sys\n"
+        f"{code}\n"
+        f"print(json.dumps({{'loaded': sorted(m for m in {NOT_IN_AGENT!r} if m in sys.modules),"
+        " 'daemon': 'cnm.daemon' in sys.modules, 'code': code}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def test_node_run_imports_the_agent_and_nothing_of_the_cli() -> None:
+    # A config file that does not exist: `node run` has imported the agent (the first thing it
+    # does) and stops with a usage error (2) before starting anything.
+    found = _modules_after(
+        "sys.argv = ['cnm', 'node', 'run', '--config', '/nonexistent/cnm.toml']\n"
+        "from cnm.cli.main import app\n"
+        "code = None\n"
+        "try:\n"
+        "    app()\n"
+        "except SystemExit as exit:\n"
+        "    code = exit.code"
+    )
+    assert found["code"] == 2
+    assert found["daemon"] is True
+    assert found["loaded"] == []
+
+
+def test_other_commands_still_get_the_whole_command_line() -> None:
+    found = _modules_after(
+        "sys.argv = ['cnm', 'bootstrap', '--help']\n"
+        "from cnm.cli.main import app\n"
+        "code = None\n"
+        "try:\n"
+        "    app()\n"
+        "except SystemExit as exit:\n"
+        "    code = exit.code"
+    )
+    assert found["code"] == 0
+    assert "cnm.cli.commands" in found["loaded"]
+
+
+def test_pki_loads_on_first_use() -> None:
+    found = _modules_after(
+        "import cnm.daemon\n"
+        "before = 'cryptography' in sys.modules\n"
+        "from cnm.security import pki\n"
+        "assert pki.make_ca('lazy.example.com').cert_pem.startswith(b'-----BEGIN')\n"
+        "code = [before, 'cryptography' in sys.modules]"
+    )
+    assert found["code"] == [False, True]
