@@ -8,36 +8,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent_logs import log_events
-from cnm.cluster.runtime import open_store
 from cnm.errors import StoreError
-from cnm.node.data_dir import ClusterTls
-from cnm.security import pki
-from cnm.store.base import MembershipChangeRefused
-from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess
-from cnm.store.recipes import add_learner, initial_cluster, promote_learner
 from common import (
     AgentFactory,
     RunFailed,
     Stats,
     claimed_addresses,
-    member_spec,
-    node_tls,
     now,
     start_agents,
     table,
 )
 from join_agents import LOG_JSON, create, nodes_of, post_join, roles_text, stop_cluster
+from raw_etcd import RawCluster
 
 NODES_POLL_INTERVAL = 0.020  # GET /v1/nodes while waiting for voters
-ADD_RETRY_INTERVAL = 0.1  # raw etcd: retry of a refused member_add
-PROMOTE_INTERVAL = 0.05  # raw etcd: member_promote polling, as cnm's voters.py does
 VOTERS_RATIO_TARGET = 1.5
 
 
@@ -115,71 +105,19 @@ def voters_cnm(args: argparse.Namespace, base: Path, index: int) -> VoterRun:
 
 
 async def _raw_voters(addrs: list[str], directory: Path, timeout: float) -> VoterRun:
-    ca = pki.make_ca("bench")
-    token = str(uuid.uuid4())
-    specs: list[EtcdMemberSpec] = []
-    for number, addr in enumerate(addrs, start=1):
-        tls = node_tls(directory / f"tls-{number}", ca, addr, pki.node_cert_sans(addr, []))
-        specs.append(
-            member_spec(
-                f"node-{number}",
-                addr,
-                tls,
-                data_dir=directory / f"etcd-{number}",
-                log_file=directory / f"etcd-{number}.log",
-                initial_cluster=f"node-1={specs[0].peer_url}" if specs else "",
-                initial_state="existing",
-                token=token,
-            )
-        )
-    specs[0] = replace(specs[0], initial_cluster=f"node-1={specs[0].peer_url}", initial_state="new")
-    processes = [EtcdProcess("etcd", specs[0])]
-    store = open_store((specs[0].client_url,), ClusterTls(directory / "tls-1"))
+    cluster = RawCluster(addrs, directory)
     events: dict[str, float] = {}
     try:
-        await processes[0].start()
-        await processes[0].wait_ready(store, timeout=timeout)  # untimed: the cluster exists
+        await cluster.start_first(timeout)  # untimed: the cluster exists
         start = now()
         deadline = start + timeout
-        for number, spec in enumerate(specs[1:], start=2):
-            refused_since: float | None = None
-            while True:
-                attempt = now()
-                try:
-                    added, _ = await add_learner(store, spec.peer_url)
-                    break
-                except MembershipChangeRefused as exc:
-                    if not exc.transient or now() > deadline:
-                        raise RunFailed(f"member_add of member {number}: {exc.message}") from None
-                    if refused_since is None:
-                        refused_since = attempt
-                        events[f"member{number}_first_refusal"] = attempt - start
-                    await asyncio.sleep(ADD_RETRY_INTERVAL)
-            events[f"member{number}_add_sent"] = attempt - start
-            events[f"member{number}_added"] = now() - start
-            initial = initial_cluster(
-                await store.member_list(), peer_url=spec.peer_url, name=spec.name
-            )
-            process = EtcdProcess("etcd", replace(spec, initial_cluster=initial))
-            processes.append(process)
-            await process.start()
-
-            def alive(process: EtcdProcess = process) -> bool:
-                return process.running
-
-            try:
-                await promote_learner(
-                    store,
-                    added,
-                    timeout=max(deadline - now(), 0.0),
-                    interval=PROMOTE_INTERVAL,
-                    alive=alive,
-                )
-            except StoreError as exc:
-                raise RunFailed(
-                    f"member {number}: {exc.message}; its log ends: {process.log_tail()}"
-                ) from None
-            events[f"member{number}_promoted"] = now() - start
+        for number, spec in enumerate(cluster.specs[1:], start=2):
+            _, steps = await cluster.grow(spec, deadline)
+            if steps.first_refusal is not None:
+                events[f"member{number}_first_refusal"] = steps.first_refusal - start
+            events[f"member{number}_add_sent"] = steps.add_sent - start
+            events[f"member{number}_added"] = steps.added - start
+            events[f"member{number}_promoted"] = steps.promoted - start
         # Waiting at etcd's pace, as for cnm: from member 2's promotion to the accepted add.
         pacing = max(0.0, events["member3_add_sent"] - events["member2_promoted"])
         total = now() - start
@@ -187,11 +125,7 @@ async def _raw_voters(addrs: list[str], directory: Path, timeout: float) -> Vote
     except StoreError as exc:
         raise RunFailed(f"raw etcd: {exc.message}") from None
     finally:
-        await store.close()
-        # One at a time: stopped together, a leader tries to hand over to members that are
-        # going away and EtcdProcess kills it after 3 s (the agents' own shutdown pays that).
-        for process in processes:
-            await process.stop()
+        await cluster.close()
 
 
 def voters_etcd(args: argparse.Namespace, base: Path, index: int) -> VoterRun:
