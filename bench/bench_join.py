@@ -59,13 +59,8 @@ from common import base_parser, etcd_missing, finish, machine_info, machine_line
 from join_agents import POLL_INTERVAL
 from join_burst import BURST_POLL_INTERVAL, part_burst, report_burst
 from join_sizes import part_sizes, report_sizes
-from join_voters import (
-    ADD_RETRY_INTERVAL,
-    NODES_POLL_INTERVAL,
-    PROMOTE_INTERVAL,
-    part_voters,
-    report_voters,
-)
+from join_voters import NODES_POLL_INTERVAL, part_voters, report_voters
+from raw_etcd import ADD_RETRY_INTERVAL, PROMOTE_INTERVAL
 
 
 def _sizes(text: str) -> list[int]:
