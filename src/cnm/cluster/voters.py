@@ -30,18 +30,25 @@ from cnm.cluster import model
 from cnm.cluster.records import ClusterRecord, NodeRecord, StoreRole
 from cnm.cluster.repair import seat_held
 from cnm.cluster.snapshot import ClusterSnapshot
-from cnm.cluster.store_members import MemberRemovalRefused, store_change_lock
+from cnm.cluster.store_members import (
+    MemberRemovalRefused,
+    alive_members,
+    promotion_refusal,
+    store_change_lock,
+)
 from cnm.cluster.voter_healing import DownClock, VoterHealer, real_nodes
 from cnm.cluster.writes import update_record
 from cnm.errors import CnmError
 from cnm.failpoints import failpoint
 from cnm.logs import event
 from cnm.store.base import Member, MembershipChangeRefused, Store
-from cnm.store.recipes import add_learner, initial_cluster, promote_learner
+from cnm.store.recipes import PromotionRefused, add_learner, initial_cluster, promote_learner
 
 log = logging.getLogger(__name__)
 
 PROMOTE_TIMEOUT = 60.0
+# etcd answers "not in sync" until the learner has caught up, which takes a few heartbeats.
+PROMOTE_INTERVAL = 0.02
 
 
 def target_voters(node_count: int, store_voters: int) -> int:
@@ -153,7 +160,12 @@ class VoterManager:
                     continue
                 pause = 0.2  # another node holds the lock: its change ends soon
             except CnmError as exc:
-                if isinstance(exc, MembershipChangeRefused) and exc.transient:
+                if isinstance(exc, PromotionRefused):
+                    # A dead voter is not replaced yet: the lock is free for its healing; the
+                    # snapshot's changes (or the 2 s tick) bring this node back.
+                    log.info("%s; waiting", exc.message, extra=event("store_change_deferred"))
+                    pause = 0.5
+                elif isinstance(exc, MembershipChangeRefused) and exc.transient:
                     # etcd admits a change only once every voter has been connected for 5 s
                     # after the previous one: wait at its pace, not with a growing backoff.
                     log.info(
@@ -219,4 +231,17 @@ class VoterManager:
         return initial_cluster(members, peer_url=self._peer_url, name=self._member_name)
 
     async def _promote(self, member: Member) -> None:
-        await promote_learner(self._store, member, timeout=PROMOTE_TIMEOUT)
+        # Membership changes only under the lock this node holds: the list stays true meanwhile.
+        members = await self._store.member_list()
+
+        def refusal() -> str | None:
+            # Asked before every attempt: liveness may change while the learner catches up.
+            return promotion_refusal(member, members, alive_members(self._snapshot, members))
+
+        await promote_learner(
+            self._store,
+            member,
+            timeout=PROMOTE_TIMEOUT,
+            interval=PROMOTE_INTERVAL,
+            refusal=refusal,
+        )
