@@ -98,6 +98,14 @@ def wait_healed(agents: list[Agent], through: Agent) -> None:
     assert_consistent(through, timeout=30)
 
 
+def start(agent: Agent, env: dict[str, str] | None = None) -> Agent:
+    """Start (or restart) `agent` with `env`; generous for a loaded shared machine."""
+    agent.env = env or {}
+    agent.start(wait=False)
+    agent.wait_serving(timeout=60)
+    return agent
+
+
 def held_at(agent: Agent, point: str) -> bool:
     """The agent's promotion has failed at `point` (its `error` action) at least once."""
     return f"fault point {point} fired" in agent.log()
@@ -107,15 +115,15 @@ def held_at(agent: Agent, point: str) -> bool:
 def test_promotion_survives_the_learner_or_leader_dying_at_each_step(
     agents: AgentFactory, point: str
 ) -> None:
-    first = agents.start()
+    first = start(agents.make())
     completed(create(first))
-    others = [agents.start() for _ in range(2)]
+    others = [start(agents.make()) for _ in range(2)]
     for agent in others:
         completed(join(agent, first))
     eventually(lambda: len(voters(first)) == 3, timeout=60, interval=0.2, message="3 voters")
-    fourth = agents.start(env={"CNM_FAILPOINTS": f"{point}=crash"})
+    fourth = start(agents.make(), {"CNM_FAILPOINTS": f"{point}=crash"})
     completed(join(fourth, first))
-    fifth = agents.start()
+    fifth = start(agents.make())
     everyone = [first, *others, fourth, fifth]
     # Node 5 joining makes 5 nodes: node 4 (the lowest uid without a seat) starts its promotion.
     completed(join(fifth, first))
@@ -129,8 +137,7 @@ def test_promotion_survives_the_learner_or_leader_dying_at_each_step(
     assert_quorum(first, f"{point}-learner")
 
     # 2. Back with `error` at the same step: it holds there; etcd's leader dies meanwhile.
-    fourth.env = {"CNM_FAILPOINTS": f"{point}=error"}
-    fourth.start()
+    start(fourth, {"CNM_FAILPOINTS": f"{point}=error"})
     eventually(lambda: held_at(fourth, point), timeout=60, interval=0.2, message="held")
     leader = leader_agent(everyone, first)
     leader.kill9()
@@ -139,9 +146,7 @@ def test_promotion_survives_the_learner_or_leader_dying_at_each_step(
     assert_quorum(through, f"{point}-leader")
 
     # Everyone back without fault points: the cluster heals, no ghost member stays.
-    leader.env = {}
-    leader.start()
+    start(leader)
     fourth.kill9()
-    fourth.env = {}
-    fourth.start()
+    start(fourth)
     wait_healed(everyone, through)
