@@ -12,9 +12,11 @@ voter_healing.py, run from this module's loop on every node (it acts on one).
 Becoming a voter is etcd's safe sequence, one change at a time cluster-wide under a lock key with
 a lease (a dead holder frees it): add this node as a learner (it does not count for quorum, so
 a learner that never starts costs nothing), start its member with `initial-cluster-state
-existing`, promote it once etcd says it is in sync, then record `store_role: voter`. A learner
-left behind by a node that died half way is removed by the next holder of the lock, since etcd
-allows one learner at a time. Nothing here ever adds a voting member that is not running.
+existing`, promote it once etcd says it is in sync and the voters after the promotion have a
+live majority (`promotion_refusal`, store_members.py: etcd's strict reconfiguration check is off,
+so this rule is cnm's), then record `store_role: voter`. A learner left behind by a node that
+died half way is removed by the next holder of the lock, since etcd allows one learner at a
+time. Nothing here ever adds a voting member that is not running.
 """
 
 from __future__ import annotations
@@ -166,8 +168,9 @@ class VoterManager:
                     log.info("%s; waiting", exc.message, extra=event("store_change_deferred"))
                     pause = 0.5
                 elif isinstance(exc, MembershipChangeRefused) and exc.transient:
-                    # etcd admits a change only once every voter has been connected for 5 s
-                    # after the previous one: wait at its pace, not with a growing backoff.
+                    # etcd with its strict reconfiguration check (off in cnm, but a member
+                    # started by an older cnm may still run with it) admits a change only once
+                    # every voter has been connected for 5 s: wait at its pace, no backoff.
                     log.info(
                         "store not ready for another member yet (%s); waiting",
                         exc.message,
