@@ -159,8 +159,10 @@ class VoterManager:
             try:
                 if await self.become_voter():
                     backoff = 0.5
-                    continue
-                pause = 0.2  # another node holds the lock: its change ends soon
+                # Or another node holds the lock: its release (the lock key deleted, or its
+                # lease lapsed) is a snapshot change that wakes this loop, so the next turn
+                # starts at once instead of after a fixed pause (the 2 s tick as a fallback).
+                continue
             except CnmError as exc:
                 if isinstance(exc, PromotionRefused):
                     # A dead voter is not replaced yet: the lock is free for its healing; the
