@@ -29,20 +29,13 @@ import ssl
 import sys
 import tempfile
 import time
-import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from agent_logs import log_events
-from cnm.cluster.runtime import open_store
-from cnm.node.data_dir import ClusterTls
-from cnm.security import pki
-from cnm.store.base import MembershipChangeRefused
-from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess
-from cnm.store.recipes import add_learner, initial_cluster, promote_learner
 from common import (
     STATS_HEADERS,
     AgentFactory,
@@ -55,8 +48,6 @@ from common import (
     finish,
     machine_info,
     machine_line,
-    member_spec,
-    node_tls,
     now,
     start_agents,
     stats_row,
@@ -65,6 +56,7 @@ from common import (
 )
 from harness.agents import Agent, basic
 from join_agents import ADMIN, LOG_JSON, create, nodes_of, post_join, stop_cluster
+from raw_etcd import RawCluster
 
 POLL = 0.02
 
@@ -171,69 +163,26 @@ def heal_cnm(args: argparse.Namespace, base: Path, index: int) -> HealRun:
 
 
 async def _raw_heal(addrs: list[str], directory: Path, timeout: float) -> HealRun:
-    ca = pki.make_ca("bench")
-    token = str(uuid.uuid4())
-    specs: list[EtcdMemberSpec] = []
-    for number, addr in enumerate(addrs, start=1):
-        tls = node_tls(directory / f"tls-{number}", ca, addr, pki.node_cert_sans(addr, []))
-        specs.append(
-            member_spec(
-                f"node-{number}",
-                addr,
-                tls,
-                data_dir=directory / f"etcd-{number}",
-                log_file=directory / f"etcd-{number}.log",
-                initial_cluster="",
-                initial_state="existing",
-                token=token,
-            )
-        )
-    specs[0] = replace(specs[0], initial_cluster=f"node-1={specs[0].peer_url}", initial_state="new")
-    processes = [EtcdProcess("etcd", specs[0])]
-    store = open_store((specs[0].client_url,), ClusterTls(directory / "tls-1"))
-
-    async def grow(spec: EtcdMemberSpec, deadline: float) -> None:
-        while True:
-            try:
-                added, _ = await add_learner(store, spec.peer_url)
-                break
-            except MembershipChangeRefused as exc:
-                if not exc.transient or now() > deadline:
-                    raise RunFailed(f"member_add: {exc.message}") from None
-                await asyncio.sleep(0.1)
-        members = await store.member_list()
-        started = EtcdProcess(
-            "etcd",
-            replace(
-                spec,
-                initial_cluster=initial_cluster(members, peer_url=spec.peer_url, name=spec.name),
-            ),
-        )
-        processes.append(started)
-        await started.start()
-        await promote_learner(store, added, timeout=max(deadline - now(), 0.0), interval=0.05)
-
+    cluster = RawCluster(addrs, directory)
+    specs = cluster.specs
     try:
-        await processes[0].start()
-        await processes[0].wait_ready(store, timeout=timeout)
+        await cluster.start_first(timeout)
         for spec in specs[1:3]:  # untimed: a 3-member store
-            await grow(spec, now() + timeout)
-        victim = processes[2]
-        members = await store.member_list()
+            await cluster.grow(spec, now() + timeout)
+        victim = cluster.processes[2]
+        members = await cluster.store.member_list()
         dead = next(m for m in members if specs[2].peer_url in m.peer_urls)
         start = now()
         assert victim.pid is not None
         os.kill(victim.pid, signal.SIGKILL)
-        await store.member_remove(dead.id)
+        await cluster.store.member_remove(dead.id)
         removed = now() - start
-        await grow(specs[3], start + timeout)
+        await cluster.grow(specs[3], start + timeout)
         total = now() - start
         segments = {"member_remove": removed, "add, start, promote": total - removed}
         return HealRun("etcd", total, segments)
     finally:
-        await store.close()
-        for process in processes:
-            await process.stop()
+        await cluster.close()
 
 
 def heal_etcd(args: argparse.Namespace, base: Path, index: int) -> HealRun:

@@ -30,19 +30,11 @@ import signal
 import sys
 import tempfile
 import time
-import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from cnm.cluster.runtime import open_store
-from cnm.node.data_dir import ClusterTls
-from cnm.security import pki
-from cnm.store.base import MembershipChangeRefused
-from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess
-from cnm.store.recipes import add_learner, initial_cluster, promote_learner
 from common import (
     AgentFactory,
     RunFailed,
@@ -54,14 +46,13 @@ from common import (
     finish,
     machine_info,
     machine_line,
-    member_spec,
-    node_tls,
     now,
     start_agents,
     table,
     target_lines,
 )
 from join_agents import ADMIN, create, join_body, nodes_of, stop_cluster
+from raw_etcd import RawCluster
 
 POLL = 0.02
 # No issue sets a target for a replacement: the clients' patience with a bootstrap action.
@@ -140,70 +131,25 @@ def repair_cnm(args: argparse.Namespace, base: Path, index: int) -> dict[str, fl
 
 
 async def _raw(addrs: list[str], directory: Path, timeout: float) -> dict[str, float]:
-    ca = pki.make_ca("bench")
-    token = str(uuid.uuid4())
-    specs: list[EtcdMemberSpec] = []
-    for number, addr in enumerate(addrs, start=1):
-        tls = node_tls(directory / f"tls-{number}", ca, addr, pki.node_cert_sans(addr, []))
-        specs.append(
-            member_spec(
-                f"node-{number}",
-                addr,
-                tls,
-                data_dir=directory / f"etcd-{number}",
-                log_file=directory / f"etcd-{number}.log",
-                initial_cluster="",
-                initial_state="existing",
-                token=token,
-            )
-        )
-    specs[0] = replace(specs[0], initial_cluster=f"node-1={specs[0].peer_url}", initial_state="new")
-    processes: list[EtcdProcess] = [EtcdProcess("etcd", specs[0])]
-    store = open_store((specs[0].client_url,), ClusterTls(directory / "tls-1"))
-
-    async def grow(spec: EtcdMemberSpec) -> EtcdProcess:
-        deadline = now() + timeout
-        while True:
-            try:
-                added, _ = await add_learner(store, spec.peer_url)
-                break
-            except MembershipChangeRefused as exc:
-                if not exc.transient or now() > deadline:
-                    raise RunFailed(f"member_add: {exc.message}") from None
-                await asyncio.sleep(0.1)
-        members = await store.member_list()
-        process = EtcdProcess(
-            "etcd",
-            replace(
-                spec,
-                initial_cluster=initial_cluster(members, peer_url=spec.peer_url, name=spec.name),
-            ),
-        )
-        processes.append(process)
-        await process.start()
-        await promote_learner(store, added, timeout=timeout, interval=0.05)
-        return process
-
+    cluster = RawCluster(addrs, directory)
+    specs = cluster.specs
     try:
-        await processes[0].start()
-        await processes[0].wait_ready(store, timeout=timeout)
+        await cluster.start_first(timeout)
         for spec in specs[1:3]:
-            await grow(spec)  # untimed set-up
-        dead = processes[2]
-        members = await store.member_list()
+            await cluster.grow(spec, now() + timeout)  # untimed set-up
+        dead = cluster.processes[2]
+        members = await cluster.store.member_list()
         target = next(m for m in members if specs[2].peer_url in m.peer_urls)
         assert dead.pid is not None
         os.kill(dead.pid, signal.SIGKILL)
         await dead.wait()
         start = now()
-        await store.member_remove(target.id)
+        await cluster.store.member_remove(target.id)
         removed = now() - start
-        await grow(specs[3])
+        await cluster.grow(specs[3], now() + timeout)
         return {"remove": removed, "voters": now() - start}
     finally:
-        await store.close()
-        for process in processes:
-            await process.stop()
+        await cluster.close()
 
 
 def repair_etcd(args: argparse.Namespace, base: Path, index: int) -> dict[str, float]:

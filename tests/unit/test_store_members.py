@@ -8,6 +8,7 @@ from cnm.cluster import model
 from cnm.cluster.records import NodeRecord, StoreChangeLock, StoreRole
 from cnm.cluster.store_members import (
     member_of,
+    promotion_refusal,
     removal_refusal,
     store_change_lock,
 )
@@ -40,6 +41,36 @@ def test_a_voter_goes_only_if_the_rest_keep_quorum(alive: set[int], refused: boo
     # Removing 1 leaves 3 voters: 2 of them must be alive.
     reason = removal_refusal(members[0], members, alive=alive)
     assert (reason is not None) is refused, reason
+
+
+@pytest.mark.parametrize(
+    ("voters", "alive", "refused"),
+    [
+        # 1 -> 2 voters: quorum 2, the only voter must be alive.
+        (1, {1}, False),
+        (1, set(), True),
+        # 2 -> 3: quorum 2 of 3, one live voter plus the learner is enough.
+        (2, {1}, False),
+        (2, set(), True),
+        # 3 -> 4: quorum 3, two live voters plus the learner.
+        (3, {1, 2, 3}, False),
+        (3, {1, 3}, False),
+        (3, {3}, True),
+        # 4 -> 5: quorum 3.
+        (4, {2, 4}, False),
+        (4, {4}, True),
+    ],
+)
+def test_a_learner_is_promoted_only_if_the_voters_after_keep_quorum(
+    voters: int, alive: set[int], refused: bool
+) -> None:
+    members = [voter(i, f"10.0.0.{i}") for i in range(1, voters + 1)]
+    learner = Member(9, "", ("https://10.0.0.9:2380",), (), True)
+    # The learner itself counts as alive whatever `alive` says: etcd promotes it only in sync.
+    reason = promotion_refusal(learner, [*members, learner], alive=alive)
+    assert (reason is not None) is refused, reason
+    if refused:
+        assert "for quorum" in str(reason)
 
 
 def test_a_node_finds_its_member_by_url_name_or_address() -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from cnm.store.base import Member, Put
 from cnm.store.memory import MemoryStore
-from cnm.store.recipes import add_learner, initial_cluster, promote_learner
+from cnm.store.recipes import PromotionRefused, add_learner, initial_cluster, promote_learner
 
 
 def _puts(uid: int) -> list[Put]:
@@ -32,6 +34,17 @@ async def test_promote_learner_and_a_voter_is_left_alone() -> None:
     assert promoted[member.id] is False
     (voter,) = [m for m in await store.member_list() if m.id != member.id]
     await promote_learner(store, voter, timeout=1.0)  # a voter: no call that etcd would refuse
+
+
+async def test_a_refusal_stops_the_promotion_before_any_attempt() -> None:
+    store = MemoryStore()
+    member, _ = await add_learner(store, "https://10.0.0.2:2380")
+    with pytest.raises(PromotionRefused, match="a voter is dead"):
+        await promote_learner(store, member, timeout=1.0, refusal=lambda: "a voter is dead")
+    still = {m.id: m.is_learner for m in await store.member_list()}
+    assert still[member.id] is True
+    await promote_learner(store, member, timeout=1.0, refusal=lambda: None)
+    assert {m.id: m.is_learner for m in await store.member_list()}[member.id] is False
 
 
 def test_initial_cluster_names_the_new_member() -> None:

@@ -14,6 +14,13 @@ overlap, which is what etcd's one-learner-at-a-time rule and quorum arithmetic n
   that remain: the store keeps quorum through the change.
 "Alive" is the node's liveness lease as this node's snapshot sees it; the store answering the
 member list proves that the store has quorum now.
+
+etcd runs with its strict reconfiguration check off (store/etcd_process.py says why), so its own
+quorum guards for adds, promotions and removals are gone and these rules are cnm's alone. cnm
+only ever adds learners (they do not count for quorum), and a learner is promoted only under
+`promotion_refusal`: the voters after the promotion, the learner among them, must have a live
+majority. etcd itself still refuses to promote a learner that is not in sync with the leader
+(its `isLearnerReady` runs whatever the strict check says), so the new voter is running.
 """
 
 from __future__ import annotations
@@ -106,6 +113,22 @@ def removal_refusal(target: Member, members: Sequence[Member], alive: set[int]) 
         return (
             f"only {up} of the {len(remaining)} voters that would remain are alive; the store "
             f"needs {quorum} of them to keep its quorum"
+        )
+    return None
+
+
+def promotion_refusal(learner: Member, members: Sequence[Member], alive: set[int]) -> str | None:
+    """Why promoting `learner` now could cost the store its quorum, or None: the voters after the
+    promotion (it among them) need a live majority. The caller has just seen the store answer,
+    so the current voters have quorum; this keeps it with one more voter to count."""
+    voters = [m for m in members if not m.is_learner and m.id != learner.id]
+    after = len(voters) + 1
+    quorum = after // 2 + 1
+    up = 1 + sum(1 for v in voters if v.id in alive)  # the learner: in sync, so running
+    if up < quorum:
+        return (
+            f"only {up} of the {after} voters it would make are alive; the store needs {quorum} "
+            "of them for quorum (wait for the dead voter to be replaced or to come back)"
         )
     return None
 

@@ -12,9 +12,11 @@ voter_healing.py, run from this module's loop on every node (it acts on one).
 Becoming a voter is etcd's safe sequence, one change at a time cluster-wide under a lock key with
 a lease (a dead holder frees it): add this node as a learner (it does not count for quorum, so
 a learner that never starts costs nothing), start its member with `initial-cluster-state
-existing`, promote it once etcd says it is in sync, then record `store_role: voter`. A learner
-left behind by a node that died half way is removed by the next holder of the lock, since etcd
-allows one learner at a time. Nothing here ever adds a voting member that is not running.
+existing`, promote it once etcd says it is in sync and the voters after the promotion have a
+live majority (`promotion_refusal`, store_members.py: etcd's strict reconfiguration check is off,
+so this rule is cnm's), then record `store_role: voter`. A learner left behind by a node that
+died half way is removed by the next holder of the lock, since etcd allows one learner at a
+time. Nothing here ever adds a voting member that is not running.
 """
 
 from __future__ import annotations
@@ -30,18 +32,25 @@ from cnm.cluster import model
 from cnm.cluster.records import ClusterRecord, NodeRecord, StoreRole
 from cnm.cluster.repair import seat_held
 from cnm.cluster.snapshot import ClusterSnapshot
-from cnm.cluster.store_members import MemberRemovalRefused, store_change_lock
+from cnm.cluster.store_members import (
+    MemberRemovalRefused,
+    alive_members,
+    promotion_refusal,
+    store_change_lock,
+)
 from cnm.cluster.voter_healing import DownClock, VoterHealer, real_nodes
 from cnm.cluster.writes import update_record
 from cnm.errors import CnmError
 from cnm.failpoints import failpoint
 from cnm.logs import event
 from cnm.store.base import Member, MembershipChangeRefused, Store
-from cnm.store.recipes import add_learner, initial_cluster, promote_learner
+from cnm.store.recipes import PromotionRefused, add_learner, initial_cluster, promote_learner
 
 log = logging.getLogger(__name__)
 
 PROMOTE_TIMEOUT = 60.0
+# etcd answers "not in sync" until the learner has caught up, which takes a few heartbeats.
+PROMOTE_INTERVAL = 0.02
 
 
 def target_voters(node_count: int, store_voters: int) -> int:
@@ -150,12 +159,20 @@ class VoterManager:
             try:
                 if await self.become_voter():
                     backoff = 0.5
-                    continue
-                pause = 0.2  # another node holds the lock: its change ends soon
+                # Or another node holds the lock: its release (the lock key deleted, or its
+                # lease lapsed) is a snapshot change that wakes this loop, so the next turn
+                # starts at once instead of after a fixed pause (the 2 s tick as a fallback).
+                continue
             except CnmError as exc:
-                if isinstance(exc, MembershipChangeRefused) and exc.transient:
-                    # etcd admits a change only once every voter has been connected for 5 s
-                    # after the previous one: wait at its pace, not with a growing backoff.
+                if isinstance(exc, PromotionRefused):
+                    # A dead voter is not replaced yet: the lock is free for its healing; the
+                    # snapshot's changes (or the 2 s tick) bring this node back.
+                    log.info("%s; waiting", exc.message, extra=event("store_change_deferred"))
+                    pause = 0.5
+                elif isinstance(exc, MembershipChangeRefused) and exc.transient:
+                    # etcd with its strict reconfiguration check (off in cnm, but a member
+                    # started by an older cnm may still run with it) admits a change only once
+                    # every voter has been connected for 5 s: wait at its pace, no backoff.
                     log.info(
                         "store not ready for another member yet (%s); waiting",
                         exc.message,
@@ -219,4 +236,17 @@ class VoterManager:
         return initial_cluster(members, peer_url=self._peer_url, name=self._member_name)
 
     async def _promote(self, member: Member) -> None:
-        await promote_learner(self._store, member, timeout=PROMOTE_TIMEOUT)
+        # Membership changes only under the lock this node holds: the list stays true meanwhile.
+        members = await self._store.member_list()
+
+        def refusal() -> str | None:
+            # Asked before every attempt: liveness may change while the learner catches up.
+            return promotion_refusal(member, members, alive_members(self._snapshot, members))
+
+        await promote_learner(
+            self._store,
+            member,
+            timeout=PROMOTE_TIMEOUT,
+            interval=PROMOTE_INTERVAL,
+            refusal=refusal,
+        )

@@ -18,6 +18,10 @@ from cnm.store.base import Member, Store
 log = logging.getLogger(__name__)
 
 
+class PromotionRefused(StoreError):
+    """The caller's own rule forbids the promotion now (see `promote_learner`'s `refusal`)."""
+
+
 async def add_learner(store: Store, peer_url: str) -> tuple[Member, bool]:
     """This peer URL's member, added as a learner unless an earlier attempt added it already.
     Returns (member, fresh): fresh when just added (its data directory must start empty).
@@ -45,15 +49,24 @@ async def promote_learner(
     timeout: float,
     interval: float = 0.05,
     alive: Callable[[], bool] | None = None,
+    refusal: Callable[[], str | None] | None = None,
 ) -> None:
     """Promote `member` once the store says it is in sync with the leader, asking every
-    `interval` seconds. A voter already is: nothing to do. Raises `StoreError` when it is not
-    promoted within `timeout` seconds or `alive()` turns False (its process exited)."""
+    `interval` seconds. A voter already is: nothing to do. `refusal()`, asked right before every
+    attempt, names the caller's reason not to promote now: then `PromotionRefused` is raised at
+    once (the caller retries later, without holding anything meanwhile). Raises `StoreError`
+    when it is not promoted within `timeout` seconds or `alive()` turns False (its process
+    exited)."""
     if not member.is_learner:
         return
     deadline = time.monotonic() + timeout
     peer = member.peer_urls[0] if member.peer_urls else str(member.id)
-    while not await store.member_promote(member.id):
+    while True:
+        refused = refusal() if refusal is not None else None
+        if refused is not None:
+            raise PromotionRefused(f"the store learner {peer} is not promoted yet: {refused}")
+        if await store.member_promote(member.id):
+            return
         if alive is not None and not alive():
             raise StoreError(f"the store learner {peer} exited before it was promoted")
         if time.monotonic() > deadline:
