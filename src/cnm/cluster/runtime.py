@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -49,10 +48,10 @@ from cnm.store.member import MemberExit, StoreMember
 
 log = logging.getLogger(__name__)
 
-# The lease only deletes a dead node's key in the end; "down" comes from the record not being
-# renewed (model.LIVENESS_STALE_AFTER), which a leader change cannot extend as it does leases.
-LIVENESS_TTL = 10
-LIVENESS_INTERVAL = model.LIVENESS_RENEW
+# Liveness is the lease (model.LIVENESS_TTL): the key is written when the lease is taken and
+# then only kept alive, so an idle node writes nothing and no other node hears from it.
+LIVENESS_TTL = model.LIVENESS_TTL
+LIVENESS_INTERVAL = model.LIVENESS_KEEPALIVE
 # How long a restarting node waits for its store before serving (503 until it loads).
 RESUME_WAIT = 5.0
 # How long a restarting voter asks the other voters whether it still has its seat.
@@ -125,6 +124,10 @@ class ClusterRuntime:
             cert_lifetime=timedelta(seconds=config.node_cert_lifetime),
         )
         self._lease = 0
+        # A random id of this agent run, in the liveness record it writes.
+        self._run = secrets.token_hex(8)
+        # The store revision of this run's latest liveness write (see `_liveness`).
+        self._liveness_written = 0
         # Called after this node's certificate was renewed (cluster/cert_renewal.py).
         self.certificate_listeners: list[Callable[[], None]] = []
         self._tasks: asyncio.TaskGroup | None = None
@@ -188,10 +191,23 @@ class ClusterRuntime:
         joined is never seen complete but without liveness, which would read as a failed node
         (cluster/repair.py) to the joins around it."""
         self._lease = await self.store.lease_grant(LIVENESS_TTL)
-        document = LivenessRecord(
-            uid=self.local.node_uid, addr=self.config.addr, since=iso(utc_now())
-        ).encode()
-        await self.store.put(model.liveness_key(self.local.node_uid), document, lease=self._lease)
+        await self._write_liveness(iso(utc_now()))
+
+    async def _write_liveness(self, since: str) -> None:
+        """Put this node's liveness key on the current lease, only while its node record
+        exists: a removed node must not come back as alive in the moments before it notices
+        its removal (then the lease is dropped: `_liveness` takes a new one later)."""
+        record = LivenessRecord(
+            uid=self.local.node_uid, addr=self.config.addr, since=since, run=self._run
+        )
+        written = await self.store.txn(
+            [Compare.exists(model.node_key(self.local.node_uid))],
+            [Put(model.liveness_key(self.local.node_uid), record.encode(), lease=self._lease)],
+        )
+        if written.succeeded:
+            self._liveness_written = written.revision
+        else:
+            self._lease = 0
 
     async def run(self) -> None:
         """The runtime's loops; returns when this node was removed from the cluster, else only
@@ -349,40 +365,49 @@ class ClusterRuntime:
             self._tasks.create_task(self._supervise_member(), name="member-supervisor")
 
     async def _liveness(self) -> None:
-        key = model.liveness_key(self.local.node_uid)
-        run = secrets.token_hex(8)
-        since = ""
+        """Keep this node's liveness lease alive, every LIVENESS_INTERVAL seconds. Each
+        keep-alive is also the snapshot's freshness proof: the member that answers reached the
+        leader to renew the lease, and its header says the store's revision then; the snapshot
+        is current as of the send once its watch delivered that revision (snapshot.observed).
+        Nothing is written while the lease lives, so an idle cluster's liveness costs one small
+        request per node per interval and no watch event anywhere."""
+        term = 0
         while True:
             try:
-                ttl = await self.store.lease_keepalive(self._lease) if self._lease else 0
-                if ttl <= 0:
-                    # A fresh lease per agent run (and after a lapse): never an old run's.
-                    self._lease = await self.store.lease_grant(LIVENESS_TTL)
-                    # `since`: the node has been up since it took this lease (cluster/repair.py).
-                    since = iso(utc_now())
-                record = LivenessRecord(
-                    uid=self.local.node_uid,
-                    addr=self.config.addr,
-                    since=since,
-                    run=run,
-                    renewed=time.time(),
-                )
-                # Only while the node record exists: a removed node must not come back as
-                # alive in the moments before it notices its removal.
-                written = await self.store.txn(
-                    [Compare.exists(model.node_key(self.local.node_uid))],
-                    [Put(key, record.encode(), lease=self._lease)],
-                )
-                if not written.succeeded:
-                    self._lease = 0
-                # A linearizable read (quorum) of one small key: the store's revision now. The
-                # snapshot is current once its watch has delivered it (snapshot.observed).
                 began = self.snapshot.now()
-                _, revision = await self.store.get_prefix(model.CLUSTER_KEY)
-                self.snapshot.observed(revision, began)
+                renewal = await self.store.lease_renew(self._lease) if self._lease else None
+                if renewal is None or renewal.ttl <= 0:
+                    # A fresh lease per agent run (and after a lapse): never an old run's.
+                    # `since`: the node has been up since it took this lease (cluster/repair.py).
+                    self._lease = await self.store.lease_grant(LIVENESS_TTL)
+                    await self._write_liveness(iso(utc_now()))
+                else:
+                    self.snapshot.observed(renewal.revision, began)
+                    if term and renewal.raft_term != term:
+                        # Not an error: the bound of `down` restarts here (model.LIVENESS_TTL).
+                        log.info(
+                            "the store elected a leader (raft term %d): every liveness lease "
+                            "was re-armed for %d s",
+                            renewal.raft_term,
+                            LIVENESS_TTL,
+                        )
+                    term = renewal.raft_term
+                    if self._liveness_missing():
+                        liveness = self.snapshot.liveness(self.local.node_uid)
+                        await self._write_liveness(liveness.since if liveness else iso(utc_now()))
             except (StoreUnavailable, StoreError) as exc:
                 log.warning("liveness keep-alive failed: %s", exc.message)
             await asyncio.sleep(LIVENESS_INTERVAL)
+
+    def _liveness_missing(self) -> bool:
+        """This node's liveness key is gone though its lease lives (a replacement or a repair
+        deleted it): the snapshot, past this run's last write, no longer holds it. Read from
+        the snapshot, so checking costs no store request."""
+        return (
+            self.snapshot.loaded
+            and self.snapshot.revision > self._liveness_written
+            and self.snapshot.liveness(self.local.node_uid) is None
+        )
 
     async def _supervise_member(self) -> None:
         backoff = 0.5
