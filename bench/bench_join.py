@@ -1,7 +1,7 @@
 """Benchmark: join_cluster, POST → completed, at growing cluster sizes; 20 joins at once; and the
 time until a third node gives the store 3 voters, beside raw etcd doing the same member steps.
 
-    .venv/bin/python bench/bench_join.py [--sizes 2,10,30] [--window 5] [--burst 20] [--runs 5]
+    .venv/bin/python bench/bench_join.py [--sizes 2,10,30,100] [--window 5] [--burst 20] [--runs 5]
                                          [--json out.json] [--keep] [--timeout 20]
                                          [--parts sizes,burst,voters]
 
@@ -55,10 +55,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import base_parser, etcd_missing, finish, machine_info, machine_line, now
+from common import (
+    Target,
+    base_parser,
+    etcd_missing,
+    finish,
+    machine_info,
+    machine_line,
+    now,
+    target_lines,
+)
 from join_agents import POLL_INTERVAL
 from join_burst import BURST_POLL_INTERVAL, part_burst, report_burst
-from join_sizes import part_sizes, report_sizes
+from join_sizes import part_sizes, report_sizes, sizes_targets
 from join_voters import (
     ADD_RETRY_INTERVAL,
     NODES_POLL_INTERVAL,
@@ -85,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sizes",
         type=_sizes,
-        default=[2, 10, 30],
-        help="cluster sizes to report (default 2,10,30; the cluster grows to the largest)",
+        default=[2, 10, 30, 100],
+        help="cluster sizes to report (default 2,10,30,100; the cluster grows to the largest)",
     )
     parser.add_argument(
         "--window", type=int, default=5, help="joins per reported size (default 5, at least 1)"
@@ -143,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         "timeout_s": args.timeout,
     }
     failures: list[str] = []
+    targets: list[Target] = []
+    series: list[dict[str, Any]] = []
     base = Path(tempfile.mkdtemp(prefix="cnm-bench-join-"))
     began = now()
     try:
@@ -159,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             runs = part_sizes(args, base, failures)
             print()
             document["sizes"] = report_sizes(args, runs) if runs else {}
+            targets, series = sizes_targets(args, runs)
+            print(target_lines(targets))
         if "burst" in parts:
             print()
             print(
@@ -186,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\ndata directories (agent.log, logs/etcd.log) kept in {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
+    document["targets"] = [target.as_dict() for target in targets]
+    document["series"] = series
     document["failures"] = failures
     document["elapsed_s"] = now() - began
     print(f"\nbenchmark took {document['elapsed_s']:.0f} s")

@@ -128,6 +128,9 @@ class ClusterRuntime:
         self._run = secrets.token_hex(8)
         # The store revision of this run's latest liveness write (see `_liveness`).
         self._liveness_written = 0
+        # Set when a keep-alive saw the store change: a leader election (a new raft term), or
+        # the store reachable again or no longer (ops/store_watch.py probes then).
+        self.store_changed = asyncio.Event()
         # Called after this node's certificate was renewed (cluster/cert_renewal.py).
         self.certificate_listeners: list[Callable[[], None]] = []
         self._tasks: asyncio.TaskGroup | None = None
@@ -372,7 +375,9 @@ class ClusterRuntime:
         Nothing is written while the lease lives, so an idle cluster's liveness costs one small
         request per node per interval and no watch event anywhere."""
         term = 0
+        reached: bool | None = None
         while True:
+            answered = False
             try:
                 began = self.snapshot.now()
                 renewal = await self.store.lease_renew(self._lease) if self._lease else None
@@ -391,12 +396,18 @@ class ClusterRuntime:
                             renewal.raft_term,
                             LIVENESS_TTL,
                         )
+                    if renewal.raft_term != term:
+                        self.store_changed.set()
                     term = renewal.raft_term
                     if self._liveness_missing():
                         liveness = self.snapshot.liveness(self.local.node_uid)
                         await self._write_liveness(liveness.since if liveness else iso(utc_now()))
+                answered = True
             except (StoreUnavailable, StoreError) as exc:
                 log.warning("liveness keep-alive failed: %s", exc.message)
+            if answered is not reached:
+                self.store_changed.set()
+            reached = answered
             await asyncio.sleep(LIVENESS_INTERVAL)
 
     def _liveness_missing(self) -> bool:
