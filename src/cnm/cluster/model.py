@@ -24,8 +24,10 @@ LIVENESS_PREFIX = "/cnm/liveness/"
 # of LIVENESS_TTL seconds that the agent keeps alive every LIVENESS_KEEPALIVE seconds, and
 # vanishes when the lease expires (cluster/runtime.py). Nothing is rewritten while the node is up.
 # Down is seen within LIVENESS_TTL of the death, or of the store's last leader election if that
-# came later: an election re-arms every lease (docs/architecture.md, "Liveness").
-LIVENESS_TTL = 10
+# came later: an election re-arms every lease (docs/architecture.md, "Liveness"). 9 s: a dead
+# leader's election (0.5-1 s) plus the TTL stays within the documented 10 s; a keep-alive every
+# 3 s survives one that failed with 3 s to spare, and feeds the snapshot's freshness (5 s).
+LIVENESS_TTL = 9
 LIVENESS_KEEPALIVE = 3.0
 # Node key (a random id each node keeps in its data dir) → uid: makes a retried join idempotent.
 NODE_KEY_PREFIX = "/cnm/node-keys/"

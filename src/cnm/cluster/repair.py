@@ -8,7 +8,7 @@ degraded cluster is answered, and how a new machine takes a failed node's place.
   active node is up since then. When a lease lapses, the surviving nodes write `down_since` into
   the node's record (`run_down_marker`: the first one wins, a compare-and-set); the node clears
   it when it is back (cluster/health.py). `down_since` is the time a survivor saw the lapse, so
-  it is up to the lease TTL (10 s) after the death.
+  it is up to the lease TTL (9 s, see model.LIVENESS_TTL) after the death.
 - `plan_join` is the member's decision for a join (docs/api-contract.md §5): a plain join into a
   degraded cluster is refused with `repair_required` unless `override_repair`; a join naming a
   failed node's uid (`node.identity.uid`) is a replacement, checked for memory and flash.
