@@ -7,7 +7,8 @@ cluster sizes, beside bare processes idling in the same windows.
 One cluster grows to the largest size: node 1 creates it, the others join through node 1
 (`--batch` joins at once; untimed set-up). At each size of `--sizes`, once every node shows
 `active` and the store has its voters (no learner left), the cluster is left alone for
-`--settle` seconds (the joins' after-effects: voter changes, certificates, first heartbeats),
+`--settle` seconds, and at least one clock-heartbeat interval of that size (the joins'
+after-effects: voter changes, certificates, heartbeats still at a smaller cluster's pace),
 then the CPU time (user + system, from /proc) of every agent process and every etcd member is
 read at the start and the end of a `--window`-second window. Agents are started only when they
 are about to join, so the cluster measured is the only cnm on the machine.
@@ -40,6 +41,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from cnm.cluster.health import upkeep_interval
 from cnm.cluster.runtime import open_store
 from cnm.security import pki
 from cnm.store.etcd_process import etcd_arguments
@@ -181,18 +183,29 @@ def wait_settled(first: Agent, size: int) -> list[dict[str, Any]]:
         time.sleep(1.0)
 
 
-def store_revision(first: Agent, nodes: list[dict[str, Any]]) -> int:
+def store_state(first: Agent, nodes: list[dict[str, Any]]) -> tuple[int, dict[str, int]]:
+    """The store's revision, and each key's last modification revision under /cnm/."""
     tls = first.layout.cluster_tls
 
-    async def read() -> int:
+    async def read() -> tuple[int, dict[str, int]]:
         store = open_store(voter_endpoints(nodes), tls)
         try:
-            _, revision = await store.get_prefix("/cnm/cluster")
-            return revision
+            items, revision = await store.get_prefix("/cnm/")
+            return revision, {kv.key: kv.mod_revision for kv in items}
         finally:
             await store.close()
 
     return asyncio.run(read())
+
+
+def written_prefixes(since: int, keys: dict[str, int]) -> dict[str, int]:
+    """How many keys of each kind (/cnm/<kind>/) were last written after revision `since`."""
+    kinds: dict[str, int] = {}
+    for key, revision in keys.items():
+        if revision > since:
+            kind = "/".join(key.split("/")[:3]) + "/"
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 def measure(
@@ -207,13 +220,14 @@ def measure(
     pids = {f"agent {a.addr}": a.process.pid for a in agents if a.process is not None}
     pids.update({f"etcd {pid}": pid for pid in etcd})
     pids.update({f"baseline {name}": pid for name, pid in baselines.items()})
-    revision = store_revision(first, nodes)
+    revision, _ = store_state(first, nodes)
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     busy, started = machine_busy_seconds(), now()
     time.sleep(window)
     after = {name: cpu_seconds(pid) for name, pid in pids.items()}
     elapsed, busy = now() - started, machine_busy_seconds() - busy
-    writes = store_revision(first, nodes) - revision
+    last, keys = store_state(first, nodes)
+    writes = last - revision
     used = {name: after[name] - before[name] for name in pids}
     percent = {name: 100.0 * seconds / elapsed for name, seconds in used.items()}
     agent = [v for k, v in percent.items() if k.startswith("agent ")]
@@ -229,6 +243,7 @@ def measure(
         "etcd_max_pct": max(members),
         "total_cores": cluster_seconds / elapsed,
         "store_writes_per_s": writes / elapsed,
+        "keys_written": written_prefixes(revision, keys),
         "baseline_etcd_pct": percent.get("baseline etcd"),
         "baseline_uvicorn_pct": percent.get("baseline uvicorn"),
         "others_cores": max(0.0, busy - sum(used.values())) / elapsed,
@@ -252,12 +267,15 @@ def run(args: argparse.Namespace, base: Path, failures: list[str]) -> dict[int, 
                 grow(agents[0], agents[size:target], args.batch, args.timeout)
                 size = target
                 nodes = wait_settled(agents[0], size)
+                # At least one clock-heartbeat interval of this size: nodes that joined a
+                # smaller cluster still beat at its shorter interval until their next beat.
+                settle = max(args.settle, upkeep_interval(size) + 5)
                 print(
                     f"  {size} nodes at rest ({now() - started:.0f} s so far); settling "
-                    f"{args.settle:g} s, then measuring {args.window:g} s",
+                    f"{settle:g} s, then measuring {args.window:g} s",
                     flush=True,
                 )
-                time.sleep(args.settle)
+                time.sleep(settle)
                 result = measure(
                     agents[:size],
                     etcd_pids_under(factory.base),
@@ -271,7 +289,8 @@ def run(args: argparse.Namespace, base: Path, failures: list[str]) -> dict[int, 
                     f"  {size:3d} nodes: agent median {result['agent_median_pct']:.2f} % (max "
                     f"{result['agent_max_pct']:.2f}), etcd max {result['etcd_max_pct']:.2f} %, "
                     f"total {result['total_cores']:.3f} cores, "
-                    f"{result['store_writes_per_s']:.2f} writes/s",
+                    f"{result['store_writes_per_s']:.2f} writes/s (keys written: "
+                    f"{result['keys_written']})",
                     flush=True,
                 )
         except RunFailed as exc:
