@@ -126,8 +126,10 @@ class ClusterRuntime:
         self._lease = 0
         # A random id of this agent run, in the liveness record it writes.
         self._run = secrets.token_hex(8)
-        # The store revision of this run's latest liveness write (see `_liveness`).
+        # The store revision of this run's latest liveness write (see `_liveness`), and when
+        # the current lease was taken (the record's `since`: the node is up since then).
         self._liveness_written = 0
+        self._since = ""
         # Set when a keep-alive saw the store change: a leader election (a new raft term), or
         # the store reachable again or no longer (ops/store_watch.py probes then).
         self.store_changed = asyncio.Event()
@@ -193,15 +195,21 @@ class ClusterRuntime:
         """Take the liveness lease now (the loop of `run` keeps it alive): a node that just
         joined is never seen complete but without liveness, which would read as a failed node
         (cluster/repair.py) to the joins around it."""
-        self._lease = await self.store.lease_grant(LIVENESS_TTL)
-        await self._write_liveness(iso(utc_now()))
+        await self._take_lease()
 
-    async def _write_liveness(self, since: str) -> None:
+    async def _take_lease(self) -> None:
+        """A fresh lease (per agent run, and after a lapse: never an old run's) and the
+        liveness key on it; `since` says the node has been up since then (cluster/repair.py)."""
+        self._lease = await self.store.lease_grant(LIVENESS_TTL)
+        self._since = iso(utc_now())
+        await self._write_liveness()
+
+    async def _write_liveness(self) -> None:
         """Put this node's liveness key on the current lease, only while its node record
         exists: a removed node must not come back as alive in the moments before it notices
         its removal (then the lease is dropped: `_liveness` takes a new one later)."""
         record = LivenessRecord(
-            uid=self.local.node_uid, addr=self.config.addr, since=since, run=self._run
+            uid=self.local.node_uid, addr=self.config.addr, since=self._since, run=self._run
         )
         written = await self.store.txn(
             [Compare.exists(model.node_key(self.local.node_uid))],
@@ -382,10 +390,7 @@ class ClusterRuntime:
                 began = self.snapshot.now()
                 renewal = await self.store.lease_renew(self._lease) if self._lease else None
                 if renewal is None or renewal.ttl <= 0:
-                    # A fresh lease per agent run (and after a lapse): never an old run's.
-                    # `since`: the node has been up since it took this lease (cluster/repair.py).
-                    self._lease = await self.store.lease_grant(LIVENESS_TTL)
-                    await self._write_liveness(iso(utc_now()))
+                    await self._take_lease()
                 else:
                     self.snapshot.observed(renewal.revision, began)
                     if term and renewal.raft_term != term:
@@ -400,8 +405,7 @@ class ClusterRuntime:
                         self.store_changed.set()
                     term = renewal.raft_term
                     if self._liveness_missing():
-                        liveness = self.snapshot.liveness(self.local.node_uid)
-                        await self._write_liveness(liveness.since if liveness else iso(utc_now()))
+                        await self._write_liveness()
                 answered = True
             except (StoreUnavailable, StoreError) as exc:
                 log.warning("liveness keep-alive failed: %s", exc.message)
