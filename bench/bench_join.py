@@ -2,7 +2,7 @@
 time until the store has 3 voters after the third join and 5 after the fifth, beside raw etcd
 with its defaults.
 
-    .venv/bin/python bench/bench_join.py [--sizes 2,10,30] [--window 5] [--burst 20] [--runs 5]
+    .venv/bin/python bench/bench_join.py [--sizes 2,10,30,100] [--window 5] [--burst 20] [--runs 5]
                                          [--json out.json] [--keep] [--timeout 20]
                                          [--parts sizes,burst,voters]
 
@@ -59,10 +59,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import base_parser, etcd_missing, finish, machine_info, machine_line, now
+from common import (
+    Target,
+    base_parser,
+    etcd_missing,
+    finish,
+    machine_info,
+    machine_line,
+    now,
+    target_lines,
+)
 from join_agents import POLL_INTERVAL
 from join_burst import BURST_POLL_INTERVAL, part_burst, report_burst
-from join_sizes import part_sizes, report_sizes
+from join_sizes import part_sizes, report_sizes, sizes_targets
 from join_voters import NODES_POLL_INTERVAL, part_voters, report_voters
 from raw_etcd import ADD_RETRY_INTERVAL, PROMOTE_INTERVAL
 
@@ -84,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sizes",
         type=_sizes,
-        default=[2, 10, 30],
-        help="cluster sizes to report (default 2,10,30; the cluster grows to the largest)",
+        default=[2, 10, 30, 100],
+        help="cluster sizes to report (default 2,10,30,100; the cluster grows to the largest)",
     )
     parser.add_argument(
         "--window", type=int, default=5, help="joins per reported size (default 5, at least 1)"
@@ -142,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         "timeout_s": args.timeout,
     }
     failures: list[str] = []
+    targets: list[Target] = []
+    series: list[dict[str, Any]] = []
+    voter_targets: list[dict[str, Any]] = []
     base = Path(tempfile.mkdtemp(prefix="cnm-bench-join-"))
     began = now()
     try:
@@ -158,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             runs = part_sizes(args, base, failures)
             print()
             document["sizes"] = report_sizes(args, runs) if runs else {}
+            targets, sizes_series = sizes_targets(args, runs)
+            series.extend(sizes_series)
+            print(target_lines(targets))
         if "burst" in parts:
             print()
             print(
@@ -180,14 +195,18 @@ def main(argv: list[str] | None = None) -> int:
             )
             voter_runs = part_voters(args, base, failures)
             print()
-            document["voters"] = report_voters(voter_runs) if voter_runs else {}
-            document["targets"] = document["voters"].pop("targets", [])
-            document["series"] = document["voters"].pop("series", [])
+            voters = report_voters(voter_runs) if voter_runs else {}
+            # The voters part's targets and series come as dicts already: kept beside the sizes'.
+            voter_targets.extend(voters.pop("targets", []))
+            series.extend(voters.pop("series", []))
+            document["voters"] = voters
     finally:
         if args.keep or failures:
             print(f"\ndata directories (agent.log, logs/etcd.log) kept in {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
+    document["targets"] = [target.as_dict() for target in targets] + voter_targets
+    document["series"] = series
     document["failures"] = failures
     document["elapsed_s"] = now() - began
     print(f"\nbenchmark took {document['elapsed_s']:.0f} s")

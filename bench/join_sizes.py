@@ -14,6 +14,7 @@ from common import (
     AgentFactory,
     RunFailed,
     Stats,
+    Target,
     etcd_pids_under,
     now,
     phase_line,
@@ -190,6 +191,48 @@ def report_sizes(args: argparse.Namespace, runs: list[JoinRun]) -> dict[str, Any
     print(phase_line(("contacting", "handshake", "store", "completed"), [r.events for r in runs]))
     document["samples"] = [asdict(run) for run in runs]
     return document
+
+
+def sizes_targets(
+    args: argparse.Namespace, runs: list[JoinRun]
+) -> tuple[list[Target], list[dict[str, Any]]]:
+    """The issue's target (the median join at the largest size, over its window) and the
+    series to plot: at each size 2..N, the median over the `--window` joins around it, of cnm
+    and of the store floor."""
+    by_size = {run.size: run for run in runs}
+    largest = max(args.sizes)
+    _, first, last = size_windows([largest], args.window, largest)[0]
+    window = [by_size[s] for s in range(first, last + 1) if s in by_size]
+    floor = Stats.of([r.floor or 0.0 for r in window]).median if window else None
+    # A cluster that stopped growing early did not reach the size: no value, a MISS.
+    complete = len(window) == last - first + 1
+    targets = [
+        Target(
+            f"join median at {largest} nodes (joins {first}-{last})",
+            Stats.of([r.seconds for r in window]).median if complete else None,
+            JOIN_TARGET,
+            "s",
+            baseline=f"store floor median {floor:.3f} s" if floor is not None else "",
+        )
+    ]
+    sizes = sorted(by_size)
+    cnm_y, floor_y = [], []
+    for _size, first, last in size_windows(sizes, args.window, sizes[-1] if sizes else 2):
+        around = [by_size[s] for s in range(first, last + 1) if s in by_size]
+        cnm_y.append(Stats.of([r.seconds for r in around]).median)
+        floor_y.append(Stats.of([r.floor or 0.0 for r in around]).median)
+    series = [
+        {
+            "plot": "join_latency",
+            "label": label,
+            "x": sizes,
+            "y": values,
+            "x_label": "cluster size (nodes)",
+            "y_label": f"median s (over {args.window} joins around the size)",
+        }
+        for label, values in (("cnm join", cnm_y), ("store floor", floor_y))
+    ]
+    return targets, series
 
 
 def breakdown(runs: list[JoinRun]) -> tuple[str, list[dict[str, Any]]]:

@@ -1,4 +1,6 @@
-"""Honest liveness: a record the node stopped renewing is stale even while its lease lives."""
+"""Liveness is the lease: a node is alive while its liveness key exists, down once its lease
+expires; keeping the lease alive rewrites nothing, and each keep-alive answers with the store's
+revision (what the snapshot's freshness is fed with)."""
 
 from __future__ import annotations
 
@@ -19,44 +21,53 @@ class Clock:
         return self.now
 
 
-def renewal(uid: int, renewed: float) -> bytes:
-    return LivenessRecord(uid=uid, run="r", renewed=renewed).encode()
+def liveness(uid: int) -> bytes:
+    return LivenessRecord(uid=uid, run="r", since="2026-01-01T00:00:00Z").encode()
 
 
-async def test_a_record_from_before_a_store_restart_is_stale_at_once() -> None:
-    # etcd re-arms leases when a leader is elected: a dead node's key is still there after a
-    # full restart, but its last renewal is old.
-    store = MemoryStore()
-    lease = await store.lease_grant(10)
-    await store.put(model.liveness_key(1), renewal(1, time.time() - 60), lease=lease)
-    await store.put(model.liveness_key(2), renewal(2, time.time()), lease=lease)
-    snapshot = ClusterSnapshot(store)
-    await snapshot.load()
-    assert not snapshot.is_alive(1)
-    assert snapshot.is_alive(2)
+async def poll(condition: object, message: str) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, message
+        await asyncio.sleep(0.01)
 
 
-async def test_a_node_that_stops_renewing_is_down_after_the_bound() -> None:
-    store = MemoryStore()
+async def test_alive_while_the_key_exists_and_down_once_the_lease_expires() -> None:
     clock = Clock()
-    snapshot = ClusterSnapshot(store, clock=clock)
+    store = MemoryStore(clock=clock)
+    snapshot = ClusterSnapshot(store)
     await snapshot.load()
     watching = asyncio.create_task(snapshot.run())
     try:
-        lease = await store.lease_grant(3600)  # the lease alone would keep it "alive" for long
-        await store.put(model.liveness_key(3), renewal(3, time.time()), lease=lease)
-        deadline = time.monotonic() + 5
-        while not snapshot.is_alive(3):
-            assert time.monotonic() < deadline, "the renewal was not seen"
-            await asyncio.sleep(0.01)
-        clock.now += model.LIVENESS_STALE_AFTER
+        lease = await store.lease_grant(model.LIVENESS_TTL)
+        await store.put(model.liveness_key(3), liveness(3), lease=lease)
+        await poll(lambda: snapshot.is_alive(3), "the liveness key was not seen")
+        assert not snapshot.is_alive(4)  # never had a key
+        # Kept alive just before each expiry: still alive long after the first TTL, and the
+        # key was never rewritten.
+        written = (await store.get(model.liveness_key(3))).mod_revision  # type: ignore[union-attr]
+        for _ in range(5):
+            clock.now += model.LIVENESS_TTL - 1
+            renewal = await store.lease_renew(lease)
+            assert renewal.ttl == model.LIVENESS_TTL
+            assert renewal.revision == snapshot.revision  # nothing was written meanwhile
+        await store.expire_now()
         assert snapshot.is_alive(3)
-        clock.now += 0.1
-        assert not snapshot.is_alive(3)
-        # The node renews again: alive again.
-        await store.put(model.liveness_key(3), renewal(3, time.time()), lease=lease)
-        while not snapshot.is_alive(3):
-            assert time.monotonic() < deadline, "the second renewal was not seen"
-            await asyncio.sleep(0.01)
+        kept = await store.get(model.liveness_key(3))
+        assert kept is not None and kept.mod_revision == written
+        # The agent dies: no keep-alive; one TTL later the key is gone and the node down.
+        clock.now += model.LIVENESS_TTL + 0.1
+        await store.expire_now()
+        await poll(lambda: not snapshot.is_alive(3), "the node was not seen down")
+        assert (await store.lease_renew(lease)).ttl == 0  # the agent takes a new lease then
     finally:
         watching.cancel()
+
+
+def test_the_keepalive_interval_leaves_room_for_two_missed_keepalives() -> None:
+    # The lease must survive a keep-alive that failed (with a whole interval to spare for a
+    # slow answer on a loaded machine), and the snapshot's freshness (stale after 5 s) is fed
+    # by each keep-alive. Down within 10 s (README) even after a dead leader's election (≤ 1 s).
+    assert 3 * model.LIVENESS_KEEPALIVE <= model.LIVENESS_TTL
+    assert model.LIVENESS_KEEPALIVE < 5.0
+    assert model.LIVENESS_TTL + 1.0 <= 10.0

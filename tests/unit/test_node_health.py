@@ -10,7 +10,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from cnm.cluster import model
-from cnm.cluster.health import HEARTBEAT_SILENCE, ClockObserver, node_check, node_uptime
+from cnm.cluster.health import (
+    HEARTBEAT_SILENCE,
+    ClockObserver,
+    heartbeat_silence,
+    node_check,
+    node_uptime,
+    upkeep_interval,
+)
 from cnm.cluster.records import NodeRecord
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.writes import wait_for_revision
@@ -85,3 +92,13 @@ def test_uptime_from_boot_time() -> None:
     assert node_uptime(NodeRecord(uid=1, boot_time=2000), 1500) == 0
     assert node_uptime(NodeRecord(uid=1, uptime=42), 1500) == 42
     assert node_uptime(NodeRecord(uid=1), 1500) == 0
+
+
+def test_heartbeats_stretch_with_the_cluster_so_their_total_rate_stays_flat() -> None:
+    # Every node watches every heartbeat: N nodes each writing every interval send N / interval
+    # events to each node. Stretched to N s past 10 nodes, that is at most one a second.
+    assert upkeep_interval(3) == upkeep_interval(10) == 10.0
+    for nodes in (10, 30, 100):
+        assert nodes / upkeep_interval(nodes) <= 1.0
+    assert heartbeat_silence(3) == HEARTBEAT_SILENCE
+    assert heartbeat_silence(100) == 3 * 100

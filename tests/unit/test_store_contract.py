@@ -531,6 +531,18 @@ async def test_keepalive_returns_ttl_and_zero_once_gone(backend: Backend) -> Non
     assert await store.lease_keepalive(lease) == 0
 
 
+async def test_renew_answers_with_the_store_revision(backend: Backend) -> None:
+    # The liveness loop feeds the snapshot's freshness from this revision (cluster/runtime.py).
+    store = backend.store
+    lease = await store.lease_grant(LONG_TTL)
+    written = await store.put(backend.key("renew"), b"v")
+    renewal = await store.lease_renew(lease)
+    assert renewal.ttl == LONG_TTL
+    assert renewal.revision >= written
+    await store.lease_revoke(lease)
+    assert (await store.lease_renew(lease)).ttl == 0
+
+
 async def test_put_with_unknown_lease_is_a_store_error(backend: Backend) -> None:
     store, key = backend.store, backend.key("a")
     with pytest.raises(StoreError) as caught:

@@ -100,6 +100,8 @@ async def test_voter_endpoints_put_the_own_member_first() -> None:
     snapshot = await snapshot_of(nodes, alive={1, 2, 3})
     assert voter_endpoints(snapshot, 3) == ["https://c:2379", "https://a:2379"]
     assert voter_endpoints(snapshot, 2) == ["https://a:2379", "https://c:2379"]
+    # Store clients spread over the voters: uid 5 starts at the second one.
+    assert voter_endpoints(snapshot, 5) == ["https://c:2379", "https://a:2379"]
 
 
 def request(**changes: Any) -> JoinRequest:

@@ -1,7 +1,9 @@
 """Each node's upkeep of its own facts in the store, and the per-node checks of /v1/cluster/check.
 
 `run_node_upkeep` runs on every node for as long as it is in the cluster (started by
-`ClusterRuntime.run`). Every `UPKEEP_INTERVAL` seconds it
+`ClusterRuntime.run`). Every `upkeep_interval(N)` seconds (N nodes: 10 s up to 10 nodes, then
+N s, so the whole cluster writes about one heartbeat a second at most: every node watches every
+heartbeat, and a fixed interval would cost each node O(N) and the cluster O(N²) while idle) it
 - writes a heartbeat `/cnm/node-clocks/<uid>` carrying the node's wall clock (each one is a
   store revision, so the store must compact its history: etcd's --auto-compaction-*), and
 - refreshes the machine facts of its node record (memory, storage sizes, boot time, software
@@ -13,10 +15,10 @@ estimates a peer's clock offset as the peer's wall time in the heartbeat minus i
 when the heartbeat arrived. Delivery delay only makes the estimate smaller, so the largest of the
 last few estimates is the best one; a node is reported once it has two of them.
 
-Per-node results: `down` (no liveness record, or one its agent stopped renewing: see
-`ClusterSnapshot.is_alive`; a lease alone is no proof, etcd re-arms leases on a leader change
-and after a restart), `no heartbeat` (a live node whose heartbeat stopped:
-it has likely lost the store), `clock off` (offset above `CLOCK_TOLERANCE`).
+Per-node results: `down` (no liveness record: its lease expired, see
+`ClusterSnapshot.is_alive` and model.LIVENESS_TTL for the bound), `no heartbeat` (a live node
+whose heartbeat stopped: it has likely lost the store), `clock off`
+(offset above `CLOCK_TOLERANCE`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,20 @@ log = logging.getLogger(__name__)
 
 UPKEEP_INTERVAL = 10.0
 CLOCK_TOLERANCE = 1.0
+# A heartbeat missing for three intervals means the node cannot write to the store.
 HEARTBEAT_SILENCE = 3 * UPKEEP_INTERVAL
+
+
+def upkeep_interval(nodes: int) -> float:
+    """Seconds between one node's heartbeats in a cluster of `nodes` (module docstring)."""
+    return max(UPKEEP_INTERVAL, float(nodes))
+
+
+def heartbeat_silence(nodes: int) -> float:
+    """How long a heartbeat may be missing before the node is reported."""
+    return 3 * upkeep_interval(nodes)
+
+
 _ESTIMATES = 3
 
 
@@ -91,7 +106,12 @@ class ClockObserver:
         now = self._monotonic()
         if uid in self._arrived:
             return now - self._arrived[uid]
-        return now - self.started if now - self.started > HEARTBEAT_SILENCE else None
+        return now - self.started if now - self.started > self.silence() else None
+
+    def silence(self) -> float:
+        """`heartbeat_silence` for the cluster's size as the snapshot sees it now."""
+        snapshot = self._snapshot()
+        return heartbeat_silence(len(snapshot.nodes()) if snapshot is not None else 0)
 
 
 _observers: weakref.WeakKeyDictionary[ClusterSnapshot, ClockObserver] = weakref.WeakKeyDictionary()
@@ -114,15 +134,15 @@ def node_check(
     error = None
     if not snapshot.is_alive(uid):
         error = (
-            "node is down: its agent stopped renewing its liveness (agent stopped or cannot "
-            "reach the cluster store)"
+            "node is down: its agent stopped keeping its liveness lease alive (agent stopped "
+            "or cannot reach the cluster store)"
         )
         if node.down_since:
             error += f"; down since {node.down_since}"
     else:
         silent = observer.silent_for(uid)
         offset = observer.offset(uid)
-        if silent is not None and silent > HEARTBEAT_SILENCE:
+        if silent is not None and silent > observer.silence():
             error = (
                 f"node has sent no heartbeat for {silent:.0f} s: it cannot write to the "
                 "cluster store"
@@ -184,7 +204,7 @@ async def run_node_upkeep(
     local: LocalState,
     addr: str,
     *,
-    interval: float = UPKEEP_INTERVAL,
+    interval: float | None = None,
 ) -> None:
     """Heartbeat and node-record refresh forever (see the module docstring)."""
     observer_for(snapshot)
@@ -201,4 +221,4 @@ async def run_node_upkeep(
             await _refresh_record(store, snapshot, local, addr)
         except (StoreUnavailable, StoreError, ValueError) as exc:
             log.warning("could not refresh this node's record: %s", exc)
-        await asyncio.sleep(interval)
+        await asyncio.sleep(interval or upkeep_interval(len(snapshot.nodes())))

@@ -20,11 +20,15 @@ JWT_SECRET_KEY = "/cnm/secrets/jwt"
 # Each node's periodic heartbeat with its wall clock (cluster/health.py).
 NODE_CLOCK_PREFIX = "/cnm/node-clocks/"
 LIVENESS_PREFIX = "/cnm/liveness/"
-# A node's agent rewrites its liveness record every LIVENESS_RENEW seconds; a record not
-# rewritten for LIVENESS_STALE_AFTER seconds is a dead node's, whatever its lease says
-# (cluster/runtime.py, cluster/snapshot.py). The bound of "down" is the latter plus one renewal.
-LIVENESS_RENEW = 2.0
-LIVENESS_STALE_AFTER = 7.0
+# A node is alive while its liveness key exists: the key is written once per agent run on a lease
+# of LIVENESS_TTL seconds that the agent keeps alive every LIVENESS_KEEPALIVE seconds, and
+# vanishes when the lease expires (cluster/runtime.py). Nothing is rewritten while the node is up.
+# Down is seen within LIVENESS_TTL of the death, or of the store's last leader election if that
+# came later: an election re-arms every lease (docs/architecture.md, "Liveness"). 9 s: a dead
+# leader's election (0.5-1 s) plus the TTL stays within the documented 10 s; a keep-alive every
+# 3 s survives one that failed with 3 s to spare, and feeds the snapshot's freshness (5 s).
+LIVENESS_TTL = 9
+LIVENESS_KEEPALIVE = 3.0
 # Node key (a random id each node keeps in its data dir) → uid: makes a retried join idempotent.
 NODE_KEY_PREFIX = "/cnm/node-keys/"
 # Marker of a node removed from the cluster (cluster/removal.py): the removed agent, now or when

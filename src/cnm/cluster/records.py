@@ -180,10 +180,8 @@ class NodeRecord(Record):
 
 
 class LivenessRecord(Record):
-    """`/cnm/liveness/<uid>`: exists while the node's lease lives, and is rewritten by the
-    node's agent every few seconds (`renewed`, its wall time): etcd re-arms every lease's TTL
-    when a new leader is elected (and so after a restart of the store), so a lease alone can
-    keep a dead node's key for another TTL; a record not renewed is stale (snapshot.is_alive)."""
+    """`/cnm/liveness/<uid>`: exists while the node's liveness lease lives (the node is up);
+    written once per agent run, never rewritten while the lease is kept alive."""
 
     uid: int
     addr: str = ""
@@ -191,6 +189,7 @@ class LivenessRecord(Record):
     since: str = ""
     # A random id of the agent run that wrote it.
     run: str = ""
+    # Written by agents of earlier versions, which rewrote the record every 2 s; ignored.
     renewed: Number | None = None
 
 

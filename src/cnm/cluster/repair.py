@@ -8,7 +8,7 @@ degraded cluster is answered, and how a new machine takes a failed node's place.
   active node is up since then. When a lease lapses, the surviving nodes write `down_since` into
   the node's record (`run_down_marker`: the first one wins, a compare-and-set); the node clears
   it when it is back (cluster/health.py). `down_since` is the time a survivor saw the lapse, so
-  it is up to the lease TTL (10 s) after the death.
+  it is up to the lease TTL (9 s, see model.LIVENESS_TTL) after the death.
 - `plan_join` is the member's decision for a join (docs/api-contract.md §5): a plain join into a
   degraded cluster is refused with `repair_required` unless `override_repair`; a join naming a
   failed node's uid (`node.identity.uid`) is a replacement, checked for memory and flash.
@@ -253,26 +253,21 @@ async def _take_over(
         indexes, _ = await store.get_prefix(model.NODE_KEY_PREFIX)
         old_keys = [kv.key for kv in indexes if _index_uid(kv.value) == uid]
         record = replacement_record(request, failed, datetime.now(UTC))
-        # etcd re-arms every lease when its leader changes (and so when it restarts): a dead
-        # node's liveness key can outlive it by a TTL. A stale one (not renewed lately, the
-        # snapshot's rule) does not block the take-over; it is guarded by its revision (a
-        # renewal meanwhile means the node is back) and deleted with the rest.
-        liveness = await store.get(model.liveness_key(uid))
-        if liveness is not None and snapshot.is_alive(uid):
+        # A liveness key means the node is alive (its lease lives): the failed node came
+        # back. The take-over is guarded by the key's absence, so one appearing meanwhile
+        # wins over it.
+        if await store.get(model.liveness_key(uid)) is not None:
             raise ConfigError(
                 f"node.identity.uid: node {uid} came back to life during the replacement",
                 fields=["node.identity.uid"],
             )
-        guard = (
-            Compare.absent(model.liveness_key(uid))
-            if liveness is None
-            else Compare.mod(model.liveness_key(uid), "=", liveness.mod_revision)
-        )
-        stale = [] if liveness is None else [Delete(model.liveness_key(uid))]
         result = await store.txn(
-            [Compare.mod(node_key, "=", current.mod_revision), Compare.absent(index_key), guard],
             [
-                *stale,
+                Compare.mod(node_key, "=", current.mod_revision),
+                Compare.absent(index_key),
+                Compare.absent(model.liveness_key(uid)),
+            ],
+            [
                 *(Delete(key) for key in old_keys),
                 Put(index_key, NodeKeyIndex(uid=uid).encode()),
                 Put(node_key, record.encode()),
@@ -280,8 +275,7 @@ async def _take_over(
         )
         if result.succeeded:
             return True
-        now = await store.get(model.liveness_key(uid))
-        if now is not None and (liveness is None or now.mod_revision != liveness.mod_revision):
+        if await store.get(model.liveness_key(uid)) is not None:
             raise ConfigError(
                 f"node.identity.uid: node {uid} came back to life during the replacement",
                 fields=["node.identity.uid"],

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -49,10 +48,10 @@ from cnm.store.member import MemberExit, StoreMember
 
 log = logging.getLogger(__name__)
 
-# The lease only deletes a dead node's key in the end; "down" comes from the record not being
-# renewed (model.LIVENESS_STALE_AFTER), which a leader change cannot extend as it does leases.
-LIVENESS_TTL = 10
-LIVENESS_INTERVAL = model.LIVENESS_RENEW
+# Liveness is the lease (model.LIVENESS_TTL): the key is written when the lease is taken and
+# then only kept alive, so an idle node writes nothing and no other node hears from it.
+LIVENESS_TTL = model.LIVENESS_TTL
+LIVENESS_INTERVAL = model.LIVENESS_KEEPALIVE
 # How long a restarting node waits for its store before serving (503 until it loads).
 RESUME_WAIT = 5.0
 # How long a restarting voter asks the other voters whether it still has its seat.
@@ -125,6 +124,15 @@ class ClusterRuntime:
             cert_lifetime=timedelta(seconds=config.node_cert_lifetime),
         )
         self._lease = 0
+        # A random id of this agent run, in the liveness record it writes.
+        self._run = secrets.token_hex(8)
+        # The store revision of this run's latest liveness write (see `_liveness`), and when
+        # the current lease was taken (the record's `since`: the node is up since then).
+        self._liveness_written = 0
+        self._since = ""
+        # Set when a keep-alive saw the store change: a leader election (a new raft term), or
+        # the store reachable again or no longer (ops/store_watch.py probes then).
+        self.store_changed = asyncio.Event()
         # Called after this node's certificate was renewed (cluster/cert_renewal.py).
         self.certificate_listeners: list[Callable[[], None]] = []
         self._tasks: asyncio.TaskGroup | None = None
@@ -187,11 +195,30 @@ class ClusterRuntime:
         """Take the liveness lease now (the loop of `run` keeps it alive): a node that just
         joined is never seen complete but without liveness, which would read as a failed node
         (cluster/repair.py) to the joins around it."""
+        await self._take_lease()
+
+    async def _take_lease(self) -> None:
+        """A fresh lease (per agent run, and after a lapse: never an old run's) and the
+        liveness key on it; `since` says the node has been up since then (cluster/repair.py)."""
         self._lease = await self.store.lease_grant(LIVENESS_TTL)
-        document = LivenessRecord(
-            uid=self.local.node_uid, addr=self.config.addr, since=iso(utc_now())
-        ).encode()
-        await self.store.put(model.liveness_key(self.local.node_uid), document, lease=self._lease)
+        self._since = iso(utc_now())
+        await self._write_liveness()
+
+    async def _write_liveness(self) -> None:
+        """Put this node's liveness key on the current lease, only while its node record
+        exists: a removed node must not come back as alive in the moments before it notices
+        its removal (then the lease is dropped: `_liveness` takes a new one later)."""
+        record = LivenessRecord(
+            uid=self.local.node_uid, addr=self.config.addr, since=self._since, run=self._run
+        )
+        written = await self.store.txn(
+            [Compare.exists(model.node_key(self.local.node_uid))],
+            [Put(model.liveness_key(self.local.node_uid), record.encode(), lease=self._lease)],
+        )
+        if written.succeeded:
+            self._liveness_written = written.revision
+        else:
+            self._lease = 0
 
     async def run(self) -> None:
         """The runtime's loops; returns when this node was removed from the cluster, else only
@@ -349,40 +376,58 @@ class ClusterRuntime:
             self._tasks.create_task(self._supervise_member(), name="member-supervisor")
 
     async def _liveness(self) -> None:
-        key = model.liveness_key(self.local.node_uid)
-        run = secrets.token_hex(8)
-        since = ""
+        """Keep this node's liveness lease alive, every LIVENESS_INTERVAL seconds. Each
+        keep-alive is also the snapshot's freshness proof: the member that answers reached the
+        leader to renew the lease, and its header says the store's revision then; the snapshot
+        is current as of the send once its watch delivered that revision (snapshot.observed).
+        Nothing is written while the lease lives, so an idle cluster's liveness costs one small
+        request per node per interval and no watch event anywhere."""
+        term = 0
+        reached: bool | None = None
+        loop = asyncio.get_running_loop()
         while True:
+            answered = False
+            sent = loop.time()
             try:
-                ttl = await self.store.lease_keepalive(self._lease) if self._lease else 0
-                if ttl <= 0:
-                    # A fresh lease per agent run (and after a lapse): never an old run's.
-                    self._lease = await self.store.lease_grant(LIVENESS_TTL)
-                    # `since`: the node has been up since it took this lease (cluster/repair.py).
-                    since = iso(utc_now())
-                record = LivenessRecord(
-                    uid=self.local.node_uid,
-                    addr=self.config.addr,
-                    since=since,
-                    run=run,
-                    renewed=time.time(),
-                )
-                # Only while the node record exists: a removed node must not come back as
-                # alive in the moments before it notices its removal.
-                written = await self.store.txn(
-                    [Compare.exists(model.node_key(self.local.node_uid))],
-                    [Put(key, record.encode(), lease=self._lease)],
-                )
-                if not written.succeeded:
-                    self._lease = 0
-                # A linearizable read (quorum) of one small key: the store's revision now. The
-                # snapshot is current once its watch has delivered it (snapshot.observed).
                 began = self.snapshot.now()
-                _, revision = await self.store.get_prefix(model.CLUSTER_KEY)
-                self.snapshot.observed(revision, began)
+                renewal = await self.store.lease_renew(self._lease) if self._lease else None
+                if renewal is None or renewal.ttl <= 0:
+                    await self._take_lease()
+                else:
+                    self.snapshot.observed(renewal.revision, began)
+                    if term and renewal.raft_term != term:
+                        # Not an error: the bound of `down` restarts here (model.LIVENESS_TTL).
+                        log.info(
+                            "the store elected a leader (raft term %d): every liveness lease "
+                            "was re-armed for %d s",
+                            renewal.raft_term,
+                            LIVENESS_TTL,
+                        )
+                    if renewal.raft_term != term:
+                        self.store_changed.set()
+                    term = renewal.raft_term
+                    if self._liveness_missing():
+                        await self._write_liveness()
+                answered = True
             except (StoreUnavailable, StoreError) as exc:
                 log.warning("liveness keep-alive failed: %s", exc.message)
-            await asyncio.sleep(LIVENESS_INTERVAL)
+            if answered is not reached:
+                self.store_changed.set()
+            reached = answered
+            # A fixed cadence from each send, not a pause after each answer: on a loaded
+            # machine a slow answer must not stretch the gap between freshness proofs (the
+            # snapshot is stale 5 s after the last one) nor between keep-alives.
+            await asyncio.sleep(max(0.0, LIVENESS_INTERVAL - (loop.time() - sent)))
+
+    def _liveness_missing(self) -> bool:
+        """This node's liveness key is gone though its lease lives (a replacement or a repair
+        deleted it): the snapshot, past this run's last write, no longer holds it. Read from
+        the snapshot, so checking costs no store request."""
+        return (
+            self.snapshot.loaded
+            and self.snapshot.revision > self._liveness_written
+            and self.snapshot.liveness(self.local.node_uid) is None
+        )
 
     async def _supervise_member(self) -> None:
         backoff = 0.5

@@ -44,7 +44,7 @@ from cnm.store.base import EventType, Store
 log = logging.getLogger(__name__)
 
 ChangeListener = Callable[[str], None]
-# How often the watch is checked against what quorum reads saw.
+# How often the watch is checked against the revisions the liveness keep-alives saw.
 WATCH_CHECK_INTERVAL = 1.0
 R = TypeVar("R", bound=Record)
 
@@ -63,12 +63,10 @@ class ClusterSnapshot:
         self._stale_after = stale_after
         self._clock = clock
         self._last_contact = float("-inf")
-        # (store revision, when) from quorum reads, not yet reached by the watch (oldest first).
+        # (store revision, when) from keep-alives, not yet reached by the watch (oldest first).
         self._observed: deque[tuple[int, float]] = deque()
         self._listeners: list[ChangeListener] = []
         self._loaded = asyncio.Event()
-        # Liveness key -> when its latest renewal arrived (this snapshot's clock).
-        self._liveness_arrived: dict[str, float] = {}
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -106,19 +104,10 @@ class ClusterSnapshot:
         return self._typed(model.liveness_key(uid), LivenessRecord)
 
     def is_alive(self, uid: int) -> bool:
-        """Whether the node's liveness lease lives and its agent renewed the record lately: a
-        record not renewed for `LIVENESS_STALE_AFTER` s is stale even while etcd keeps its lease
-        (etcd re-arms leases on a leader change). Records without `renewed` count by lease."""
-        key = model.liveness_key(uid)
-        record = self._records.get(key)
-        if not isinstance(record, LivenessRecord):
-            return False
-        if record.renewed is None:
-            return True
-        arrived = self._liveness_arrived.get(key)
-        if arrived is None:
-            return False
-        return self._clock() - arrived <= model.LIVENESS_STALE_AFTER
+        """Whether the node's liveness key exists: its agent keeps the key's lease alive, so
+        the key is gone within the lease TTL of the agent's death (or of the store's last
+        leader election, which re-arms every lease: see model.LIVENESS_TTL)."""
+        return isinstance(self._records.get(model.liveness_key(uid)), LivenessRecord)
 
     def node_uid_for_key(self, node_key: str) -> int | None:
         """The uid a node key was admitted with, if it was."""
@@ -197,10 +186,11 @@ class ClusterSnapshot:
         return self._clock()
 
     def observed(self, store_revision: int, when: float) -> None:
-        """A quorum read begun at `when` (this snapshot's clock) saw the store at
-        `store_revision`. The snapshot counts as current as of `when` only once its watch has
-        delivered that revision: a quorum reachable through another endpoint does not make a
-        watch stuck on a lost member current (that would be stale data served as fresh)."""
+        """The store was at `store_revision` as of `when` (this snapshot's clock), as a lease
+        keep-alive sent then was answered (or a quorum read begun then saw). The snapshot
+        counts as current as of `when` only once its watch has delivered that revision: a
+        quorum reachable through another endpoint does not make a watch stuck on a lost member
+        current (that would be stale data served as fresh)."""
         self._observed.append((store_revision, when))
         self._settle()
 
@@ -226,13 +216,6 @@ class ClusterSnapshot:
         }
         self._records = records
         self._revision = revision
-        # A renewal read by a load arrived when it was written: its age from the writer's
-        # wall time (clocks are checked to within a second); watched ones when they come.
-        now, wall = self._clock(), time.time()
-        self._liveness_arrived = {}
-        for key, record in records.items():
-            if isinstance(record, LivenessRecord) and record.renewed is not None:
-                self._liveness_arrived[key] = now - max(0.0, wall - float(record.renewed))
         self.mark_contact()
         self._settle()
         self._loaded.set()
@@ -270,7 +253,7 @@ class ClusterSnapshot:
 
     async def _watch(self) -> None:
         """Apply the watch's events; ends with `StoreUnavailable` when the watch falls behind
-        what quorum reads saw (a stream to a member cut off by a partition stays open and
+        what keep-alives saw (a stream to a member cut off by a partition stays open and
         silent: no read timeout can tell it from a quiet cluster)."""
         consumer = asyncio.create_task(self._consume(), name="snapshot-watch")
         try:
@@ -293,15 +276,12 @@ class ClusterSnapshot:
             key = event.kv.key
             if event.type is EventType.DELETE:
                 self._records.pop(key, None)
-                self._liveness_arrived.pop(key, None)
             else:
                 try:
                     self._records[key] = decode_at(key, event.kv.value)
                 except ValueError as exc:
                     _undecodable(key, exc)
                     continue
-                if key.startswith(model.LIVENESS_PREFIX):
-                    self._liveness_arrived[key] = self._clock()
             self._revision = max(self._revision, event.kv.mod_revision)
             self.mark_contact()
             self._settle()

@@ -89,10 +89,16 @@ def next_voter(snapshot: ClusterSnapshot) -> int | None:
 
 
 def voter_endpoints(snapshot: ClusterSnapshot, own_uid: int) -> list[str]:
-    """Client URLs of the voters, this node's own first (it is the closest)."""
+    """Client URLs of the voters, this node's own first (it is the closest); a node without
+    a member starts at the voter its uid picks, so the store clients' requests and watches
+    spread over the voters instead of all landing on the lowest uid's member."""
     voters = [n for n in snapshot.nodes() if n.store_role is StoreRole.VOTER and n.store_client_url]
-    voters.sort(key=lambda n: (n.uid != own_uid, n.uid))
-    return [n.store_client_url for n in voters]
+    own = [n for n in voters if n.uid == own_uid]
+    others = sorted((n for n in voters if n.uid != own_uid), key=lambda n: n.uid)
+    if others:
+        shift = own_uid % len(others)
+        others = others[shift:] + others[:shift]
+    return [n.store_client_url for n in own + others]
 
 
 # (initial_cluster, fresh): fresh when the member was just added, so old data must go.

@@ -1,9 +1,13 @@
 """The store as an operator sees it from one node: reachable or not, round trip, leader, voters.
 
 `watch_store` runs beside the cluster runtime (spawned by the agent once the node is in a
-cluster). Every `PROBE_INTERVAL` seconds it asks the store for its leader (`Store.leader`: the
-first endpoint that answers): the answer's round trip feeds the latency histogram, its leader id
-the count of leader changes, and whether any endpoint answered is `cnm_store_reachable`. A
+cluster). It asks the store for its leader (`Store.leader`: the first endpoint that answers)
+every `PROBE_INTERVAL` seconds, and at once when the runtime's liveness keep-alive (every 3 s,
+which the store answers anyway) saw a new raft term (an election) or the store reachable again
+or no longer: idle, it costs the store one request per node per `PROBE_INTERVAL`, and changes
+are still seen within a keep-alive. The answer's round trip feeds the latency histogram, its
+leader id the count of leader changes, and whether any endpoint answered is
+`cnm_store_reachable`. A
 change of reachability, of the leader and of the set of voters (from the snapshot) is logged
 once, at info, as an event with stable field names.
 """
@@ -11,6 +15,7 @@ once, at info, as an event with stable field names.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -24,7 +29,7 @@ from cnm.ops.metrics import AgentMetrics
 
 log = logging.getLogger(__name__)
 
-PROBE_INTERVAL = 5.0
+PROBE_INTERVAL = 30.0
 PROBE_TIMEOUT = 2.0
 
 
@@ -105,5 +110,8 @@ async def watch_store(
     runtime.snapshot.add_listener(VoterLog(runtime).on_change)
     probe = StoreProbe(metrics, runtime)
     while True:
+        runtime.store_changed.clear()
         await probe.probe()
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await runtime.store_changed.wait()

@@ -46,6 +46,16 @@ CompareOp = Literal["=", "!=", ">", "<"]
 
 
 @dataclass(frozen=True)
+class LeaseRenewal:
+    """What one keep-alive answered: the lease's remaining TTL (0: expired or unknown) and the
+    header of the member that answered (its store revision and raft term at that moment)."""
+
+    ttl: int
+    revision: int
+    raft_term: int = 0
+
+
+@dataclass(frozen=True)
 class Compare:
     """One guard of a transaction, e.g. `Compare.absent("k")` or `Compare.mod("k", "=", 7)`."""
 
@@ -199,6 +209,12 @@ class Store(abc.ABC):
         """Refresh a lease; returns its remaining TTL, 0 when it has already expired (or never
         existed): the caller grants a new one. Atomic and retryable. Timing-critical: call well
         within the TTL."""
+
+    @abc.abstractmethod
+    async def lease_renew(self, lease_id: int) -> LeaseRenewal:
+        """`lease_keepalive` with the answer's header: the answering member's revision then
+        (it reached the leader to renew, so this is a store revision as of now) and its raft
+        term (a change means a leader election, which re-arms every lease's TTL)."""
 
     @abc.abstractmethod
     async def lease_revoke(self, lease_id: int) -> None:

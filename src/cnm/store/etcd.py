@@ -28,6 +28,7 @@ from cnm.store.base import (
     Delete,
     EventType,
     KeyValue,
+    LeaseRenewal,
     Member,
     MembershipChangeRefused,
     MembershipRefusal,
@@ -263,6 +264,16 @@ class EtcdStore(Store):
         answer = await self._call("/v3/lease/keepalive", {"ID": str(lease_id)})
         result = answer.get("result", answer)
         return int(result.get("TTL", 0))
+
+    async def lease_renew(self, lease_id: int) -> LeaseRenewal:
+        answer = await self._call("/v3/lease/keepalive", {"ID": str(lease_id)})
+        result = answer.get("result", answer)
+        header = result.get("header") or {}
+        return LeaseRenewal(
+            ttl=int(result.get("TTL", 0)),
+            revision=int(header.get("revision", 0)),
+            raft_term=int(header.get("raft_term", 0)),
+        )
 
     async def lease_revoke(self, lease_id: int) -> None:
         try:

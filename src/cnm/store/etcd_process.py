@@ -54,10 +54,13 @@ class EtcdMemberSpec:
     initial_state: Literal["new", "existing"]
     cluster_token: str
     log_file: Path
-    # A fresh member waits a random 1..(election/heartbeat) ticks before it elects itself, so
-    # the election timeout bounds how long a new cluster takes (0.05-0.5 s here); 50/500 ms
-    # still leaves a loaded 2-core machine running five members on loopback without flapping.
-    heartbeat_ms: int = 50
+    # Idle cost: the leader sends every follower a heartbeat each `heartbeat_ms` (a TLS
+    # message and an answer), which is most of an idle member's CPU; 100 ms is half what
+    # 50 ms cost. Speed: a fresh member waits a random 1..(election/heartbeat) ticks before it
+    # elects itself, so a new cluster takes 0.1-0.5 s to have a leader (create), and a dead
+    # leader is replaced after 0.5-1 s. etcd wants election >= 5 heartbeats; 500 ms leaves a
+    # loaded 2-core machine running five members on loopback without flapping.
+    heartbeat_ms: int = 100
     election_ms: int = 500
     # etcd's strict reconfiguration check refuses any member add until every voter has been
     # connected for 5 s, which paced a new voter to one per 5 s. cnm keeps quorum by its own

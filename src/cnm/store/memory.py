@@ -19,6 +19,7 @@ from cnm.store.base import (
     EventType,
     Get,
     KeyValue,
+    LeaseRenewal,
     Member,
     MembershipChangeRefused,
     MembershipRefusal,
@@ -174,6 +175,9 @@ class MemoryStore(Store):
         ttl, _ = self._leases[lease_id]
         self._leases[lease_id] = (ttl, self._clock() + ttl)
         return ttl
+
+    async def lease_renew(self, lease_id: int) -> LeaseRenewal:
+        return LeaseRenewal(ttl=await self.lease_keepalive(lease_id), revision=self._revision)
 
     async def lease_revoke(self, lease_id: int) -> None:
         self._revoke(lease_id)
