@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from cnm.clock import iso, utc_now
 from cnm.cluster import model
@@ -44,6 +45,7 @@ from cnm.node.data_dir import ClusterTls, DataDir, etcd_member_dir
 from cnm.node.local_state import LocalState
 from cnm.store.base import Compare, Put, Store
 from cnm.store.etcd import EtcdStore, client_tls_context
+from cnm.store.etcd_auth import load_credentials
 from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess, remove_member_data
 from cnm.store.member import MemberExit, StoreMember
 
@@ -77,8 +79,17 @@ def member_spec(config: NodeConfig, local: LocalState, tls: ClusterTls) -> EtcdM
 
 
 def open_store(endpoints: tuple[str, ...], tls: ClusterTls) -> EtcdStore:
-    context = client_tls_context(str(tls.ca_file), str(tls.cert_file), str(tls.key_file))
-    return EtcdStore(endpoints, tls=context, timeout=3.0)
+    """A client of the store as this node: its certificate, and its etcd user once it has one
+    (the credentials file is read whenever a token is needed, so a file written later counts)."""
+    cert_file, key_file = tls.store_client_files()
+    context = client_tls_context(str(tls.ca_file), str(cert_file), str(key_file))
+    return EtcdStore(
+        endpoints,
+        tls=context,
+        timeout=3.0,
+        credentials=partial(load_credentials, tls.store_credentials_file),
+        admin_key=model.STORE_ADMIN_KEY,
+    )
 
 
 def etcd_member(binary: str, spec: EtcdMemberSpec) -> StoreMember:
@@ -260,7 +271,7 @@ class ClusterRuntime:
         tls = DataDir(self.config.data_dir).cluster_tls
         reload = getattr(self.store, "reload_certificate", None)
         if reload is not None:
-            reload(tls.cert_file, tls.key_file)
+            reload(*tls.store_client_files())
         for listener in self.certificate_listeners:
             listener()
 
