@@ -34,7 +34,7 @@ from cnm.bootstrap.recover import check_recover_request, recover_cluster
 from cnm.bootstrap.schema import BootstrapRequest, parse_bootstrap_body
 from cnm.bootstrap.status import BootstrapState, BootstrapStatus
 from cnm.bootstrap.validation import ACTIONS, check_request
-from cnm.cluster.repair import replaced_message, replacement_of
+from cnm.cluster.repair import replaced_message, replacement_of, revoked_message
 from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend, member_spec
 from cnm.config import NodeConfig
 from cnm.errors import (
@@ -46,6 +46,7 @@ from cnm.errors import (
     ConfigError,
     NotFound,
     PathError,
+    StoreAccessRefused,
     StoreError,
 )
 from cnm.failpoints import failpoint
@@ -197,6 +198,8 @@ class BootstrapManager:
         try:
             async with asyncio.timeout(REPLACED_CHECK_TIMEOUT):
                 by = await replacement_of(store, key, local.node_uid, self.config.addr)
+        except StoreAccessRefused:
+            return revoked_message(local.node_uid, local.cluster_name)
         except (TimeoutError, StoreError, ValueError) as exc:
             log.info("could not ask the store whether this node was replaced: %s", exc)
             return None

@@ -39,7 +39,7 @@ from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.voters import VoterManager, voter_endpoints
 from cnm.cluster.writes import update_record
 from cnm.config import NodeConfig
-from cnm.errors import StoreError, StoreUnavailable
+from cnm.errors import StoreAccessRefused, StoreError, StoreUnavailable
 from cnm.logs import event
 from cnm.node.data_dir import ClusterTls, DataDir, etcd_member_dir
 from cnm.node.local_state import LocalState
@@ -391,6 +391,11 @@ class ClusterRuntime:
                 began = self.snapshot.now()
                 _, revision = await self.store.get_prefix(model.CLUSTER_KEY)
                 self.snapshot.observed(revision, began)
+            except StoreAccessRefused as exc:
+                # Its store user is gone (removed while cut off from the cluster) or has a new
+                # password (replaced): either way this node no longer belongs to the cluster.
+                log.warning("the cluster store refuses this node: %s; leaving", exc.message)
+                self.removed.set()
             except (StoreUnavailable, StoreError) as exc:
                 log.warning("liveness keep-alive failed: %s", exc.message)
             await asyncio.sleep(LIVENESS_INTERVAL)

@@ -277,6 +277,10 @@ class EtcdStore(Store):
             if etcd_auth.AUTH_FAILED in lowered:
                 if credentials.user == etcd_auth.ROOT_USER:
                     self._admin_password = None  # read it again next time
+                    raise StoreError(
+                        f"etcd at {endpoint} refused the store administrator's password kept "
+                        "in the store; retry (a recovered store has a new one)"
+                    ) from None
                 raise StoreAccessRefused(
                     f"etcd at {endpoint} refused the credentials of store user "
                     f"{credentials.user!r}: it was removed from the store (its node removed "
