@@ -56,7 +56,8 @@ async def enable_store_auth(
 ) -> None:
     """Switch the new store's access control on with this node as its first node user: its
     password kept in its data dir first, so the client authenticates as the node from then on.
-    `admin_password` must be in the store already (model.STORE_ADMIN_KEY)."""
+    The caller then writes `admin_password` into the store (model.STORE_ADMIN_KEY) with the
+    records: other nodes need it for member changes."""
     credentials = etcd_auth.StoreCredentials(etcd_auth.node_user(uid), etcd_auth.new_password())
     etcd_auth.save_credentials(tls.store_credentials_file, credentials)
     users = [(credentials.user, credentials.password)]
@@ -196,6 +197,8 @@ async def create_cluster(
             Put(model.CA_KEY, ca_secret.encode()),
             Put(model.STORE_ADMIN_KEY, etcd_auth.admin_document(admin_password)),
         ]
+        # Access control first: no record is ever in the store without it.
+        await enable_store_auth(store, tls, admin_password, uid=1)
         result = await store.txn([Compare.absent(model.CLUSTER_KEY)], records)
         if not result.succeeded:
             raise ConfigError(
@@ -203,7 +206,6 @@ async def create_cluster(
                 f"{spec.data_dir} and retry",
             )
         failpoint("create.after_records")
-        await enable_store_auth(store, tls, admin_password, uid=1)
         local.save(config.data_dir)
         failpoint("create.after_local_state")
         runtime = ClusterRuntime(config, local, store, member, backend=backend)
