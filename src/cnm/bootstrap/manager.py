@@ -148,7 +148,10 @@ class BootstrapManager:
         state = self.status.state
         local = LocalState.load(self.config.data_dir)
         if state is BootstrapState.COMPLETED and local is not None:
-            replaced = await self._replaced(local)
+            try:
+                replaced = await self._replaced(local)
+            except StoreAccessRefused:
+                return self._leave_refused(local)
             if replaced is not None:
                 # It must not rejoin, start its store member or touch the cluster.
                 log.warning(replaced, extra=event("replaced_node_idle", uid=local.node_uid))
@@ -199,7 +202,7 @@ class BootstrapManager:
             async with asyncio.timeout(REPLACED_CHECK_TIMEOUT):
                 by = await replacement_of(store, key, local.node_uid, self.config.addr)
         except StoreAccessRefused:
-            return revoked_message(local.node_uid, local.cluster_name)
+            raise  # the caller's to handle: this node leaves
         except (TimeoutError, StoreError, ValueError) as exc:
             log.info("could not ask the store whether this node was replaced: %s", exc)
             return None
@@ -252,6 +255,22 @@ class BootstrapManager:
         )
         for listener in self.left_listeners:
             listener()
+
+    def _leave_refused(self, local: LocalState) -> str:
+        """The store refuses this node's credentials (it was removed or replaced while down):
+        it leaves as a removed node does, without starting anything of the cluster."""
+        log.warning(
+            revoked_message(local.node_uid, local.cluster_name),
+            extra=event("left_cluster", uid=local.node_uid, cluster=local.cluster_name),
+        )
+        data = DataDir(self.config.data_dir)
+        if local.ccs_persistent_path:
+            shutil.rmtree(etcd_member_dir(local.ccs_persistent_path), ignore_errors=True)
+        data.leaving_file.touch()
+        self._finish_leaving(data)
+        self._set(BootstrapStatus())
+        data.leaving_file.unlink(missing_ok=True)
+        return f"node {local.node_uid} was removed or replaced while down: left, idle"
 
     def _finish_leaving(self, data: DataDir) -> None:
         """Remove what is left of a node that leaves: local state and node key first, then its

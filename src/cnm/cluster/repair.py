@@ -344,9 +344,8 @@ def revoked_message(uid: int, cluster_name: str) -> str:
     return (
         f"this node was node {uid} of cluster {cluster_name}, and while it was down it was "
         "removed from the cluster or replaced by another machine: the cluster store refuses its "
-        "credentials. It no longer belongs to the cluster and did not rejoin or start its store "
-        "member. To use this machine again: stop the agent, wipe its data dir, start it and "
-        "join the cluster as a new node"
+        "credentials. It left without starting its store member: its cluster data is wiped and "
+        "it is idle, ready to join the cluster as a new node"
     )
 
 
