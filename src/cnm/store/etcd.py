@@ -175,6 +175,7 @@ class EtcdStore(Store):
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
         )
         self._credentials = credentials
+        self._node: StoreCredentials | None = None
         self._admin_key = admin_key
         self._admin_password: str | None = None
         # (endpoint, user) -> token; "" where that member said auth is off (send none).
@@ -290,7 +291,11 @@ class EtcdStore(Store):
         return str(answer.get("token") or "")
 
     def _node_credentials(self) -> StoreCredentials | None:
-        return self._credentials() if self._credentials is not None else None
+        # Read once they exist (a file read per call would cost every call); until then, asked
+        # at each call, since create and join write them while the client is open.
+        if self._node is None and self._credentials is not None:
+            self._node = self._credentials()
+        return self._node
 
     async def _admin_credentials(self) -> StoreCredentials | None:
         """The `root` session's credentials: its password read (as this node) from the store;
