@@ -17,6 +17,7 @@ since). Member changes and user administration run in a `root` session instead.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
@@ -71,6 +72,10 @@ _MEMBERSHIP_REFUSALS = (
 _NOT_IN_SYNC = "in sync with leader"
 _MEMBER_NOT_FOUND = "member not found"
 _LEASE_NOT_FOUND = "lease not found"
+# etcd refuses a call whose permission was checked at one auth revision and applied at a later
+# one (a user or role changed in between: joins and removals make such changes) without
+# applying it; it is sent again this many times.
+_AUTH_RACE_RETRIES = 8
 
 
 def membership_refusal(error: StoreError) -> MembershipChangeRefused | None:
@@ -231,16 +236,25 @@ class EtcdStore(Store):
         credentials: StoreCredentials | None,
     ) -> Any:
         """One call at one endpoint, with a token of `credentials` when etcd wants one."""
-        for attempt in range(2):
-            headers = await self._auth_headers(endpoint, credentials, timeout, fresh=attempt > 0)
+        fresh = renewed = False
+        for attempt in range(_AUTH_RACE_RETRIES + 1):
+            headers = await self._auth_headers(endpoint, credentials, timeout, fresh=fresh)
+            fresh = False
             response = await self._http.post(
                 endpoint + path, json=body, timeout=timeout, headers=headers
             )
             try:
                 return self._decode(endpoint, path, response)
             except StoreError as exc:
-                if credentials is None or attempt or not etcd_auth.token_refused(exc):
+                if credentials is None or attempt == _AUTH_RACE_RETRIES:
                     raise
+                if etcd_auth.auth_changed_meanwhile(exc):
+                    # Refused before it was applied: the same call again is safe.
+                    await asyncio.sleep(0.005 * (attempt + 1))
+                    continue
+                if renewed or not etcd_auth.token_refused(exc):
+                    raise
+                fresh = renewed = True
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _auth_headers(

@@ -35,7 +35,10 @@ PASSWORD_BYTES = 32
 # The token is unknown or expired (simple tokens live 300 s after their last use), or this call
 # carried none although auth is on now (it was switched on after this client looked): get a
 # token and try once more.
-_TOKEN_REFUSED = ("invalid auth token", "user name is empty", "revision of auth store is old")
+_TOKEN_REFUSED = ("invalid auth token", "user name is empty")
+# Users or roles changed between etcd's permission check and its applying the call: refused
+# unapplied, so the same call may simply go again.
+_AUTH_CHANGED = "revision of auth store is old"
 AUTH_NOT_ENABLED = "authentication is not enabled"
 # A wrong password or a user that does not exist (etcd says the same for both).
 AUTH_FAILED = "authentication failed"
@@ -66,6 +69,11 @@ def token_refused(error: StoreError) -> bool:
     """Whether etcd refused the call for its token (get a new one), not for the user's rights."""
     lowered = error.message.lower()
     return any(text in lowered for text in _TOKEN_REFUSED)
+
+
+def auth_changed_meanwhile(error: StoreError) -> bool:
+    """Whether etcd refused the call, unapplied, for a change of users or roles meanwhile."""
+    return _AUTH_CHANGED in error.message.lower()
 
 
 def save_credentials(path: Path, credentials: StoreCredentials) -> None:
