@@ -71,7 +71,7 @@ class HealRun:
 def _etcd(agent: Agent, path: str) -> dict[str, Any]:
     tls = agent.layout.cluster_tls
     context = ssl.create_default_context(cafile=str(tls.ca_file))
-    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    context.load_cert_chain(*tls.store_client_files())
     response = httpx.post(f"https://{agent.addr}:2379{path}", json={}, verify=context, timeout=5)
     response.raise_for_status()
     document: dict[str, Any] = response.json()

@@ -256,6 +256,15 @@ class StoreUnavailable(StoreError):
     http_status = 503
 
 
+class StoreAccessRefused(StoreError):
+    """The store refused this node's own credentials (its store user is gone or has another
+    password): the node was removed from the cluster or replaced by another machine. Retrying
+    with the same credentials never helps."""
+
+    error_code = "store_access_refused"
+    http_status = 503
+
+
 class StoreContention(StoreError):
     """A compare-and-set lost to concurrent writes of the same records attempt after attempt
     (cluster/writes.py `cas_retry`): the store is healthy, the client should simply retry.

@@ -53,7 +53,16 @@ GRANT_FIELDS = {
     "store_endpoints",
     "cluster_name",
     "cluster_uuid",
+    "store_password",
+    "store_cert_pem",
+    "store_key_pem",
 }
+
+
+def pki_subject(cert_pem: str) -> str:
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(cert_pem.encode()).subject.rfc4514_string()
 
 
 def httpx_json(document: Any) -> bytes:
@@ -168,6 +177,10 @@ async def test_a_good_join_is_admitted_and_its_bytes_round_trip(tmp_path: Path) 
     assert set(json.loads(received)) == GRANT_FIELDS
     assert compact_json(grant.to_wire()) == received
     assert grant.uid == 2 and grant.cluster_name == "inprocess.example.com"
+    # The node's store access: its own password, and a client certificate without a common
+    # name (etcd's gateway refuses named ones once auth is on), kept by the joiner 0600.
+    assert grant.store_password and len(grant.store_password) >= 43
+    assert grant.store_cert_pem and "CN=" not in pki_subject(grant.store_cert_pem)
     clock = [e for e in exchanges if e[0] == "/v1/join/time"]
     assert clock and all(code == 200 for _, _, code, _ in clock)
     for _, _, _, answer in clock:

@@ -104,7 +104,7 @@ def store_members(agent: Agent) -> list[dict[str, Any]]:
 
     tls = agent.layout.cluster_tls
     context = ssl.create_default_context(cafile=str(tls.ca_file))
-    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    context.load_cert_chain(*tls.store_client_files())
     response = httpx.post(
         f"https://{agent.addr}:2379/v3/cluster/member/list", json={}, verify=context, timeout=5.0
     )

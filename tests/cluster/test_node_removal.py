@@ -53,7 +53,7 @@ def store_members(agent: Agent) -> list[dict[str, Any]]:
     """etcd's member list, read from `agent`'s etcd with its own certificate."""
     tls = agent.layout.cluster_tls
     context = ssl.create_default_context(cafile=str(tls.ca_file))
-    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    context.load_cert_chain(*tls.store_client_files())
     response = httpx.post(
         f"https://{agent.addr}:2379/v3/cluster/member/list", json={}, verify=context, timeout=5
     )
@@ -164,8 +164,13 @@ def test_remove_a_client_and_a_voter_then_refuse_a_removal_that_breaks_quorum(
     assert removed.json()["store_member_removed"] == "voter"
     assert len(store_members(first)) == 2
     assert [n["uid"] for n in nodes(first)] == [1, 5]
-    # ... and when it comes back, it finds it was removed while it was away, and leaves.
+    # ... and when it comes back, the store refuses its credentials (its etcd user is gone):
+    # it cannot tell removal from replacement, so it reports `error` saying both, starts no
+    # store member and keeps its data for the operator to wipe.
     third.start()
-    assert_left_and_wiped(third)
+    status = third.wait_state("completed", "error")["bootstrap_status"]
+    assert status["state"] == "error", status
+    assert "removed from the cluster" in status["error_details"]["message"]
+    assert third.etcd_pids() == []
     assert [n["uid"] for n in nodes(first)] == [1, 5]
     assert len(store_members(first)) == 2

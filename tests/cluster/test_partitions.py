@@ -117,7 +117,7 @@ def store_leader(agent: NetnsAgent) -> bool:
 
     def status() -> dict[str, Any]:
         context = ssl.create_default_context(cafile=str(tls.ca_file))
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        context.load_cert_chain(*tls.store_client_files())
         url = f"https://{agent.addr}:2379/v3/maintenance/status"
         found: dict[str, Any] = httpx.post(url, json={}, verify=context, timeout=5).json()
         return found

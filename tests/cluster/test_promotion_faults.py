@@ -20,15 +20,14 @@ must reach 5 voters whose etcd members are exactly the running nodes, records ag
 from __future__ import annotations
 
 import base64
-import ssl
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
 from cluster.test_crash_points import assert_consistent, completed, create, join, store_members
+from harness import etcd_gateway
 from harness.agents import Agent, AgentFactory
 from harness.bodies import ADMIN
 from harness.polling import eventually
@@ -38,17 +37,9 @@ pytestmark = pytest.mark.cluster
 POINTS = ("voter.after_learner_add", "voter.after_member_start", "voter.after_promote")
 
 
-def _context(agent: Agent) -> ssl.SSLContext:
-    tls = agent.layout.cluster_tls
-    context = ssl.create_default_context(cafile=str(tls.ca_file))
-    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    return context
-
-
 def _etcd(agent: Agent, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = httpx.post(
-        f"https://{agent.addr}:2379{path}", json=body, verify=_context(agent), timeout=3.0
-    )
+    """`path` on `agent`'s etcd member as that node's own etcd user."""
+    response = etcd_gateway.post(agent.addr, agent.layout.cluster_tls, path, body)
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()
     return answer
@@ -57,7 +48,7 @@ def _etcd(agent: Agent, path: str, body: dict[str, Any]) -> dict[str, Any]:
 def assert_quorum(through: Agent, label: str) -> None:
     """A linearizable write through `through`'s etcd commits within 15 s: the store has a
     quorum (an election after a leader's death takes about one election timeout)."""
-    key = base64.b64encode(f"/test/quorum/{label}".encode()).decode()
+    key = base64.b64encode(f"/cnm/test/quorum/{label}".encode()).decode()
     value = base64.b64encode(str(time.time()).encode()).decode()
 
     def written() -> bool:

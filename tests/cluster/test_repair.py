@@ -42,7 +42,7 @@ def store_members(agent: Agent) -> list[dict[str, Any]]:
 
     tls = agent.layout.cluster_tls
     context = ssl.create_default_context(cafile=str(tls.ca_file))
-    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    context.load_cert_chain(*tls.store_client_files())
     url = f"https://{agent.addr}:2379/v3/cluster/member/list"
     members: list[dict[str, Any]] = httpx.post(url, json={}, verify=context).json()["members"]
     return members
@@ -112,12 +112,16 @@ def test_a_killed_node_is_replaced_and_the_old_one_stays_out(agents: AgentFactor
         assert nodes[2]["replaced_at"].endswith("Z")
     before = nodes_of(first)
 
-    # The old node comes back with its old data dir: it reports it was replaced, by whom.
+    # The old node comes back with its old data dir: the store refuses its credentials (the
+    # replacement got a new password for uid 2), so it reports that it was replaced (or
+    # removed), starts nothing and keeps its data for the operator.
     second.start()
     status = second.wait_state("completed", "error")["bootstrap_status"]
     assert status["state"] == "error", status
+    assert status["error_details"]["error_code"] == "config_error", status
     message = status["error_details"]["message"]
-    assert "replaced by" in message and third.addr in message and "wipe" in message
+    assert "replaced by another machine" in message and "wipe" in message
+    assert second.layout.local_state_file.exists()
     assert second.etcd_pids() == []
     after = nodes_of(first)
     assert sorted(after) == [1, 2] and after[2]["addr"] == third.addr
@@ -158,9 +162,12 @@ def test_a_killed_voter_is_replaced_by_a_voter(agents: AgentFactory) -> None:
     peer_hosts = sorted(url.split("//")[1].split(":")[0] for m in members for url in m["peerURLs"])
     assert peer_hosts == sorted([first.addr, second.addr, fourth.addr])
 
-    # The old voter, restarted, does not start its etcd member or rejoin.
+    # The old voter, restarted, does not start its etcd member or rejoin: the store refuses its
+    # old password (node 3's user has the replacement's now), so it reports `error`.
     third.start()
     status = third.wait_state("completed", "error")["bootstrap_status"]
-    assert status["state"] == "error" and fourth.addr in status["error_details"]["message"]
+    assert status["state"] == "error", status
+    assert "replaced by another machine" in status["error_details"]["message"]
     assert third.etcd_pids() == []
+    assert third.layout.local_state_file.exists()
     assert voters_active(first) is not None

@@ -6,14 +6,13 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import json
-import ssl
 import threading
 import time
 from typing import Any
 
 import httpx
 
-from harness import bodies
+from harness import bodies, etcd_gateway
 from harness.agents import Agent, AgentFactory, basic
 from harness.bodies import ADMIN, create_body
 from harness.polling import eventually
@@ -38,11 +37,8 @@ def join(agent: Agent, member: Agent) -> dict[str, Any]:
 
 
 def etcd(agent: Agent, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """etcd's JSON gateway on the agent's member, with the agent's own client certificate."""
-    tls = agent.layout.cluster_tls
-    context = ssl.create_default_context(cafile=str(tls.ca_file))
-    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    response = httpx.post(f"https://{agent.addr}:2379{path}", json=body, verify=context, timeout=5)
+    """etcd's JSON gateway on the agent's member, as the agent's own store user."""
+    response = etcd_gateway.post(agent.addr, agent.layout.cluster_tls, path, body)
     response.raise_for_status()
     document: dict[str, Any] = response.json()
     return document

@@ -42,12 +42,26 @@ from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend, memb
 from cnm.config import NodeConfig
 from cnm.errors import ConfigError
 from cnm.failpoints import failpoint
-from cnm.node.data_dir import DataDir
+from cnm.node.data_dir import ClusterTls, DataDir
 from cnm.node.facts import StoragePaths
 from cnm.node.local_state import LocalState
 from cnm.security import pki
 from cnm.security.passwords import hash_password
-from cnm.store.base import Compare, Put
+from cnm.store import etcd_auth
+from cnm.store.base import Compare, Put, Store
+
+
+async def enable_store_auth(
+    store: Store, tls: ClusterTls, admin_password: str, *, uid: int
+) -> None:
+    """Switch the new store's access control on with this node as its first node user: its
+    password kept in its data dir first, so the client authenticates as the node from then on.
+    The caller then writes `admin_password` into the store (model.STORE_ADMIN_KEY) with the
+    records: other nodes need it for member changes."""
+    credentials = etcd_auth.StoreCredentials(etcd_auth.node_user(uid), etcd_auth.new_password())
+    etcd_auth.save_credentials(tls.store_credentials_file, credentials)
+    users = [(credentials.user, credentials.password)]
+    await store.enable_access_control(admin_password, model.PREFIX, users)
 
 
 def license_for_create(
@@ -106,6 +120,9 @@ async def create_cluster(
     pki.write_public(tls.ca_file, ca.cert_pem)
     pki.write_public(tls.cert_file, node_cert.cert_pem)
     pki.write_private(tls.key_file, node_cert.key_pem)
+    store_cert = pki.issue_store_client_cert(ca, 1)
+    pki.write_public(tls.store_cert_file, store_cert.cert_pem)
+    pki.write_private(tls.store_key_file, store_cert.key_pem)
     failpoint("create.after_certificates")
 
     progress.phase("store")
@@ -141,6 +158,7 @@ async def create_cluster(
         verifier = await verifying
 
         progress.phase("records")
+        admin_password = etcd_auth.new_password()
         start = progress.start_time
         rack_aware = bool(req.policy.rack_aware)
         cluster = cluster_record(
@@ -177,7 +195,10 @@ async def create_cluster(
             Put(model.USER_UID_COUNTER, UidCounter(last=1).encode()),
             Put(model.LICENSE_KEY, license.encode()),
             Put(model.CA_KEY, ca_secret.encode()),
+            Put(model.STORE_ADMIN_KEY, etcd_auth.admin_document(admin_password)),
         ]
+        # Access control first: no record is ever in the store without it.
+        await enable_store_auth(store, tls, admin_password, uid=1)
         result = await store.txn([Compare.absent(model.CLUSTER_KEY)], records)
         if not result.succeeded:
             raise ConfigError(

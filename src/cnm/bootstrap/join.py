@@ -53,6 +53,7 @@ from cnm.logs import event
 from cnm.node.data_dir import DataDir
 from cnm.node.local_state import LocalState, atomic_write_bytes
 from cnm.security import pki
+from cnm.store import etcd_auth
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,11 @@ async def join_cluster(
     pki.write_public(tls.ca_file, link.ca_pem)
     pki.write_public(tls.cert_file, grant.cert_pem.encode())
     pki.write_private(tls.key_file, key_pem)
+    if grant.store_password and grant.store_cert_pem and grant.store_key_pem:
+        pki.write_public(tls.store_cert_file, grant.store_cert_pem.encode())
+        pki.write_private(tls.store_key_file, grant.store_key_pem.encode())
+        credentials = etcd_auth.StoreCredentials(etcd_auth.node_user(uid), grant.store_password)
+        etcd_auth.save_credentials(tls.store_credentials_file, credentials)
     failpoint("join.after_certs_written")
     local = LocalState(
         cluster_uuid=str(grant.cluster_uuid),

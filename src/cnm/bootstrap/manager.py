@@ -34,7 +34,7 @@ from cnm.bootstrap.recover import check_recover_request, recover_cluster
 from cnm.bootstrap.schema import BootstrapRequest, parse_bootstrap_body
 from cnm.bootstrap.status import BootstrapState, BootstrapStatus
 from cnm.bootstrap.validation import ACTIONS, check_request
-from cnm.cluster.repair import replaced_message, replacement_of
+from cnm.cluster.repair import replaced_message, replacement_of, revoked_message
 from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend, member_spec
 from cnm.config import NodeConfig
 from cnm.errors import (
@@ -46,6 +46,7 @@ from cnm.errors import (
     ConfigError,
     NotFound,
     PathError,
+    StoreAccessRefused,
     StoreError,
 )
 from cnm.failpoints import failpoint
@@ -147,7 +148,10 @@ class BootstrapManager:
         state = self.status.state
         local = LocalState.load(self.config.data_dir)
         if state is BootstrapState.COMPLETED and local is not None:
-            replaced = await self._replaced(local)
+            try:
+                replaced = await self._replaced(local)
+            except StoreAccessRefused:
+                return self._refused(local)
             if replaced is not None:
                 # It must not rejoin, start its store member or touch the cluster.
                 log.warning(replaced, extra=event("replaced_node_idle", uid=local.node_uid))
@@ -197,6 +201,8 @@ class BootstrapManager:
         try:
             async with asyncio.timeout(REPLACED_CHECK_TIMEOUT):
                 by = await replacement_of(store, key, local.node_uid, self.config.addr)
+        except StoreAccessRefused:
+            raise  # the caller's to handle: this node leaves
         except (TimeoutError, StoreError, ValueError) as exc:
             log.info("could not ask the store whether this node was replaced: %s", exc)
             return None
@@ -249,6 +255,17 @@ class BootstrapManager:
         )
         for listener in self.left_listeners:
             listener()
+
+    def _refused(self, local: LocalState) -> str:
+        """The store refuses this node's credentials: while it was down it was replaced by
+        another machine (its store user got a new password) or removed (the user is gone), and
+        it cannot read which. Like a replaced node it reports `error` and starts nothing of the
+        cluster; its data is kept for the operator (a credentials file restored from an old
+        backup must not wipe a node by itself)."""
+        message = revoked_message(local.node_uid, local.cluster_name)
+        log.warning(message, extra=event("replaced_node_idle", uid=local.node_uid))
+        self._set(self.status.failed(NodeReplaced(message, uid=local.node_uid)))
+        return f"node {local.node_uid} was replaced or removed while down; not rejoining"
 
     def _finish_leaving(self, data: DataDir) -> None:
         """Remove what is left of a node that leaves: local state and node key first, then its

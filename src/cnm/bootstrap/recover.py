@@ -20,6 +20,7 @@ from __future__ import annotations
 import uuid as uuid_module
 from dataclasses import dataclass
 
+from cnm.bootstrap.create import enable_store_auth
 from cnm.bootstrap.join import node_key
 from cnm.bootstrap.node_setup import Progress, check_node_paths, node_record, storage_paths
 from cnm.bootstrap.schema import BootstrapRequest
@@ -35,6 +36,7 @@ from cnm.node.data_dir import DataDir
 from cnm.node.facts import StoragePaths
 from cnm.node.local_state import LocalState
 from cnm.security import pki
+from cnm.store import etcd_auth
 from cnm.store.base import Compare, Put
 
 # etcd refuses a transaction of more than 128 operations (--max-txn-ops).
@@ -90,6 +92,8 @@ def recovered_records(plan: RecoveryPlan, own: NodeRecord, node_key: str | None)
     """Every record of the snapshot, this node's rewritten and the others' seats freed; the
     cluster record last."""
     keys = dict(plan.snapshot.keys)
+    # The old store's administrator password: the new store has its own.
+    keys.pop(model.STORE_ADMIN_KEY, None)
     for key, raw in list(keys.items()):
         if key.startswith(model.NODES_PREFIX):
             node = NodeRecord.decode(raw)
@@ -140,6 +144,9 @@ async def recover_cluster(
     pki.write_public(tls.ca_file, ca.cert_pem)
     pki.write_public(tls.cert_file, node_cert.cert_pem)
     pki.write_private(tls.key_file, node_cert.key_pem)
+    store_cert = pki.issue_store_client_cert(ca, plan.uid)
+    pki.write_public(tls.store_cert_file, store_cert.cert_pem)
+    pki.write_private(tls.store_key_file, store_cert.key_pem)
     failpoint("recover.after_certificates")
 
     progress.phase("store")
@@ -179,7 +186,12 @@ async def recover_cluster(
                 "store_peer_url": spec.peer_url,
             }
         )
+        # A new store: new store users. Only this node has one; every other node joins again
+        # (as a replacement of its uid) and gets its own then.
+        admin_password = etcd_auth.new_password()
+        await enable_store_auth(store, tls, admin_password, uid=plan.uid)
         puts = recovered_records(plan, own, node_key(config.data_dir))
+        puts.insert(0, Put(model.STORE_ADMIN_KEY, etcd_auth.admin_document(admin_password)))
         for start in range(0, len(puts), BATCH):
             result = await store.txn(
                 [Compare.absent(model.CLUSTER_KEY)], puts[start : start + BATCH]

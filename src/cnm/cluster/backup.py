@@ -50,7 +50,8 @@ LATEST_KEY = "/cnm/backup/latest"
 DEFAULT_INTERVAL = 300
 DEFAULT_KEEP = 5
 # Not carried into a snapshot: bound to the old store's leases or sessions.
-_SKIPPED_PREFIXES = (model.LIVENESS_PREFIX, "/cnm/locks/", LATEST_KEY)
+# The store admin's password belongs to the old store too: a recovered store gets its own.
+_SKIPPED_PREFIXES = (model.LIVENESS_PREFIX, "/cnm/locks/", LATEST_KEY, model.STORE_ADMIN_KEY)
 # A snapshot file larger than this is not one of ours (the store's own limit is 2 GiB, but a
 # cluster's records are kilobytes to a few megabytes).
 MAX_FILE_BYTES = 256 * 1024 * 1024

@@ -118,6 +118,12 @@ class JoinGrant(WireMessage):
     store_endpoints: list[str]
     cluster_name: str | None
     cluster_uuid: str | None
+    # The node's store access (store/etcd_auth.py), absent from members older than etcd auth:
+    # its etcd user's password and the client certificate (with its key) it presents to etcd.
+    # Secrets: sent only over the admission's authenticated channel, never logged.
+    store_password: str | None = Field(default=None, repr=False)
+    store_cert_pem: str | None = None
+    store_key_pem: str | None = Field(default=None, repr=False)
 
 
 class JoinRefusal(WireMessage):

@@ -45,6 +45,7 @@ from cnm.errors import (
 )
 from cnm.failpoints import failpoint
 from cnm.security import pki
+from cnm.store import etcd_auth
 from cnm.store.base import Compare, Get, Put, Store, TxnResult
 
 log = logging.getLogger(__name__)
@@ -239,6 +240,11 @@ class Admissions:
             else:
                 uid, created = await self._allocate(request)
         failpoint("member.after_uid_allocated")
+        # The node's own etcd user, with a fresh password: for a retried join or a replacement
+        # the old password stops opening anything here.
+        store_password = etcd_auth.new_password()
+        await self._store.put_store_user(etcd_auth.node_user(uid), store_password)
+        store_cert = pki.issue_store_client_cert(ca, uid)
         certificate = pki.sign_node_csr(
             ca,
             request.csr_pem.encode(),
@@ -268,6 +274,9 @@ class Admissions:
             ],
             cluster_name=cluster.name if cluster else None,
             cluster_uuid=cluster.uuid if cluster else None,
+            store_password=store_password,
+            store_cert_pem=store_cert.cert_pem.decode(),
+            store_key_pem=store_cert.key_pem.decode(),
         )
         failpoint("member.before_answer")
         return grant

@@ -17,6 +17,9 @@ LICENSE_KEY = "/cnm/license"
 CA_KEY = "/cnm/secrets/ca"
 # The HMAC key of the API's JWTs, made by the first POST /v1/users/authorize (cluster/writes.py).
 JWT_SECRET_KEY = "/cnm/secrets/jwt"
+# The password of the store's administrator (etcd's `root`), for member changes and store users
+# only (store/etcd_auth.py). Readable by every node: nodes hold the CA key already.
+STORE_ADMIN_KEY = "/cnm/secrets/store-admin"
 # Each node's periodic heartbeat with its wall clock (cluster/health.py).
 NODE_CLOCK_PREFIX = "/cnm/node-clocks/"
 LIVENESS_PREFIX = "/cnm/liveness/"

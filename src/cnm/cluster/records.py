@@ -314,6 +314,13 @@ class JwtSecret(Record):
     secret: str = Field(repr=False)
 
 
+class StoreAdminSecret(Record):
+    """`/cnm/secrets/store-admin`: the password of the store's `root` user, taken only for
+    member changes and store users (store/etcd_auth.py reads the same shape)."""
+
+    password: str = Field(repr=False)
+
+
 # --- the documents written at creation ---------------------------------------------------------
 
 
@@ -396,6 +403,7 @@ _EXACT: dict[str, type[Record]] = {
     model.LICENSE_KEY: LicenseRecord,
     model.CA_KEY: CaSecret,
     model.JWT_SECRET_KEY: JwtSecret,
+    model.STORE_ADMIN_KEY: StoreAdminSecret,
     model.NODE_UID_COUNTER: UidCounter,
     model.USER_UID_COUNTER: UidCounter,
     model.STORE_CHANGE_LOCK: StoreChangeLock,

@@ -24,9 +24,10 @@ from cnm.cluster import model
 from cnm.cluster.records import NodeRecord, RemovedNode
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.store_members import remove_node_member, store_change_lock
-from cnm.errors import CnmError, NodeNotFound
+from cnm.errors import CnmError, NodeNotFound, StoreError
 from cnm.failpoints import failpoint
 from cnm.logs import event
+from cnm.store import etcd_auth
 from cnm.store.base import Compare, Delete, Member, MembershipChangeRefused, Op, Put, Store
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,27 @@ async def _remove_member(
         await asyncio.sleep(SETTLE_POLL)
 
 
+async def _delete_store_user(store: Store, uid: int) -> None:
+    """Delete the node's store user, so its password and certificate open nothing. Retried
+    while the store does not answer; in the end an error the operator sees (in the log)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SETTLE_WAIT
+    while True:
+        try:
+            await store.delete_store_user(etcd_auth.node_user(uid))
+            return
+        except StoreError as exc:
+            if loop.time() >= deadline:
+                log.error(
+                    "node %d was removed but its store user could not be deleted (%s): its "
+                    "password still opens the store; remove the node's etcd user by hand",
+                    uid,
+                    exc.message,
+                )
+                return
+        await asyncio.sleep(SETTLE_POLL)
+
+
 async def _remove_locked(store: Store, snapshot: ClusterSnapshot, uid: int) -> Removal:
     stored = await store.get(model.node_key(uid))
     if stored is None:
@@ -173,6 +195,9 @@ async def _remove_locked(store: Store, snapshot: ClusterSnapshot, uid: int) -> R
         if not result.succeeded:
             raise NodeNotFound(f"node {uid} does not exist (it was just removed)")
     failpoint("remove.after_records")
+    # After the records: the node reads its `removed` marker with its own user first, and a
+    # retried removal (404 by now) could not come back to this step.
+    await _delete_store_user(store, uid)
     role = "learner" if member is not None and member.is_learner else "voter"
     removal = Removal(
         uid=uid,

@@ -332,6 +332,17 @@ def replaced_message(uid: int, cluster_name: str, by: NodeRecord) -> str:
     )
 
 
+def revoked_message(uid: int, cluster_name: str) -> str:
+    """For a node the store no longer lets in: its store user was deleted (removed) or given a
+    new password (replaced by another machine). It cannot read by whom: that is the point."""
+    return (
+        f"this node was node {uid} of cluster {cluster_name}, and while it was down it was "
+        "replaced by another machine or removed from the cluster: the cluster store refuses its "
+        "credentials. It did not rejoin or start its store member. To use this machine again: "
+        "stop the agent, wipe its data dir, start it and join the cluster as a new node"
+    )
+
+
 # --- marking down_since -------------------------------------------------------------------------
 
 

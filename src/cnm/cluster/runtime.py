@@ -23,6 +23,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from cnm.clock import iso, utc_now
 from cnm.cluster import model
@@ -37,12 +38,13 @@ from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.voters import VoterManager, voter_endpoints
 from cnm.cluster.writes import update_record
 from cnm.config import NodeConfig
-from cnm.errors import StoreError, StoreUnavailable
+from cnm.errors import StoreAccessRefused, StoreError, StoreUnavailable
 from cnm.logs import event
 from cnm.node.data_dir import ClusterTls, DataDir, etcd_member_dir
 from cnm.node.local_state import LocalState
 from cnm.store.base import Compare, Put, Store
 from cnm.store.etcd import EtcdStore, client_tls_context
+from cnm.store.etcd_auth import load_credentials
 from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess, remove_member_data
 from cnm.store.member import MemberExit, StoreMember
 
@@ -76,8 +78,17 @@ def member_spec(config: NodeConfig, local: LocalState, tls: ClusterTls) -> EtcdM
 
 
 def open_store(endpoints: tuple[str, ...], tls: ClusterTls) -> EtcdStore:
-    context = client_tls_context(str(tls.ca_file), str(tls.cert_file), str(tls.key_file))
-    return EtcdStore(endpoints, tls=context, timeout=3.0)
+    """A client of the store as this node: its certificate, and its etcd user once it has one
+    (the credentials file is read whenever a token is needed, so a file written later counts)."""
+    cert_file, key_file = tls.store_client_files()
+    context = client_tls_context(str(tls.ca_file), str(cert_file), str(key_file))
+    return EtcdStore(
+        endpoints,
+        tls=context,
+        timeout=3.0,
+        credentials=partial(load_credentials, tls.store_credentials_file),
+        admin_key=model.STORE_ADMIN_KEY,
+    )
 
 
 def etcd_member(binary: str, spec: EtcdMemberSpec) -> StoreMember:
@@ -287,7 +298,7 @@ class ClusterRuntime:
         tls = DataDir(self.config.data_dir).cluster_tls
         reload = getattr(self.store, "reload_certificate", None)
         if reload is not None:
-            reload(tls.cert_file, tls.key_file)
+            reload(*tls.store_client_files())
         for listener in self.certificate_listeners:
             listener()
 
@@ -409,6 +420,11 @@ class ClusterRuntime:
                     if self._liveness_missing():
                         await self._write_liveness()
                 answered = True
+            except StoreAccessRefused as exc:
+                # Its store user is gone (removed while cut off from the cluster) or has a new
+                # password (replaced): either way this node no longer belongs to the cluster.
+                log.warning("the cluster store refuses this node: %s; leaving", exc.message)
+                self.removed.set()
             except (StoreUnavailable, StoreError) as exc:
                 log.warning("liveness keep-alive failed: %s", exc.message)
             if answered is not reached:

@@ -11,6 +11,8 @@ bootstrap actions, the cluster runtime, `cnm local` and the test harness all ask
                                 (cluster.quorum: checks GET /v1/bootstrap while the store is down)
       tls/self/cert.pem, key.pem            the pre-bootstrap HTTPS certificate
       tls/cluster/ca.pem, node.pem, node.key  the cluster CA and this node's certificate from it
+      tls/cluster/store-user.json   this node's etcd user and password, 0600 (store/etcd_auth.py)
+      tls/cluster/store-client.pem, .key  the certificate its store client presents to etcd
       logs/etcd.log             the output of this node's etcd member
       agent.log                 the agent's output, when a supervisor (`cnm local`, the tests)
                                 redirects it there; the agent itself logs to stderr
@@ -81,6 +83,27 @@ class ClusterTls:
     @property
     def key_file(self) -> Path:
         return self.directory / "node.key"
+
+    @property
+    def store_credentials_file(self) -> Path:
+        """This node's etcd user and password (store/etcd_auth.py), 0600."""
+        return self.directory / "store-user.json"
+
+    @property
+    def store_cert_file(self) -> Path:
+        """The certificate the store client presents (no common name: pki.py)."""
+        return self.directory / "store-client.pem"
+
+    @property
+    def store_key_file(self) -> Path:
+        return self.directory / "store-client.key"
+
+    def store_client_files(self) -> tuple[Path, Path]:
+        """(certificate, key) the store client presents: the store client certificate once the
+        node has one (a store with authentication), else the node certificate."""
+        if self.store_cert_file.exists():
+            return self.store_cert_file, self.store_key_file
+        return self.cert_file, self.key_file
 
 
 def private_log(path: Path) -> BinaryIO:

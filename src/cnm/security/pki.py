@@ -350,6 +350,24 @@ def issue_node_cert(
     return CertKey(sign_node_csr(ca, csr_pem, uid=uid, sans=sans, lifetime=lifetime), key_pem)
 
 
+def issue_store_client_cert(ca: CertKey, uid: int) -> CertKey:
+    """Node `uid`'s client certificate towards etcd's JSON gateway, with a new key. It has no
+    common name: once etcd authentication is on, the gateway refuses any client certificate
+    that has one (it cannot pass the name on as an etcd user). It names no user and no address,
+    so it opens nothing by itself: the node's etcd password does (store/etcd_auth.py). It lives
+    as long as the CA, so nothing has to renew it."""
+    key = _new_key()
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cnm"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"store client of node {uid}"),
+        ]
+    )
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    cert = _certify(ca, csr, subject, None, timedelta(days=36500))
+    return CertKey(cert, _key_pem(key))
+
+
 # --- fingerprints and verification ------------------------------------------------------------
 
 

@@ -264,6 +264,25 @@ class Store(abc.ABC):
     async def close(self) -> None:
         """Release connections. The store itself is untouched."""
 
+    # Access control: each node its own store user (store/etcd_auth.py). A backend without
+    # access control (in memory) keeps nothing and refuses nothing.
+
+    async def enable_access_control(
+        self, admin_password: str, prefix: str, node_users: Sequence[tuple[str, str]]
+    ) -> None:
+        """Switch access control on in a new store: an administrator (member changes, users)
+        with `admin_password`, and `node_users` (name, password), who may read and write under
+        `prefix` only."""
+        del admin_password, prefix, node_users
+
+    async def put_store_user(self, name: str, password: str) -> None:
+        """Create node user `name`, or give it a new password (the old one opens nothing)."""
+        del name, password
+
+    async def delete_store_user(self, name: str) -> None:
+        """Delete node user `name`: its password opens nothing any more. Retryable."""
+        del name
+
     async def create(self, key: str, value: bytes, *, lease: int = 0) -> bool:
         """Put `key` only if it does not exist. Atomic compare-and-set."""
         result = await self.txn([Compare.absent(key)], [Put(key, value, lease)])

@@ -8,20 +8,27 @@ because versions differ in the status they send. The gateway's JSON omits false 
 
 Every call has a timeout; transport failures become `StoreUnavailable` and the next endpoint is
 tried, so a client keeps working while any listed member is reachable.
+
+With etcd authentication on (store/etcd_auth.py), each call carries a token of this node's own
+etcd user, got lazily per endpoint (a simple token is a member's: another member may not know
+it) and got again once when etcd calls it invalid (expired after 300 s idle, or auth switched on
+since). Member changes and user administration run in a `root` session instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from cnm.errors import StoreError, StoreUnavailable
+from cnm.errors import StoreAccessRefused, StoreError, StoreUnavailable
+from cnm.store import etcd_auth
 from cnm.store.base import (
     Compare,
     CompareTarget,
@@ -39,6 +46,7 @@ from cnm.store.base import (
     WatchEvent,
     prefix_end,
 )
+from cnm.store.etcd_auth import StoreCredentials
 
 # gRPC codes that mean "the cluster cannot serve right now" (no leader, timeout, stopping).
 _UNAVAILABLE_CODES = {4, 14}
@@ -65,6 +73,10 @@ _MEMBERSHIP_REFUSALS = (
 _NOT_IN_SYNC = "in sync with leader"
 _MEMBER_NOT_FOUND = "member not found"
 _LEASE_NOT_FOUND = "lease not found"
+# etcd refuses a call whose permission was checked at one auth revision and applied at a later
+# one (a user or role changed in between: joins and removals make such changes) without
+# applying it; it is sent again this many times.
+_AUTH_RACE_RETRIES = 8
 
 
 def membership_refusal(error: StoreError) -> MembershipChangeRefused | None:
@@ -152,7 +164,12 @@ class EtcdStore(Store):
         *,
         tls: ssl.SSLContext | None,
         timeout: float = 5.0,
+        credentials: Callable[[], StoreCredentials | None] | None = None,
+        admin_key: str | None = None,
     ) -> None:
+        """`credentials` gives this node's etcd user (read when a token is needed; None: no
+        auth). `admin_key` is the store key holding the `root` password, for member changes
+        and user administration."""
         if not endpoints:
             raise ValueError("EtcdStore needs at least one endpoint")
         self._endpoints = list(endpoints)
@@ -163,6 +180,12 @@ class EtcdStore(Store):
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
         )
+        self._credentials = credentials
+        self._node: StoreCredentials | None = None
+        self._admin_key = admin_key
+        self._admin_password: str | None = None
+        # (endpoint, user) -> token; "" where that member said auth is off (send none).
+        self._tokens: dict[tuple[str, str], str] = {}
 
     @property
     def endpoints(self) -> list[str]:
@@ -179,17 +202,24 @@ class EtcdStore(Store):
         if endpoints:
             self._endpoints = list(endpoints)
 
-    async def _call(self, path: str, body: dict[str, Any], *, timeout: float | None = None) -> Any:
+    async def _call(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        admin: bool = False,
+    ) -> Any:
         failures: list[str] = []
+        credentials = await self._admin_credentials() if admin else self._node_credentials()
         for index, endpoint in enumerate(list(self._endpoints)):
             try:
-                response = await self._http.post(
-                    endpoint + path, json=body, timeout=timeout or self._timeout
+                answer = await self._authorized(
+                    endpoint, path, body, timeout or self._timeout, credentials
                 )
             except httpx.TransportError as exc:
                 failures.append(f"{endpoint}: {type(exc).__name__} {exc}".strip())
                 continue
-            answer = self._decode(endpoint, path, response)
             if index:
                 # Prefer the endpoint that answered next time.
                 self._endpoints.insert(0, self._endpoints.pop(index))
@@ -197,6 +227,101 @@ class EtcdStore(Store):
         raise StoreUnavailable(
             "cluster store unreachable: " + "; ".join(failures), endpoints=self._endpoints
         )
+
+    async def _authorized(
+        self,
+        endpoint: str,
+        path: str,
+        body: dict[str, Any],
+        timeout: float,
+        credentials: StoreCredentials | None,
+    ) -> Any:
+        """One call at one endpoint, with a token of `credentials` when etcd wants one."""
+        fresh = renewed = False
+        for attempt in range(_AUTH_RACE_RETRIES + 1):
+            headers = await self._auth_headers(endpoint, credentials, timeout, fresh=fresh)
+            fresh = False
+            response = await self._http.post(
+                endpoint + path, json=body, timeout=timeout, headers=headers
+            )
+            try:
+                return self._decode(endpoint, path, response)
+            except StoreError as exc:
+                if credentials is None or attempt == _AUTH_RACE_RETRIES:
+                    raise
+                if etcd_auth.auth_changed_meanwhile(exc):
+                    # Refused before it was applied: the same call again is safe.
+                    await asyncio.sleep(0.005 * (attempt + 1))
+                    continue
+                if renewed or not etcd_auth.token_refused(exc):
+                    raise
+                fresh = renewed = True
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _auth_headers(
+        self,
+        endpoint: str,
+        credentials: StoreCredentials | None,
+        timeout: float,
+        *,
+        fresh: bool = False,
+    ) -> dict[str, str] | None:
+        if credentials is None:
+            return None
+        slot = (endpoint, credentials.user)
+        token = None if fresh else self._tokens.get(slot)
+        if token is None:
+            token = await self._authenticate(endpoint, credentials, timeout)
+            self._tokens[slot] = token
+        return {"Authorization": token} if token else None
+
+    async def _authenticate(
+        self, endpoint: str, credentials: StoreCredentials, timeout: float
+    ) -> str:
+        """A token of `credentials` from the member at `endpoint`; "" when its auth is off."""
+        path = "/v3/auth/authenticate"
+        body = {"name": credentials.user, "password": credentials.password}
+        response = await self._http.post(endpoint + path, json=body, timeout=timeout)
+        try:
+            answer = self._decode(endpoint, path, response)
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            lowered = exc.message.lower()
+            if etcd_auth.AUTH_NOT_ENABLED in lowered:
+                return ""
+            if etcd_auth.AUTH_FAILED in lowered:
+                if credentials.user == etcd_auth.ROOT_USER:
+                    self._admin_password = None  # read it again next time
+                    raise StoreError(
+                        f"etcd at {endpoint} refused the store administrator's password kept "
+                        "in the store; retry (a recovered store has a new one)"
+                    ) from None
+                raise StoreAccessRefused(
+                    f"etcd at {endpoint} refused the credentials of store user "
+                    f"{credentials.user!r}: it was removed from the store (its node removed "
+                    "or replaced)"
+                ) from None
+            raise
+        return str(answer.get("token") or "")
+
+    def _node_credentials(self) -> StoreCredentials | None:
+        # Read once they exist (a file read per call would cost every call); until then, asked
+        # at each call, since create and join write them while the client is open.
+        if self._node is None and self._credentials is not None:
+            self._node = self._credentials()
+        return self._node
+
+    async def _admin_credentials(self) -> StoreCredentials | None:
+        """The `root` session's credentials: its password read (as this node) from the store;
+        this node's own when there is none (a store without auth)."""
+        if self._admin_password is None and self._admin_key is not None:
+            found = await self.get(self._admin_key)
+            if found is not None:
+                self._admin_password = etcd_auth.admin_password(found.value)
+        if self._admin_password is None:
+            return self._node_credentials()
+        return StoreCredentials(etcd_auth.ROOT_USER, self._admin_password)
 
     @staticmethod
     def _decode(endpoint: str, path: str, response: httpx.Response) -> Any:
@@ -289,19 +414,23 @@ class EtcdStore(Store):
         endpoint = self._endpoints[0]
         # No read timeout: a quiet watch is healthy. Connect and write still time out.
         timeout = httpx.Timeout(self._timeout, read=None)
+        credentials = self._node_credentials()
         try:
+            headers = await self._auth_headers(endpoint, credentials, self._timeout)
             async with self._http.stream(
-                "POST", endpoint + "/v3/watch", json=request, timeout=timeout
+                "POST", endpoint + "/v3/watch", json=request, timeout=timeout, headers=headers
             ) as response:
                 async for line in response.aiter_lines():
                     if not line.strip():
                         continue
                     message = json.loads(line)
                     if "error" in message:
+                        self._watch_refused(endpoint, credentials, str(message["error"]))
                         raise StoreUnavailable(f"etcd watch at {endpoint}: {message['error']}")
                     result = message.get("result", {})
                     if result.get("canceled"):
-                        reason = result.get("cancel_reason", "canceled")
+                        reason = str(result.get("cancel_reason", "canceled"))
+                        self._watch_refused(endpoint, credentials, reason)
                         raise StoreUnavailable(f"etcd watch at {endpoint} ended: {reason}")
                     for raw in result.get("events") or []:
                         kind = EventType(raw.get("type", "PUT"))
@@ -309,6 +438,13 @@ class EtcdStore(Store):
         except httpx.TransportError as exc:
             raise StoreUnavailable(f"etcd watch at {endpoint} broke: {exc}") from exc
         raise StoreUnavailable(f"etcd watch at {endpoint} closed by the server")
+
+    def _watch_refused(
+        self, endpoint: str, credentials: StoreCredentials | None, reason: str
+    ) -> None:
+        """A watch refused for its token: the caller's next watch gets a new one."""
+        if credentials is not None and etcd_auth.token_refused(StoreError(reason)):
+            self._tokens.pop((endpoint, credentials.user), None)
 
     async def member_list(self) -> list[Member]:
         answer = await self._call("/v3/cluster/member/list", {})
@@ -319,7 +455,7 @@ class EtcdStore(Store):
         if learner:
             body["isLearner"] = True
         try:
-            answer = await self._call("/v3/cluster/member/add", body)
+            answer = await self._call("/v3/cluster/member/add", body, admin=True)
         except StoreError as exc:
             # "unhealthy cluster" comes as gRPC Unavailable, hence StoreUnavailable: a refusal all
             # the same (etcd answered), so it is translated too.
@@ -333,7 +469,7 @@ class EtcdStore(Store):
 
     async def member_promote(self, member_id: int) -> bool:
         try:
-            await self._call("/v3/cluster/member/promote", {"ID": str(member_id)})
+            await self._call("/v3/cluster/member/promote", {"ID": str(member_id)}, admin=True)
         except StoreError as exc:
             if _NOT_IN_SYNC in exc.message:
                 return False
@@ -345,7 +481,7 @@ class EtcdStore(Store):
 
     async def member_remove(self, member_id: int) -> None:
         try:
-            await self._call("/v3/cluster/member/remove", {"ID": str(member_id)})
+            await self._call("/v3/cluster/member/remove", {"ID": str(member_id)}, admin=True)
         except StoreError as exc:
             if _MEMBER_NOT_FOUND in exc.message:
                 return
@@ -353,6 +489,56 @@ class EtcdStore(Store):
             if refusal is None:
                 raise
             raise refusal from exc
+
+    # --- access control (store/etcd_auth.py) ---------------------------------------------------
+
+    async def enable_access_control(
+        self, admin_password: str, prefix: str, node_users: Sequence[tuple[str, str]]
+    ) -> None:
+        """Switch etcd authentication on: the `root` user with `admin_password`, the node role
+        with read and write on `prefix`, `node_users` (name, password) with that role. Run
+        before auth is on (a new store); every step tolerates an earlier attempt's."""
+        role = etcd_auth.NODE_ROLE
+        await self._tolerant("/v3/auth/role/add", {"name": role}, etcd_auth.ROLE_EXISTS)
+        permission = {"permType": "READWRITE", **_range_body(prefix, True)}
+        await self._call("/v3/auth/role/grant", {"name": role, "perm": permission})
+        for name, password in node_users:
+            await self._set_user(name, password, role)
+        await self._set_user(etcd_auth.ROOT_USER, admin_password, etcd_auth.ROOT_ROLE)
+        await self._call("/v3/auth/enable", {})
+        # Tokens of "auth is off" are stale now.
+        self._tokens.clear()
+        self._admin_password = admin_password
+
+    async def put_store_user(self, name: str, password: str) -> None:
+        """Create the etcd user `name` with the node role, or give it a new password (which
+        ends the sessions of the old one). As `root`."""
+        await self._set_user(name, password, etcd_auth.NODE_ROLE, admin=True)
+
+    async def delete_store_user(self, name: str) -> None:
+        """Delete the etcd user `name` (ends its sessions); one already gone is no error."""
+        await self._tolerant(
+            "/v3/auth/user/delete", {"name": name}, etcd_auth.USER_NOT_FOUND, admin=True
+        )
+
+    async def _set_user(self, name: str, password: str, role: str, *, admin: bool = False) -> None:
+        body = {"name": name, "password": password}
+        try:
+            await self._call("/v3/auth/user/add", body, admin=admin)
+        except StoreError as exc:
+            if etcd_auth.USER_EXISTS not in exc.message.lower():
+                raise
+            await self._call("/v3/auth/user/changepw", body, admin=admin)
+        await self._call("/v3/auth/user/grant", {"user": name, "role": role}, admin=admin)
+
+    async def _tolerant(
+        self, path: str, body: dict[str, Any], tolerated: str, *, admin: bool = False
+    ) -> None:
+        try:
+            await self._call(path, body, admin=admin)
+        except StoreError as exc:
+            if tolerated not in exc.message.lower() or isinstance(exc, StoreUnavailable):
+                raise
 
     async def leader(self) -> str:
         answer = await self._call("/v3/maintenance/status", {})

@@ -107,6 +107,11 @@ def etcd_arguments(binary: str, spec: EtcdMemberSpec) -> list[str]:
         # grows with every write until etcd's space quota stops the cluster.
         "--auto-compaction-mode=periodic",
         "--auto-compaction-retention=1h",
+        # Authentication (store/etcd_auth.py): simple tokens, 300 s after their last use. The
+        # passwords are 256 random bits, which no offline guessing finds at any bcrypt cost, so
+        # the lowest cost keeps each authenticate (and thus each join) cheap.
+        "--auth-token=simple",
+        "--bcrypt-cost=4",
     ]
 
 

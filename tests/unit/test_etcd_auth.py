@@ -1,0 +1,174 @@
+"""`EtcdStore` with etcd authentication on, against a real etcd 3.4 (store/etcd_auth.py).
+
+One etcd per test (each switches auth on in its own store): the client authenticates lazily,
+gets a new token once when etcd calls its token invalid, takes a `root` session for member
+changes and users only, and says `StoreAccessRefused` once its own user is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from cnm.errors import StoreAccessRefused, StoreError
+from cnm.security import pki
+from cnm.store import etcd_auth
+from cnm.store.base import EventType
+from cnm.store.etcd import EtcdStore, client_tls_context
+from cnm.store.etcd_auth import StoreCredentials
+from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess
+from harness.addresses import claim_address, release_address
+
+ADMIN_KEY = "/cnm/secrets/store-admin"
+
+
+@dataclass
+class Secured:
+    url: str
+    ca_file: Path
+    cert: tuple[Path, Path]
+    node: StoreCredentials
+
+    def client(self, credentials: StoreCredentials | None) -> EtcdStore:
+        context = client_tls_context(str(self.ca_file), str(self.cert[0]), str(self.cert[1]))
+        return EtcdStore(
+            [self.url],
+            tls=context,
+            timeout=3.0,
+            credentials=lambda: credentials,
+            admin_key=ADMIN_KEY,
+        )
+
+
+@pytest_asyncio.fixture
+async def secured(tmp_path: Path) -> AsyncIterator[Secured]:
+    """A one-member etcd with auth on: root, the node role, user node:1; the admin password
+    in the store as cnm keeps it."""
+    binary = shutil.which("etcd")
+    assert binary is not None
+    addr = claim_address()
+    ca = pki.make_ca("etcd-auth")
+    member_cert = pki.issue_node_cert(ca, 1, [addr])
+    client_cert = pki.issue_store_client_cert(ca, 1)
+    files = {}
+    for name, cert in (("member", member_cert), ("client", client_cert)):
+        files[name] = (tmp_path / f"{name}.pem", tmp_path / f"{name}.key")
+        pki.write_public(files[name][0], cert.cert_pem)
+        pki.write_private(files[name][1], cert.key_pem)
+    ca_file = tmp_path / "ca.pem"
+    pki.write_public(ca_file, ca.cert_pem)
+    spec = EtcdMemberSpec(
+        name="auth",
+        data_dir=tmp_path / "member",
+        addr=addr,
+        client_port=2379,
+        peer_port=2380,
+        ca_file=ca_file,
+        cert_file=files["member"][0],
+        key_file=files["member"][1],
+        initial_cluster=f"auth=https://{addr}:2380",
+        initial_state="new",
+        cluster_token=uuid.uuid4().hex,
+        log_file=tmp_path / "etcd.log",
+    )
+    etcd = EtcdProcess(binary, spec)
+    node = StoreCredentials("node:1", etcd_auth.new_password())
+    setup = Secured(spec.client_url, ca_file, files["client"], node)
+    try:
+        await etcd.start()
+        store = setup.client(node)
+        try:
+            await etcd.wait_ready(store)
+            admin = etcd_auth.new_password()
+            await store.enable_access_control(admin, "/cnm/", [(node.user, node.password)])
+            await store.put(ADMIN_KEY, etcd_auth.admin_document(admin))
+        finally:
+            await store.close()
+        yield setup
+    finally:
+        await etcd.stop()
+        release_address(addr)
+
+
+async def test_a_node_reads_and_writes_its_keys_with_a_token_and_nothing_else(
+    secured: Secured,
+) -> None:
+    store = secured.client(secured.node)
+    anonymous = secured.client(None)
+    try:
+        await store.put("/cnm/a", b"1")
+        found = await store.get("/cnm/a")
+        assert found is not None and found.value == b"1"
+        with pytest.raises(StoreError, match="permission denied"):
+            await store.put("/outside", b"1")
+        with pytest.raises(StoreError, match="user name is empty"):
+            await anonymous.get("/cnm/a")
+    finally:
+        await store.close()
+        await anonymous.close()
+
+
+async def test_an_invalid_token_is_replaced_once_and_the_call_goes_through(
+    secured: Secured,
+) -> None:
+    store = secured.client(secured.node)
+    try:
+        await store.put("/cnm/b", b"1")
+        slot = (secured.url, secured.node.user)
+        first = store._tokens[slot]
+        store._tokens[slot] = "forged.1"  # what an expired token looks like to etcd
+        assert (await store.get("/cnm/b")) is not None
+        assert store._tokens[slot] not in ("forged.1", first)
+    finally:
+        await store.close()
+
+
+async def test_watches_carry_the_token(secured: Secured) -> None:
+    store = secured.client(secured.node)
+    try:
+        _, revision = await store.get_prefix("/cnm/w/")
+        stream = store.watch_prefix("/cnm/w/", start_revision=revision + 1)
+        await store.put("/cnm/w/x", b"1")
+        async with asyncio.timeout(5):
+            event = await anext(aiter(stream))
+        assert event.type is EventType.PUT and event.kv.key == "/cnm/w/x"
+        await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        await store.close()
+
+
+async def test_member_changes_and_users_run_as_root_and_a_deleted_user_is_refused(
+    secured: Secured,
+) -> None:
+    store = secured.client(secured.node)
+    try:
+        # A node's member list needs no root; adding a user does, and works through the client.
+        assert len(await store.member_list()) == 1
+        other = StoreCredentials("node:2", etcd_auth.new_password())
+        await store.put_store_user(other.user, other.password)
+        second = secured.client(other)
+        try:
+            await second.put("/cnm/c", b"2")
+            # A new password ends the old one (a replacement of uid 2).
+            await store.put_store_user(other.user, etcd_auth.new_password())
+            second._tokens.clear()
+            with pytest.raises(StoreAccessRefused):
+                await second.get("/cnm/c")
+            await store.delete_store_user(other.user)
+            await store.delete_store_user(other.user)  # gone already: no error
+            with pytest.raises(StoreAccessRefused):
+                await second.get("/cnm/c")
+        finally:
+            await second.close()
+        # The node's own token is no root token: asked directly, etcd refuses it.
+        with pytest.raises(StoreError, match="permission denied"):
+            await store._call("/v3/auth/user/add", {"name": "x", "password": "y"})
+    finally:
+        await store.close()
