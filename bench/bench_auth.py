@@ -42,14 +42,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from common import (
     AgentFactory,
     Stats,
     Target,
+    admin_jwt,
     base_parser,
-    basic,
     machine_info,
     machine_line,
     table,
@@ -94,15 +92,8 @@ def setup(factory: AgentFactory) -> tuple[str, str, str, int]:
     if status["bootstrap_status"]["state"] != "completed":
         raise RuntimeError(f"create_cluster failed: {status}")
     idle = factory.start()
-    answer = httpx.post(
-        member.http_url + "/v1/users/authorize",
-        json={"ttl": 86_400},
-        headers=basic(*ADMIN),
-        timeout=10,
-    )
-    answer.raise_for_status()
     assert member.process is not None
-    return member.addr, idle.addr, str(answer.json()["access_token"]), member.process.pid
+    return member.addr, idle.addr, admin_jwt(member), member.process.pid
 
 
 def variants(member: str, idle: str, token: str) -> list[Variant]:

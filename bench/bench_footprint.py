@@ -47,9 +47,10 @@ from common import (
     stats_row,
     table,
     target_lines,
+    three_voter_cluster,
 )
 from harness.agents import Agent
-from harness.bodies import ADMIN, create_body, join_body
+from harness.bodies import ADMIN
 from harness.polling import eventually
 
 RSS_LIMIT_MIB = 55.0
@@ -131,27 +132,6 @@ def restart(agent: Agent, timeout: float) -> tuple[float, float]:
     return status, cluster
 
 
-def make_cluster(factory: AgentFactory) -> list[Agent]:
-    agents = [factory.make(f"node{i}") for i in (1, 2, 3)]
-    for agent in agents:
-        agent.start(wait=False)
-    for agent in agents:
-        agent.wait_serving(timeout=60)
-    first = agents[0]
-    first.post("/v1/bootstrap/create_cluster", create_body("bench-footprint.example.com"))
-    first.wait_state("completed", auth=ADMIN, timeout=60)
-    for joiner in agents[1:]:
-        joiner.post("/v1/bootstrap/join_cluster", join_body([first.addr]))
-        joiner.wait_state("completed", auth=ADMIN, timeout=60)
-
-    def three_voters() -> bool:
-        nodes = first.get("/v1/nodes", auth=ADMIN).json()
-        return [n.get("store_role") for n in nodes] == ["voter"] * 3
-
-    eventually(three_voters, timeout=60, message="three voters")
-    return agents
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0] if __doc__ else "", default_runs=5)
     parser.add_argument("--settle", type=float, default=3.0, help="idle seconds before RSS")
@@ -181,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         assert idle.process is not None
         memory["agent before bootstrap, restarted"] = [rss_mib(idle.process.pid)]
         idle.stop()
-        agents = make_cluster(factory)
+        agents = three_voter_cluster(factory, "bench-footprint.example.com")
         time.sleep(args.settle)
         memory["agent in a 3-node cluster"] = [
             rss_mib(a.process.pid) for a in agents if a.process is not None

@@ -36,30 +36,13 @@ from common import (
     stats_row,
     table,
     target_lines,
+    three_voter_cluster,
 )
 from harness.agents import Agent
-from harness.bodies import ADMIN, create_body, join_body
-from harness.polling import eventually
+from harness.bodies import ADMIN
 
 POLL_INTERVAL = 0.05
 TARGET_SECONDS = 10.0
-
-
-def make_cluster(factory: AgentFactory) -> list[Agent]:
-    agents = [factory.start(f"node{i}") for i in (1, 2, 3)]
-    first = agents[0]
-    first.post("/v1/bootstrap/create_cluster", create_body("bench-restart.example.com"))
-    first.wait_state("completed", auth=ADMIN, timeout=60)
-    for joiner in agents[1:]:
-        joiner.post("/v1/bootstrap/join_cluster", join_body([first.addr]))
-        joiner.wait_state("completed", auth=ADMIN, timeout=60)
-
-    def three_voters() -> bool:
-        nodes = first.get("/v1/nodes", auth=ADMIN).json()
-        return [n.get("store_role") for n in nodes] == ["voter"] * 3
-
-    eventually(three_voters, timeout=60, message="three voters")
-    return agents
 
 
 def all_active(agents: list[Agent]) -> bool:
@@ -122,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     serving: list[float] = []
     failures: list[str] = []
     try:
-        agents = make_cluster(factory)
+        agents = three_voter_cluster(factory, "bench-restart.example.com")
         for index in range(args.runs):
             try:
                 up, done = one_restart(agents, args.timeout)

@@ -45,8 +45,8 @@ from common import (
     Agent,
     AgentFactory,
     Target,
+    admin_jwt,
     base_parser,
-    basic,
     claimed_addresses,
     cpu_seconds,
     finish,
@@ -104,14 +104,7 @@ def start_agents(factory: AgentFactory, prefix: list[str]) -> tuple[Agent, Agent
     status = member.wait_state("completed", "error", auth=ADMIN, timeout=60)
     if status["bootstrap_status"]["state"] != "completed":
         raise RuntimeError(f"create_cluster failed: {status}")
-    answer = httpx.post(
-        member.http_url + "/v1/users/authorize",
-        json={"ttl": 86_400},
-        headers=basic(*ADMIN),
-        timeout=10,
-    )
-    answer.raise_for_status()
-    return idle, member, str(answer.json()["access_token"])
+    return idle, member, admin_jwt(member)
 
 
 def start_bare(base: Path, addr: str, body: bytes, prefix: list[str]) -> subprocess.Popen[bytes]:

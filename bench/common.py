@@ -30,11 +30,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
+
 from cnm.node.data_dir import ClusterTls
 from cnm.security import pki
 from cnm.store.etcd_process import EtcdMemberSpec
 from harness.addresses import claim_address, release_address
 from harness.agents import Agent, AgentFactory, basic, etcd_pids_under
+from harness.bodies import ADMIN, create_body, join_body
+from harness.polling import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +51,7 @@ __all__ = [
     "RunFailed",
     "Stats",
     "Target",
+    "admin_jwt",
     "base_parser",
     "basic",
     "begin",
@@ -71,6 +76,7 @@ __all__ = [
     "stats_segment",
     "table",
     "target_lines",
+    "three_voter_cluster",
     "write_json",
 ]
 
@@ -412,3 +418,38 @@ def machine_busy_seconds() -> float:
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     # Fields 8 and 9 (guest time) are already counted in user and nice.
     return (sum(fields[:8]) - idle) / _CLOCK_TICKS
+
+
+def three_voter_cluster(factory: AgentFactory, name: str) -> list[Agent]:
+    """Three agents started at once; the first creates cluster `name`, the others join it one
+    by one; returns once the store has its three voters (untimed set-up of a benchmark)."""
+    agents = [factory.make(f"node{i}") for i in (1, 2, 3)]
+    for agent in agents:
+        agent.start(wait=False)
+    for agent in agents:
+        agent.wait_serving(timeout=60)
+    first = agents[0]
+    first.post("/v1/bootstrap/create_cluster", create_body(name))
+    first.wait_state("completed", auth=ADMIN, timeout=60)
+    for joiner in agents[1:]:
+        joiner.post("/v1/bootstrap/join_cluster", join_body([first.addr]))
+        joiner.wait_state("completed", auth=ADMIN, timeout=60)
+
+    def three_voters() -> bool:
+        nodes = first.get("/v1/nodes", auth=ADMIN).json()
+        return [n.get("store_role") for n in nodes] == ["voter"] * 3
+
+    eventually(three_voters, timeout=60, message="three voters")
+    return agents
+
+
+def admin_jwt(member: Agent) -> str:
+    """A day-long JWT of the admin from `member`'s POST /v1/users/authorize (Basic auth)."""
+    answer = httpx.post(
+        member.http_url + "/v1/users/authorize",
+        json={"ttl": 86_400},
+        headers=basic(*ADMIN),
+        timeout=10,
+    )
+    answer.raise_for_status()
+    return str(answer.json()["access_token"])
