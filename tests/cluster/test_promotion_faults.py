@@ -20,7 +20,6 @@ must reach 5 voters whose etcd members are exactly the running nodes, records ag
 from __future__ import annotations
 
 import base64
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,12 +46,29 @@ def _etcd(agent: Agent, path: str, body: dict[str, Any]) -> dict[str, Any]:
 
 def assert_quorum(through: Agent, label: str) -> None:
     """A linearizable write through `through`'s etcd commits within 15 s: the store has a
-    quorum (an election after a leader's death takes about one election timeout)."""
-    key = base64.b64encode(f"/cnm/test/quorum/{label}".encode()).decode()
-    value = base64.b64encode(str(time.time()).encode()).decode()
+    quorum (an election after a leader's death takes about one election timeout). The write
+    puts the cluster record back unchanged, only where it is still the one read (a node may
+    write it meanwhile): the node's etcd user may write only cnm's keys, and every key there
+    is a record the agents decode."""
+    key = base64.b64encode(b"/cnm/cluster").decode()
 
     def written() -> bool:
-        answer = _etcd(through, "/v3/kv/put", {"key": key, "value": value})
+        current = _etcd(through, "/v3/kv/range", {"key": key})["kvs"][0]
+        answer = _etcd(
+            through,
+            "/v3/kv/txn",
+            {
+                "compare": [
+                    {
+                        "key": key,
+                        "target": "MOD",
+                        "result": "EQUAL",
+                        "mod_revision": current["mod_revision"],
+                    }
+                ],
+                "success": [{"request_put": {"key": key, "value": current["value"]}}],
+            },
+        )
         return "header" in answer
 
     eventually(written, timeout=15, interval=0.2, message=f"a store write ({label})")

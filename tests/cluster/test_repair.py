@@ -118,7 +118,7 @@ def test_a_killed_node_is_replaced_and_the_old_one_stays_out(agents: AgentFactor
     second.start()
     status = second.wait_state("completed", "error")["bootstrap_status"]
     assert status["state"] == "error", status
-    assert status["error_details"]["error_code"] == "config_error", status
+    assert status["error_code"] == "config_error", status
     message = status["error_details"]["message"]
     assert "replaced by another machine" in message and "wipe" in message
     assert second.layout.local_state_file.exists()

@@ -140,7 +140,11 @@ class BootstrapManager:
         """Apply the decision table; returns the decision as a sentence for the log."""
         data = DataDir(self.config.data_dir)
         if data.leaving_file.exists():
-            # The agent stopped while this removed node wiped its cluster data: finish it.
+            # The agent stopped while this removed node left: finish it. Its store member's
+            # data goes first, while the local state still says where it is.
+            leaving = LocalState.load(self.config.data_dir)
+            if leaving is not None and leaving.ccs_persistent_path:
+                shutil.rmtree(etcd_member_dir(leaving.ccs_persistent_path), ignore_errors=True)
             self._finish_leaving(data)
             self._set(BootstrapStatus())
             data.leaving_file.unlink(missing_ok=True)
@@ -229,19 +233,21 @@ class BootstrapManager:
             return
         # From here on the API serves the pre-bootstrap surface (no_cluster for cluster routes).
         self.runtime = None
+        data = DataDir(self.config.data_dir)
+        # The `leaving` marker first: once removed, this node's store user is deleted, so after a
+        # crash from here on a restart could not read that it was removed; the marker tells it
+        # to finish leaving (`restore`) instead of reporting its credentials refused.
+        data.leaving_file.touch()
         try:
             await runtime.stop()
         except Exception as exc:  # the store it stops talking to may be gone: go on leaving
             log.warning("stopping the cluster runtime while leaving: %s", exc)
         failpoint("leave.after_runtime_stopped")
         local = runtime.local
-        data = DataDir(self.config.data_dir)
         # Order matters for a crash in the middle: the store member's data goes while the local
-        # state still says where it is (a restart then resumes and leaves again); from the
-        # `leaving` marker on, a restart finishes the wipe and goes idle (`restore`).
+        # state still says where it is (a restart under the marker removes it again first).
         if local.ccs_persistent_path:
             shutil.rmtree(etcd_member_dir(local.ccs_persistent_path), ignore_errors=True)
-        data.leaving_file.touch()
         self._finish_leaving(data)
         failpoint("leave.after_wipe")
         self._set(BootstrapStatus())

@@ -246,6 +246,7 @@ class ClusterRuntime:
             start_member=self.start_member,
         )
         self.snapshot.add_listener(self._on_change)
+        self.snapshot.on_refused = self.removed.set
         # Removed while this node was stopped: the snapshot loaded at resume holds the marker.
         if self.snapshot.removed(self.local.node_uid) is not None:
             self.removed.set()

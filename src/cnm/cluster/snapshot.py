@@ -38,7 +38,7 @@ from cnm.cluster.records import (
     UserRecord,
     decode_at,
 )
-from cnm.errors import StoreError, StoreUnavailable
+from cnm.errors import StoreAccessRefused, StoreError, StoreUnavailable
 from cnm.store.base import EventType, Store
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,10 @@ class ClusterSnapshot:
         stale_after: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        # Called when the store refuses this node's credentials (its etcd user was deleted or
+        # given a new password): the runtime leaves. A lease keep-alive is not checked by etcd's
+        # auth, so the watch is where a running node learns it.
+        self.on_refused: Callable[[], None] | None = None
         self._store = store
         self._records: dict[str, Record] = {}
         self._revision = 0
@@ -246,6 +250,12 @@ class ClusterSnapshot:
                 reload = True
                 backoff = 0.1
                 await self._watch()
+            except StoreAccessRefused as exc:
+                log.warning("cluster store watch refused: %s", exc.message)
+                if self.on_refused is not None:
+                    self.on_refused()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
             except (StoreUnavailable, StoreError) as exc:
                 log.warning("cluster store watch interrupted: %s; retrying", exc.message)
                 await asyncio.sleep(backoff)
