@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import contextlib
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -40,7 +39,6 @@ import httpx
 from agent_logs import bootstrap_state, etcd_log_times, event_times, is_event
 from cnm.cluster.runtime import open_store
 from cnm.errors import StoreError, StoreUnavailable
-from cnm.security import pki
 from cnm.store.etcd_process import EtcdProcess
 from common import (
     BREAKDOWN_HEADERS,
@@ -54,8 +52,7 @@ from common import (
     begin,
     claimed_addresses,
     finish,
-    member_spec,
-    node_tls,
+    lone_member,
     now,
     phase_line,
     segment_rows,
@@ -191,17 +188,7 @@ def _create(url: str, timeout: float) -> tuple[float, dict[str, float]]:
 
 
 async def _bare_etcd(addr: str, directory: Path, timeout: float) -> float:
-    tls = node_tls(directory / "tls", pki.make_ca("bench"), addr, [addr, socket.gethostname()])
-    spec = member_spec(
-        "node-1",
-        addr,
-        tls,
-        data_dir=directory / "etcd",
-        log_file=directory / "etcd.log",
-        initial_cluster=f"node-1=https://{addr}:2380",
-        initial_state="new",
-        token=str(uuid.uuid4()),
-    )
+    tls, spec = lone_member(directory, addr, "node-1", str(uuid.uuid4()))
     etcd = EtcdProcess("etcd", spec)
     store = open_store((spec.client_url,), tls)
     try:

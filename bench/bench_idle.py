@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import concurrent.futures
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,6 @@ from typing import Any
 
 from cnm.cluster.health import upkeep_interval
 from cnm.cluster.runtime import open_store
-from cnm.security import pki
 from cnm.store.etcd_process import etcd_arguments
 from common import (
     Agent,
@@ -56,11 +54,10 @@ from common import (
     etcd_missing,
     etcd_pids_under,
     finish,
+    lone_member,
     machine_busy_seconds,
     machine_info,
     machine_line,
-    member_spec,
-    node_tls,
     now,
     start_agents,
     table,
@@ -96,17 +93,7 @@ def _sizes(text: str) -> list[int]:
 
 def start_bare_etcd(directory: Path, addr: str) -> subprocess.Popen[bytes]:
     """A one-member etcd as cnm launches its own, but with etcd's default raft timing."""
-    tls = node_tls(directory / "tls", pki.make_ca("bench"), addr, [addr, socket.gethostname()])
-    spec = member_spec(
-        "bare",
-        addr,
-        tls,
-        data_dir=directory / "etcd",
-        log_file=directory / "etcd.log",
-        initial_cluster=f"bare=https://{addr}:2380",
-        initial_state="new",
-        token="bench-idle",
-    )
+    tls, spec = lone_member(directory, addr, "bare", "bench-idle")
     spec = replace(spec, heartbeat_ms=100, election_ms=1000)
     log = open(spec.log_file, "ab")  # noqa: SIM115 - the child owns it
     process = subprocess.Popen(etcd_arguments("etcd", spec), stdout=log, stderr=log)

@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -62,6 +63,7 @@ __all__ = [
     "etcd_pids_under",
     "etcd_version",
     "finish",
+    "lone_member",
     "machine_busy_seconds",
     "machine_info",
     "machine_line",
@@ -453,3 +455,22 @@ def admin_jwt(member: Agent) -> str:
     )
     answer.raise_for_status()
     return str(answer.json()["access_token"])
+
+
+def lone_member(
+    directory: Path, addr: str, name: str, token: str
+) -> tuple[ClusterTls, EtcdMemberSpec]:
+    """A new one-member etcd in `directory` on `addr`: a fresh CA and node certificate (made
+    untimed), and its spec as cnm launches its own (cnm's raft timing; `replace()` to change)."""
+    tls = node_tls(directory / "tls", pki.make_ca("bench"), addr, [addr, socket.gethostname()])
+    spec = member_spec(
+        name,
+        addr,
+        tls,
+        data_dir=directory / "etcd",
+        log_file=directory / "etcd.log",
+        initial_cluster=f"{name}=https://{addr}:2380",
+        initial_state="new",
+        token=token,
+    )
+    return tls, spec
