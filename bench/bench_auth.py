@@ -93,7 +93,7 @@ def setup(factory: AgentFactory) -> tuple[str, str, str, int]:
         raise RuntimeError(f"create_cluster failed: {status}")
     idle = factory.start()
     assert member.process is not None
-    return member.addr, idle.addr, admin_jwt(member), member.process.pid
+    return member.addr, idle.addr, admin_jwt(member, ADMIN), member.process.pid
 
 
 def variants(member: str, idle: str, token: str) -> list[Variant]:

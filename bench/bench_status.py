@@ -104,7 +104,7 @@ def start_agents(factory: AgentFactory, prefix: list[str]) -> tuple[Agent, Agent
     status = member.wait_state("completed", "error", auth=ADMIN, timeout=60)
     if status["bootstrap_status"]["state"] != "completed":
         raise RuntimeError(f"create_cluster failed: {status}")
-    return idle, member, admin_jwt(member)
+    return idle, member, admin_jwt(member, ADMIN)
 
 
 def start_bare(base: Path, addr: str, body: bytes, prefix: list[str]) -> subprocess.Popen[bytes]:

@@ -445,12 +445,12 @@ def three_voter_cluster(factory: AgentFactory, name: str) -> list[Agent]:
     return agents
 
 
-def admin_jwt(member: Agent) -> str:
-    """A day-long JWT of the admin from `member`'s POST /v1/users/authorize (Basic auth)."""
+def admin_jwt(member: Agent, admin: tuple[str, str] = ADMIN) -> str:
+    """A day-long JWT of `admin` from `member`'s POST /v1/users/authorize (Basic auth)."""
     answer = httpx.post(
         member.http_url + "/v1/users/authorize",
         json={"ttl": 86_400},
-        headers=basic(*ADMIN),
+        headers=basic(*admin),
         timeout=10,
     )
     answer.raise_for_status()
