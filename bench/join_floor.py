@@ -28,7 +28,8 @@ from cnm.errors import StoreError
 from cnm.node.data_dir import ClusterTls
 from cnm.store import etcd_auth
 from cnm.store.base import Compare, Put, Store
-from cnm.store.etcd import EtcdStore, client_tls_context
+from cnm.store.etcd import EtcdStore
+from cnm.store.etcd_wire import client_tls_context
 from common import Agent, RunFailed, now
 
 PROBE_KEY = "/cnm/ready-probe"

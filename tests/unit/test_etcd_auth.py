@@ -21,9 +21,10 @@ from cnm.errors import StoreAccessRefused, StoreError
 from cnm.security import pki
 from cnm.store import etcd_auth
 from cnm.store.base import EventType
-from cnm.store.etcd import EtcdStore, client_tls_context
+from cnm.store.etcd import EtcdStore
 from cnm.store.etcd_auth import StoreCredentials
 from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess
+from cnm.store.etcd_wire import client_tls_context
 from harness.addresses import claim_address, release_address
 
 ADMIN_KEY = "/cnm/secrets/store-admin"

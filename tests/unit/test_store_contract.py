@@ -40,8 +40,9 @@ from cnm.store.base import (
     WatchEvent,
     prefix_end,
 )
-from cnm.store.etcd import EtcdStore, client_tls_context, membership_refusal
+from cnm.store.etcd import EtcdStore
 from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess
+from cnm.store.etcd_wire import client_tls_context, membership_refusal
 from cnm.store.memory import MemoryStore
 from harness.addresses import claim_address, release_address
 

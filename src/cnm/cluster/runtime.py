@@ -43,9 +43,10 @@ from cnm.logs import event
 from cnm.node.data_dir import ClusterTls, DataDir, etcd_member_dir
 from cnm.node.local_state import LocalState
 from cnm.store.base import Compare, Put, Store
-from cnm.store.etcd import EtcdStore, client_tls_context
+from cnm.store.etcd import EtcdStore
 from cnm.store.etcd_auth import load_credentials
 from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess, remove_member_data
+from cnm.store.etcd_wire import client_tls_context
 from cnm.store.member import MemberExit, StoreMember
 
 log = logging.getLogger(__name__)

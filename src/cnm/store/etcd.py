@@ -18,7 +18,6 @@ since). Member changes and user administration run in a `root` session instead.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -31,128 +30,30 @@ from cnm.errors import StoreAccessRefused, StoreError, StoreUnavailable
 from cnm.store import etcd_auth
 from cnm.store.base import (
     Compare,
-    CompareTarget,
-    Delete,
     EventType,
     KeyValue,
     LeaseRenewal,
     Member,
-    MembershipChangeRefused,
-    MembershipRefusal,
     Op,
-    Put,
     Store,
     TxnResult,
     WatchEvent,
-    prefix_end,
 )
 from cnm.store.etcd_auth import StoreCredentials
-
-# gRPC codes that mean "the cluster cannot serve right now" (no leader, timeout, stopping).
-_UNAVAILABLE_CODES = {4, 14}
-_COMPARE_RESULT = {"=": "EQUAL", "!=": "NOT_EQUAL", ">": "GREATER", "<": "LESS"}
-_COMPARE_FIELD = {
-    CompareTarget.VERSION: "version",
-    CompareTarget.CREATE: "create_revision",
-    CompareTarget.MOD: "mod_revision",
-    CompareTarget.VALUE: "value",
-}
-
-
-# etcd's refusals of a member change (etcdserver/api/v3rpc/rpctypes), by the text of its message:
-# the gateway gives no other handle. Matched here only; callers see `MembershipRefusal`.
-_MEMBERSHIP_REFUSALS = (
-    ("unhealthy cluster", MembershipRefusal.UNHEALTHY_CLUSTER),
-    ("too many learner", MembershipRefusal.TOO_MANY_LEARNERS),
-    ("peer urls already exists", MembershipRefusal.PEER_URL_EXISTS),
-    # etcd derives a new member's ID from its peer URLs, so a second add of the same URLs is
-    # often refused for the ID before the URLs are compared.
-    ("member id already exist", MembershipRefusal.PEER_URL_EXISTS),
-    ("can only promote a learner", MembershipRefusal.NOT_A_LEARNER),
+from cnm.store.etcd_wire import (
+    AUTH_RACE_RETRIES,
+    LEASE_NOT_FOUND,
+    MEMBER_NOT_FOUND,
+    NOT_IN_SYNC,
+    UNAVAILABLE_CODES,
+    b64,
+    compare_body,
+    kv_from,
+    member_from,
+    membership_refusal,
+    op_body,
+    range_body,
 )
-_NOT_IN_SYNC = "in sync with leader"
-_MEMBER_NOT_FOUND = "member not found"
-_LEASE_NOT_FOUND = "lease not found"
-# etcd refuses a call whose permission was checked at one auth revision and applied at a later
-# one (a user or role changed in between: joins and removals make such changes) without
-# applying it; it is sent again this many times.
-_AUTH_RACE_RETRIES = 8
-
-
-def membership_refusal(error: StoreError) -> MembershipChangeRefused | None:
-    """The typed refusal an etcd error about a member change stands for, or None when it is not
-    one (a transport failure stays `StoreUnavailable`)."""
-    lowered = error.message.lower()
-    for text, reason in _MEMBERSHIP_REFUSALS:
-        if text in lowered:
-            return MembershipChangeRefused(error.message, reason)
-    return None
-
-
-def _b64(text: str | bytes) -> str:
-    raw = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
-    return base64.b64encode(raw).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text)
-
-
-def _kv(raw: dict[str, Any]) -> KeyValue:
-    return KeyValue(
-        key=_unb64(raw["key"]).decode("utf-8", "surrogateescape"),
-        value=_unb64(raw.get("value", "")),
-        create_revision=int(raw.get("create_revision", 0)),
-        mod_revision=int(raw.get("mod_revision", 0)),
-        version=int(raw.get("version", 0)),
-        lease=int(raw.get("lease", 0)),
-    )
-
-
-def _member(raw: dict[str, Any]) -> Member:
-    return Member(
-        id=int(raw["ID"]),
-        name=raw.get("name", ""),
-        peer_urls=tuple(raw.get("peerURLs") or ()),
-        client_urls=tuple(raw.get("clientURLs") or ()),
-        is_learner=bool(raw.get("isLearner", False)),
-    )
-
-
-def _range_body(key: str, prefix: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"key": _b64(key)}
-    if prefix:
-        body["range_end"] = _b64(prefix_end(key))
-    return body
-
-
-def _compare_body(compare: Compare) -> dict[str, Any]:
-    value = compare.value
-    encoded: str = _b64(value) if isinstance(value, bytes) else str(value)
-    return {
-        "key": _b64(compare.key),
-        "target": compare.target.value,
-        "result": _COMPARE_RESULT[compare.op],
-        _COMPARE_FIELD[compare.target]: encoded,
-    }
-
-
-def _op_body(op: Op) -> dict[str, Any]:
-    if isinstance(op, Put):
-        put: dict[str, Any] = {"key": _b64(op.key), "value": _b64(op.value)}
-        if op.lease:
-            put["lease"] = str(op.lease)
-        return {"request_put": put}
-    if isinstance(op, Delete):
-        return {"request_delete_range": _range_body(op.key, op.prefix)}
-    return {"request_range": _range_body(op.key, op.prefix)}
-
-
-def client_tls_context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext:
-    """Mutual TLS towards etcd: trust only the cluster CA, present this node's certificate."""
-    context = ssl.create_default_context(cafile=ca_file)
-    context.load_cert_chain(cert_file, key_file)
-    return context
 
 
 class EtcdStore(Store):
@@ -238,7 +139,7 @@ class EtcdStore(Store):
     ) -> Any:
         """One call at one endpoint, with a token of `credentials` when etcd wants one."""
         fresh = renewed = False
-        for attempt in range(_AUTH_RACE_RETRIES + 1):
+        for attempt in range(AUTH_RACE_RETRIES + 1):
             headers = await self._auth_headers(endpoint, credentials, timeout, fresh=fresh)
             fresh = False
             response = await self._http.post(
@@ -247,7 +148,7 @@ class EtcdStore(Store):
             try:
                 return self._decode(endpoint, path, response)
             except StoreError as exc:
-                if credentials is None or attempt == _AUTH_RACE_RETRIES:
+                if credentials is None or attempt == AUTH_RACE_RETRIES:
                     raise
                 if etcd_auth.auth_changed_meanwhile(exc):
                     # Refused before it was applied: the same call again is safe.
@@ -334,43 +235,43 @@ class EtcdStore(Store):
             ) from exc
         if isinstance(answer, dict) and "error" in answer:
             message = str(answer.get("message") or answer["error"])
-            if int(answer.get("code", 0)) in _UNAVAILABLE_CODES:
+            if int(answer.get("code", 0)) in UNAVAILABLE_CODES:
                 raise StoreUnavailable(f"etcd at {endpoint}: {message}")
             raise StoreError(f"etcd at {endpoint} refused {path}: {message}")
         return answer
 
     async def get(self, key: str) -> KeyValue | None:
-        answer = await self._call("/v3/kv/range", _range_body(key, False))
+        answer = await self._call("/v3/kv/range", range_body(key, False))
         kvs = answer.get("kvs") or []
-        return _kv(kvs[0]) if kvs else None
+        return kv_from(kvs[0]) if kvs else None
 
     async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
-        answer = await self._call("/v3/kv/range", _range_body(prefix, True))
+        answer = await self._call("/v3/kv/range", range_body(prefix, True))
         revision = int(answer["header"]["revision"])
-        return [_kv(raw) for raw in answer.get("kvs") or []], revision
+        return [kv_from(raw) for raw in answer.get("kvs") or []], revision
 
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
-        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        body: dict[str, Any] = {"key": b64(key), "value": b64(value)}
         if lease:
             body["lease"] = str(lease)
         answer = await self._call("/v3/kv/put", body)
         return int(answer["header"]["revision"])
 
     async def delete(self, key: str, *, prefix: bool = False) -> int:
-        answer = await self._call("/v3/kv/deleterange", _range_body(key, prefix))
+        answer = await self._call("/v3/kv/deleterange", range_body(key, prefix))
         return int(answer.get("deleted", 0))
 
     async def txn(
         self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
     ) -> TxnResult:
         body = {
-            "compare": [_compare_body(c) for c in compares],
-            "success": [_op_body(op) for op in success],
-            "failure": [_op_body(op) for op in failure],
+            "compare": [compare_body(c) for c in compares],
+            "success": [op_body(op) for op in success],
+            "failure": [op_body(op) for op in failure],
         }
         answer = await self._call("/v3/kv/txn", body)
         reads = [
-            [_kv(raw) for raw in response["response_range"].get("kvs") or []]
+            [kv_from(raw) for raw in response["response_range"].get("kvs") or []]
             for response in answer.get("responses") or []
             if "response_range" in response
         ]
@@ -404,12 +305,12 @@ class EtcdStore(Store):
         try:
             await self._call("/v3/lease/revoke", {"ID": str(lease_id)})
         except StoreError as exc:
-            if _LEASE_NOT_FOUND not in exc.message:
+            if LEASE_NOT_FOUND not in exc.message:
                 raise
 
     async def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
         request = {
-            "create_request": {**_range_body(prefix, True), "start_revision": str(start_revision)}
+            "create_request": {**range_body(prefix, True), "start_revision": str(start_revision)}
         }
         endpoint = self._endpoints[0]
         # No read timeout: a quiet watch is healthy. Connect and write still time out.
@@ -434,7 +335,7 @@ class EtcdStore(Store):
                         raise StoreUnavailable(f"etcd watch at {endpoint} ended: {reason}")
                     for raw in result.get("events") or []:
                         kind = EventType(raw.get("type", "PUT"))
-                        yield WatchEvent(kind, _kv(raw["kv"]))
+                        yield WatchEvent(kind, kv_from(raw["kv"]))
         except httpx.TransportError as exc:
             raise StoreUnavailable(f"etcd watch at {endpoint} broke: {exc}") from exc
         raise StoreUnavailable(f"etcd watch at {endpoint} closed by the server")
@@ -448,7 +349,7 @@ class EtcdStore(Store):
 
     async def member_list(self) -> list[Member]:
         answer = await self._call("/v3/cluster/member/list", {})
-        return [_member(raw) for raw in answer.get("members") or []]
+        return [member_from(raw) for raw in answer.get("members") or []]
 
     async def member_add(self, peer_urls: Sequence[str], *, learner: bool) -> list[Member]:
         body: dict[str, Any] = {"peerURLs": list(peer_urls)}
@@ -463,15 +364,27 @@ class EtcdStore(Store):
             if refusal is None:
                 raise
             raise refusal from exc
-        added = _member(answer["member"])
-        others = [_member(raw) for raw in answer.get("members") or [] if int(raw["ID"]) != added.id]
+        added = member_from(answer["member"])
+        others = [
+            member_from(raw) for raw in answer.get("members") or [] if int(raw["ID"]) != added.id
+        ]
         return [added, *others]
 
     async def member_promote(self, member_id: int) -> bool:
+        body = {"ID": str(member_id)}
         try:
-            await self._call("/v3/cluster/member/promote", {"ID": str(member_id)}, admin=True)
+            leader = await self._leader_client_url()
+            if leader is None:
+                await self._call("/v3/cluster/member/promote", body, admin=True)
+            else:
+                credentials = await self._admin_credentials()
+                await self._authorized(
+                    leader, "/v3/cluster/member/promote", body, self._timeout, credentials
+                )
+        except httpx.TransportError as exc:
+            raise StoreUnavailable(f"cluster store leader unreachable: {exc}") from exc
         except StoreError as exc:
-            if _NOT_IN_SYNC in exc.message:
+            if NOT_IN_SYNC in exc.message:
                 return False
             refusal = membership_refusal(exc)
             if refusal is None:
@@ -479,11 +392,22 @@ class EtcdStore(Store):
             raise refusal from exc
         return True
 
+    async def _leader_client_url(self) -> str | None:
+        """The leader's client URL, or None when no member names one. Only the leader knows
+        whether a learner is in sync: a follower forwards a promotion to it over the peer port,
+        and etcd 3.4 with authentication on answers such a forwarded call only after seconds
+        (measured 3 s per voter in bench_join's voters part), so promotions go to the leader."""
+        leader = await self.leader()
+        for member in await self.member_list():
+            if str(member.id) == leader and member.client_urls:
+                return member.client_urls[0]
+        return None
+
     async def member_remove(self, member_id: int) -> None:
         try:
             await self._call("/v3/cluster/member/remove", {"ID": str(member_id)}, admin=True)
         except StoreError as exc:
-            if _MEMBER_NOT_FOUND in exc.message:
+            if MEMBER_NOT_FOUND in exc.message:
                 return
             refusal = membership_refusal(exc)
             if refusal is None:
@@ -500,7 +424,7 @@ class EtcdStore(Store):
         before auth is on (a new store); every step tolerates an earlier attempt's."""
         role = etcd_auth.NODE_ROLE
         await self._tolerant("/v3/auth/role/add", {"name": role}, etcd_auth.ROLE_EXISTS)
-        permission = {"permType": "READWRITE", **_range_body(prefix, True)}
+        permission = {"permType": "READWRITE", **range_body(prefix, True)}
         await self._call("/v3/auth/role/grant", {"name": role, "perm": permission})
         for name, password in node_users:
             await self._set_user(name, password, role)
