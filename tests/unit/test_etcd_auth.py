@@ -8,94 +8,14 @@ changes and users only, and says `StoreAccessRefused` once its own user is gone.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from cnm.errors import StoreAccessRefused, StoreError
-from cnm.security import pki
 from cnm.store import etcd_auth
 from cnm.store.base import EventType
-from cnm.store.etcd import EtcdStore
 from cnm.store.etcd_auth import StoreCredentials
-from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess
-from cnm.store.etcd_wire import client_tls_context
-from harness.addresses import claim_address, release_address
-
-ADMIN_KEY = "/cnm/secrets/store-admin"
-
-
-@dataclass
-class Secured:
-    url: str
-    ca_file: Path
-    cert: tuple[Path, Path]
-    node: StoreCredentials
-
-    def client(self, credentials: StoreCredentials | None) -> EtcdStore:
-        context = client_tls_context(str(self.ca_file), str(self.cert[0]), str(self.cert[1]))
-        return EtcdStore(
-            [self.url],
-            tls=context,
-            timeout=3.0,
-            credentials=lambda: credentials,
-            admin_key=ADMIN_KEY,
-        )
-
-
-@pytest_asyncio.fixture
-async def secured(tmp_path: Path) -> AsyncIterator[Secured]:
-    """A one-member etcd with auth on: root, the node role, user node:1; the admin password
-    in the store as cnm keeps it."""
-    binary = shutil.which("etcd")
-    assert binary is not None
-    addr = claim_address()
-    ca = pki.make_ca("etcd-auth")
-    member_cert = pki.issue_node_cert(ca, 1, [addr])
-    client_cert = pki.issue_store_client_cert(ca, 1)
-    files = {}
-    for name, cert in (("member", member_cert), ("client", client_cert)):
-        files[name] = (tmp_path / f"{name}.pem", tmp_path / f"{name}.key")
-        pki.write_public(files[name][0], cert.cert_pem)
-        pki.write_private(files[name][1], cert.key_pem)
-    ca_file = tmp_path / "ca.pem"
-    pki.write_public(ca_file, ca.cert_pem)
-    spec = EtcdMemberSpec(
-        name="auth",
-        data_dir=tmp_path / "member",
-        addr=addr,
-        client_port=2379,
-        peer_port=2380,
-        ca_file=ca_file,
-        cert_file=files["member"][0],
-        key_file=files["member"][1],
-        initial_cluster=f"auth=https://{addr}:2380",
-        initial_state="new",
-        cluster_token=uuid.uuid4().hex,
-        log_file=tmp_path / "etcd.log",
-    )
-    etcd = EtcdProcess(binary, spec)
-    node = StoreCredentials("node:1", etcd_auth.new_password())
-    setup = Secured(spec.client_url, ca_file, files["client"], node)
-    try:
-        await etcd.start()
-        store = setup.client(node)
-        try:
-            await etcd.wait_ready(store)
-            admin = etcd_auth.new_password()
-            await store.enable_access_control(admin, "/cnm/", [(node.user, node.password)])
-            await store.put(ADMIN_KEY, etcd_auth.admin_document(admin))
-        finally:
-            await store.close()
-        yield setup
-    finally:
-        await etcd.stop()
-        release_address(addr)
+from harness.secured_etcd import Secured
 
 
 async def test_a_node_reads_and_writes_its_keys_with_a_token_and_nothing_else(

@@ -47,6 +47,7 @@ from cnm.store.etcd import EtcdStore
 from cnm.store.etcd_auth import load_credentials
 from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess, remove_member_data
 from cnm.store.etcd_wire import client_tls_context
+from cnm.store.lease_stream import grpc_tls
 from cnm.store.member import MemberExit, StoreMember
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def open_store(endpoints: tuple[str, ...], tls: ClusterTls) -> EtcdStore:
         timeout=3.0,
         credentials=partial(load_credentials, tls.store_credentials_file),
         admin_key=model.STORE_ADMIN_KEY,
+        grpc_tls=grpc_tls(str(tls.ca_file), str(cert_file), str(key_file)),
     )
 
 

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from cnm.cluster import model
-from cnm.cluster.records import ClusterRecord, NodeRecord, StoreRole
+from cnm.cluster.records import ClusterRecord, NodeRecord, StoreChangeLock, StoreRole
 from cnm.cluster.repair import seat_held
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.store_members import (
@@ -162,6 +162,8 @@ class VoterManager:
             # A node that died while becoming a voter finishes the job when it comes back.
             if not learner and next_voter(self._snapshot) != self._uid:
                 continue
+            if self._lock_held_elsewhere():
+                continue  # its release is a snapshot change that wakes this loop
             try:
                 if await self.become_voter():
                     backoff = 0.5
@@ -192,6 +194,13 @@ class VoterManager:
             await asyncio.sleep(pause)
             self._wake.set()
 
+    def _lock_held_elsewhere(self) -> bool:
+        """The snapshot shows another node holding the store-change lock: trying it now would
+        cost a lease and a refused write (the previous voter records its role before it lets
+        go). A stale view only delays the attempt to the lock's release or the 2 s tick."""
+        holder = self._snapshot.record(model.STORE_CHANGE_LOCK)
+        return isinstance(holder, StoreChangeLock) and holder.uid != self._uid
+
     async def _set_role(self, role: StoreRole) -> None:
         def change(record: NodeRecord) -> NodeRecord:
             if role is StoreRole.VOTER:
@@ -214,10 +223,11 @@ class VoterManager:
                 member, fresh = await self._add_learner()
                 failpoint("voter.after_learner_add")
                 await self._set_role(StoreRole.LEARNER)
+                # The list stays true while this node holds the lock: every change takes it.
                 members = await self._store.member_list()
                 await self._start_member(self._initial_cluster(members), fresh)
                 failpoint("voter.after_member_start")
-                await self._promote(member)
+                await self._promote(member, members)
                 failpoint("voter.after_promote")
                 await self._set_role(StoreRole.VOTER)
                 failpoint("voter.after_role_recorded")
@@ -241,10 +251,7 @@ class VoterManager:
     def _initial_cluster(self, members: list[Member]) -> str:
         return initial_cluster(members, peer_url=self._peer_url, name=self._member_name)
 
-    async def _promote(self, member: Member) -> None:
-        # Membership changes only under the lock this node holds: the list stays true meanwhile.
-        members = await self._store.member_list()
-
+    async def _promote(self, member: Member, members: list[Member]) -> None:
         def refusal() -> str | None:
             # Asked before every attempt: liveness may change while the learner catches up.
             return promotion_refusal(member, members, alive_members(self._snapshot, members))

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,12 @@ from cnm.store.etcd_wire import (
     op_body,
     range_body,
 )
+from cnm.store.lease_stream import LeaseKeepAliveStream, LeaseStreamError
+
+log = logging.getLogger(__name__)
+
+# Seconds before a new gRPC keep-alive stream is tried after one failed.
+LEASE_STREAM_RETRY = 30.0
 
 
 class EtcdStore(Store):
@@ -67,10 +75,12 @@ class EtcdStore(Store):
         timeout: float = 5.0,
         credentials: Callable[[], StoreCredentials | None] | None = None,
         admin_key: str | None = None,
+        grpc_tls: ssl.SSLContext | None = None,
     ) -> None:
         """`credentials` gives this node's etcd user (read when a token is needed; None: no
         auth). `admin_key` is the store key holding the `root` password, for member changes
-        and user administration."""
+        and user administration. With `grpc_tls` (store/lease_stream.py `grpc_tls`), lease
+        keep-alives go over etcd's gRPC stream instead of the gateway."""
         if not endpoints:
             raise ValueError("EtcdStore needs at least one endpoint")
         self._endpoints = list(endpoints)
@@ -87,6 +97,11 @@ class EtcdStore(Store):
         self._admin_password: str | None = None
         # (endpoint, user) -> token; "" where that member said auth is off (send none).
         self._tokens: dict[tuple[str, str], str] = {}
+        self._grpc_tls = grpc_tls
+        self._lease_stream: LeaseKeepAliveStream | None = None
+        self._lease_stream_after = 0.0  # monotonic time before which no new stream is opened
+        # The leader's client URL while a learner waits to be promoted (`member_promote`).
+        self._promote_at: str | None = None
 
     @property
     def endpoints(self) -> list[str]:
@@ -95,8 +110,9 @@ class EtcdStore(Store):
     def reload_certificate(self, cert_file: Path, key_file: Path) -> None:
         """Present this certificate on new connections from now on (a renewal); connections
         open now keep theirs until they close."""
-        if self._tls is not None:
-            self._tls.load_cert_chain(str(cert_file), str(key_file))
+        for context in (self._tls, self._grpc_tls):
+            if context is not None:
+                context.load_cert_chain(str(cert_file), str(key_file))
 
     def set_endpoints(self, endpoints: Sequence[str]) -> None:
         """Replace the endpoints (the member list changed); the order sets preference."""
@@ -292,6 +308,15 @@ class EtcdStore(Store):
         return int(result.get("TTL", 0))
 
     async def lease_renew(self, lease_id: int) -> LeaseRenewal:
+        stream = await self._keepalive_stream()
+        if stream is not None:
+            try:
+                return await stream.renew(lease_id)
+            except LeaseStreamError as exc:
+                # Renewed through the gateway below; a new stream is tried after a pause.
+                log.info("%s; keep-alives use the JSON gateway for a while", exc)
+                self._lease_stream = None
+                self._lease_stream_after = time.monotonic() + LEASE_STREAM_RETRY
         answer = await self._call("/v3/lease/keepalive", {"ID": str(lease_id)})
         result = answer.get("result", answer)
         header = result.get("header") or {}
@@ -300,6 +325,20 @@ class EtcdStore(Store):
             revision=int(header.get("revision", 0)),
             raft_term=int(header.get("raft_term", 0)),
         )
+
+    async def _keepalive_stream(self) -> LeaseKeepAliveStream | None:
+        """The gRPC keep-alive stream to the first endpoint (the preferred member), opened on
+        first use; None without `grpc_tls` or for a while after a failure."""
+        if self._grpc_tls is None:
+            return None
+        stream = self._lease_stream
+        if stream is not None and stream.endpoint != self._endpoints[0]:
+            await stream.close()  # the endpoints changed: follow the preferred one
+            stream = self._lease_stream = None
+        if stream is None and time.monotonic() >= self._lease_stream_after:
+            stream = LeaseKeepAliveStream(self._endpoints[0], self._grpc_tls, self._timeout)
+            self._lease_stream = stream
+        return stream
 
     async def lease_revoke(self, lease_id: int) -> None:
         try:
@@ -373,23 +412,27 @@ class EtcdStore(Store):
     async def member_promote(self, member_id: int) -> bool:
         body = {"ID": str(member_id)}
         try:
-            leader = await self._leader_client_url()
-            if leader is None:
+            # Asked again for every promotion; kept while the leader says "not in sync yet".
+            self._promote_at = self._promote_at or await self._leader_client_url()
+            if self._promote_at is None:
                 await self._call("/v3/cluster/member/promote", body, admin=True)
             else:
                 credentials = await self._admin_credentials()
                 await self._authorized(
-                    leader, "/v3/cluster/member/promote", body, self._timeout, credentials
+                    self._promote_at, "/v3/cluster/member/promote", body, self._timeout, credentials
                 )
         except httpx.TransportError as exc:
+            self._promote_at = None
             raise StoreUnavailable(f"cluster store leader unreachable: {exc}") from exc
         except StoreError as exc:
             if NOT_IN_SYNC in exc.message:
                 return False
+            self._promote_at = None
             refusal = membership_refusal(exc)
             if refusal is None:
                 raise
             raise refusal from exc
+        self._promote_at = None
         return True
 
     async def _leader_client_url(self) -> str | None:
@@ -474,4 +517,6 @@ class EtcdStore(Store):
         return dict(self._decode(endpoint, "/v3/maintenance/status", response))
 
     async def close(self) -> None:
+        if self._lease_stream is not None:
+            await self._lease_stream.close()
         await self._http.aclose()
