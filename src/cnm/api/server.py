@@ -14,11 +14,14 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Generator
+from email.utils import formatdate
 from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.server import ServerState
 
 from cnm.api.slow_clients import KEEP_ALIVE_TIMEOUT, guarded_protocol
 from cnm.logs import event
@@ -26,14 +29,40 @@ from cnm.logs import event
 log = logging.getLogger(__name__)
 
 
+class _DateOnRead(ServerState):
+    """uvicorn's shared server state, whose default headers (the Date header) are made when a
+    response reads them, at most once a second, instead of by a timer in the main loop."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        self._config = config
+        self._second = -1
+        self._headers: list[tuple[bytes, bytes]] = []
+        super().__init__()
+
+    @property
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        second = int(time.time())
+        if second != self._second:
+            date = [(b"date", formatdate(second, usegmt=True).encode())]
+            extra = getattr(self._config, "encoded_headers", [])  # set by config.load()
+            self._headers = (date if self._config.date_header else []) + extra
+            self._second = second
+        return self._headers
+
+    @default_headers.setter
+    def default_headers(self, value: list[tuple[bytes, bytes]]) -> None:
+        """Ignored: uvicorn's on_tick would set them; they are made on read."""
+
+
 class _EmbeddedServer(uvicorn.Server):
-    """A uvicorn server in the agent's loop. Its main loop wakes once a second (the Date
-    header's resolution) and at once when told to exit, where uvicorn's own wakes ten times a
-    second: with two listeners, those wake-ups were most of an idle agent's CPU."""
+    """A uvicorn server in the agent's loop. Its main loop sleeps until it is told to exit,
+    where uvicorn's own wakes ten times a second to refresh the Date header (made on read here,
+    `_DateOnRead`): with two listeners, those wake-ups were most of an idle agent's CPU."""
 
     def __init__(self, config: uvicorn.Config) -> None:
         self._exit = asyncio.Event()
         super().__init__(config)
+        self.server_state = _DateOnRead(config)
 
     @property
     def should_exit(self) -> bool:
@@ -47,11 +76,8 @@ class _EmbeddedServer(uvicorn.Server):
             self._exit.clear()
 
     async def main_loop(self) -> None:
-        # `on_tick(0)` refreshes the Date header and says whether to exit.
-        while not await self.on_tick(0):
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self._exit.wait()
+        # No limits on requests and no notify callback are configured: only exit is awaited.
+        await self._exit.wait()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
