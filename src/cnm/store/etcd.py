@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 # Seconds before a new gRPC keep-alive stream is tried after one failed.
 LEASE_STREAM_RETRY = 30.0
+# Seconds a keep-alive waits on the stream before the gateway takes over.
+LEASE_STREAM_TIMEOUT = 1.5
 
 
 class EtcdStore(Store):
@@ -336,7 +338,10 @@ class EtcdStore(Store):
             await stream.close()  # the endpoints changed: follow the preferred one
             stream = self._lease_stream = None
         if stream is None and time.monotonic() >= self._lease_stream_after:
-            stream = LeaseKeepAliveStream(self._endpoints[0], self._grpc_tls, self._timeout)
+            # A healthy member answers on the stream in milliseconds; one cut off from the
+            # leader holds the answer: give up early enough for the gateway to try the others.
+            timeout = min(self._timeout, LEASE_STREAM_TIMEOUT)
+            stream = LeaseKeepAliveStream(self._endpoints[0], self._grpc_tls, timeout)
             self._lease_stream = stream
         return stream
 
