@@ -1,8 +1,11 @@
 """The agent process: one TaskGroup owns the API servers, the bootstrap task and the cluster
 runtime; SIGTERM/SIGINT stop them in order (API first, then the store member) and exit 0.
 
-Start-up order matters: the restart decision (resume the cluster or not) is taken before the API
-listens, so a completed node never answers a request without authentication.
+Start-up order matters: a node that has no cluster to resume takes its restart decision before
+the API listens. A completed node listens at once, while it brings its store member and snapshot
+back: it knows it is in a cluster (status and local state on disk), so it never answers a request
+without authentication; until its snapshot is loaded only its own GET /v1/bootstrap answers,
+checked against its local copy of the users' verifiers (cluster/quorum.py `LocalUsers`).
 """
 
 from __future__ import annotations
@@ -166,21 +169,41 @@ class NodeAgent:
                     cert_file=cert_file,
                     key_file=key_file,
                 )
+                servers = self.servers
+
+                def serve() -> tuple[asyncio.Task[None], asyncio.Task[None]]:
+                    log.info(
+                        "serving on http://%s:%d and https://%s:%d",
+                        config.host,
+                        config.http_port,
+                        config.host,
+                        config.https_port,
+                    )
+                    return (
+                        tasks.create_task(servers.serve_http(), name="http"),
+                        tasks.create_task(servers.serve_https(), name="https"),
+                    )
+
+                listening = None
+                if manager.will_resume() is not None:
+                    # A completed node listens before its store member and snapshot are back
+                    # (a second or more): GET /v1/bootstrap is answered from the node's copy
+                    # of the users' verifiers, every other route says 503 "starting"
+                    # (api/context.py); it never answers without credentials.
+                    tls = DataDir(config.data_dir).cluster_tls
+                    if tls.cert_file.exists() and tls.key_file.exists():
+                        servers.use_certificate(tls.cert_file, tls.key_file)
+                    listening = serve()
                 try:
                     decision = await manager.restore()
                 except CnmError as exc:
                     decision = f"could not resume the cluster: {exc.message}"
                     log.error("%s; the node answers 503 until it is restarted", decision)
                 log.info("restart decision: %s", decision)
-                http = tasks.create_task(self.servers.serve_http(), name="http")
-                https = tasks.create_task(self.servers.serve_https(), name="https")
-                log.info(
-                    "serving on http://%s:%d and https://%s:%d",
-                    config.host,
-                    config.http_port,
-                    config.host,
-                    config.https_port,
-                )
+                if listening is not None and manager.runtime is None:
+                    # Not resumed after all (replaced, refused): the node's own certificate.
+                    servers.use_certificate(cert_file, key_file)
+                http, https = listening or serve()
                 stop = tasks.create_task(self._stopping.wait())
                 await asyncio.wait([http, https, stop], return_when=asyncio.FIRST_COMPLETED)
                 log.info("stopping: API first, then the cluster store member")

@@ -38,8 +38,9 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
 
     def status_document() -> dict[str, Any]:
         runtime = context.manager.runtime
-        if runtime is not None:
-            local = runtime.local
+        # While the agent resumes at start, the local state it resumes from says who it is.
+        local = runtime.local if runtime is not None else context.manager.resuming
+        if local is not None:
             uid: str | None = str(local.node_uid)
             paths = StoragePaths(
                 local.persistent_path,
@@ -64,7 +65,11 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
     async def get_status(request: Request) -> Response:
         await context.authenticate_for_status(request)
         runtime = context.manager.runtime
-        sources = (context.manager.status, runtime, runtime.local if runtime else None)
+        sources = (
+            context.manager.status,
+            runtime,
+            runtime.local if runtime else context.manager.resuming,
+        )
         return json_bytes(body.render(sources, status_document))
 
     router.add_api_route(
