@@ -15,6 +15,8 @@ import contextlib
 import logging
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -32,14 +34,16 @@ from cnm.bootstrap.manager import BootstrapManager
 from cnm.cluster import model
 from cnm.cluster.runtime import ClusterRuntime
 from cnm.config import NodeConfig
-from cnm.errors import CnmError
+from cnm.errors import CnmError, ConfigError
 from cnm.node.data_dir import DataDir, make_private_dir
 from cnm.ops.metrics import AgentMetrics
 from cnm.ops.store_watch import watch_store
-from cnm.security import pki
 from cnm.security.passwords import PasswordVerifier
 
 log = logging.getLogger(__name__)
+
+# Making a P-256 key and a certificate takes well under a second, even on a loaded machine.
+SELF_SIGNED_TIMEOUT = 60.0
 
 
 def ensure_self_signed(data_dir: Path, addr: str) -> tuple[Path, Path]:
@@ -48,9 +52,29 @@ def ensure_self_signed(data_dir: Path, addr: str) -> tuple[Path, Path]:
     cert_file, key_file = tls.cert_file, tls.key_file
     if not (cert_file.exists() and key_file.exists()):
         tls.directory.mkdir(parents=True, exist_ok=True)
-        pair = pki.make_self_signed(f"cnm node {addr}", [addr, socket.gethostname()])
-        pki.write_private(key_file, pair.key_pem)
-        pki.write_public(cert_file, pair.cert_pem)
+        # In a child process: `cryptography` would otherwise stay loaded in the agent for good
+        # (security/make_self_signed.py).
+        command = [
+            sys.executable,
+            "-m",
+            "cnm.security.make_self_signed",
+            f"cnm node {addr}",
+            str(key_file),
+            str(cert_file),
+            addr,
+            socket.gethostname(),
+        ]
+        try:
+            made = subprocess.run(
+                command, capture_output=True, text=True, timeout=SELF_SIGNED_TIMEOUT, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ConfigError(f"could not make the self-signed HTTPS certificate: {exc}") from None
+        if made.returncode != 0:
+            raise ConfigError(
+                f"could not make the self-signed HTTPS certificate {cert_file} (exit "
+                f"{made.returncode}): {made.stderr.strip()[-500:]}"
+            )
         log.info("made the self-signed HTTPS certificate %s", cert_file)
     return cert_file, key_file
 
