@@ -36,6 +36,7 @@ from cnm.cluster.runtime import ClusterRuntime
 from cnm.config import NodeConfig
 from cnm.errors import CnmError, ConfigError
 from cnm.node.data_dir import DataDir, make_private_dir
+from cnm.node.local_state import atomic_write_bytes
 from cnm.ops.metrics import AgentMetrics
 from cnm.ops.store_watch import watch_store
 from cnm.security.passwords import PasswordVerifier
@@ -89,6 +90,25 @@ def ensure_default_paths(config: NodeConfig) -> None:
             log.warning("cannot create %s: %s", path, exc)
 
 
+def remember_http_support(data_dir: Path, enabled: bool) -> None:
+    """Keep the cluster's `http_support` for the next start (written only when it changes)."""
+    path = DataDir(data_dir).http_support_file
+    value = b"true" if enabled else b"false"
+    try:
+        if not path.exists() or path.read_bytes() != value:
+            atomic_write_bytes(path, value)
+    except OSError as exc:
+        log.warning("could not keep the cluster's http_support in %s: %s", path, exc)
+
+
+def remembered_http_support(data_dir: Path) -> bool:
+    """The cluster's `http_support` as last seen (True when never seen: HTTP's default)."""
+    try:
+        return DataDir(data_dir).http_support_file.read_bytes().strip() != b"false"
+    except OSError:
+        return True
+
+
 class NodeAgent:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -127,6 +147,7 @@ class NodeAgent:
             cluster = runtime.snapshot.cluster()
             if cluster is not None and self.servers is not None:
                 self.servers.set_http_support(cluster.http_support)
+                remember_http_support(self.config.data_dir, cluster.http_support)
 
         def on_change(key: str) -> None:
             if key.startswith((model.USERS_PREFIX, model.USER_LOGIN_PREFIX)):
@@ -156,6 +177,7 @@ class NodeAgent:
         self.servers.use_certificate(tls.cert_file, tls.key_file)
         # Before bootstrap HTTP is always open, whatever the cluster had decided.
         self.servers.set_http_support(True)
+        DataDir(self.config.data_dir).http_support_file.unlink(missing_ok=True)
         self.verifier.flush()
 
     def request_stop(self) -> None:
@@ -217,6 +239,8 @@ class NodeAgent:
                     tls = DataDir(config.data_dir).cluster_tls
                     if tls.cert_file.exists() and tls.key_file.exists():
                         servers.use_certificate(tls.cert_file, tls.key_file)
+                    # Port 8080 as the cluster had it (closed: HTTPS only) until it is read.
+                    servers.set_http_support(remembered_http_support(config.data_dir))
                     listening = serve()
                 try:
                     decision = await manager.restore()
