@@ -249,8 +249,10 @@ class NodeAgent:
                     log.error("%s; the node answers 503 until it is restarted", decision)
                 log.info("restart decision: %s", decision)
                 if listening is not None and manager.runtime is None:
-                    # Not resumed after all (replaced, refused): the node's own certificate.
+                    # Not resumed after all (replaced, refused): served as a node outside a
+                    # cluster, its own certificate and plain HTTP open.
                     servers.use_certificate(cert_file, key_file)
+                    servers.set_http_support(True)
                 http, https = listening or serve()
                 stop = tasks.create_task(self._stopping.wait())
                 await asyncio.wait([http, https, stop], return_when=asyncio.FIRST_COMPLETED)
