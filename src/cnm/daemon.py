@@ -1,8 +1,11 @@
 """The agent process: one TaskGroup owns the API servers, the bootstrap task and the cluster
 runtime; SIGTERM/SIGINT stop them in order (API first, then the store member) and exit 0.
 
-Start-up order matters: the restart decision (resume the cluster or not) is taken before the API
-listens, so a completed node never answers a request without authentication.
+Start-up order matters: a node that has no cluster to resume takes its restart decision before
+the API listens. A completed node listens at once, while it brings its store member and snapshot
+back: it knows it is in a cluster (status and local state on disk), so it never answers a request
+without authentication; until its snapshot is loaded only its own GET /v1/bootstrap answers,
+checked against its local copy of the users' verifiers (cluster/quorum.py `LocalUsers`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import contextlib
 import logging
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -29,14 +34,17 @@ from cnm.bootstrap.manager import BootstrapManager
 from cnm.cluster import model
 from cnm.cluster.runtime import ClusterRuntime
 from cnm.config import NodeConfig
-from cnm.errors import CnmError
+from cnm.errors import CnmError, ConfigError
 from cnm.node.data_dir import DataDir, make_private_dir
+from cnm.node.local_state import atomic_write_bytes
 from cnm.ops.metrics import AgentMetrics
 from cnm.ops.store_watch import watch_store
-from cnm.security import pki
 from cnm.security.passwords import PasswordVerifier
 
 log = logging.getLogger(__name__)
+
+# Making a P-256 key and a certificate takes well under a second, even on a loaded machine.
+SELF_SIGNED_TIMEOUT = 60.0
 
 
 def ensure_self_signed(data_dir: Path, addr: str) -> tuple[Path, Path]:
@@ -45,9 +53,29 @@ def ensure_self_signed(data_dir: Path, addr: str) -> tuple[Path, Path]:
     cert_file, key_file = tls.cert_file, tls.key_file
     if not (cert_file.exists() and key_file.exists()):
         tls.directory.mkdir(parents=True, exist_ok=True)
-        pair = pki.make_self_signed(f"cnm node {addr}", [addr, socket.gethostname()])
-        pki.write_private(key_file, pair.key_pem)
-        pki.write_public(cert_file, pair.cert_pem)
+        # In a child process: `cryptography` would otherwise stay loaded in the agent for good
+        # (security/make_self_signed.py).
+        command = [
+            sys.executable,
+            "-m",
+            "cnm.security.make_self_signed",
+            f"cnm node {addr}",
+            str(key_file),
+            str(cert_file),
+            addr,
+            socket.gethostname(),
+        ]
+        try:
+            made = subprocess.run(
+                command, capture_output=True, text=True, timeout=SELF_SIGNED_TIMEOUT, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ConfigError(f"could not make the self-signed HTTPS certificate: {exc}") from None
+        if made.returncode != 0:
+            raise ConfigError(
+                f"could not make the self-signed HTTPS certificate {cert_file} (exit "
+                f"{made.returncode}): {made.stderr.strip()[-500:]}"
+            )
         log.info("made the self-signed HTTPS certificate %s", cert_file)
     return cert_file, key_file
 
@@ -60,6 +88,25 @@ def ensure_default_paths(config: NodeConfig) -> None:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             log.warning("cannot create %s: %s", path, exc)
+
+
+def remember_http_support(data_dir: Path, enabled: bool) -> None:
+    """Keep the cluster's `http_support` for the next start (written only when it changes)."""
+    path = DataDir(data_dir).http_support_file
+    value = b"true" if enabled else b"false"
+    try:
+        if not path.exists() or path.read_bytes() != value:
+            atomic_write_bytes(path, value)
+    except OSError as exc:
+        log.warning("could not keep the cluster's http_support in %s: %s", path, exc)
+
+
+def remembered_http_support(data_dir: Path) -> bool:
+    """The cluster's `http_support` as last seen (True when never seen: HTTP's default)."""
+    try:
+        return DataDir(data_dir).http_support_file.read_bytes().strip() != b"false"
+    except OSError:
+        return True
 
 
 class NodeAgent:
@@ -100,6 +147,7 @@ class NodeAgent:
             cluster = runtime.snapshot.cluster()
             if cluster is not None and self.servers is not None:
                 self.servers.set_http_support(cluster.http_support)
+                remember_http_support(self.config.data_dir, cluster.http_support)
 
         def on_change(key: str) -> None:
             if key.startswith((model.USERS_PREFIX, model.USER_LOGIN_PREFIX)):
@@ -129,6 +177,7 @@ class NodeAgent:
         self.servers.use_certificate(tls.cert_file, tls.key_file)
         # Before bootstrap HTTP is always open, whatever the cluster had decided.
         self.servers.set_http_support(True)
+        DataDir(self.config.data_dir).http_support_file.unlink(missing_ok=True)
         self.verifier.flush()
 
     def request_stop(self) -> None:
@@ -166,21 +215,45 @@ class NodeAgent:
                     cert_file=cert_file,
                     key_file=key_file,
                 )
+                servers = self.servers
+
+                def serve() -> tuple[asyncio.Task[None], asyncio.Task[None]]:
+                    log.info(
+                        "serving on http://%s:%d and https://%s:%d",
+                        config.host,
+                        config.http_port,
+                        config.host,
+                        config.https_port,
+                    )
+                    return (
+                        tasks.create_task(servers.serve_http(), name="http"),
+                        tasks.create_task(servers.serve_https(), name="https"),
+                    )
+
+                listening = None
+                if manager.will_resume() is not None:
+                    # A completed node listens before its store member and snapshot are back
+                    # (a second or more): GET /v1/bootstrap is answered from the node's copy
+                    # of the users' verifiers, every other route says 503 "starting"
+                    # (api/context.py); it never answers without credentials.
+                    tls = DataDir(config.data_dir).cluster_tls
+                    if tls.cert_file.exists() and tls.key_file.exists():
+                        servers.use_certificate(tls.cert_file, tls.key_file)
+                    # Port 8080 as the cluster had it (closed: HTTPS only) until it is read.
+                    servers.set_http_support(remembered_http_support(config.data_dir))
+                    listening = serve()
                 try:
                     decision = await manager.restore()
                 except CnmError as exc:
                     decision = f"could not resume the cluster: {exc.message}"
                     log.error("%s; the node answers 503 until it is restarted", decision)
                 log.info("restart decision: %s", decision)
-                http = tasks.create_task(self.servers.serve_http(), name="http")
-                https = tasks.create_task(self.servers.serve_https(), name="https")
-                log.info(
-                    "serving on http://%s:%d and https://%s:%d",
-                    config.host,
-                    config.http_port,
-                    config.host,
-                    config.https_port,
-                )
+                if listening is not None and manager.runtime is None:
+                    # Not resumed after all (replaced, refused): served as a node outside a
+                    # cluster, its own certificate and plain HTTP open.
+                    servers.use_certificate(cert_file, key_file)
+                    servers.set_http_support(True)
+                http, https = listening or serve()
                 stop = tasks.create_task(self._stopping.wait())
                 await asyncio.wait([http, https, stop], return_when=asyncio.FIRST_COMPLETED)
                 log.info("stopping: API first, then the cluster store member")

@@ -60,6 +60,25 @@ def test_http_support_closes_and_reopens_port_8080_on_every_node(agents: AgentFa
         https = httpx.get(f"{agent.https_url}/v1/nodes", auth=ADMIN, verify=trusting(agent))
         assert https.status_code == 200
 
+    # A restart listens before it has read the cluster (README "Restart"): port 8080 stays as
+    # the cluster had it, closed, from the first HTTPS answer on.
+    second.kill9()
+    second.start(wait=False)
+
+    def https_status() -> bool:
+        try:
+            answer = httpx.get(
+                f"{second.https_url}/v1/bootstrap", auth=ADMIN, verify=trusting(second)
+            )
+        except httpx.HTTPError:
+            return False
+        return answer.status_code == 200
+
+    eventually(https_status, timeout=30, message="HTTPS answers after the restart")
+    assert not http_open(second)
+    eventually(lambda: second.log().count("restart decision") == 2, timeout=30, message="restored")
+    assert not http_open(second)
+
     on = put_cluster(second, {"http_support": True})
     assert on.status_code == 200 and on.json()["http_support"] is True
     for agent in (first, second):

@@ -3,9 +3,11 @@ paths use. Each check runs in a fresh interpreter, the way the agent starts."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 # Client side (rich, the REST client, the other commands), httpx's own CLI (rich, pygments)
 # and the cryptography library (loaded when a certificate, a token or a license is handled).
@@ -18,6 +20,10 @@ NOT_IN_AGENT = (
     "cryptography",
     "jwt",
     "schemathesis",
+    # `cnm node run` options are read without it (cli/agent_start.py).
+    "typer",
+    # Documentation only: built with the OpenAPI document on its first request.
+    "cnm.api.openapi_models",
 )
 
 
@@ -74,3 +80,35 @@ def test_pki_loads_on_first_use() -> None:
         "code = [before, 'cryptography' in sys.modules]"
     )
     assert found["code"] == [False, True]
+
+
+def test_an_ordinary_start_is_parsed_without_typer_and_anything_else_is_left_to_it() -> None:
+    from cnm.cli.agent_start import OPTIONS, parse_plain
+
+    parsed = parse_plain(
+        ["--addr", "10.0.0.1", "--http-port=8081", "--data-dir", "/d", "--config", "/c.toml"]
+    )
+    assert parsed is not None
+    flags, config = parsed
+    assert flags["addr"] == "10.0.0.1" and flags["http_port"] == 8081
+    assert flags["data_dir"] == Path("/d") and config == Path("/c.toml")
+    assert flags["https_port"] is None
+    # The same option names as the Typer command (help, errors and --check-config are its).
+    from cnm.cli.node_run import node_run
+
+    typer_options = {
+        f"--{name.replace('_', '-')}" for name in inspect.signature(node_run).parameters
+    }
+    assert set(OPTIONS) == typer_options - {"--check-config"}
+    for args in (
+        ["--help"],
+        ["--check-config"],
+        ["--addr", "1.2.3.4", "--check-config"],
+        ["--http-port", "eighty"],
+        ["--addr"],
+        ["--addr", "--data-dir", "/d"],
+        ["--ad", "1.2.3.4"],
+        ["--unknown", "x"],
+        ["stray"],
+    ):
+        assert parse_plain(args) is None, args

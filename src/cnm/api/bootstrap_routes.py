@@ -14,10 +14,8 @@ from cnm import SOFTWARE_VERSION
 from cnm.api.context import ApiContext, read_body
 from cnm.api.errors import validation_failure_response
 from cnm.api.openapi import ACTION_PARAMETER, OPEN_UNTIL_BOOTSTRAP, operation
-from cnm.api.openapi_models import BootstrapFailureBody, BootstrapInfo
 from cnm.api.responses import empty_ok, json_bytes
 from cnm.api.status_body import StatusBody
-from cnm.bootstrap.schema import BootstrapRequest
 from cnm.node.data_dir import default_ccs_path
 from cnm.node.facts import StoragePaths, local_node_info
 
@@ -38,8 +36,9 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
 
     def status_document() -> dict[str, Any]:
         runtime = context.manager.runtime
-        if runtime is not None:
-            local = runtime.local
+        # While the agent resumes at start, the local state it resumes from says who it is.
+        local = runtime.local if runtime is not None else context.manager.resuming
+        if local is not None:
             uid: str | None = str(local.node_uid)
             paths = StoragePaths(
                 local.persistent_path,
@@ -64,7 +63,11 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
     async def get_status(request: Request) -> Response:
         await context.authenticate_for_status(request)
         runtime = context.manager.runtime
-        sources = (context.manager.status, runtime, runtime.local if runtime else None)
+        sources = (
+            context.manager.status,
+            runtime,
+            runtime.local if runtime else context.manager.resuming,
+        )
         return json_bytes(body.render(sources, status_document))
 
     router.add_api_route(
@@ -74,7 +77,7 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
         route_class_override=_PlainRoute,
         **operation(
             "The bootstrap status and this machine's facts",
-            ok=BootstrapInfo,
+            ok="BootstrapInfo",
             errors=(401, 503),
             security=OPEN_UNTIL_BOOTSTRAP,
         ),
@@ -96,10 +99,10 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
             "Run the checks of a bootstrap action; change nothing",
             ok=None,
             errors=(400, 401, 404, 406, 409, 413, 503),
-            body=BootstrapRequest,
+            body="BootstrapRequest",
             parameters=[ACTION_PARAMETER],
             security=OPEN_UNTIL_BOOTSTRAP,
-            failure=BootstrapFailureBody,
+            failure="BootstrapFailureBody",
         ),
     )
     async def validate(request: Request) -> Response:
@@ -117,7 +120,7 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
             "Start a bootstrap action (then poll GET /v1/bootstrap)",
             ok=None,
             errors=(400, 401, 404, 409, 413, 503),
-            body=BootstrapRequest,
+            body="BootstrapRequest",
             parameters=[ACTION_PARAMETER],
             security=OPEN_UNTIL_BOOTSTRAP,
         ),

@@ -15,7 +15,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
 
 from cnm.api.auth import (
     CHECK_VIEWERS,
@@ -27,17 +26,6 @@ from cnm.api.auth import (
 from cnm.api.bodies import path_uid, read_json_object
 from cnm.api.context import ApiContext
 from cnm.api.openapi import operation, uid_parameter
-from cnm.api.openapi_models import (
-    BackupAnswer,
-    ClusterCheck,
-    ClusterObject,
-    ClusterUpdate,
-    Node,
-    NodeList,
-    NodesStatus,
-    PolicyObject,
-    PolicyUpdate,
-)
 from cnm.api.responses import compact
 from cnm.cluster.backup import backup_now, latest_backup
 from cnm.cluster.health import node_check, node_uptime, observer_for
@@ -83,8 +71,8 @@ def _record_routes(
     policy: bool,
     name: str,
     what: str,
-    shown: type[BaseModel],
-    update: type[BaseModel],
+    shown: str,
+    update: str,
 ) -> None:
     """GET and PUT on one view of the cluster record. The routes are named get_{name} and
     put_{name}, as their OpenAPI operations are."""
@@ -138,8 +126,8 @@ def cluster_router(context: ApiContext) -> APIRouter:
             False,
             "cluster",
             "the cluster",
-            ClusterObject,
-            ClusterUpdate,
+            "ClusterObject",
+            "ClusterUpdate",
         ),
         (
             "/v1/cluster/policy",
@@ -147,8 +135,8 @@ def cluster_router(context: ApiContext) -> APIRouter:
             True,
             "policy",
             "the cluster policy",
-            PolicyObject,
-            PolicyUpdate,
+            "PolicyObject",
+            "PolicyUpdate",
         ),
     ):
         _record_routes(
@@ -165,7 +153,7 @@ def cluster_router(context: ApiContext) -> APIRouter:
 
     @router.post(
         "/v1/cluster/backup",
-        **operation("Write a store snapshot now (cnm)", ok=BackupAnswer, errors=(401, 403, 503)),
+        **operation("Write a store snapshot now (cnm)", ok="BackupAnswer", errors=(401, 403, 503)),
     )
     async def backup(request: Request) -> Response:
         """A store snapshot now, into this node's ccs_persistent_path (cnm extension)."""
@@ -189,7 +177,9 @@ def cluster_router(context: ApiContext) -> APIRouter:
 
     reads = (401, 403, 503)
 
-    @router.get("/v1/cluster/check", **operation("Check every node", ok=ClusterCheck, errors=reads))
+    @router.get(
+        "/v1/cluster/check", **operation("Check every node", ok="ClusterCheck", errors=reads)
+    )
     async def check(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, CHECK_VIEWERS, "view the nodes' checks")
@@ -211,14 +201,14 @@ def cluster_router(context: ApiContext) -> APIRouter:
             }
         )
 
-    @router.get("/v1/nodes", **operation("Every node", ok=NodeList, errors=reads))
+    @router.get("/v1/nodes", **operation("Every node", ok="NodeList", errors=reads))
     async def nodes(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, NODE_VIEWERS, "view nodes")
         return compact(_nodes(runtime.snapshot))
 
     @router.get(
-        "/v1/nodes/status", **operation("Every node's status", ok=NodesStatus, errors=reads)
+        "/v1/nodes/status", **operation("Every node's status", ok="NodesStatus", errors=reads)
     )
     async def nodes_status(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
@@ -232,7 +222,7 @@ def cluster_router(context: ApiContext) -> APIRouter:
     @router.get(
         "/v1/nodes/{uid}",
         **operation(
-            "One node", ok=Node, errors=(401, 403, 404, 503), parameters=[uid_parameter("node")]
+            "One node", ok="Node", errors=(401, 403, 404, 503), parameters=[uid_parameter("node")]
         ),
     )
     async def node(request: Request) -> Response:

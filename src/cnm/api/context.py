@@ -39,6 +39,7 @@ class ApiContext:
         """Before the node is in a cluster anything goes; after, valid credentials only."""
         runtime = self.manager.runtime
         if runtime is None:
+            self.raise_if_resuming()
             if self.manager.status.state is BootstrapState.COMPLETED:
                 raise StoreUnavailable(
                     "this node belongs to a cluster but could not bring its cluster store back "
@@ -46,6 +47,15 @@ class ApiContext:
                 )
             return None
         return await self._authenticate(request, runtime)
+
+    def raise_if_resuming(self) -> None:
+        """503 while the agent brings its cluster back at start: it listens before its store
+        member and snapshot are up (daemon.py), and only GET /v1/bootstrap answers then."""
+        if self.manager.runtime is None and self.manager.resuming is not None:
+            raise StoreUnavailable(
+                "this node is starting: it is bringing its cluster store member back and "
+                "reading the cluster; retry in a few seconds"
+            )
 
     async def authenticate_for_status(self, request: Request) -> UserRecord | None:
         """For the node's own GET /v1/bootstrap: like `authenticate_if_bootstrapped`, but while
@@ -109,6 +119,7 @@ class ApiContext:
         """For the cluster routes: 503 `no_cluster` before bootstrap, else the user."""
         runtime = self.manager.runtime
         if runtime is None:
+            self.raise_if_resuming()
             raise NoCluster(
                 "this node is not part of a cluster yet: create one with POST "
                 "/v1/bootstrap/create_cluster or join one with POST /v1/bootstrap/join_cluster"

@@ -69,6 +69,7 @@ def join_router(context: ApiContext) -> APIRouter:
         """The runtime, for the routes whose authentication is the proof itself."""
         runtime = context.manager.runtime
         if runtime is None:
+            context.raise_if_resuming()
             raise NoCluster("this node is not part of a cluster: it cannot admit nodes")
         runtime.snapshot.require_fresh()
         return runtime
@@ -101,6 +102,7 @@ def join_router(context: ApiContext) -> APIRouter:
         runtime = context.manager.runtime
         record = runtime.snapshot.ca() if runtime else None
         if record is None:
+            context.raise_if_resuming()
             raise NoCluster("this node is not part of a cluster: it cannot admit nodes")
         cert = record.cert_pem
         answer = CaAnswer(ca_pem=cert, ca_fingerprint=pki.fingerprint_sha256(cert.encode()))

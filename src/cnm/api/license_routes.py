@@ -15,7 +15,6 @@ from fastapi.responses import Response
 from cnm.api.auth import LICENSE_INSTALLERS, LICENSE_VIEWERS, require_role
 from cnm.api.context import ApiContext, read_body
 from cnm.api.openapi import operation
-from cnm.api.openapi_models import LicenseObject, LicenseUpdate
 from cnm.api.responses import compact
 from cnm.clock import utc_now
 from cnm.cluster import fields, model
@@ -43,7 +42,9 @@ def _license_text(raw: bytes) -> str:
 def license_router(context: ApiContext) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/v1/license", **operation("The license", ok=LicenseObject, errors=(401, 403, 503)))
+    @router.get(
+        "/v1/license", **operation("The license", ok="LicenseObject", errors=(401, 403, 503))
+    )
     async def get_license(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, LICENSE_VIEWERS, "view the license")
@@ -54,9 +55,9 @@ def license_router(context: ApiContext) -> APIRouter:
         "/v1/license",
         **operation(
             "Install a license",
-            ok=LicenseObject,
+            ok="LicenseObject",
             errors=(400, 401, 403, 406, 413, 503),
-            body=LicenseUpdate,
+            body="LicenseUpdate",
             text_body=True,
         ),
     )

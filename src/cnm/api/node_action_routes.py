@@ -14,7 +14,6 @@ from cnm.api.auth import NODE_REMOVERS, require_role
 from cnm.api.bodies import path_uid
 from cnm.api.context import ApiContext
 from cnm.api.openapi import operation, uid_parameter
-from cnm.api.openapi_models import NodeRemoval
 from cnm.api.responses import compact
 from cnm.cluster.removal import remove_node
 from cnm.cluster.writes import wait_for_revision
@@ -29,7 +28,7 @@ def node_action_router(context: ApiContext) -> APIRouter:
         "/v1/nodes/{uid}/actions/remove",
         **operation(
             "Remove a node from the cluster",
-            ok=NodeRemoval,
+            ok="NodeRemoval",
             errors=(401, 403, 404, 409, 503),
             parameters=[uid_parameter("node")],
         ),

@@ -22,7 +22,6 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from cnm.api import openapi_models as m
 from cnm.bootstrap.schema import MAX_STRING_CHARS, BootstrapRequest
 from cnm.bootstrap.validation import ACTIONS
 from cnm.errors import ERROR_CLASSES
@@ -75,39 +74,54 @@ _UNAUTHORIZED_HEADERS = {
     }
 }
 
-# Every model a document refers to by name, request bodies first.
-BODY_MODELS: tuple[type[BaseModel], ...] = (
-    BootstrapRequest,
-    m.ClusterUpdate,
-    m.PolicyUpdate,
-    m.UserCreate,
-    m.UserUpdate,
-    m.LicenseUpdate,
-    m.AuthorizeBody,
-    m.RefreshBody,
-)
-RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
-    m.ErrorBody,
-    m.BootstrapFailureBody,
-    m.BootstrapInfo,
-    m.ClusterObject,
-    m.PolicyObject,
-    m.ClusterCheck,
-    m.Node,
-    m.NodeList,
-    m.NodesStatus,
-    m.LicenseObject,
-    m.User,
-    m.UserList,
-    m.Token,
-)
+# Routes name their models (`operation(ok="User")`) instead of importing them: the models of
+# api/openapi_models.py are documentation only, and building their pydantic classes costs the
+# agent about two MiB for its whole life, so they are imported when the document is first built.
+Model = type[BaseModel] | str
 
 
-def ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": REF.format(model=model.__name__)}
+def body_models() -> tuple[type[BaseModel], ...]:
+    """Every request body model the document refers to by name."""
+    from cnm.api import openapi_models as m
+
+    return (
+        BootstrapRequest,
+        m.ClusterUpdate,
+        m.PolicyUpdate,
+        m.UserCreate,
+        m.UserUpdate,
+        m.LicenseUpdate,
+        m.AuthorizeBody,
+        m.RefreshBody,
+    )
 
 
-def json_content(model: type[BaseModel]) -> dict[str, Any]:
+def response_models() -> tuple[type[BaseModel], ...]:
+    """Every answer model the document refers to by name."""
+    from cnm.api import openapi_models as m
+
+    return (
+        m.ErrorBody,
+        m.BootstrapFailureBody,
+        m.BootstrapInfo,
+        m.ClusterObject,
+        m.PolicyObject,
+        m.ClusterCheck,
+        m.Node,
+        m.NodeList,
+        m.NodesStatus,
+        m.LicenseObject,
+        m.User,
+        m.UserList,
+        m.Token,
+    )
+
+
+def ref(model: Model) -> dict[str, str]:
+    return {"$ref": REF.format(model=model if isinstance(model, str) else model.__name__)}
+
+
+def json_content(model: Model) -> dict[str, Any]:
     return {JSON: {"schema": ref(model)}}
 
 
@@ -137,14 +151,14 @@ def uid_parameter(what: str) -> dict[str, Any]:
 def operation(
     summary: str,
     *,
-    ok: type[BaseModel] | None,
+    ok: Model | None,
     errors: Iterable[int],
-    body: type[BaseModel] | None = None,
+    body: Model | None = None,
     body_required: bool = True,
     text_body: bool = False,
     parameters: Iterable[dict[str, Any]] = (),
     security: Security | None = None,
-    failure: type[BaseModel] | None = None,
+    failure: Model | None = None,
     description: str | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for a route decorator: its documentation, nothing else.
@@ -163,7 +177,7 @@ def operation(
     for status in sorted(statuses):
         entry: dict[str, Any] = {
             "description": _ERROR_REASONS[status],
-            "content": json_content(failure if status == 406 and failure else m.ErrorBody),
+            "content": json_content(failure if status == 406 and failure else "ErrorBody"),
         }
         if status == 401:
             entry["headers"] = _UNAUTHORIZED_HEADERS
@@ -211,7 +225,9 @@ def _null_means_absent(definition: dict[str, Any]) -> None:
 
 
 def _body_schemas() -> dict[str, Any]:
-    _, top = models_json_schema([(model, "validation") for model in BODY_MODELS], ref_template=REF)
+    _, top = models_json_schema(
+        [(model, "validation") for model in body_models()], ref_template=REF
+    )
     definitions: dict[str, Any] = top.get("$defs", {})
     for definition in definitions.values():
         _null_means_absent(definition)
@@ -230,7 +246,7 @@ def _body_schemas() -> dict[str, Any]:
 
 def _response_schemas() -> dict[str, Any]:
     _, top = models_json_schema(
-        [(model, "serialization") for model in RESPONSE_MODELS], ref_template=REF
+        [(model, "serialization") for model in response_models()], ref_template=REF
     )
     definitions: dict[str, Any] = top.get("$defs", {})
     codes = sorted(ERROR_CLASSES)

@@ -21,7 +21,6 @@ from cnm.api.auth import USER_ADMINS, require_role
 from cnm.api.bodies import path_uid, read_json_object
 from cnm.api.context import ApiContext
 from cnm.api.openapi import operation, uid_parameter
-from cnm.api.openapi_models import SignInFailures, UnlockBody, Unlocked
 from cnm.api.responses import compact
 from cnm.cluster import fields, sign_in
 from cnm.cluster.writes import wait_for_revision
@@ -45,7 +44,7 @@ def sign_in_router(context: ApiContext) -> APIRouter:
         "/v1/users/{uid}/sign_in_failures",
         **operation(
             "A user's failed sign-ins by client address (cnm)",
-            ok=SignInFailures,
+            ok="SignInFailures",
             errors=(401, 403, 404, 503),
             parameters=[uid_parameter("user")],
         ),
@@ -74,9 +73,9 @@ def sign_in_router(context: ApiContext) -> APIRouter:
         "/v1/users/{uid}/unlock",
         **operation(
             "Unlock a user's sign-ins (cnm)",
-            ok=Unlocked,
+            ok="Unlocked",
             errors=(400, 401, 403, 404, 413, 503),
-            body=UnlockBody,
+            body="UnlockBody",
             body_required=False,
             parameters=[uid_parameter("user")],
         ),

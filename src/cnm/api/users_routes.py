@@ -20,15 +20,6 @@ from cnm.api.auth import USER_ADMINS, require_role
 from cnm.api.bodies import path_uid, read_json_object
 from cnm.api.context import ApiContext, sign_in_attempt
 from cnm.api.openapi import CREDENTIALS, operation, uid_parameter
-from cnm.api.openapi_models import (
-    AuthorizeBody,
-    RefreshBody,
-    Token,
-    User,
-    UserCreate,
-    UserList,
-    UserUpdate,
-)
 from cnm.api.responses import compact, empty_ok
 from cnm.clock import utc_now
 from cnm.cluster import fields
@@ -59,7 +50,7 @@ def users_router(context: ApiContext) -> APIRouter:
 
     uid = [uid_parameter("user")]
 
-    @router.get("/v1/users", **operation("Every user", ok=UserList, errors=(401, 403, 503)))
+    @router.get("/v1/users", **operation("Every user", ok="UserList", errors=(401, 403, 503)))
     async def list_users(request: Request) -> Response:
         runtime, user = await context.require_fresh_cluster(request)
         require_role(user, USER_ADMINS, "view users")
@@ -69,9 +60,9 @@ def users_router(context: ApiContext) -> APIRouter:
         "/v1/users",
         **operation(
             "Create a user",
-            ok=User,
+            ok="User",
             errors=(400, 401, 403, 409, 413, 503),
-            body=UserCreate,
+            body="UserCreate",
         ),
     )
     async def post_user(request: Request) -> Response:
@@ -97,7 +88,7 @@ def users_router(context: ApiContext) -> APIRouter:
     # `uid` is read from the path parameters: anything but a known uid is a 404, not FastAPI's 422.
     @router.get(
         "/v1/users/{uid}",
-        **operation("One user", ok=User, errors=(401, 403, 404, 503), parameters=uid),
+        **operation("One user", ok="User", errors=(401, 403, 404, 503), parameters=uid),
     )
     async def get_user(request: Request) -> Response:
         uid = request.path_params["uid"]
@@ -112,9 +103,9 @@ def users_router(context: ApiContext) -> APIRouter:
         "/v1/users/{uid}",
         **operation(
             "Change a user",
-            ok=User,
+            ok="User",
             errors=(400, 401, 403, 404, 406, 409, 413, 503),
-            body=UserUpdate,
+            body="UserUpdate",
             parameters=uid,
         ),
     )
@@ -216,9 +207,9 @@ def users_router(context: ApiContext) -> APIRouter:
         "/v1/users/authorize",
         **operation(
             "Get a token",
-            ok=Token,
+            ok="Token",
             errors=(400, 401, 409, 413, 503),
-            body=AuthorizeBody,
+            body="AuthorizeBody",
             body_required=False,
             security=[*CREDENTIALS, {}],
         ),
@@ -230,9 +221,9 @@ def users_router(context: ApiContext) -> APIRouter:
         "/v1/users/refresh_jwt",
         **operation(
             "Get a new token",
-            ok=Token,
+            ok="Token",
             errors=(400, 401, 409, 413, 503),
-            body=RefreshBody,
+            body="RefreshBody",
             body_required=False,
         ),
     )

@@ -95,6 +95,9 @@ class BootstrapManager:
         self._join_wiring = join_wiring
         self.status = BootstrapStatus.load(config.data_dir)
         self.runtime: ClusterRuntime | None = None
+        # While `restore()` brings a completed node back (store member, snapshot): its local
+        # state, so the API can say which node it is and answer "starting" meanwhile.
+        self.resuming: LocalState | None = None
         self.listeners: list[TransitionListener] = []
         self.left_listeners: list[LeftListener] = []
 
@@ -136,8 +139,24 @@ class BootstrapManager:
 
     # --- restart ------------------------------------------------------------------------------
 
+    def will_resume(self) -> LocalState | None:
+        """The local state `restore()` will resume the cluster from (a completed node that is
+        not leaving), or None: the agent may listen before such a restore ends (daemon.py)."""
+        if DataDir(self.config.data_dir).leaving_file.exists():
+            return None
+        if self.status.state is not BootstrapState.COMPLETED:
+            return None
+        return LocalState.load(self.config.data_dir)
+
     async def restore(self) -> str:
         """Apply the decision table; returns the decision as a sentence for the log."""
+        self.resuming = self.will_resume()
+        try:
+            return await self._restore()
+        finally:
+            self.resuming = None
+
+    async def _restore(self) -> str:
         data = DataDir(self.config.data_dir)
         if data.leaving_file.exists():
             # The agent stopped while this removed node left: finish it. Its store member's

@@ -3,7 +3,8 @@
 Its own module, importing nothing of the client side: the agent is started through
 `cnm.cli.main`, which hands `cnm node run ...` straight to `run_app` below, so a running agent
 never loads the other commands, the REST client or rich (memory it would keep for its whole
-life, and start-up time).
+life, and start-up time). An ordinary start does not even get here: cli/agent_start.py reads
+its options without Typer; this module parses the rest (help, --check-config, mistakes).
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from cnm.config import ConfigurationError, load_node_config
 
 
 def node_run(
@@ -52,9 +51,7 @@ def node_run(
 
     Check a configuration without starting: cnm node run --config /etc/cnm/cnm.toml --check-config
     """
-    from cnm.daemon import run_agent
-    from cnm.logs import configure_logging
-    from cnm.node.facts import default_route_address
+    from cnm.cli.agent_start import start
 
     flags = {
         "addr": addr,
@@ -74,27 +71,7 @@ def node_run(
         "log_level": log_level,
         "log_format": log_format,
     }
-    sources: dict[str, str] = {}
-    try:
-        node_config = load_node_config(
-            flags=flags, config_file=config, default_addr=default_route_address(), sources=sources
-        )
-    except ConfigurationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    if check_config:
-        from cnm.ops.config_report import problems, report
-
-        typer.echo(report(node_config, sources))
-        found = problems(node_config)
-        for problem in found:
-            typer.echo(f"error: {problem}", err=True)
-        typer.echo("configuration: " + (f"{len(found)} problem(s)" if found else "OK"))
-        raise typer.Exit(2 if found else 0)
-    configure_logging(
-        level=node_config.log_level, log_format=node_config.log_format, addr=node_config.addr
-    )
-    raise typer.Exit(run_agent(node_config))
+    raise typer.Exit(start(flags, config, check_config=check_config))
 
 
 def run_app(args: list[str]) -> None:

@@ -26,7 +26,7 @@ from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.config import NodeConfig, url_host
 from cnm.logs import event
 from cnm.node.data_dir import ClusterTls
-from cnm.security import pki
+from cnm.security import cert_facts, pki
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,16 @@ REQUEST_TIMEOUT = 10.0
 
 def renew_at(cert_pem: bytes) -> datetime:
     """When a certificate is due: 2/3 into its lifetime (the skew allowance not counted)."""
-    not_before, not_after = pki.certificate_lifetime(cert_pem)
-    start = min(not_before + pki.CLOCK_SKEW, not_after)
+    # cert_facts, not pki: checked every minute, and `cryptography` would stay loaded for good.
+    not_before, not_after = cert_facts.certificate_lifetime(cert_pem)
+    start = min(not_before + cert_facts.CLOCK_SKEW, not_after)
     return start + (not_after - start) * RENEW_FRACTION
 
 
 def _retry_after(cert_pem: bytes) -> float:
     """How long to wait after a failed renewal: a twentieth of the lifetime, 1 s to 60 s."""
-    not_before, not_after = pki.certificate_lifetime(cert_pem)
-    lifetime = (not_after - not_before - pki.CLOCK_SKEW).total_seconds()
+    not_before, not_after = cert_facts.certificate_lifetime(cert_pem)
+    lifetime = (not_after - not_before - cert_facts.CLOCK_SKEW).total_seconds()
     return min(max(lifetime / 20, 1.0), MAX_WAIT)
 
 
@@ -113,7 +114,7 @@ async def run_cert_renewal(
     once for a node without a member-issued certificate: no file, or one made by an earlier
     version, which names no node and lasts its 825 days)."""
     try:
-        named = pki.certificate_uid(tls.cert_file.read_bytes())
+        named = cert_facts.certificate_uid(tls.cert_file.read_bytes())
     except OSError:
         named = None
     if named != uid:

@@ -149,6 +149,12 @@ class DataDir:
         return self.root / USERS_FILE
 
     @property
+    def http_support_file(self) -> Path:
+        """The cluster's `http_support` as this node last saw it ("true"/"false"): a restart
+        that listens before it has read the cluster keeps port 8080 as the cluster wants it."""
+        return self.root / "http-support"
+
+    @property
     def tls_dir(self) -> Path:
         return self.root / "tls"
 

@@ -32,11 +32,11 @@ from cryptography.x509.verification import (
 )
 
 from cnm.errors import BadRequest, ConfigError
+from cnm.security.cert_facts import CLOCK_SKEW
 
 # X.520 upper bound for a commonName; cryptography refuses longer ones.
 _CN_MAX = 64
-# Signed certificates start a little in the past so a peer whose clock lags ours accepts them.
-CLOCK_SKEW = timedelta(minutes=5)
+# Signed certificates start CLOCK_SKEW in the past so a peer whose clock lags ours accepts them.
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
