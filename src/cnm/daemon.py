@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -50,6 +51,19 @@ def ensure_self_signed(data_dir: Path, addr: str) -> tuple[Path, Path]:
         pki.write_public(cert_file, pair.cert_pem)
         log.info("made the self-signed HTTPS certificate %s", cert_file)
     return cert_file, key_file
+
+
+def freeze_start_up_objects() -> int:
+    """Move every object alive now (the imported modules, the app, the routes: ~75 000) out of
+    reach of the cyclic garbage collector; how many were moved.
+
+    They live as long as the process, yet each full collection walked all of them: 70 to 200
+    ms on the loaded 2-core test machine, during which every request in flight waits (at 16
+    connections, 16 requests late at once: the tail of GET /v1/bootstrap). Frozen, a full
+    collection walks only what was made since. Reference counting still frees frozen objects;
+    only cycles among them (none that matter: start-up garbage) are never collected."""
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def ensure_default_paths(config: NodeConfig) -> None:
@@ -172,6 +186,8 @@ class NodeAgent:
                     decision = f"could not resume the cluster: {exc.message}"
                     log.error("%s; the node answers 503 until it is restarted", decision)
                 log.info("restart decision: %s", decision)
+                frozen = freeze_start_up_objects()
+                log.debug("%d start-up objects kept out of garbage collection", frozen)
                 http = tasks.create_task(self.servers.serve_http(), name="http")
                 https = tasks.create_task(self.servers.serve_https(), name="https")
                 log.info(
