@@ -10,11 +10,12 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from time import time
 
 import pytest
 
 from cnm.api import auth as auth_module
-from cnm.api.auth import Authenticator
+from cnm.api.auth import Authenticator, SignInAttempt
 from cnm.cluster import model
 from cnm.cluster.records import ClusterRecord, UidCounter, UserLoginIndex, admin_user_record
 from cnm.cluster.snapshot import ClusterSnapshot
@@ -24,6 +25,7 @@ from cnm.errors import Unauthorized
 from cnm.security.passwords import PasswordVerifier, hash_password
 from cnm.security.tokens import issue_token
 from cnm.store.memory import MemoryStore
+from harness.agents import basic
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 ADMIN = ("admin@example.com", "admin-pass")
@@ -179,3 +181,24 @@ async def test_remembered_tokens_expire_and_stay_bounded(
         auth.authenticate_token(tokens[-1], snapshot)
     remembered = [t for t in tokens if auth.token_claims(f"JWT {t}") is not None]
     assert remembered == tokens[-4:]
+
+
+async def test_only_a_password_sign_in_works_out_its_attempt(
+    cluster: Cluster, verifier: PasswordVerifier
+) -> None:
+    snapshot = cluster.snapshot
+    auth = Authenticator(verifier)
+    asked: list[str] = []
+
+    def attempt() -> SignInAttempt:
+        asked.append("attempt")
+        return SignInAttempt(client="192.0.2.9", store=cluster.store)
+
+    secret = await token_secret(cluster.store, snapshot)
+    user = snapshot.user(2)
+    assert user is not None
+    token = issue_token(secret, user_uid=2, password_hash=user.password_hash, ttl=60, now=time())
+    assert (await auth.authenticate(f"JWT {token}", snapshot, attempt)).uid == 2
+    assert asked == []
+    assert (await auth.authenticate(basic(*USER)["Authorization"], snapshot, attempt)).uid == 2
+    assert asked == ["attempt"]
