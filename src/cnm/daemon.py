@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -78,6 +79,19 @@ def ensure_self_signed(data_dir: Path, addr: str) -> tuple[Path, Path]:
             )
         log.info("made the self-signed HTTPS certificate %s", cert_file)
     return cert_file, key_file
+
+
+def freeze_start_up_objects() -> int:
+    """Move every object alive now (the imported modules, the app, the routes: ~75 000) out of
+    reach of the cyclic garbage collector; how many were moved.
+
+    They live as long as the process, yet each full collection walked all of them: 70 to 200
+    ms on the loaded 2-core test machine, during which every request in flight waits (at 16
+    connections, 16 requests late at once: the tail of GET /v1/bootstrap). Frozen, a full
+    collection walks only what was made since. Reference counting still frees frozen objects;
+    only cycles among them (none that matter: start-up garbage) are never collected."""
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def ensure_default_paths(config: NodeConfig) -> None:
@@ -253,6 +267,8 @@ class NodeAgent:
                     # cluster, its own certificate and plain HTTP open.
                     servers.use_certificate(cert_file, key_file)
                     servers.set_http_support(True)
+                frozen = freeze_start_up_objects()
+                log.debug("%d start-up objects kept out of garbage collection", frozen)
                 http, https = listening or serve()
                 stop = tasks.create_task(self._stopping.wait())
                 await asyncio.wait([http, https, stop], return_when=asyncio.FIRST_COMPLETED)

@@ -177,8 +177,9 @@ async def test_ttl_expiry_slides_on_use(
 async def test_a_full_queue_is_refused_at_once(clock: FakeClock, pw_hash: str) -> None:
     v = PasswordVerifier(ttl_seconds=0, max_queue=3, clock=clock)
     try:
+        # Distinct guesses: identical ones would share one check (single flight).
         results = await asyncio.gather(
-            *(v.verify("admin", "wrong", pw_hash) for _ in range(8)), return_exceptions=True
+            *(v.verify("admin", f"wrong{i}", pw_hash) for i in range(8)), return_exceptions=True
         )
         refused = [r for r in results if isinstance(r, TooManyRequests)]
         assert len(refused) == 5 and v.refused_full == 5
@@ -279,3 +280,40 @@ async def test_remember_caches_a_success_proven_elsewhere() -> None:
         assert verifier.cached_entries == 0
     finally:
         verifier.close()
+
+
+async def test_same_credentials_at_once_share_one_check(clock: FakeClock, pw_hash: str) -> None:
+    v = PasswordVerifier(ttl_seconds=30.0, clock=clock)
+    try:
+        right = await asyncio.gather(
+            *(v.verify("admin", "correct horse", pw_hash) for _ in range(16))
+        )
+        assert right == [True] * 16 and v.runs == 1
+        # Failures are shared the same way, each caller gets its own False, and none is cached:
+        # the next identical guess runs argon2 again.
+        wrong = await asyncio.gather(*(v.verify("admin", "guess", pw_hash) for _ in range(8)))
+        assert wrong == [False] * 8 and v.runs == 2
+        assert not await v.verify("admin", "guess", pw_hash)
+        assert v.runs == 3 and v.pending == 0
+    finally:
+        v.close()
+
+
+async def test_a_waiter_checks_itself_when_the_shared_check_was_dropped(
+    clock: FakeClock, pw_hash: str
+) -> None:
+    v = PasswordVerifier(ttl_seconds=30.0, clock=clock)
+
+    async def gone() -> bool:
+        return True
+
+    try:
+        left, stayed = await asyncio.gather(
+            v.verify("admin", "correct horse", pw_hash, gone=gone),
+            v.verify("admin", "correct horse", pw_hash),
+            return_exceptions=True,
+        )
+        assert isinstance(left, ClientDisconnected) and stayed is True
+        assert v.runs == 1 and v.skipped_gone == 1
+    finally:
+        v.close()

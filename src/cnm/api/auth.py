@@ -186,13 +186,17 @@ class Authenticator:
         self,
         header: str | None,
         snapshot: ClusterSnapshot,
-        attempt: SignInAttempt | None = None,
+        attempt: SignInAttempt | Callable[[], SignInAttempt] | None = None,
     ) -> UserRecord:
-        """The user the credentials belong to, or `Unauthorized`."""
+        """The user the credentials belong to, or `Unauthorized`. `attempt` may be given as a
+        function, called for password sign-ins only: a token needs no client address, and
+        working it out cost a token request a third of its authentication."""
         scheme, _, token = (header or "").strip().partition(" ")
         if scheme.lower() in TOKEN_SCHEMES:
             return self.authenticate_token(token.strip(), snapshot)
         username, password = parse_basic(header)
+        if callable(attempt):
+            attempt = attempt()
         return await self.authenticate_password(username, password, snapshot, attempt)
 
     async def authenticate_password(

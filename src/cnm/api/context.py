@@ -87,7 +87,7 @@ class ApiContext:
             )
         header = request.headers.get("authorization")
         user = await self.authenticator.authenticate(
-            header, runtime.snapshot, sign_in_attempt(request, runtime)
+            header, runtime.snapshot, lambda: sign_in_attempt(request, runtime)
         )
         if user.join_verifier is None:
             self._make_join_verifier(runtime, user, header)

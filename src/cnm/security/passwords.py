@@ -10,6 +10,12 @@ The queue of verifications is bounded (`max_queue`, waiting and running): beyond
 refused at once with 429 and `Retry-After` rather than answered late, so a flood of guesses
 cannot make every other client wait behind it; and a verification whose client has gone by the
 time a worker is free is not run at all.
+
+Requests that arrive with the same credentials while they are being checked wait for that one
+check instead of queueing their own (single flight): a client polling over 16 connections
+whose cache entry just expired costs one argon2 run, not 16 (on one core, 16 runs stalled every
+connection for over half a second). Each waiter still gets its own answer, so a failure is
+counted once per request by the caller, as before.
 """
 
 from __future__ import annotations
@@ -129,6 +135,12 @@ class PasswordVerifier:
         # Verifications handed to the threads and not finished yet (the metrics' queue depth);
         # changed on the event loop only.
         self._pending = 0
+        # Checks under way, by cache key: later requests with the same credentials await the
+        # same answer (None: the check was not run, its requester left; they try themselves).
+        # Event loop only, like `_pending`.
+        self._in_flight: dict[bytes, asyncio.Future[bool | None]] = {}
+        # argon2 runs started (tests and benchmarks count them).
+        self.runs = 0
 
     @property
     def pending(self) -> int:
@@ -173,15 +185,47 @@ class PasswordVerifier:
         `TooManyRequests` when the queue is full; `ClientDisconnected` when `gone()` says the
         client left before its turn came."""
         key = self._cache_key(username, password, password_hash)
+        while True:
+            if self._cached(key):
+                return True
+            running = self._in_flight.get(key)
+            if running is None:
+                break
+            # Shielded: a waiter that is cancelled (its client left) must not cancel the check
+            # the others wait for.
+            shared = await asyncio.shield(running)
+            if shared is not None:
+                return shared
+            # The check was dropped (its own client left before its turn): try again.
+        loop = asyncio.get_running_loop()
+        flight: asyncio.Future[bool | None] = loop.create_future()
+        self._in_flight[key] = flight
+        result: bool | None = None
+        try:
+            result = await self._check(key, password, password_hash, gone)
+            return result
+        finally:
+            del self._in_flight[key]
+            flight.set_result(result)
+
+    def _cached(self, key: bytes) -> bool:
+        """Whether `key` is a cached success (renewing it when it is)."""
         with self._lock:
             now = self._clock()
             self._prune(now)
-            if key in self._cache:
-                if self._ttl > 0:
-                    # Sliding: a renewed entry moves to the back, keeping expiry order.
-                    self._cache.move_to_end(key)
-                    self._cache[key] = now + self._ttl
-                return True
+            if key not in self._cache:
+                return False
+            if self._ttl > 0:
+                # Sliding: a renewed entry moves to the back, keeping expiry order.
+                self._cache.move_to_end(key)
+                self._cache[key] = now + self._ttl
+            return True
+
+    async def _check(
+        self, key: bytes, password: str, password_hash: str, gone: GoneCheck | None
+    ) -> bool:
+        """One argon2 run in the pool, within the queue's bound; a success is cached."""
+        with self._lock:
             generation = self._generation
         if self._pending >= self._max_queue:
             self.refused_full += 1
@@ -195,6 +239,7 @@ class PasswordVerifier:
                 if gone is not None and await gone():
                     self.skipped_gone += 1
                     raise ClientDisconnected("the client left before its password was checked")
+                self.runs += 1
                 ok = await loop.run_in_executor(
                     self._executor, verify_password, password_hash, password
                 )

@@ -1,0 +1,204 @@
+"""The credential caches of `Authenticator` on the in-memory store: a cached Basic success or a
+remembered token never outlives a change of its user, failures never come from the cache, and
+the caches stay bounded. The verifier is never flushed here (the agent flushes it on any user
+change): these tests show that binding the cache to the password hash alone is enough."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from time import time
+
+import pytest
+
+from cnm.api import auth as auth_module
+from cnm.api.auth import Authenticator, SignInAttempt
+from cnm.cluster import model
+from cnm.cluster.records import ClusterRecord, UidCounter, UserLoginIndex, admin_user_record
+from cnm.cluster.snapshot import ClusterSnapshot
+from cnm.cluster.users import UserChanges, create_user, delete_user, update_user
+from cnm.cluster.writes import token_secret, wait_for_revision
+from cnm.errors import Unauthorized
+from cnm.security.passwords import PasswordVerifier, hash_password
+from cnm.security.tokens import issue_token
+from cnm.store.memory import MemoryStore
+from harness.agents import basic
+
+NOW = datetime(2025, 6, 1, tzinfo=UTC)
+ADMIN = ("admin@example.com", "admin-pass")
+USER = ("ann@example.com", "ann-password")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Cluster:
+    store: MemoryStore
+    snapshot: ClusterSnapshot
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    store = MemoryStore()
+    await store.put(model.CLUSTER_KEY, ClusterRecord(name="c.example.com").encode())
+    admin = admin_user_record(email=ADMIN[0], password_hash=hash_password(ADMIN[1]), created=NOW)
+    await store.put(model.user_key(1), admin.encode())
+    await store.put(model.login_key(ADMIN[0]), UserLoginIndex(uid=1).encode())
+    await store.put(model.USER_UID_COUNTER, UidCounter(last=1).encode())
+    made = ClusterSnapshot(store)
+    task = asyncio.create_task(made.run())
+    await made.wait_loaded(5)
+    changes = UserChanges(email=USER[0], password=USER[1], role="cluster_viewer")
+    _, revision = await create_user(store, made, changes, NOW)
+    assert await wait_for_revision(made, revision)
+    yield Cluster(store, made)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@pytest.fixture
+def verifier() -> Iterator[PasswordVerifier]:
+    made = PasswordVerifier(ttl_seconds=30.0, max_entries=8)
+    yield made
+    made.close()
+
+
+async def _update(cluster: Cluster, uid: int, **changes: str) -> None:
+    snapshot = cluster.snapshot
+    admin = snapshot.user(1)
+    assert admin is not None
+    _, revision = await update_user(
+        cluster.store, snapshot, uid, UserChanges(**changes), admin, NOW
+    )
+    assert await wait_for_revision(snapshot, revision)
+
+
+async def test_a_changed_password_is_refused_on_the_very_next_request(
+    cluster: Cluster, verifier: PasswordVerifier
+) -> None:
+    snapshot = cluster.snapshot
+    auth = Authenticator(verifier)
+    for _ in range(3):
+        assert (await auth.authenticate_password(*USER, snapshot)).email == USER[0]
+    assert verifier.runs == 1 and verifier.cached_entries == 1  # served from the cache
+    await _update(cluster, 2, password="new-password-1")
+    with pytest.raises(Unauthorized, match="invalid username or password"):
+        await auth.authenticate_password(*USER, snapshot)
+    assert verifier.runs == 2  # the old entry did not answer: a real check refused it
+    assert (await auth.authenticate_password(USER[0], "new-password-1", snapshot)).uid == 2
+
+
+async def test_a_role_change_applies_to_the_next_cached_request(
+    cluster: Cluster, verifier: PasswordVerifier
+) -> None:
+    snapshot = cluster.snapshot
+    auth = Authenticator(verifier)
+    assert (await auth.authenticate_password(*USER, snapshot)).role == "cluster_viewer"
+    await _update(cluster, 2, role="db_member")
+    assert (await auth.authenticate_password(*USER, snapshot)).role == "db_member"
+    assert verifier.runs == 1  # still the cached success, with the current record's role
+
+
+async def test_a_deleted_user_is_refused_at_once(
+    cluster: Cluster, verifier: PasswordVerifier
+) -> None:
+    snapshot = cluster.snapshot
+    auth = Authenticator(verifier)
+    assert (await auth.authenticate_password(*USER, snapshot)).uid == 2
+    admin = snapshot.user(1)
+    assert admin is not None
+    revision = await delete_user(cluster.store, snapshot, 2, admin)
+    assert await wait_for_revision(snapshot, revision)
+    with pytest.raises(Unauthorized, match="invalid username or password"):
+        await auth.authenticate_password(*USER, snapshot)
+
+
+async def test_a_wrong_password_is_never_answered_from_the_cache(
+    cluster: Cluster, verifier: PasswordVerifier
+) -> None:
+    snapshot = cluster.snapshot
+    auth = Authenticator(verifier)
+    await auth.authenticate_password(*USER, snapshot)
+    for attempt in range(3):
+        with pytest.raises(Unauthorized):
+            await auth.authenticate_password(USER[0], USER[1] + "x", snapshot)
+        assert verifier.runs == 2 + attempt  # every wrong guess is a full argon2 run
+    assert verifier.cached_entries == 1
+
+
+async def test_many_distinct_credentials_stay_within_the_bound(verifier: PasswordVerifier) -> None:
+    for i in range(20):
+        verifier.remember(f"user{i}", "pw", "hash")
+    assert verifier.cached_entries == 8  # max_entries of the fixture
+
+
+async def test_concurrent_cold_requests_cost_one_check(
+    cluster: Cluster, verifier: PasswordVerifier
+) -> None:
+    snapshot = cluster.snapshot
+    auth = Authenticator(verifier)
+    users = await asyncio.gather(*(auth.authenticate_password(*USER, snapshot) for _ in range(16)))
+    assert {user.uid for user in users} == {2}
+    assert verifier.runs == 1
+
+
+async def test_remembered_tokens_expire_and_stay_bounded(
+    cluster: Cluster, verifier: PasswordVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot = cluster.snapshot
+    monkeypatch.setattr(auth_module, "MAX_VERIFIED_TOKENS", 4)
+    clock = Clock()
+    auth = Authenticator(verifier, clock=clock)
+    secret = await token_secret(cluster.store, snapshot)
+    user = snapshot.user(2)
+    assert user is not None
+
+    def token(ttl: int) -> str:
+        return issue_token(
+            secret, user_uid=2, password_hash=user.password_hash, ttl=ttl, now=clock.now
+        )
+
+    short = token(10)
+    assert auth.authenticate_token(short, snapshot).uid == 2
+    assert auth.token_claims(f"JWT {short}") is not None  # remembered
+    clock.now += 10
+    with pytest.raises(Unauthorized, match="expired"):
+        auth.authenticate_token(short, snapshot)
+    tokens = []
+    for _ in range(10):
+        clock.now += 1  # a new `iat` and `jti`: ten distinct tokens
+        tokens.append(token(300))
+        auth.authenticate_token(tokens[-1], snapshot)
+    remembered = [t for t in tokens if auth.token_claims(f"JWT {t}") is not None]
+    assert remembered == tokens[-4:]
+
+
+async def test_only_a_password_sign_in_works_out_its_attempt(
+    cluster: Cluster, verifier: PasswordVerifier
+) -> None:
+    snapshot = cluster.snapshot
+    auth = Authenticator(verifier)
+    asked: list[str] = []
+
+    def attempt() -> SignInAttempt:
+        asked.append("attempt")
+        return SignInAttempt(client="192.0.2.9", store=cluster.store)
+
+    secret = await token_secret(cluster.store, snapshot)
+    user = snapshot.user(2)
+    assert user is not None
+    token = issue_token(secret, user_uid=2, password_hash=user.password_hash, ttl=60, now=time())
+    assert (await auth.authenticate(f"JWT {token}", snapshot, attempt)).uid == 2
+    assert asked == []
+    assert (await auth.authenticate(basic(*USER)["Authorization"], snapshot, attempt)).uid == 2
+    assert asked == ["attempt"]
