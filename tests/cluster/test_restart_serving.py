@@ -1,6 +1,7 @@
 """A restarted node of a cluster listens before its store is back (issue 12 §4), never open:
 its own GET /v1/bootstrap is checked against its local copy of the users' verifiers, every other
-route answers 503 until the snapshot is loaded. Real agents, real etcd, a store without quorum
+route waits for the restore a few seconds and answers 503 if it is not over by then; a client
+that saw `completed` and goes on to a cluster route at once is answered, not refused. Real agents, real etcd, a store without quorum
 so that the restart's wait for the store lasts long enough to look at."""
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def test_a_restarted_node_answers_its_status_with_credentials_before_its_store_i
     # Never open, and a wrong password is refused, during the restore as after it.
     assert first.get("/v1/bootstrap").status_code == 401
     assert first.get("/v1/bootstrap", auth=(ADMIN[0], "not-the-password")).status_code == 401
-    # Everything else waits for the store, saying so.
+    # Everything else waits for the restore (api/context.py RESUME_WAIT), then says why not.
     cluster = first.get("/v1/cluster", auth=ADMIN)
     assert cluster.status_code == 503, cluster.text
     assert cluster.json()["error_code"] == "store_unavailable"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -24,6 +25,12 @@ from cnm.ops.metrics import AgentMetrics
 log = logging.getLogger(__name__)
 
 
+# Seconds a request waits for the agent to bring its cluster back at start before it is
+# answered 503 `store_unavailable` (`ApiContext.runtime_after_resume`): a resume with a
+# quorum takes a second or two; this stays under common client timeouts (httpx's 5 s).
+RESUME_WAIT = 3.0
+
+
 @dataclass
 class ApiContext:
     config: NodeConfig
@@ -37,9 +44,8 @@ class ApiContext:
 
     async def authenticate_if_bootstrapped(self, request: Request) -> UserRecord | None:
         """Before the node is in a cluster anything goes; after, valid credentials only."""
-        runtime = self.manager.runtime
+        runtime = await self.runtime_after_resume()
         if runtime is None:
-            self.raise_if_resuming()
             if self.manager.status.state is BootstrapState.COMPLETED:
                 raise StoreUnavailable(
                     "this node belongs to a cluster but could not bring its cluster store back "
@@ -48,14 +54,22 @@ class ApiContext:
             return None
         return await self._authenticate(request, runtime)
 
-    def raise_if_resuming(self) -> None:
-        """503 while the agent brings its cluster back at start: it listens before its store
-        member and snapshot are up (daemon.py), and only GET /v1/bootstrap answers then."""
+    async def runtime_after_resume(self) -> ClusterRuntime | None:
+        """The cluster runtime, or None. While the agent brings its cluster back at start (it
+        listens before its store member and snapshot are up, daemon.py), a request waits for
+        that, up to RESUME_WAIT seconds, rather than being refused: a client that saw this
+        node `completed` and goes on to the cluster routes gets its answer, a little late.
+        503 only when the resume takes longer (a store without quorum)."""
         if self.manager.runtime is None and self.manager.resuming is not None:
-            raise StoreUnavailable(
-                "this node is starting: it is bringing its cluster store member back and "
-                "reading the cluster; retry in a few seconds"
-            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RESUME_WAIT):
+                    await self.manager.resumed.wait()
+            if self.manager.runtime is None and self.manager.resuming is not None:
+                raise StoreUnavailable(
+                    "this node is starting: it is bringing its cluster store member back and "
+                    "reading the cluster; retry in a few seconds"
+                )
+        return self.manager.runtime
 
     async def authenticate_for_status(self, request: Request) -> UserRecord | None:
         """For the node's own GET /v1/bootstrap: like `authenticate_if_bootstrapped`, but while
@@ -117,9 +131,8 @@ class ApiContext:
 
     async def require_cluster(self, request: Request) -> tuple[ClusterRuntime, UserRecord]:
         """For the cluster routes: 503 `no_cluster` before bootstrap, else the user."""
-        runtime = self.manager.runtime
+        runtime = await self.runtime_after_resume()
         if runtime is None:
-            self.raise_if_resuming()
             raise NoCluster(
                 "this node is not part of a cluster yet: create one with POST "
                 "/v1/bootstrap/create_cluster or join one with POST /v1/bootstrap/join_cluster"

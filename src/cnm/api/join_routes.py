@@ -55,7 +55,7 @@ def join_router(context: ApiContext) -> APIRouter:
     async def admin(request: Request) -> None:
         token = request.headers.get(JOIN_TOKEN_HEADER)
         if token is not None:
-            runtime = in_cluster()
+            runtime = await in_cluster()
             if proofs.admitted(runtime.snapshot, token) is None:
                 raise Unauthorized("the join token is unknown or expired; prove the password again")
             return
@@ -65,24 +65,23 @@ def join_router(context: ApiContext) -> APIRouter:
                 f"user {user.email!r} is not an admin; joining a node needs an admin's credentials"
             )
 
-    def in_cluster() -> ClusterRuntime:
+    async def in_cluster() -> ClusterRuntime:
         """The runtime, for the routes whose authentication is the proof itself."""
-        runtime = context.manager.runtime
+        runtime = await context.runtime_after_resume()
         if runtime is None:
-            context.raise_if_resuming()
             raise NoCluster("this node is not part of a cluster: it cannot admit nodes")
         runtime.snapshot.require_fresh()
         return runtime
 
     @router.post("/v1/join/auth/start")
     async def auth_start(request: Request) -> Response:
-        runtime = in_cluster()
+        runtime = await in_cluster()
         asked = parse_auth_start(await read_body(request))
         return compact(proofs.start(runtime.snapshot, asked).to_wire())
 
     @router.post("/v1/join/auth/finish")
     async def auth_finish(request: Request) -> Response:
-        runtime = in_cluster()
+        runtime = await in_cluster()
         asked = parse_auth_finish(await read_body(request))
         try:
             proof = proofs.finish(runtime.snapshot, asked, served_binding())
@@ -93,16 +92,15 @@ def join_router(context: ApiContext) -> APIRouter:
     @router.post("/v1/join/renew")
     async def renew(request: Request) -> Response:
         # Authenticated by the node's current certificate (cluster/membership.py).
-        runtime = in_cluster()
+        runtime = await in_cluster()
         asked = parse_renew_request(await read_body(request))
         return compact(runtime.admissions.renew(asked).to_wire())
 
     @router.get("/v1/join/ca")
     async def ca() -> Response:
-        runtime = context.manager.runtime
+        runtime = await context.runtime_after_resume()
         record = runtime.snapshot.ca() if runtime else None
         if record is None:
-            context.raise_if_resuming()
             raise NoCluster("this node is not part of a cluster: it cannot admit nodes")
         cert = record.cert_pem
         answer = CaAnswer(ca_pem=cert, ca_fingerprint=pki.fingerprint_sha256(cert.encode()))

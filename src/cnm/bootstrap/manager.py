@@ -98,6 +98,8 @@ class BootstrapManager:
         # While `restore()` brings a completed node back (store member, snapshot): its local
         # state, so the API can say which node it is and answer "starting" meanwhile.
         self.resuming: LocalState | None = None
+        # Set once `restore()` is over, resumed or not: requests that arrived meanwhile go on.
+        self.resumed = asyncio.Event()
         self.listeners: list[TransitionListener] = []
         self.left_listeners: list[LeftListener] = []
 
@@ -155,6 +157,7 @@ class BootstrapManager:
             return await self._restore()
         finally:
             self.resuming = None
+            self.resumed.set()
 
     async def _restore(self) -> str:
         data = DataDir(self.config.data_dir)
