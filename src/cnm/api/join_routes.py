@@ -99,6 +99,9 @@ def join_router(context: ApiContext) -> APIRouter:
     @router.get("/v1/join/ca")
     async def ca() -> Response:
         runtime = await context.runtime_after_resume()
+        if runtime is not None and not runtime.snapshot.loaded:
+            # Back in the cluster but not read it yet (a store without quorum): not "no cluster".
+            runtime.snapshot.require_fresh()
         record = runtime.snapshot.ca() if runtime else None
         if record is None:
             raise NoCluster("this node is not part of a cluster: it cannot admit nodes")
