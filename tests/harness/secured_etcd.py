@@ -45,6 +45,26 @@ class Secured:
         )
 
 
+def one_member_spec(
+    name: str, directory: Path, addr: str, ca_file: Path, cert: tuple[Path, Path]
+) -> EtcdMemberSpec:
+    """A new one-member etcd called `name` on `addr`, its data and log under `directory`."""
+    return EtcdMemberSpec(
+        name=name,
+        data_dir=directory / "member",
+        addr=addr,
+        client_port=2379,
+        peer_port=2380,
+        ca_file=ca_file,
+        cert_file=cert[0],
+        key_file=cert[1],
+        initial_cluster=f"{name}=https://{addr}:2380",
+        initial_state="new",
+        cluster_token=uuid.uuid4().hex,
+        log_file=directory / "etcd.log",
+    )
+
+
 @contextlib.asynccontextmanager
 async def secured_etcd(tmp_path: Path) -> AsyncIterator[Secured]:
     """A one-member etcd with auth on: root, the node role, user node:1; the admin password
@@ -62,20 +82,7 @@ async def secured_etcd(tmp_path: Path) -> AsyncIterator[Secured]:
         pki.write_private(files[name][1], cert.key_pem)
     ca_file = tmp_path / "ca.pem"
     pki.write_public(ca_file, ca.cert_pem)
-    spec = EtcdMemberSpec(
-        name="auth",
-        data_dir=tmp_path / "member",
-        addr=addr,
-        client_port=2379,
-        peer_port=2380,
-        ca_file=ca_file,
-        cert_file=files["member"][0],
-        key_file=files["member"][1],
-        initial_cluster=f"auth=https://{addr}:2380",
-        initial_state="new",
-        cluster_token=uuid.uuid4().hex,
-        log_file=tmp_path / "etcd.log",
-    )
+    spec = one_member_spec("auth", tmp_path, addr, ca_file, files["member"])
     etcd = EtcdProcess(binary, spec)
     node = StoreCredentials("node:1", etcd_auth.new_password())
     setup = Secured(spec.client_url, ca_file, files["client"], node, etcd, files["member"])

@@ -67,14 +67,15 @@ async def test_the_store_falls_back_to_the_gateway_when_the_stream_breaks(
     try:
         lease = await store.lease_grant(30)
         assert (await store.lease_renew(lease)).ttl > 0
-        assert store._lease_stream is not None  # the stream carried it
+        assert store._keepalives is not None
+        assert store._keepalives.endpoint == secured.url  # the stream to the leader carried it
         await secured.etcd.stop()
         await secured.etcd.start()
         await secured.etcd.wait_ready(store)
         # The stream's connection died with the member: this renewal goes through the gateway.
         renewal = await store.lease_renew(lease)
         assert renewal.ttl > 0 and renewal.raft_term >= 1
-        assert store._lease_stream is None
+        assert store._keepalives.endpoint is None  # no stream for a while: the gateway answers
     finally:
         await store.close()
 

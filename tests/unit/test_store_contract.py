@@ -45,6 +45,7 @@ from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess
 from cnm.store.etcd_wire import client_tls_context, membership_refusal
 from cnm.store.memory import MemoryStore
 from harness.addresses import claim_address, release_address
+from harness.secured_etcd import one_member_spec
 
 T = TypeVar("T")
 
@@ -98,20 +99,7 @@ async def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
     pki.write_public(ca_file, ca.cert_pem)
     pki.write_public(cert_file, node.cert_pem)
     pki.write_private(key_file, node.key_pem)
-    spec = EtcdMemberSpec(
-        name="contract",
-        data_dir=base / "member",
-        addr=addr,
-        client_port=2379,
-        peer_port=2380,
-        ca_file=ca_file,
-        cert_file=cert_file,
-        key_file=key_file,
-        initial_cluster=f"contract=https://{addr}:2380",
-        initial_state="new",
-        cluster_token=uuid.uuid4().hex,
-        log_file=base / "etcd.log",
-    )
+    spec = one_member_spec("contract", base, addr, ca_file, (cert_file, key_file))
     tls = client_tls_context(str(ca_file), str(cert_file), str(key_file))
     etcd = EtcdProcess(binary, spec)
     try:

@@ -21,7 +21,6 @@ import asyncio
 import json
 import logging
 import ssl
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,14 +55,9 @@ from cnm.store.etcd_wire import (
     op_body,
     range_body,
 )
-from cnm.store.lease_stream import LeaseKeepAliveStream, LeaseStreamError
+from cnm.store.lease_stream import StreamedKeepAlives
 
 log = logging.getLogger(__name__)
-
-# Seconds before a new gRPC keep-alive stream is tried after one failed.
-LEASE_STREAM_RETRY = 30.0
-# Seconds a keep-alive waits on the stream before the gateway takes over.
-LEASE_STREAM_TIMEOUT = 1.5
 
 
 class EtcdStore(Store):
@@ -100,8 +94,7 @@ class EtcdStore(Store):
         # (endpoint, user) -> token; "" where that member said auth is off (send none).
         self._tokens: dict[tuple[str, str], str] = {}
         self._grpc_tls = grpc_tls
-        self._lease_stream: LeaseKeepAliveStream | None = None
-        self._lease_stream_after = 0.0  # monotonic time before which no new stream is opened
+        self._keepalives = StreamedKeepAlives(grpc_tls, timeout) if grpc_tls else None
         # The leader's client URL while a learner waits to be promoted (`member_promote`).
         self._promote_at: str | None = None
 
@@ -310,15 +303,10 @@ class EtcdStore(Store):
         return int(result.get("TTL", 0))
 
     async def lease_renew(self, lease_id: int) -> LeaseRenewal:
-        stream = await self._keepalive_stream()
-        if stream is not None:
-            try:
-                return await stream.renew(lease_id)
-            except LeaseStreamError as exc:
-                # Renewed through the gateway below; a new stream is tried after a pause.
-                log.info("%s; keep-alives use the JSON gateway for a while", exc)
-                self._lease_stream = None
-                self._lease_stream_after = time.monotonic() + LEASE_STREAM_RETRY
+        if self._keepalives is not None:
+            renewal = await self._keepalives.renew(lease_id, self._keepalive_target)
+            if renewal is not None:
+                return renewal
         answer = await self._call("/v3/lease/keepalive", {"ID": str(lease_id)})
         result = answer.get("result", answer)
         header = result.get("header") or {}
@@ -328,22 +316,13 @@ class EtcdStore(Store):
             raft_term=int(header.get("raft_term", 0)),
         )
 
-    async def _keepalive_stream(self) -> LeaseKeepAliveStream | None:
-        """The gRPC keep-alive stream to the first endpoint (the preferred member), opened on
-        first use; None without `grpc_tls` or for a while after a failure."""
-        if self._grpc_tls is None:
-            return None
-        stream = self._lease_stream
-        if stream is not None and stream.endpoint != self._endpoints[0]:
-            await stream.close()  # the endpoints changed: follow the preferred one
-            stream = self._lease_stream = None
-        if stream is None and time.monotonic() >= self._lease_stream_after:
-            # A healthy member answers on the stream in milliseconds; one cut off from the
-            # leader holds the answer: give up early enough for the gateway to try the others.
-            timeout = min(self._timeout, LEASE_STREAM_TIMEOUT)
-            stream = LeaseKeepAliveStream(self._endpoints[0], self._grpc_tls, timeout)
-            self._lease_stream = stream
-        return stream
+    async def _keepalive_target(self) -> str:
+        """Where the keep-alive stream goes: the leader (store/lease_stream.py says why), or
+        the first endpoint when the leader cannot be asked."""
+        try:
+            return await self._leader_client_url() or self._endpoints[0]
+        except StoreError:
+            return self._endpoints[0]
 
     async def lease_revoke(self, lease_id: int) -> None:
         try:
@@ -522,6 +501,6 @@ class EtcdStore(Store):
         return dict(self._decode(endpoint, "/v3/maintenance/status", response))
 
     async def close(self) -> None:
-        if self._lease_stream is not None:
-            await self._lease_stream.close()
+        if self._keepalives is not None:
+            await self._keepalives.close()
         await self._http.aclose()

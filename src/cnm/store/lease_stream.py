@@ -20,8 +20,14 @@ DATA frame's bytes are handed back at once with WINDOW_UPDATE, so flow control n
 HEADERS blocks are not decoded: the response's opening headers are skipped, and a HEADERS
 frame that ends the stream (gRPC trailers: etcd ended the call), RST_STREAM or GOAWAY close it.
 
-Any surprise closes the stream and raises `LeaseStreamError`; the caller then renews through
-the gateway and opens a new stream later. Lease keep-alives need no etcd token (etcd checks
+Any surprise closes the stream and raises `LeaseStreamError`; `StreamedKeepAlives` then has the
+caller renew through the gateway and opens a new stream later.
+
+The stream goes to the leader, because only the leader renews leases: a follower forwards every
+keep-alive to it as an HTTPS request on the peer port, and with 100 nodes those forwarded
+requests cost the leader more than all else it did while idle (bench_idle, 7 % of a core). A
+keep-alive answered with a new raft term means a new leader: the stream is closed and the next
+keep-alive opens one to the new leader. Lease keep-alives need no etcd token (etcd checks
 none for them), so the stream carries none: the TLS client certificate is the only credential.
 """
 
@@ -29,8 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 import struct
+import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from cnm.store.base import LeaseRenewal
@@ -42,6 +51,13 @@ _STREAM = 1  # the only stream this connection opens
 _MAX_FRAME = 1 << 14  # SETTINGS_MAX_FRAME_SIZE's default: etcd sends no larger frame to us
 _MAX_MESSAGE = 1 << 12  # an answer is a few dozen bytes
 _PATH = "/etcdserverpb.Lease/LeaseKeepAlive"
+# Seconds before a new stream is tried after one failed (keep-alives use the gateway meanwhile).
+RETRY_AFTER = 30.0
+# Seconds a keep-alive waits on the stream before the gateway takes over: a healthy leader
+# answers in milliseconds; a member cut off from the leader would hold the answer.
+ANSWER_TIMEOUT = 1.5
+
+log = logging.getLogger(__name__)
 
 
 class LeaseStreamError(Exception):
@@ -266,6 +282,53 @@ class LeaseKeepAliveStream:
                     payload = payload[1 : len(payload) - payload[0]]
                 return payload
             # HEADERS (the response's opening), CONTINUATION, WINDOW_UPDATE, acks: nothing to do
+
+
+class StreamedKeepAlives:
+    """Keep-alives on one `LeaseKeepAliveStream` to the leader, opened on first use; `renew`
+    returns None when the caller should renew another way (the stream failed just now, or
+    failed less than RETRY_AFTER seconds ago)."""
+
+    def __init__(self, tls: ssl.SSLContext, timeout: float) -> None:
+        self._tls = tls
+        self._timeout = min(timeout, ANSWER_TIMEOUT)
+        self._stream: LeaseKeepAliveStream | None = None
+        self._after = 0.0  # monotonic time before which no new stream is opened
+        self._term = 0  # the raft term of the stream's answers (0: none yet)
+
+    async def renew(
+        self, lease_id: int, target: Callable[[], Awaitable[str]]
+    ) -> LeaseRenewal | None:
+        """`target()` names the member to open a stream to (the leader's client URL)."""
+        if self._stream is None:
+            if time.monotonic() < self._after:
+                return None
+            self._stream = LeaseKeepAliveStream(await target(), self._tls, self._timeout)
+            self._term = 0
+        stream = self._stream
+        try:
+            renewal = await stream.renew(lease_id)
+        except LeaseStreamError as exc:
+            log.info("%s; keep-alives use the JSON gateway for a while", exc)
+            self._stream = None
+            self._after = time.monotonic() + RETRY_AFTER
+            return None
+        if renewal.raft_term != self._term:
+            if self._term:  # a new leader: the next keep-alive opens a stream to it
+                await stream.close()
+                self._stream = None
+            self._term = renewal.raft_term
+        return renewal
+
+    @property
+    def endpoint(self) -> str | None:
+        """The member the open stream goes to, if one is open."""
+        return self._stream.endpoint if self._stream is not None else None
+
+    async def close(self) -> None:
+        if self._stream is not None:
+            await self._stream.close()
+            self._stream = None
 
 
 def grpc_tls(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext:
