@@ -68,7 +68,7 @@ async def test_the_store_falls_back_to_the_gateway_when_the_stream_breaks(
         lease = await store.lease_grant(30)
         assert (await store.lease_renew(lease)).ttl > 0
         assert store._keepalives is not None
-        assert store._keepalives.endpoint == secured.url  # the stream to the leader carried it
+        assert store._keepalives.endpoint == secured.url  # the stream carried it
         await secured.etcd.stop()
         await secured.etcd.start()
         await secured.etcd.wait_ready(store)

@@ -113,6 +113,8 @@ class EtcdStore(Store):
         """Replace the endpoints (the member list changed); the order sets preference."""
         if endpoints:
             self._endpoints = list(endpoints)
+            if self._keepalives is not None and self._keepalives.endpoint != endpoints[0]:
+                self._keepalives.drop()  # the next keep-alive opens one to the preferred member
 
     async def _call(
         self,
@@ -317,12 +319,12 @@ class EtcdStore(Store):
         )
 
     async def _keepalive_target(self) -> str:
-        """Where the keep-alive stream goes: the leader (store/lease_stream.py says why), or
-        the first endpoint when the leader cannot be asked."""
-        try:
-            return await self._leader_client_url() or self._endpoints[0]
-        except StoreError:
-            return self._endpoints[0]
+        """Where the keep-alive stream goes: the first endpoint, the preferred member (a
+        voter's own). Not the leader: with every stream on the leader, cutting the leader off
+        left each node without a keep-alive answer for the stream's timeout plus the gateway's,
+        long enough for its snapshot to go stale (tests/cluster/test_partitions.py), and it
+        did not lower the leader's idle CPU (bench/README.md)."""
+        return self._endpoints[0]
 
     async def lease_revoke(self, lease_id: int) -> None:
         try:

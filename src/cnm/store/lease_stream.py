@@ -23,12 +23,10 @@ frame that ends the stream (gRPC trailers: etcd ended the call), RST_STREAM or G
 Any surprise closes the stream and raises `LeaseStreamError`; `StreamedKeepAlives` then has the
 caller renew through the gateway and opens a new stream later.
 
-The stream goes to the leader, because only the leader renews leases: a follower forwards every
-keep-alive to it as an HTTPS request on the peer port, and with 100 nodes those forwarded
-requests cost the leader more than all else it did while idle (bench_idle, 7 % of a core). A
-keep-alive answered with a new raft term means a new leader: the stream is closed and the next
-keep-alive opens one to the new leader. Lease keep-alives need no etcd token (etcd checks
-none for them), so the stream carries none: the TLS client certificate is the only credential.
+The stream goes to the node's preferred member (its own, for a voter). A keep-alive answered
+with a new raft term closes it, and the next keep-alive opens a new one. Lease keep-alives need
+no etcd token (etcd checks none for them), so the stream carries none: the TLS client
+certificate is the only credential.
 """
 
 from __future__ import annotations
@@ -205,6 +203,12 @@ class LeaseKeepAliveStream:
                     f"lease keep-alive stream to {self.endpoint}: {type(exc).__name__} {exc}"
                 ) from exc
 
+    def abandon(self) -> None:
+        """Close the connection without waiting for it (from synchronous code)."""
+        writer, self._writer, self._reader, self._buffer = self._writer, None, None, b""
+        if writer is not None:
+            writer.close()
+
     async def close(self) -> None:
         writer, self._writer, self._reader, self._buffer = self._writer, None, None, b""
         if writer is not None:
@@ -285,7 +289,7 @@ class LeaseKeepAliveStream:
 
 
 class StreamedKeepAlives:
-    """Keep-alives on one `LeaseKeepAliveStream` to the leader, opened on first use; `renew`
+    """Keep-alives on one `LeaseKeepAliveStream`, opened on first use; `renew`
     returns None when the caller should renew another way (the stream failed just now, or
     failed less than RETRY_AFTER seconds ago)."""
 
@@ -299,7 +303,7 @@ class StreamedKeepAlives:
     async def renew(
         self, lease_id: int, target: Callable[[], Awaitable[str]]
     ) -> LeaseRenewal | None:
-        """`target()` names the member to open a stream to (the leader's client URL)."""
+        """`target()` names the member to open a stream to."""
         if self._stream is None:
             if time.monotonic() < self._after:
                 return None
@@ -314,11 +318,18 @@ class StreamedKeepAlives:
             self._after = time.monotonic() + RETRY_AFTER
             return None
         if renewal.raft_term != self._term:
-            if self._term:  # a new leader: the next keep-alive opens a stream to it
+            if self._term:  # a new leader: the next keep-alive opens a new stream
                 await stream.close()
                 self._stream = None
             self._term = renewal.raft_term
         return renewal
+
+    def drop(self) -> None:
+        """Forget the open stream (its connection is closed without waiting); the next renewal
+        opens a new one."""
+        if self._stream is not None:
+            self._stream.abandon()
+            self._stream = None
 
     @property
     def endpoint(self) -> str | None:
