@@ -113,8 +113,6 @@ class EtcdStore(Store):
         """Replace the endpoints (the member list changed); the order sets preference."""
         if endpoints:
             self._endpoints = list(endpoints)
-            if self._keepalives is not None and self._keepalives.endpoint != endpoints[0]:
-                self._keepalives.drop()  # the next keep-alive opens one to the preferred member
 
     async def _call(
         self,
@@ -306,7 +304,7 @@ class EtcdStore(Store):
 
     async def lease_renew(self, lease_id: int) -> LeaseRenewal:
         if self._keepalives is not None:
-            renewal = await self._keepalives.renew(lease_id, self._keepalive_target)
+            renewal = await self._keepalives.renew(lease_id, self._endpoints[0])
             if renewal is not None:
                 return renewal
         answer = await self._call("/v3/lease/keepalive", {"ID": str(lease_id)})
@@ -317,14 +315,6 @@ class EtcdStore(Store):
             revision=int(header.get("revision", 0)),
             raft_term=int(header.get("raft_term", 0)),
         )
-
-    async def _keepalive_target(self) -> str:
-        """Where the keep-alive stream goes: the first endpoint, the preferred member (a
-        voter's own). Not the leader: with every stream on the leader, cutting the leader off
-        left each node without a keep-alive answer for the stream's timeout plus the gateway's,
-        long enough for its snapshot to go stale (tests/cluster/test_partitions.py), and it
-        did not lower the leader's idle CPU (bench/README.md)."""
-        return self._endpoints[0]
 
     async def lease_revoke(self, lease_id: int) -> None:
         try:

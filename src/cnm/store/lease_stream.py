@@ -23,8 +23,8 @@ frame that ends the stream (gRPC trailers: etcd ended the call), RST_STREAM or G
 Any surprise closes the stream and raises `LeaseStreamError`; `StreamedKeepAlives` then has the
 caller renew through the gateway and opens a new stream later.
 
-The stream goes to the node's preferred member (its own, for a voter). A keep-alive answered
-with a new raft term closes it, and the next keep-alive opens a new one. Lease keep-alives need
+The stream goes to the node's preferred member (its own, for a voter), and follows it when the
+preferred member changes. Lease keep-alives need
 no etcd token (etcd checks none for them), so the stream carries none: the TLS client
 certificate is the only credential.
 """
@@ -37,10 +37,10 @@ import logging
 import ssl
 import struct
 import time
-from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from cnm.store.base import LeaseRenewal
+from cnm.store.etcd_wire import client_tls_context
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _GOAWAY, _WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
@@ -203,12 +203,6 @@ class LeaseKeepAliveStream:
                     f"lease keep-alive stream to {self.endpoint}: {type(exc).__name__} {exc}"
                 ) from exc
 
-    def abandon(self) -> None:
-        """Close the connection without waiting for it (from synchronous code)."""
-        writer, self._writer, self._reader, self._buffer = self._writer, None, None, b""
-        if writer is not None:
-            writer.close()
-
     async def close(self) -> None:
         writer, self._writer, self._reader, self._buffer = self._writer, None, None, b""
         if writer is not None:
@@ -289,47 +283,31 @@ class LeaseKeepAliveStream:
 
 
 class StreamedKeepAlives:
-    """Keep-alives on one `LeaseKeepAliveStream`, opened on first use; `renew`
-    returns None when the caller should renew another way (the stream failed just now, or
-    failed less than RETRY_AFTER seconds ago)."""
+    """Keep-alives on one `LeaseKeepAliveStream` to the member the caller names, opened on
+    first use and again when the caller names another; `renew` returns None when the caller
+    should renew another way (the stream failed just now, or less than RETRY_AFTER ago)."""
 
     def __init__(self, tls: ssl.SSLContext, timeout: float) -> None:
         self._tls = tls
         self._timeout = min(timeout, ANSWER_TIMEOUT)
         self._stream: LeaseKeepAliveStream | None = None
         self._after = 0.0  # monotonic time before which no new stream is opened
-        self._term = 0  # the raft term of the stream's answers (0: none yet)
 
-    async def renew(
-        self, lease_id: int, target: Callable[[], Awaitable[str]]
-    ) -> LeaseRenewal | None:
-        """`target()` names the member to open a stream to."""
+    async def renew(self, lease_id: int, endpoint: str) -> LeaseRenewal | None:
+        """Renew on the stream to `endpoint` (the preferred member's client URL)."""
+        if self._stream is not None and self._stream.endpoint != endpoint:
+            await self.close()  # the preferred member changed: follow it
         if self._stream is None:
             if time.monotonic() < self._after:
                 return None
-            self._stream = LeaseKeepAliveStream(await target(), self._tls, self._timeout)
-            self._term = 0
-        stream = self._stream
+            self._stream = LeaseKeepAliveStream(endpoint, self._tls, self._timeout)
         try:
-            renewal = await stream.renew(lease_id)
+            return await self._stream.renew(lease_id)
         except LeaseStreamError as exc:
             log.info("%s; keep-alives use the JSON gateway for a while", exc)
             self._stream = None
             self._after = time.monotonic() + RETRY_AFTER
             return None
-        if renewal.raft_term != self._term:
-            if self._term:  # a new leader: the next keep-alive opens a new stream
-                await stream.close()
-                self._stream = None
-            self._term = renewal.raft_term
-        return renewal
-
-    def drop(self) -> None:
-        """Forget the open stream (its connection is closed without waiting); the next renewal
-        opens a new one."""
-        if self._stream is not None:
-            self._stream.abandon()
-            self._stream = None
 
     @property
     def endpoint(self) -> str | None:
@@ -345,7 +323,6 @@ class StreamedKeepAlives:
 def grpc_tls(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext:
     """Mutual TLS towards etcd's gRPC port: the cluster CA, this node's certificate, ALPN h2.
     A context of its own: httpx sets its own ALPN on the context it is given."""
-    context = ssl.create_default_context(cafile=ca_file)
-    context.load_cert_chain(cert_file, key_file)
+    context = client_tls_context(ca_file, cert_file, key_file)
     context.set_alpn_protocols(["h2"])
     return context
