@@ -38,6 +38,7 @@ from cnm.config import NodeConfig
 from cnm.errors import CnmError, ConfigError
 from cnm.node.data_dir import DataDir, make_private_dir
 from cnm.node.local_state import atomic_write_bytes
+from cnm.node.malloc_tuning import tune_malloc
 from cnm.ops.metrics import AgentMetrics
 from cnm.ops.store_watch import watch_store
 from cnm.security.passwords import PasswordVerifier
@@ -292,4 +293,5 @@ class NodeAgent:
 
 
 def run_agent(config: NodeConfig) -> int:
+    tune_malloc()
     return asyncio.run(NodeAgent(config).run())
