@@ -87,6 +87,24 @@ async def test_a_second_ca_behind_the_pinned_one_is_refused_and_gets_no_secret(
     assert not any(r.carries(SECRET) for r in member.received)
 
 
+async def test_a_pinned_certificate_that_is_no_ca_is_refused_at_first_sight(
+    tmp_path: Path,
+) -> None:
+    # A server certificate (CA:FALSE) offered as the cluster CA, its fingerprint pinned: the
+    # joiner refuses to trust it before its first request over TLS.
+    leaf = pki.make_self_signed("not a ca", ["127.0.0.1"])
+
+    async def handler(method: str, path: str, body: bytes) -> tuple[int, object]:
+        if path == "/v1/join/ca":
+            return 200, {"ca_pem": leaf.cert_pem.decode(), "ca_fingerprint": "x"}
+        return 200, _time_reply(body)
+
+    async with fake_member(tmp_path / "attacker", handler) as member:
+        with pytest.raises(ConnectError, match="not a CA"):
+            await _try_join(member, pki.fingerprint_sha256(leaf.cert_pem))
+    assert [r.path for r in member.received] == ["/v1/join/ca"]
+
+
 async def test_the_real_ca_alone_does_not_make_the_attackers_tls_trusted(
     tmp_path: Path,
 ) -> None:
