@@ -4,12 +4,14 @@ authentication on and cnm's TLS; and the fall-back to the gateway when the strea
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 
 import pytest
 
 from cnm.store.base import LeaseRenewal
 from cnm.store.lease_stream import (
+    ANSWER_TIMEOUT,
     LeaseKeepAliveStream,
     LeaseStreamError,
     grpc_tls,
@@ -102,3 +104,31 @@ async def test_a_server_that_does_not_speak_http2_is_refused_and_the_gateway_ren
         await stream.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_member_silent_on_its_stream_is_not_asked_again_through_the_gateway(
+    secured: Secured,
+) -> None:
+    """A preferred member that takes connections and never answers (as one cut off by a
+    partition does): the keep-alive falls back to the gateway at the other member at once,
+    instead of waiting out the silent one's timeout a second time."""
+    host = secured.url.removeprefix("https://").rsplit(":", 1)[0]
+    silent = socket.socket()
+    silent.bind((host, 0))
+    silent.listen(8)  # the kernel completes handshakes; nothing ever reads or answers
+    silent_url = f"https://{host}:{silent.getsockname()[1]}"
+    store = secured.client(secured.node, grpc=True)
+    try:
+        lease = await store.lease_grant(30)
+        store.set_endpoints([silent_url, secured.url])
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        renewal = await store.lease_renew(lease)
+        took = loop.time() - began
+        assert renewal.ttl > 0
+        # The stream's answer timeout (1.5 s) and one gateway call; not a second timeout (3 s).
+        assert took < ANSWER_TIMEOUT + 1.0, took
+        assert store.endpoints == [secured.url, silent_url]
+    finally:
+        await store.close()
+        silent.close()

@@ -304,9 +304,15 @@ class EtcdStore(Store):
 
     async def lease_renew(self, lease_id: int) -> LeaseRenewal:
         if self._keepalives is not None:
-            renewal = await self._keepalives.renew(lease_id, self._endpoints[0])
+            endpoint = self._endpoints[0]
+            renewal = await self._keepalives.renew(lease_id, endpoint)
             if renewal is not None:
                 return renewal
+            if self._keepalives.failed_at == endpoint and self._endpoints[0] == endpoint:
+                # It did not answer on its stream (cut off, stopped, overloaded): the gateway
+                # asks the other members first instead of waiting out its timeout again,
+                # which would leave the snapshot without a freshness proof for seconds more.
+                self._endpoints.append(self._endpoints.pop(0))
         answer = await self._call("/v3/lease/keepalive", {"ID": str(lease_id)})
         result = answer.get("result", answer)
         header = result.get("header") or {}

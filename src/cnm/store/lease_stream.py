@@ -285,16 +285,19 @@ class LeaseKeepAliveStream:
 class StreamedKeepAlives:
     """Keep-alives on one `LeaseKeepAliveStream` to the member the caller names, opened on
     first use and again when the caller names another; `renew` returns None when the caller
-    should renew another way (the stream failed just now, or less than RETRY_AFTER ago)."""
+    should renew another way (the stream failed just now, or less than RETRY_AFTER ago).
+    `failed_at` names the member whose stream failed in the last `renew`, if it did."""
 
     def __init__(self, tls: ssl.SSLContext, timeout: float) -> None:
         self._tls = tls
         self._timeout = min(timeout, ANSWER_TIMEOUT)
         self._stream: LeaseKeepAliveStream | None = None
         self._after = 0.0  # monotonic time before which no new stream is opened
+        self.failed_at: str | None = None
 
     async def renew(self, lease_id: int, endpoint: str) -> LeaseRenewal | None:
         """Renew on the stream to `endpoint` (the preferred member's client URL)."""
+        self.failed_at = None
         if self._stream is not None and self._stream.endpoint != endpoint:
             await self.close()  # the preferred member changed: follow it
         if self._stream is None:
@@ -307,6 +310,7 @@ class StreamedKeepAlives:
             log.info("%s; keep-alives use the JSON gateway for a while", exc)
             self._stream = None
             self._after = time.monotonic() + RETRY_AFTER
+            self.failed_at = endpoint
             return None
 
     @property
