@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cnm.cluster import model, runtime
+from cnm.cluster import liveness, model
 from cnm.cluster.records import LivenessRecord
 from cnm.store.base import KeyValue, LeaseRenewal
 from cnm.store.memory import MemoryStore
@@ -39,7 +39,7 @@ async def until(condition: object, message: str, timeout: float = 10.0) -> None:
 async def test_keepalives_rewrite_nothing_and_a_deleted_key_comes_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime, "LIVENESS_INTERVAL", 0.02)
+    monkeypatch.setattr(liveness, "LIVENESS_INTERVAL", 0.02)
     store = CountingStore()
     async with running_node(node_config(tmp_path), backend=memory_backend(store)) as node:
         response = await node.client.post(

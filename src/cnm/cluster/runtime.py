@@ -1,9 +1,9 @@
 """ClusterRuntime: a node's live membership once bootstrap completed.
 
 It owns the store member this node runs (if any) and restarts it if it dies, the store client,
-the snapshot of the cluster's records, and the node's liveness lease (the node shows `down`
-within the lease TTL of its death). It is started by a completed create, or at agent start from
-the local state, and stopped before the agent exits.
+the snapshot of the cluster's records, and the node's liveness lease (cluster/liveness.py: the
+node shows `down` within the lease TTL of its death). It is started by a completed create, or
+at agent start from the local state, and stopped before the agent exits.
 
 It sees the store only through the `Store` contract and its member only through `StoreMember`;
 a `StoreBackend` says how to open the one and make the other (etcd for the agent, memory for
@@ -17,32 +17,30 @@ the node back to `idle`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
-from cnm.clock import iso, utc_now
 from cnm.cluster import model
 from cnm.cluster.backup import run_backups
 from cnm.cluster.cert_renewal import run_cert_renewal
 from cnm.cluster.health import run_node_upkeep
+from cnm.cluster.liveness import Liveness
 from cnm.cluster.membership import Admissions
 from cnm.cluster.quorum import QuorumReporter, save_local_users, users_changed
-from cnm.cluster.records import LivenessRecord, NodeRecord, StoreRole
+from cnm.cluster.records import NodeRecord, StoreRole
 from cnm.cluster.repair import run_down_marker
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.voters import VoterManager, voter_endpoints
 from cnm.cluster.writes import update_record
 from cnm.config import NodeConfig
-from cnm.errors import StoreAccessRefused, StoreError, StoreUnavailable
+from cnm.errors import StoreError, StoreUnavailable
 from cnm.logs import event
 from cnm.node.data_dir import ClusterTls, DataDir, etcd_member_dir
 from cnm.node.local_state import LocalState
-from cnm.store.base import Compare, Put, Store
+from cnm.store.base import Store
 from cnm.store.etcd import EtcdStore
 from cnm.store.etcd_auth import load_credentials
 from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess, remove_member_data
@@ -52,10 +50,6 @@ from cnm.store.member import MemberExit, StoreMember
 
 log = logging.getLogger(__name__)
 
-# Liveness is the lease (model.LIVENESS_TTL): the key is written when the lease is taken and
-# then only kept alive, so an idle node writes nothing and no other node hears from it.
-LIVENESS_TTL = model.LIVENESS_TTL
-LIVENESS_INTERVAL = model.LIVENESS_KEEPALIVE
 # How long a restarting node waits for its store before serving (503 until it loads).
 RESUME_WAIT = 5.0
 # How long a restarting voter asks the other voters whether it still has its seat.
@@ -137,13 +131,6 @@ class ClusterRuntime:
             uid=local.node_uid,
             cert_lifetime=timedelta(seconds=config.node_cert_lifetime),
         )
-        self._lease = 0
-        # A random id of this agent run, in the liveness record it writes.
-        self._run = secrets.token_hex(8)
-        # The store revision of this run's latest liveness write (see `_liveness`), and when
-        # the current lease was taken (the record's `since`: the node is up since then).
-        self._liveness_written = 0
-        self._since = ""
         # Set when a keep-alive saw the store change: a leader election (a new raft term), or
         # the store reachable again or no longer (ops/store_watch.py probes then).
         self.store_changed = asyncio.Event()
@@ -152,6 +139,14 @@ class ClusterRuntime:
         self._tasks: asyncio.TaskGroup | None = None
         # Set once the snapshot shows this node's `removed` marker.
         self.removed = asyncio.Event()
+        self.liveness = Liveness(
+            store,
+            self.snapshot,
+            uid=local.node_uid,
+            addr=config.addr,
+            store_changed=self.store_changed,
+            removed=self.removed,
+        )
         # This run found its store seat given away: its record must say client before the
         # voter plan looks at it (a `learner` record would send it to finish becoming a voter).
         self._left_store = False
@@ -209,30 +204,7 @@ class ClusterRuntime:
         """Take the liveness lease now (the loop of `run` keeps it alive): a node that just
         joined is never seen complete but without liveness, which would read as a failed node
         (cluster/repair.py) to the joins around it."""
-        await self._take_lease()
-
-    async def _take_lease(self) -> None:
-        """A fresh lease (per agent run, and after a lapse: never an old run's) and the
-        liveness key on it; `since` says the node has been up since then (cluster/repair.py)."""
-        self._lease = await self.store.lease_grant(LIVENESS_TTL)
-        self._since = iso(utc_now())
-        await self._write_liveness()
-
-    async def _write_liveness(self) -> None:
-        """Put this node's liveness key on the current lease, only while its node record
-        exists: a removed node must not come back as alive in the moments before it notices
-        its removal (then the lease is dropped: `_liveness` takes a new one later)."""
-        record = LivenessRecord(
-            uid=self.local.node_uid, addr=self.config.addr, since=self._since, run=self._run
-        )
-        written = await self.store.txn(
-            [Compare.exists(model.node_key(self.local.node_uid))],
-            [Put(model.liveness_key(self.local.node_uid), record.encode(), lease=self._lease)],
-        )
-        if written.succeeded:
-            self._liveness_written = written.revision
-        else:
-            self._lease = 0
+        await self.liveness.take()
 
     async def run(self) -> None:
         """The runtime's loops; returns when this node was removed from the cluster, else only
@@ -266,7 +238,7 @@ class ClusterRuntime:
             self._tasks = tasks
             tasks.create_task(self._until_removed(), name="until-removed")
             tasks.create_task(self.snapshot.run(), name="snapshot")
-            tasks.create_task(self._liveness(), name="liveness")
+            tasks.create_task(self.liveness.run(), name="liveness")
             tasks.create_task(self._run_voters(voters), name="voters")
             tasks.create_task(run_down_marker(self.store, self.snapshot), name="down-marker")
             tasks.create_task(
@@ -390,65 +362,6 @@ class ClusterRuntime:
         if self._tasks is not None:
             self._tasks.create_task(self._supervise_member(), name="member-supervisor")
 
-    async def _liveness(self) -> None:
-        """Keep this node's liveness lease alive, every LIVENESS_INTERVAL seconds. Each
-        keep-alive is also the snapshot's freshness proof: the member that answers reached the
-        leader to renew the lease, and its header says the store's revision then; the snapshot
-        is current as of the send once its watch delivered that revision (snapshot.observed).
-        Nothing is written while the lease lives, so an idle cluster's liveness costs one small
-        request per node per interval and no watch event anywhere."""
-        term = 0
-        reached: bool | None = None
-        loop = asyncio.get_running_loop()
-        while True:
-            answered = False
-            sent = loop.time()
-            try:
-                began = self.snapshot.now()
-                renewal = await self.store.lease_renew(self._lease) if self._lease else None
-                if renewal is None or renewal.ttl <= 0:
-                    await self._take_lease()
-                else:
-                    self.snapshot.observed(renewal.revision, began)
-                    if term and renewal.raft_term != term:
-                        # Not an error: the bound of `down` restarts here (model.LIVENESS_TTL).
-                        log.info(
-                            "the store elected a leader (raft term %d): every liveness lease "
-                            "was re-armed for %d s",
-                            renewal.raft_term,
-                            LIVENESS_TTL,
-                        )
-                    if renewal.raft_term != term:
-                        self.store_changed.set()
-                    term = renewal.raft_term
-                    if self._liveness_missing():
-                        await self._write_liveness()
-                answered = True
-            except StoreAccessRefused as exc:
-                # Its store user is gone (removed while cut off from the cluster) or has a new
-                # password (replaced): either way this node no longer belongs to the cluster.
-                log.warning("the cluster store refuses this node: %s; leaving", exc.message)
-                self.removed.set()
-            except (StoreUnavailable, StoreError) as exc:
-                log.warning("liveness keep-alive failed: %s", exc.message)
-            if answered is not reached:
-                self.store_changed.set()
-            reached = answered
-            # A fixed cadence from each send, not a pause after each answer: on a loaded
-            # machine a slow answer must not stretch the gap between freshness proofs (the
-            # snapshot is stale 5 s after the last one) nor between keep-alives.
-            await asyncio.sleep(max(0.0, LIVENESS_INTERVAL - (loop.time() - sent)))
-
-    def _liveness_missing(self) -> bool:
-        """This node's liveness key is gone though its lease lives (a replacement or a repair
-        deleted it): the snapshot, past this run's last write, no longer holds it. Read from
-        the snapshot, so checking costs no store request."""
-        return (
-            self.snapshot.loaded
-            and self.snapshot.revision > self._liveness_written
-            and self.snapshot.liveness(self.local.node_uid) is None
-        )
-
     async def _supervise_member(self) -> None:
         backoff = 0.5
         while True:
@@ -472,11 +385,7 @@ class ClusterRuntime:
             self.member = replacement
 
     async def stop(self) -> None:
-        if self._lease:
-            # A clean stop shows the node down at once instead of after the lease TTL.
-            with contextlib.suppress(StoreUnavailable, StoreError, TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self.store.lease_revoke(self._lease)
+        await self.liveness.revoke()
         await self.store.close()
         if self.member is not None:
             await self.member.stop()
