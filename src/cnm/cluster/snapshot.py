@@ -63,6 +63,9 @@ class ClusterSnapshot:
         self.on_refused: Callable[[], None] | None = None
         self._store = store
         self._records: dict[str, Record] = {}
+        # `nodes()` as of the last change under /cnm/nodes/: every listener of a node change
+        # asks for it (voters, endpoints, backups...), and building it walks every record.
+        self._nodes: list[NodeRecord] | None = None
         self._revision = 0
         self._stale_after = stale_after
         self._clock = clock
@@ -99,7 +102,9 @@ class ClusterSnapshot:
 
     def nodes(self) -> list[NodeRecord]:
         """Every node record, by uid."""
-        return sorted(self._all(model.NODES_PREFIX, NodeRecord), key=lambda n: n.uid)
+        if self._nodes is None:
+            self._nodes = sorted(self._all(model.NODES_PREFIX, NodeRecord), key=lambda n: n.uid)
+        return list(self._nodes)
 
     def node(self, uid: int) -> NodeRecord | None:
         return self._typed(model.node_key(uid), NodeRecord)
@@ -219,6 +224,7 @@ class ClusterSnapshot:
             key for key in records if self._records.get(key) != records[key]
         }
         self._records = records
+        self._nodes = None
         self._revision = revision
         self.mark_contact()
         self._settle()
@@ -284,6 +290,8 @@ class ClusterSnapshot:
         stream = self._store.watch_prefix(model.PREFIX, start_revision=self._revision + 1)
         async for event in stream:
             key = event.kv.key
+            if key.startswith(model.NODES_PREFIX):
+                self._nodes = None
             if event.type is EventType.DELETE:
                 self._records.pop(key, None)
             else:
