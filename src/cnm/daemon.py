@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 # Making a P-256 key and a certificate takes well under a second, even on a loaded machine.
 SELF_SIGNED_TIMEOUT = 60.0
+# A stop still under way after this long logs what it waits for (supervisors kill at ~10 s).
+STOP_REPORT_AFTER = 5.0
 
 
 def ensure_self_signed(data_dir: Path, addr: str) -> tuple[Path, Path]:
@@ -212,6 +214,7 @@ class NodeAgent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         manager: BootstrapManager | None = None
+        report: asyncio.TimerHandle | None = None
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
@@ -274,22 +277,42 @@ class NodeAgent:
                 stop = tasks.create_task(self._stopping.wait())
                 await asyncio.wait([http, https, stop], return_when=asyncio.FIRST_COMPLETED)
                 log.info("stopping: API first, then the cluster store member")
+                report = loop.call_later(STOP_REPORT_AFTER, _report_unfinished)
                 self.servers.stop()
                 await asyncio.wait([http, https], timeout=5)
-                stop.cancel()
-                for task in list(self._background):
+                # uvicorn bounds its graceful shutdown; should it still run, it is cancelled
+                # like everything else rather than hold the agent's exit.
+                for task in (http, https, stop, *self._background):
                     task.cancel()
         finally:
             if manager is not None and manager.runtime is not None:
                 with contextlib.suppress(Exception):
                     await manager.runtime.stop()
             self.verifier.close()
+            if report is not None:
+                report.cancel()
             # Closing the loop puts SIGTERM back to its default action; a second SIGTERM from
             # a supervisor in the last instants must not turn a clean exit into a kill.
             loop.remove_signal_handler(signal.SIGTERM)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         log.info("stopped")
         return 0
+
+
+def _report_unfinished() -> None:
+    """Log the tasks a stop still waits for, each with the line it waits at."""
+    waiting = []
+    for task in asyncio.all_tasks():
+        if task.done() or task is asyncio.current_task():
+            continue
+        frames = task.get_stack()
+        where = f"{frames[-1].f_code.co_filename}:{frames[-1].f_lineno}" if frames else "?"
+        waiting.append(f"{task.get_name()} at {where}")
+    log.warning(
+        "still stopping after %.0f s; waiting for: %s",
+        STOP_REPORT_AFTER,
+        "; ".join(sorted(waiting)) or "nothing (the store member's stop)",
+    )
 
 
 def run_agent(config: NodeConfig) -> int:
