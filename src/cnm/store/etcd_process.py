@@ -5,7 +5,10 @@ linearizable reads, and stops it in order on shutdown. etcd must never outlive t
 when the agent is killed with SIGKILL: the child gets a parent-death signal (`setpriv
 --pdeathsig`, from util-linux, which every Debian has; `prctl` from a pre-exec hook otherwise).
 The child is spawned from the event-loop thread, which lives as long as the process, because
-Linux delivers the parent-death signal when the spawning *thread* exits.
+Linux delivers the parent-death signal when the spawning *thread* exits. The signal only
+covers a death after it was set: an agent that dies in the instant between the spawn and the
+child's `prctl` (a crash right after starting its member) would leave etcd running, so once the
+signal is set the child checks that its parent is still the agent and exits (70) if not.
 """
 
 from __future__ import annotations
@@ -115,16 +118,30 @@ def etcd_arguments(binary: str, spec: EtcdMemberSpec) -> list[str]:
     ]
 
 
-def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+# Exit status of a child that found its agent gone before etcd could start.
+ORPHANED_EXIT = 70
+# Run by /bin/sh once setpriv set the death signal: $1 is the agent's pid, then etcd's argv.
+_PARENT_CHECK = 'test "$PPID" = "$1" || exit 70; shift; exec "$@"'
 
 
-def _death_signal_wrapper() -> tuple[list[str], Callable[[], None] | None]:
-    setpriv = shutil.which("setpriv")
-    if setpriv:
-        return [setpriv, "--pdeathsig", "KILL", "--"], None
-    return [], _set_parent_death_signal
+def _parent_death_signal(parent: int) -> Callable[[], None]:
+    def set_signal() -> None:  # pragma: no cover - runs in the child
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(ORPHANED_EXIT)
+
+    return set_signal
+
+
+def death_signal_wrapper(parent: int) -> tuple[list[str], Callable[[], None] | None]:
+    """(argv prefix, pre-exec hook) that make a child die with process `parent` (the agent),
+    including when `parent` is already gone by the time the signal is set."""
+    setpriv, shell = shutil.which("setpriv"), shutil.which("sh")
+    if setpriv and shell:
+        check = [shell, "-c", _PARENT_CHECK, "cnm-etcd", str(parent)]
+        return [setpriv, "--pdeathsig", "KILL", "--", *check], None
+    return [], _parent_death_signal(parent)
 
 
 class EtcdProcess:
@@ -148,7 +165,7 @@ class EtcdProcess:
     async def start(self) -> None:
         self.spec.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.spec.log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        prefix, preexec = _death_signal_wrapper()
+        prefix, preexec = death_signal_wrapper(os.getpid())
         argv = prefix + etcd_arguments(self.binary, self.spec)
         with private_log(self.spec.log_file) as log_out:
             self._log_start = log_out.tell()
