@@ -34,7 +34,7 @@ from typing import Any, Literal
 import httpx
 
 from cnm.node.data_dir import ClusterTls
-from cnm.security import pki
+from cnm.security import key_files, pki
 from cnm.store.etcd_process import EtcdMemberSpec
 from harness.addresses import claim_address, release_address
 from harness.agents import Agent, AgentFactory, basic, etcd_pids_under
@@ -355,9 +355,9 @@ def node_tls(directory: Path, ca: pki.CertKey, addr: str, sans: Sequence[str]) -
     tls = ClusterTls(directory)
     tls.directory.mkdir(parents=True)
     node = pki.issue_cert(ca, f"cnm node {addr}", sans)
-    pki.write_public(tls.ca_file, ca.cert_pem)
-    pki.write_public(tls.cert_file, node.cert_pem)
-    pki.write_private(tls.key_file, node.key_pem)
+    key_files.write_public(tls.ca_file, ca.cert_pem)
+    key_files.write_public(tls.cert_file, node.cert_pem)
+    key_files.write_private(tls.key_file, node.key_pem)
     return tls
 
 

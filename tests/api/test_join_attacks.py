@@ -164,6 +164,51 @@ async def test_a_grant_with_another_ca_is_refused(tmp_path: Path) -> None:
     assert "not the cluster CA" in status["error_details"]["message"]
 
 
+class SwapGrantCert(httpx.AsyncBaseTransport):
+    """A member (or a path to it) that answers the admission with the cluster CA but another
+    node certificate: from another CA (`kind` "other_ca"), with a key that is not its own
+    ("wrong_key"), or without the node's key as members before member-made keys ("no_key")."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, kind: str) -> None:
+        self.inner = inner
+        self.kind = kind
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.url.path != "/v1/join/node" or response.status_code != 200:
+            return response
+        grant = json.loads(await response.aread())
+        if self.kind == "other_ca":
+            other = pki.issue_node_cert(pki.make_ca("other"), grant["uid"], ["127.0.0.1"])
+            grant["cert_pem"], grant["key_pem"] = other.cert_pem.decode(), other.key_pem.decode()
+        elif self.kind == "wrong_key":
+            grant["key_pem"] = pki.make_csr("x", [])[1].decode()
+        else:
+            grant["key_pem"] = None
+        return httpx.Response(200, json=grant)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize(
+    ("kind", "refusal"),
+    [
+        ("other_ca", "the cluster CA did not issue"),
+        ("wrong_key", "not the certificate's"),
+        ("no_key", "without the node certificate's key"),
+    ],
+)
+async def test_a_grant_whose_certificate_the_joiner_cannot_use_is_refused(
+    tmp_path: Path, kind: str, refusal: str
+) -> None:
+    async with member_node(tmp_path) as member:
+        status = await _join(tmp_path, member, transport=lambda inner: SwapGrantCert(inner, kind))
+    assert status["state"] == "error", status
+    assert status["error_code"] == "connect_error"
+    assert refusal in status["error_details"]["message"]
+
+
 def forged_csr() -> str:
     """A CSR that asks for another node's identity and address, a wildcard and CA rights."""
     key = ec.generate_private_key(ec.SECP256R1())

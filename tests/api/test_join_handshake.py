@@ -56,6 +56,8 @@ GRANT_FIELDS = {
     "store_password",
     "store_cert_pem",
     "store_key_pem",
+    # Added with member-made node keys (the request's csr_pem then null).
+    "key_pem",
 }
 
 
@@ -173,6 +175,7 @@ async def test_a_good_join_is_admitted_and_its_bytes_round_trip(tmp_path: Path) 
     assert set(json.loads(sent)) == REQUEST_FIELDS
     assert httpx_json(request.to_wire()) == sent
     assert request.software_version == SOFTWARE_VERSION and request.addr == "127.0.0.1"
+    assert request.csr_pem is None  # the member makes the node's key
     grant = JoinGrant.model_validate_json(received)
     assert set(json.loads(received)) == GRANT_FIELDS
     assert compact_json(grant.to_wire()) == received
@@ -181,6 +184,8 @@ async def test_a_good_join_is_admitted_and_its_bytes_round_trip(tmp_path: Path) 
     # name (etcd's gateway refuses named ones once auth is on), kept by the joiner 0600.
     assert grant.store_password and len(grant.store_password) >= 43
     assert grant.store_cert_pem and "CN=" not in pki_subject(grant.store_cert_pem)
+    assert grant.key_pem and "PRIVATE KEY" in grant.key_pem
+    assert pki_subject(grant.cert_pem) == "CN=node:2"
     clock = [e for e in exchanges if e[0] == "/v1/join/time"]
     assert clock and all(code == 200 for _, _, code, _ in clock)
     for _, _, _, answer in clock:

@@ -20,7 +20,7 @@ import httpx
 
 from cnm.cluster import model
 from cnm.node.data_dir import ClusterTls
-from cnm.security import pki
+from cnm.security import key_files, pki
 from cnm.store.etcd_auth import load_credentials
 from harness import etcd_gateway
 from harness.agents import Agent, AgentFactory, basic
@@ -78,8 +78,8 @@ def cluster_ca(agent: Agent) -> pki.CertKey:
 def forged(directory: Path, name: str, cert: pki.CertKey) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     cert_file, key_file = directory / f"{name}.pem", directory / f"{name}.key"
-    pki.write_public(cert_file, cert.cert_pem)
-    pki.write_private(key_file, cert.key_pem)
+    key_files.write_public(cert_file, cert.cert_pem)
+    key_files.write_private(key_file, cert.key_pem)
     return cert_file, key_file
 
 

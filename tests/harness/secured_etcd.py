@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnm.security import pki
+from cnm.security import key_files, pki
 from cnm.store import etcd_auth
 from cnm.store.etcd import EtcdStore
 from cnm.store.etcd_auth import StoreCredentials
@@ -78,10 +78,10 @@ async def secured_etcd(tmp_path: Path) -> AsyncIterator[Secured]:
     files = {}
     for name, cert in (("member", member_cert), ("client", client_cert)):
         files[name] = (tmp_path / f"{name}.pem", tmp_path / f"{name}.key")
-        pki.write_public(files[name][0], cert.cert_pem)
-        pki.write_private(files[name][1], cert.key_pem)
+        key_files.write_public(files[name][0], cert.cert_pem)
+        key_files.write_private(files[name][1], cert.key_pem)
     ca_file = tmp_path / "ca.pem"
-    pki.write_public(ca_file, ca.cert_pem)
+    key_files.write_public(ca_file, ca.cert_pem)
     spec = one_member_spec("auth", tmp_path, addr, ca_file, files["member"])
     etcd = EtcdProcess(binary, spec)
     node = StoreCredentials("node:1", etcd_auth.new_password())

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cnm.errors import BadRequest, ConfigError
+from cnm.security.cert_facts import normalize_fingerprint
+from cnm.security.key_files import write_private, write_public
 from cnm.security.pki import (
     CertKey,
     fingerprint_sha256,
@@ -26,11 +28,8 @@ from cnm.security.pki import (
     make_ca,
     make_csr,
     make_self_signed,
-    normalize_fingerprint,
     sign_csr,
     verify_chain,
-    write_private,
-    write_public,
 )
 
 

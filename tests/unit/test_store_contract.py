@@ -25,7 +25,7 @@ import pytest
 import pytest_asyncio
 
 from cnm.errors import StoreError, StoreUnavailable
-from cnm.security import pki
+from cnm.security import key_files, pki
 from cnm.store.base import (
     Compare,
     CompareTarget,
@@ -96,9 +96,9 @@ async def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
     ca = pki.make_ca("store-contract")
     node = pki.issue_cert(ca, "etcd store contract", [addr])
     ca_file, cert_file, key_file = base / "ca.pem", base / "node.pem", base / "node.key"
-    pki.write_public(ca_file, ca.cert_pem)
-    pki.write_public(cert_file, node.cert_pem)
-    pki.write_private(key_file, node.key_pem)
+    key_files.write_public(ca_file, ca.cert_pem)
+    key_files.write_public(cert_file, node.cert_pem)
+    key_files.write_private(key_file, node.key_pem)
     spec = one_member_spec("contract", base, addr, ca_file, (cert_file, key_file))
     tls = client_tls_context(str(ca_file), str(cert_file), str(key_file))
     etcd = EtcdProcess(binary, spec)
@@ -697,9 +697,9 @@ def _closed_port() -> int:
 def client_tls(tmp_path: Path) -> ssl.SSLContext:
     ca = pki.make_ca("unreachable")
     node = pki.issue_cert(ca, "client", ["127.0.0.1"])
-    pki.write_public(tmp_path / "ca.pem", ca.cert_pem)
-    pki.write_public(tmp_path / "node.pem", node.cert_pem)
-    pki.write_private(tmp_path / "node.key", node.key_pem)
+    key_files.write_public(tmp_path / "ca.pem", ca.cert_pem)
+    key_files.write_public(tmp_path / "node.pem", node.cert_pem)
+    key_files.write_private(tmp_path / "node.key", node.key_pem)
     return client_tls_context(
         str(tmp_path / "ca.pem"), str(tmp_path / "node.pem"), str(tmp_path / "node.key")
     )

@@ -45,7 +45,7 @@ from cnm.failpoints import failpoint
 from cnm.node.data_dir import ClusterTls, DataDir
 from cnm.node.facts import StoragePaths
 from cnm.node.local_state import LocalState
-from cnm.security import pki
+from cnm.security import key_files, pki
 from cnm.security.passwords import hash_password
 from cnm.store import etcd_auth
 from cnm.store.base import Compare, Put, Store
@@ -117,12 +117,12 @@ async def create_cluster(
     sans = pki.node_cert_sans(config.addr, req.node.identity.external_addr)
     lifetime = timedelta(seconds=config.node_cert_lifetime)
     node_cert = pki.issue_node_cert(ca, 1, sans, lifetime=lifetime)
-    pki.write_public(tls.ca_file, ca.cert_pem)
-    pki.write_public(tls.cert_file, node_cert.cert_pem)
-    pki.write_private(tls.key_file, node_cert.key_pem)
+    key_files.write_public(tls.ca_file, ca.cert_pem)
+    key_files.write_public(tls.cert_file, node_cert.cert_pem)
+    key_files.write_private(tls.key_file, node_cert.key_pem)
     store_cert = pki.issue_store_client_cert(ca, 1)
-    pki.write_public(tls.store_cert_file, store_cert.cert_pem)
-    pki.write_private(tls.store_key_file, store_cert.key_pem)
+    key_files.write_public(tls.store_cert_file, store_cert.cert_pem)
+    key_files.write_private(tls.store_key_file, store_cert.key_pem)
     failpoint("create.after_certificates")
 
     progress.phase("store")

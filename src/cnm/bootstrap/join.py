@@ -52,7 +52,7 @@ from cnm.failpoints import failpoint
 from cnm.logs import event
 from cnm.node.data_dir import DataDir
 from cnm.node.local_state import LocalState, atomic_write_bytes
-from cnm.security import pki
+from cnm.security import key_files
 from cnm.store import etcd_auth
 
 log = logging.getLogger(__name__)
@@ -142,10 +142,7 @@ async def join_cluster(
 
         progress.phase("handshake")
         offset_ms, uncertainty_ms = await link.measure_clock(auth)
-        # The member decides the certificate's names; the CSR only carries the key.
-        csr_pem, key_pem = pki.make_csr(
-            "cnm node", pki.node_cert_sans(config.addr, identity.external_addr)
-        )
+        # No CSR: the member makes the node's key with its certificate (and decides its names).
         record = node_record(config, req, paths, 0)
         try:
             request = JoinRequest(
@@ -157,7 +154,6 @@ async def join_cluster(
                 node_settings=node_settings(config),
                 software_version=SOFTWARE_VERSION,
                 required_version=req.required_version,
-                csr_pem=csr_pem.decode(),
                 clock=ClockReading(offset_ms=offset_ms, uncertainty_ms=uncertainty_ms),
                 record=record,
                 replace_uid=identity.uid,
@@ -182,12 +178,14 @@ async def join_cluster(
     progress.created(tls.directory)
     tls.directory.mkdir(parents=True, exist_ok=True)
     # The CA this node trusted on the link (grant checked against it), not the grant's bytes.
-    pki.write_public(tls.ca_file, link.ca_pem)
-    pki.write_public(tls.cert_file, grant.cert_pem.encode())
-    pki.write_private(tls.key_file, key_pem)
+    key_files.write_public(tls.ca_file, link.ca_pem)
+    key_files.write_public(tls.cert_file, grant.cert_pem.encode())
+    assert grant.key_pem is not None  # link.check_grant
+    key_files.write_private(tls.key_file, grant.key_pem.encode())
+    link.check_issued(tls.cert_file, tls.key_file)
     if grant.store_password and grant.store_cert_pem and grant.store_key_pem:
-        pki.write_public(tls.store_cert_file, grant.store_cert_pem.encode())
-        pki.write_private(tls.store_key_file, grant.store_key_pem.encode())
+        key_files.write_public(tls.store_cert_file, grant.store_cert_pem.encode())
+        key_files.write_private(tls.store_key_file, grant.store_key_pem.encode())
         credentials = etcd_auth.StoreCredentials(etcd_auth.node_user(uid), grant.store_password)
         etcd_auth.save_credentials(tls.store_credentials_file, credentials)
     failpoint("join.after_certs_written")

@@ -24,6 +24,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import httpx
@@ -45,7 +46,8 @@ from cnm.cluster.handshake import (
 )
 from cnm.config import url_host
 from cnm.errors import AccessDenied, BootstrapFailure, ConnectError
-from cnm.security import join_proof, pki
+from cnm.security import join_proof, tls_trust
+from cnm.security.cert_facts import normalize_fingerprint
 
 PROBE_TIMEOUT = 3.0
 REQUEST_TIMEOUT = 10.0
@@ -266,9 +268,10 @@ class MemberLink:
 
     def check_grant(self, grant: JoinGrant) -> None:
         """The grant's CA must be the very CA this link trusts (the pinned or proven one), and
-        the certificate must come from it: a member cannot swap the CA after the fact."""
+        it must carry the node's key (the request sent no CSR). That the certificate comes
+        from the CA is checked once it is on disk (`check_issued`)."""
         try:
-            offered = pki.fingerprint_sha256(pki.single_ca_certificate(grant.ca_pem.encode()))
+            _, offered = tls_trust.sole_ca_certificate(grant.ca_pem.encode())
         except ValueError as exc:
             raise ConnectError(f"{self.url} granted admission with an unusable CA: {exc}") from None
         if offered != self.fingerprint:
@@ -277,9 +280,18 @@ class MemberLink:
                 f"cluster CA {self.fingerprint} this node trusts; refusing it",
                 ca_fingerprint=self.fingerprint,
             )
-        if not pki.verify_chain(grant.cert_pem.encode(), self.ca_pem):
+        if not grant.key_pem:
             raise ConnectError(
-                f"{self.url} granted a node certificate that the cluster CA did not issue"
+                f"{self.url} granted admission without the node certificate's key; is it a cnm "
+                "older than this node? join through a node of the same version"
+            )
+
+    def check_issued(self, cert_file: Path, key_file: Path) -> None:
+        """The node certificate (and its key) the member granted chain to the trusted CA."""
+        if not tls_trust.issued_by(cert_file, key_file, self.ca_pem):
+            raise ConnectError(
+                f"{self.url} granted a node certificate that the cluster CA did not issue "
+                "(or a key that is not the certificate's)"
             )
 
     def _answer(self, response: httpx.Response, kind: type[_M], what: str) -> _M:
@@ -329,11 +341,11 @@ async def _probe(
         return f"{host}:{port}: answered something that is not a cluster CA"
     try:
         # Exactly one CA certificate, re-encoded: what is fingerprinted is all that is trusted.
-        ca_pem = pki.single_ca_certificate(offered)
+        # Our own fingerprint of what we received, never the one the member claims.
+        ca_pem, fingerprint = tls_trust.sole_ca_certificate(offered)
     except ValueError as exc:
         return f"{host}:{port}: answered a cluster CA this node refuses ({exc})"
-    # Our own fingerprint of what we received, never the one the member claims.
-    return url, ca_pem, pki.fingerprint_sha256(ca_pem)
+    return url, ca_pem, fingerprint
 
 
 async def connect(
@@ -362,10 +374,11 @@ async def connect(
         if not reached:
             continue
         url, ca_pem, fingerprint = reached[0]
-        if pinned_fingerprint and pki.normalize_fingerprint(pinned_fingerprint) != fingerprint:
+        expected = normalize_fingerprint(pinned_fingerprint) if pinned_fingerprint else None
+        if expected is not None and expected != fingerprint:
             raise ConnectError(
                 f"fingerprint mismatch: the cluster CA at {url} has SHA-256 fingerprint "
-                f"{fingerprint}, not the expected {pki.normalize_fingerprint(pinned_fingerprint)};"
+                f"{fingerprint}, not the expected {expected};"
                 " check cluster.ca_fingerprint (GET /v1/cluster shows it) or the addresses",
                 ca_fingerprint=fingerprint,
             )

@@ -35,7 +35,7 @@ from cnm.failpoints import failpoint
 from cnm.node.data_dir import DataDir
 from cnm.node.facts import StoragePaths
 from cnm.node.local_state import LocalState
-from cnm.security import pki
+from cnm.security import key_files, pki
 from cnm.store import etcd_auth
 from cnm.store.base import Compare, Put
 
@@ -141,12 +141,12 @@ async def recover_cluster(
     ca = pki.CertKey(cert_pem=secret.cert_pem.encode(), key_pem=secret.key_pem.encode())
     sans = pki.node_cert_sans(config.addr, req.node.identity.external_addr)
     node_cert = pki.issue_cert(ca, f"cnm node {config.addr}", sans)
-    pki.write_public(tls.ca_file, ca.cert_pem)
-    pki.write_public(tls.cert_file, node_cert.cert_pem)
-    pki.write_private(tls.key_file, node_cert.key_pem)
+    key_files.write_public(tls.ca_file, ca.cert_pem)
+    key_files.write_public(tls.cert_file, node_cert.cert_pem)
+    key_files.write_private(tls.key_file, node_cert.key_pem)
     store_cert = pki.issue_store_client_cert(ca, plan.uid)
-    pki.write_public(tls.store_cert_file, store_cert.cert_pem)
-    pki.write_private(tls.store_key_file, store_cert.key_pem)
+    key_files.write_public(tls.store_cert_file, store_cert.cert_pem)
+    key_files.write_private(tls.store_key_file, store_cert.key_pem)
     failpoint("recover.after_certificates")
 
     progress.phase("store")

@@ -26,7 +26,7 @@ from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.config import NodeConfig, url_host
 from cnm.logs import event
 from cnm.node.data_dir import ClusterTls
-from cnm.security import cert_facts, pki
+from cnm.security import cert_facts, key_files, pki
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,8 @@ async def renew_once(
                 log.warning("certificate renewal through %s gave an unusable certificate", url)
                 continue
             # Key first: the pair is whole again once the certificate follows.
-            pki.write_private(tls.key_file, key_pem)
-            pki.write_public(tls.cert_file, cert_pem)
+            key_files.write_private(tls.key_file, key_pem)
+            key_files.write_public(tls.cert_file, cert_pem)
             _, not_after = pki.certificate_lifetime(cert_pem)
             log.info(
                 "renewed this node's certificate through node %d, valid until %s",

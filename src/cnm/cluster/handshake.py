@@ -74,7 +74,8 @@ class ClockReading(WireMessage):
 
 
 class JoinRequest(WireMessage):
-    """The joiner's facts, its CSR and its node key (POST /v1/join/node)."""
+    """The joiner's facts and its node key (POST /v1/join/node); a CSR from joiners before
+    0.1.0's member-made node keys."""
 
     node_key: str = Field(min_length=16, max_length=128, pattern=r"^[0-9a-f]+$")
     addr: str = Field(max_length=64)
@@ -84,7 +85,9 @@ class JoinRequest(WireMessage):
     node_settings: dict[str, str] = Field(default_factory=dict)
     software_version: str = Field(max_length=64)
     required_version: str | None = Field(default=None, max_length=64)
-    csr_pem: str = Field(max_length=16384)
+    # Absent: the member makes the node's key with its certificate and sends both in the grant,
+    # as it does the store client's (the joiner then needs no X.509 library; tls_trust.py).
+    csr_pem: str | None = Field(default=None, max_length=16384)
     clock: ClockReading
     # The joiner's own node record (facts the member does not check), stored at admission.
     record: dict[str, Any] = Field(default_factory=dict)
@@ -113,6 +116,8 @@ class JoinGrant(WireMessage):
 
     uid: int
     cert_pem: str
+    # The certificate's key when the request carried no CSR (a secret: never logged).
+    key_pem: str | None = Field(default=None, repr=False)
     ca_pem: str
     ca_fingerprint: str
     store_endpoints: list[str]

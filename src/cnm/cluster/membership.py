@@ -231,8 +231,9 @@ class Admissions:
         if ca_record is None:
             raise StoreUnavailable("the cluster CA is not in this node's snapshot yet; retry")
         ca = pki.CertKey(ca_record.cert_pem.encode(), ca_record.key_pem.encode())
-        # Only the CSR's key is used, but a bad CSR is refused before a uid is spent on it.
-        pki.check_csr(request.csr_pem.encode())
+        if request.csr_pem is not None:
+            # Only the CSR's key is used, but a bad CSR is refused before a uid is spent on it.
+            pki.check_csr(request.csr_pem.encode())
         async with self._lock:
             if replaced is not None:
                 await replace_node(self._store, self._snapshot, request, replaced, holder=self._uid)
@@ -245,13 +246,22 @@ class Admissions:
         store_password = etcd_auth.new_password()
         await self._store.put_store_user(etcd_auth.node_user(uid), store_password)
         store_cert = pki.issue_store_client_cert(ca, uid)
-        certificate = pki.sign_node_csr(
-            ca,
-            request.csr_pem.encode(),
-            uid=uid,
-            sans=certificate_names(request),
-            lifetime=self._cert_lifetime,
-        )
+        node_key_pem: bytes | None = None
+        if request.csr_pem is not None:
+            certificate = pki.sign_node_csr(
+                ca,
+                request.csr_pem.encode(),
+                uid=uid,
+                sans=certificate_names(request),
+                lifetime=self._cert_lifetime,
+            )
+        else:
+            # The key is made here and sent over the admission's authenticated channel, like the
+            # store client's: this member holds the CA key, so it could certify any key anyway.
+            issued = pki.issue_node_cert(
+                ca, uid, certificate_names(request), lifetime=self._cert_lifetime
+            )
+            certificate, node_key_pem = issued.cert_pem, issued.key_pem
         # The decision's info line is the admission route's (cnm.ops.metrics.admission).
         log.debug(
             "%s node %d at %s (node key %s…)",
@@ -264,6 +274,7 @@ class Admissions:
         grant = JoinGrant(
             uid=uid,
             cert_pem=certificate.decode(),
+            key_pem=node_key_pem.decode() if node_key_pem is not None else None,
             ca_pem=ca.cert_pem.decode(),
             ca_fingerprint=pki.fingerprint_sha256(ca.cert_pem),
             # Not the replaced voter's (this snapshot may not show its new record yet).

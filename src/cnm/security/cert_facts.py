@@ -1,5 +1,5 @@
-"""Two facts of a PEM certificate, read without the `cryptography` library: its validity period
-and its subject's common name.
+"""Facts of a PEM certificate read without the `cryptography` library: its validity period and
+its subject's common name; and the canonical form of a fingerprint an operator typed.
 
 A node in a cluster checks its own certificate when it starts and every minute after (is it
 due for renewal? does it name this node? cluster/cert_renewal.py). Loading `cryptography` for
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import UTC, datetime, timedelta
 
 # The allowance for clocks that differ between nodes: certificates start this much in the past
@@ -31,6 +32,7 @@ _GENERALIZED_TIME = 0x18
 # 2.5.4.3, id-at-commonName, DER-encoded.
 _COMMON_NAME = bytes((0x55, 0x04, 0x03))
 _STRING_TAGS = frozenset((0x0C, 0x13, 0x14, 0x16, 0x1E))  # UTF8, Printable, T61, IA5, BMP
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _element(data: bytes, offset: int) -> tuple[int, bytes, int]:
@@ -131,3 +133,20 @@ def certificate_uid(cert_pem: bytes) -> int | None:
         return None
     prefix, _, number = value.partition(":")
     return int(number) if prefix == "node" and number.isdigit() else None
+
+
+def normalize_fingerprint(text: str) -> str:
+    """Canonical colon form of a fingerprint typed any common way; ValueError if it is not one.
+
+    Accepts an optional "sha256:" / "SHA256 " prefix, upper case, and colons or spaces between
+    bytes, so operators can paste what openssl, browsers or our API print.
+    """
+    cleaned = text.strip().lower()
+    for prefix in ("sha256:", "sha256"):
+        if cleaned.startswith(prefix):
+            cleaned = cleaned[len(prefix) :]
+            break
+    cleaned = re.sub(r"[\s:]", "", cleaned)
+    if not _HEX64.fullmatch(cleaned):
+        raise ValueError(f"not a SHA-256 fingerprint (64 hex digits): {text!r}")
+    return bytes.fromhex(cleaned).hex(":")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cnm.security import pki
+from cnm.security import key_files, pki
 
 
 def main(argv: list[str]) -> int:
@@ -22,8 +22,8 @@ def main(argv: list[str]) -> int:
     common_name, key_file, cert_file, *sans = argv
     pair = pki.make_self_signed(common_name, sans)
     # Key first: a certificate file means the pair is whole (`ensure_self_signed` checks both).
-    pki.write_private(Path(key_file), pair.key_pem)
-    pki.write_public(Path(cert_file), pair.cert_pem)
+    key_files.write_private(Path(key_file), pair.key_pem)
+    key_files.write_public(Path(cert_file), pair.cert_pem)
     return 0
 
 

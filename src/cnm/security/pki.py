@@ -1,23 +1,19 @@
-"""The cluster's X.509 PKI: keys, certificates, CSRs, fingerprints and key files on disk.
+"""The cluster's X.509 PKI: keys, certificates, CSRs, fingerprints.
 
-Owns everything cnm does with certificates: the self-signed certificate of a node's HTTPS API,
-the per-cluster CA, the node certificates that CA signs for etcd peer/client mutual TLS, the
-SHA-256 fingerprints operators pin, chain checks, and writing key material to disk atomically
-with the right mode. All keys are EC P-256: generating one takes well under a millisecond where
+Owns everything cnm does with certificates through the `cryptography` library: the self-signed
+certificate of a node's HTTPS API, the per-cluster CA, the node certificates that CA signs for
+etcd peer/client mutual TLS, the SHA-256 fingerprints operators pin, and chain checks. Writing
+key material to disk is security/key_files.py's; what a joiner checks without this library,
+security/tls_trust.py's. All keys are EC P-256: generating one takes well under a millisecond where
 RSA-2048 takes ~50-100 ms, and every TLS stack etcd and Python use supports it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import os
-import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -37,7 +33,6 @@ from cnm.security.cert_facts import CLOCK_SKEW
 # X.520 upper bound for a commonName; cryptography refuses longer ones.
 _CN_MAX = 64
 # Signed certificates start CLOCK_SKEW in the past so a peer whose clock lags ours accepts them.
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -405,23 +400,6 @@ def certificate_der(cert_pem: bytes) -> bytes:
     return x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
 
 
-def normalize_fingerprint(text: str) -> str:
-    """Canonical colon form of a fingerprint typed any common way; ValueError if it is not one.
-
-    Accepts an optional "sha256:" / "SHA256 " prefix, upper case, and colons or spaces between
-    bytes, so operators can paste what openssl, browsers or our API print.
-    """
-    cleaned = text.strip().lower()
-    for prefix in ("sha256:", "sha256"):
-        if cleaned.startswith(prefix):
-            cleaned = cleaned[len(prefix) :]
-            break
-    cleaned = re.sub(r"[\s:]", "", cleaned)
-    if not _HEX64.fullmatch(cleaned):
-        raise ValueError(f"not a SHA-256 fingerprint (64 hex digits): {text!r}")
-    return bytes.fromhex(cleaned).hex(":")
-
-
 def verify_chain(cert_pem: bytes, ca_pem: bytes) -> bool:
     """True iff `cert_pem` was issued by the CA in `ca_pem` and both are valid now.
 
@@ -448,49 +426,3 @@ def verify_chain(cert_pem: bytes, ca_pem: bytes) -> bool:
     except (ValueError, VerificationError, InvalidSignature):
         return False
     return True
-
-
-# --- files ------------------------------------------------------------------------------------
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Replace `path` with `data` so readers see the old file or the new one, never a mix.
-
-    The temp file is created with its final mode by O_CREAT|O_EXCL, so a private key is never
-    readable by others, not even between create and chmod; fchmod then undoes the umask.
-    """
-    directory = path.parent
-    tmp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(tmp, flags, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    # The rename is durable only once the directory entry is on disk.
-    dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Atomically write secret material (private keys) readable by the owner only (0600)."""
-    _write_atomic(path, data, 0o600)
-
-
-def write_public(path: Path, data: bytes) -> None:
-    """Atomically write public material (certificates) readable by everyone (0644)."""
-    _write_atomic(path, data, 0o644)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnm.errors import StoreError
-from cnm.security import pki
+from cnm.security import key_files
 
 ROOT_USER = "root"
 ROOT_ROLE = "root"
@@ -79,7 +79,7 @@ def auth_changed_meanwhile(error: StoreError) -> bool:
 def save_credentials(path: Path, credentials: StoreCredentials) -> None:
     """Keep the node's store credentials, readable by its own account only."""
     document = {"user": credentials.user, "password": credentials.password}
-    pki.write_private(path, json.dumps(document).encode())
+    key_files.write_private(path, json.dumps(document).encode())
 
 
 def load_credentials(path: Path) -> StoreCredentials | None:
