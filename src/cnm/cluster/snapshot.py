@@ -255,7 +255,9 @@ class ClusterSnapshot:
                     await self.load()
                 reload = True
                 backoff = 0.1
-                await self._watch()
+                # Moved: the watch ended between two of etcd's messages (a revision is never
+                # split across them), so it goes on from the next revision, nothing reloaded.
+                reload = not await self._watch()
             except StoreAccessRefused as exc:
                 log.warning("cluster store watch refused: %s", exc.message)
                 if self.on_refused is not None:
@@ -267,20 +269,29 @@ class ClusterSnapshot:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    async def _watch(self) -> None:
+    async def _watch(self) -> bool:
         """Apply the watch's events; ends with `StoreUnavailable` when the watch falls behind
         what keep-alives saw (a stream to a member cut off by a partition stays open and
-        silent: no read timeout can tell it from a quiet cluster)."""
+        silent: no read timeout can tell it from a quiet cluster). Returns True when it ended
+        to move to the store's preferred member (`Store.watch_misplaced`): a node that joined
+        through node 1 would otherwise watch node 1's member for ever, and every write would
+        fan out from that one member to every node of the cluster."""
         consumer = asyncio.create_task(self._consume(), name="snapshot-watch")
         try:
             while not consumer.done():
                 await asyncio.wait({consumer}, timeout=WATCH_CHECK_INTERVAL)
-                if not consumer.done() and self._watch_lagging():
+                if consumer.done():
+                    break
+                if self._watch_lagging():
                     raise StoreUnavailable(
                         f"the store watch is behind revision {self._observed[0][0]} for more "
                         f"than {self._stale_after:.0f} s (its member may be cut off); reloading"
                     )
+                if self._store.watch_misplaced():
+                    log.info("moving the store watch to this node's preferred store member")
+                    return True
             consumer.result()
+            return False
         finally:
             consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError, StoreUnavailable, StoreError):

@@ -227,6 +227,13 @@ class Store(abc.ABC):
         ignored. Raises nothing; a backend without endpoints (in memory) keeps no list."""
         del endpoints
 
+    def watch_misplaced(self) -> bool:
+        """Whether a watch of this client streams from a member that is no longer its first
+        choice (the endpoints changed since the watch began). The watcher should then watch
+        again from where it is: a watch is never moved by `set_endpoints` itself, and a stream
+        left where it began keeps every joiner's watch on the member it joined through."""
+        return False
+
     @abc.abstractmethod
     def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
         """Every change under `prefix` from `start_revision` on, in order, until the iterator is

@@ -18,10 +18,12 @@ since). Member changes and user administration run in a `root` session instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,8 @@ class EtcdStore(Store):
         self._keepalives = StreamedKeepAlives(grpc_tls, timeout) if grpc_tls else None
         # The leader's client URL while a learner waits to be promoted (`member_promote`).
         self._promote_at: str | None = None
+        # Endpoint -> how many watches stream from it now (`watch_misplaced`).
+        self._watching: Counter[str] = Counter()
 
     @property
     def endpoints(self) -> list[str]:
@@ -329,11 +333,28 @@ class EtcdStore(Store):
             if LEASE_NOT_FOUND not in exc.message:
                 raise
 
+    def watch_misplaced(self) -> bool:
+        preferred = self._endpoints[0]
+        return any(count and endpoint != preferred for endpoint, count in self._watching.items())
+
     async def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
         request = {
             "create_request": {**range_body(prefix, True), "start_revision": str(start_revision)}
         }
         endpoint = self._endpoints[0]
+        self._watching[endpoint] += 1
+        try:
+            async with contextlib.aclosing(self._watch_at(endpoint, request)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            self._watching[endpoint] -= 1
+            if not self._watching[endpoint]:
+                del self._watching[endpoint]
+
+    async def _watch_at(
+        self, endpoint: str, request: dict[str, Any]
+    ) -> AsyncGenerator[WatchEvent, None]:
         # No read timeout: a quiet watch is healthy. Connect and write still time out.
         timeout = httpx.Timeout(self._timeout, read=None)
         credentials = self._node_credentials()
