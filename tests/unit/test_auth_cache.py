@@ -15,13 +15,19 @@ from time import time
 import pytest
 
 from cnm.api import auth as auth_module
-from cnm.api.auth import Authenticator, SignInAttempt
+from cnm.api.auth import Authenticator, FailureLimiter, RecentSignIns, SignInAttempt
 from cnm.cluster import model
-from cnm.cluster.records import ClusterRecord, UidCounter, UserLoginIndex, admin_user_record
+from cnm.cluster.records import (
+    ClusterRecord,
+    SignInFailures,
+    UidCounter,
+    UserLoginIndex,
+    admin_user_record,
+)
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.users import UserChanges, create_user, delete_user, update_user
 from cnm.cluster.writes import token_secret, wait_for_revision
-from cnm.errors import Unauthorized
+from cnm.errors import SignInLocked, TooManyRequests, Unauthorized
 from cnm.security.passwords import PasswordVerifier, hash_password
 from cnm.security.tokens import issue_token
 from cnm.store.memory import MemoryStore
@@ -202,3 +208,124 @@ async def test_only_a_password_sign_in_works_out_its_attempt(
     assert asked == []
     assert (await auth.authenticate(basic(*USER)["Authorization"], snapshot, attempt)).uid == 2
     assert asked == ["attempt"]
+
+
+# The header fast path (`RecentSignIns`): a poller's repeated Basic header skips the verifier,
+# and still never outlives a change of its user, a flush, a lock of its address or its TTL.
+
+
+class CountingVerifier(PasswordVerifier):
+    def __init__(self, **kwargs: float) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.asked = 0
+
+    async def verify(self, *args: object, **kwargs: object) -> bool:
+        self.asked += 1
+        return await super().verify(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def counting() -> Iterator[CountingVerifier]:
+    made = CountingVerifier(ttl_seconds=30.0)
+    yield made
+    made.close()
+
+
+def header(login: str = USER[0], password: str = USER[1]) -> str:
+    return basic(login, password)["Authorization"]
+
+
+async def test_a_repeated_basic_header_skips_the_verifier(
+    cluster: Cluster, counting: CountingVerifier
+) -> None:
+    auth = Authenticator(counting)
+    for _ in range(5):
+        assert (await auth.authenticate(header(), cluster.snapshot)).uid == 2
+    assert counting.asked == 1 and len(auth.recent) == 1
+    # The key is an HMAC: no password (nor its base64) is kept.
+    assert all(len(key) == 32 for key in auth.recent._entries)
+
+
+async def test_a_remembered_header_follows_every_change_of_its_user(
+    cluster: Cluster, counting: CountingVerifier
+) -> None:
+    snapshot = cluster.snapshot
+    auth = Authenticator(counting)
+    await auth.authenticate(header(), snapshot)
+    await _update(cluster, 2, role="db_member")
+    assert (await auth.authenticate(header(), snapshot)).role == "db_member"
+    assert counting.asked == 2  # the changed record sent it back through the verifier
+    await _update(cluster, 2, password="new-password-1")
+    with pytest.raises(Unauthorized, match="invalid username or password"):
+        await auth.authenticate(header(), snapshot)
+    admin = snapshot.user(1)
+    assert admin is not None
+    await auth.authenticate(header(password="new-password-1"), snapshot)
+    revision = await delete_user(cluster.store, snapshot, 2, admin)
+    assert await wait_for_revision(snapshot, revision)
+    with pytest.raises(Unauthorized):
+        await auth.authenticate(header(password="new-password-1"), snapshot)
+
+
+async def test_a_flush_forgets_remembered_headers(
+    cluster: Cluster, counting: CountingVerifier
+) -> None:
+    auth = Authenticator(counting)
+    await auth.authenticate(header(), cluster.snapshot)
+    counting.flush()
+    await auth.authenticate(header(), cluster.snapshot)
+    assert counting.asked == 2
+
+
+async def test_a_remembered_header_is_refused_once_its_address_is_locked(
+    cluster: Cluster, counting: CountingVerifier
+) -> None:
+    """The attack: a guesser locks (user, address), then sends the right password, which the
+    real user's poller had made a remembered header. The lock must still hold."""
+    snapshot = cluster.snapshot
+    auth = Authenticator(counting, refusal_delay=0)
+    here = SignInAttempt(client="192.0.2.7", store=cluster.store)
+    assert (await auth.authenticate(header(), snapshot, here)).uid == 2
+    locked = SignInFailures(
+        uid=2, client="192.0.2.7", failures=5, window_start=time(), locked_until=time() + 60
+    )
+    revision = await cluster.store.put(model.sign_in_key(2, "192.0.2.7"), locked.encode())
+    assert await wait_for_revision(snapshot, revision)
+    with pytest.raises(SignInLocked):
+        await auth.authenticate(header(), snapshot, here)
+    # Another address is not locked, and gets in.
+    there = SignInAttempt(client="192.0.2.8", store=cluster.store)
+    assert (await auth.authenticate(header(), snapshot, there)).uid == 2
+
+
+async def test_a_remembered_header_is_refused_when_its_address_is_over_its_failure_rate(
+    cluster: Cluster, counting: CountingVerifier
+) -> None:
+    auth = Authenticator(counting, refusal_delay=0, limiter=FailureLimiter(burst=1))
+    here = SignInAttempt(client="192.0.2.7")
+    await auth.authenticate(header(), cluster.snapshot, here)
+    auth.limiter.failed("192.0.2.7", time())
+    with pytest.raises(TooManyRequests):
+        await auth.authenticate(header(), cluster.snapshot, here)
+
+
+async def test_remembered_headers_slide_expire_and_stay_bounded(
+    cluster: Cluster, counting: CountingVerifier
+) -> None:
+    clock = Clock()
+    recent = RecentSignIns(counting, clock=clock, max_entries=3)
+    user = cluster.snapshot.user(2)
+    assert user is not None
+    keys = [recent.key(f"Basic {n}") for n in range(5)]
+    for key in keys:
+        recent.remember(key, user, counting.generation)
+    assert len(recent) == 3 and recent.user(keys[0], cluster.snapshot) is None  # oldest gone
+    clock.now += 20
+    assert recent.user(keys[4], cluster.snapshot) is user  # used: 30 s more from now
+    clock.now += 20
+    assert recent.user(keys[4], cluster.snapshot) is user
+    assert recent.user(keys[3], cluster.snapshot) is None  # unused for 40 s: expired
+    stale = counting.generation
+    counting.flush()
+    recent.remember(keys[1], user, stale)  # checked before the flush: not remembered
+    assert recent.user(keys[1], cluster.snapshot) is None

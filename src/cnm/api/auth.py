@@ -7,8 +7,9 @@ or name) or `Authorization: JWT <token>` from POST /v1/users/authorize (`Bearer`
 a synonym). Everything is answered from the cluster snapshot, never with a store round trip:
 password hashes and the token secret come from it, password verification runs off the event loop
 and successes are cached briefly (see `PasswordVerifier`, flushed cluster-wide on any user
-change), failures never. A token carries no role: the role is read from the user's current
-record, so a changed or deleted user is refused at once.
+change), failures never; a Basic header seen to succeed is then recognised by its HMAC alone
+(`RecentSignIns`), the address checks below still applied. A token carries no role: the role
+is read from the user's current record, so a changed or deleted user is refused at once.
 
 Password sign-ins are defended in three layers (README "Security model"): a client address
 with too many recent failures is refused at once (429, `FailureLimiter`, local to the node); a
@@ -24,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hmac
 import logging
 import math
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
@@ -155,12 +158,79 @@ class FailureLimiter:
                 f"too many failed sign-ins from {client}; retry in {wait} s", retry_after=wait
             )
 
+    def allows(self, client: str, now: float) -> bool:
+        """Whether `check` would let `client` through now."""
+        return self._tokens(client, now) >= 1
+
     def failed(self, client: str, now: float) -> None:
         tokens = self._tokens(client, now)
         self._buckets.pop(client, None)  # re-added at the back: the oldest go first
         self._buckets[client] = (tokens - 1, now)
         while len(self._buckets) > self._max:
             self._buckets.popitem(last=False)
+
+
+@dataclass
+class _Recent:
+    user: UserRecord
+    generation: int
+    expires: float
+
+
+class RecentSignIns:
+    """Basic credentials that signed in recently, by an HMAC of the whole header (a random key
+    per process: no password is kept, and a memory dump gives nothing faster to attack than the
+    argon2 hashes). A poller sends the same header with every request; found here, it costs one
+    HMAC and a lookup instead of decoding, the verifier's three-part HMAC and its lock (half of
+    what authenticating GET /v1/bootstrap cost). An entry answers only while the user's record
+    is the very object it was checked against (any change to the user replaces it), the
+    verifier was not flushed since (`PasswordVerifier.generation`), and within the verifier's
+    sliding TTL. Only successes get in; the address checks still run (`Authenticator`)."""
+
+    def __init__(
+        self,
+        verifier: PasswordVerifier,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = MAX_VERIFIED_TOKENS,
+    ) -> None:
+        self._verifier = verifier
+        self._clock = clock
+        self._max = max_entries
+        self._key = secrets.token_bytes(32)
+        self._entries: OrderedDict[bytes, _Recent] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def key(self, header: str) -> bytes:
+        return hmac.digest(self._key, header.encode("utf-8", "surrogatepass"), "sha256")
+
+    def user(self, key: bytes, snapshot: ClusterSnapshot) -> UserRecord | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        now = self._clock()
+        if (
+            now >= entry.expires
+            or entry.generation != self._verifier.generation
+            or snapshot.user(entry.user.uid) is not entry.user
+        ):
+            del self._entries[key]
+            return None
+        entry.expires = now + self._verifier.ttl
+        self._entries.move_to_end(key)  # the least recently used go first
+        return entry.user
+
+    def remember(self, key: bytes, user: UserRecord, generation: int) -> None:
+        """`user` signed in with the header of `key`, checked while the verifier was at
+        `generation` (nothing is remembered when it has been flushed since)."""
+        if generation != self._verifier.generation or self._verifier.ttl <= 0:
+            return
+        self._entries[key] = _Recent(user, generation, self._clock() + self._verifier.ttl)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
 
 
 class Authenticator:
@@ -181,6 +251,7 @@ class Authenticator:
         # with every request, and PyJWT's checks cost ~60 us, a fifth of a whole request.
         # Only verified tokens get in (no growth from garbage), expiry is checked on every use.
         self._verified: OrderedDict[str, TokenClaims] = OrderedDict()
+        self.recent = RecentSignIns(verifier)
 
     async def authenticate(
         self,
@@ -194,10 +265,30 @@ class Authenticator:
         scheme, _, token = (header or "").strip().partition(" ")
         if scheme.lower() in TOKEN_SCHEMES:
             return self.authenticate_token(token.strip(), snapshot)
-        username, password = parse_basic(header)
+        key = self.recent.key(header) if header else b""
+        known = self.recent.user(key, snapshot) if key else None
         if callable(attempt):
             attempt = attempt()
-        return await self.authenticate_password(username, password, snapshot, attempt)
+        if known is not None and self._unhindered(known, snapshot, attempt):
+            return known
+        username, password = parse_basic(header)
+        generation = self.verifier.generation
+        user = await self.authenticate_password(username, password, snapshot, attempt)
+        self.recent.remember(key, user, generation)
+        return user
+
+    def _unhindered(
+        self, user: UserRecord, snapshot: ClusterSnapshot, attempt: SignInAttempt | None
+    ) -> bool:
+        """Whether a sign-in of `user` from this attempt's address needs no check of the
+        address: no failures counted for the pair (so no lock, nothing to clear) and the
+        address is not over its failure rate. Otherwise the full path decides."""
+        client = attempt.client if attempt is not None else None
+        if client is None:
+            return True
+        return sign_in.failures_of(snapshot, user.uid, client) is None and self.limiter.allows(
+            client, self._clock()
+        )
 
     async def authenticate_password(
         self,

@@ -270,6 +270,17 @@ class PasswordVerifier:
             while len(self._cache) > self._max_entries:
                 self._cache.popitem(last=False)
 
+    @property
+    def generation(self) -> int:
+        """How many times the cache was flushed: a result worked out before a change must not
+        be remembered after it (see `RecentSignIns` in api/auth.py)."""
+        return self._generation
+
+    @property
+    def ttl(self) -> float:
+        """How long a success stays cached after its last use."""
+        return self._ttl
+
     def flush(self) -> None:
         """Forget every cached success (call whenever any user is changed or removed)."""
         with self._lock:
