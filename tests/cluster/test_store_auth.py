@@ -22,22 +22,15 @@ from cnm.cluster import model
 from cnm.node.data_dir import ClusterTls
 from cnm.security import key_files, pki
 from cnm.store.etcd_auth import load_credentials
-from harness import etcd_gateway
+from harness import cluster_setup, etcd_gateway
 from harness.agents import Agent, AgentFactory, basic
-from harness.bodies import ADMIN, create_body, join_body
+from harness.bodies import ADMIN
+from harness.cluster_setup import join
 from harness.polling import eventually
 
 
 def create(agent: Agent) -> None:
-    assert agent.post("/v1/bootstrap/create_cluster", create_body("auth.example.com")).is_success
-    status = agent.wait_state("completed", "error", auth=ADMIN, timeout=60)
-    assert status["bootstrap_status"]["state"] == "completed", status
-
-
-def join(agent: Agent, member: Agent) -> None:
-    assert agent.post("/v1/bootstrap/join_cluster", join_body([member.addr])).is_success
-    status = agent.wait_state("completed", "error", auth=ADMIN, timeout=60)
-    assert status["bootstrap_status"]["state"] == "completed", status
+    cluster_setup.create(agent, "auth.example.com")
 
 
 def b64(text: str) -> str:

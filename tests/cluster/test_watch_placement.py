@@ -13,23 +13,12 @@ import httpx
 
 from harness import etcd_gateway
 from harness.agents import Agent, AgentFactory, basic
-from harness.bodies import ADMIN, create_body, join_body
+from harness.bodies import ADMIN
+from harness.cluster_setup import create, join
 from harness.metrics import parse_samples, value
 from harness.polling import eventually
 
 WATCH_STREAMS = "etcd_debugging_mvcc_watch_stream_total"
-
-
-def create(agent: Agent) -> None:
-    assert agent.post("/v1/bootstrap/create_cluster", create_body("watch.example.com")).is_success
-    status = agent.wait_state("completed", "error", auth=ADMIN, timeout=60)
-    assert status["bootstrap_status"]["state"] == "completed", status
-
-
-def join(agent: Agent, member: Agent) -> None:
-    assert agent.post("/v1/bootstrap/join_cluster", join_body([member.addr])).is_success
-    status = agent.wait_state("completed", "error", auth=ADMIN, timeout=60)
-    assert status["bootstrap_status"]["state"] == "completed", status
 
 
 def watch_streams(agent: Agent) -> float:
@@ -56,7 +45,7 @@ def user_emails(agent: Agent) -> set[str]:
 
 def test_each_voter_node_watches_its_own_member_and_misses_nothing(agents: AgentFactory) -> None:
     first, second, third = agents.start(), agents.start(), agents.start()
-    create(first)
+    create(first, "watch.example.com")
     join(second, first)
     join(third, first)
     eventually(lambda: voters(first) == 3, timeout=30, message="three voters")
