@@ -18,7 +18,9 @@ member dies with it) and spawned again; the clock runs from the spawn until the 
 connections), and until the first `GET /v1/cluster` (which needs the cluster store) does too.
 Baseline, interleaved with the runs: from spawning bench/bare_status_app.py (bare Starlette
 under uvicorn) until it answers. Targets (issue 12 §4): idle RSS <= 55 MiB, restart to an
-authenticated 200 <= 1.0 s (judged on GET /v1/bootstrap, median).
+authenticated 200 <= 1.0 s (judged on GET /v1/bootstrap, median). Each RSS target links a
+map of that process's memory at the moment it was read (anonymous against file-backed, the
+largest mappings: `profiling.memory_map`), the report's "where it goes" for a miss.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from common import (
 from harness.agents import Agent
 from harness.bodies import ADMIN
 from harness.polling import eventually
+from profiling import memory_map
 
 RSS_LIMIT_MIB = 55.0
 RESTART_LIMIT_S = 1.0
@@ -143,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="cnm-bench-footprint-"))
     factory = AgentFactory(base)
     memory: dict[str, list[float]] = {}
+    maps: dict[str, str | None] = {}  # where that memory is (bench/profiling.py)
     to_status: list[float] = []
     to_cluster: list[float] = []
     bare: list[float] = []
@@ -154,18 +158,31 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(args.settle)
         assert idle.process is not None
         memory["agent before bootstrap, first start"] = [rss_mib(idle.process.pid)]
+        maps["agent before bootstrap, first start"] = memory_map(
+            idle.process.pid, "bench_footprint-before-bootstrap-first-start"
+        )
         idle.stop()
         idle.start(wait=False)
         idle.wait_serving(timeout=60)
         time.sleep(args.settle)
         assert idle.process is not None
         memory["agent before bootstrap, restarted"] = [rss_mib(idle.process.pid)]
+        maps["agent before bootstrap, restarted"] = memory_map(
+            idle.process.pid, "bench_footprint-before-bootstrap-restarted"
+        )
         idle.stop()
         agents = three_voter_cluster(factory, "bench-footprint.example.com")
         time.sleep(args.settle)
         memory["agent in a 3-node cluster"] = [
             rss_mib(a.process.pid) for a in agents if a.process is not None
         ]
+        largest = max(
+            (a.process.pid for a in agents if a.process is not None), key=rss_mib, default=None
+        )
+        if largest is not None:
+            maps["agent in a 3-node cluster"] = memory_map(
+                largest, "bench_footprint-in-cluster-largest"
+            )
         with claimed_addresses(1) as (bare_addr,):
             for index in range(args.runs):
                 try:
@@ -228,18 +245,21 @@ def main(argv: list[str] | None = None) -> int:
             RSS_LIMIT_MIB,
             "MiB",
             baseline="bare python importing uvicorn and fastapi",
+            profile=maps.get("agent before bootstrap, restarted"),
         ),
         Target(
             "idle agent RSS before bootstrap (first start)",
             worst("agent before bootstrap, first start"),
             RSS_LIMIT_MIB,
             "MiB",
+            profile=maps.get("agent before bootstrap, first start"),
         ),
         Target(
             "idle agent RSS in a 3-node cluster (largest)",
             worst("agent in a 3-node cluster"),
             RSS_LIMIT_MIB,
             "MiB",
+            profile=maps.get("agent in a 3-node cluster"),
         ),
         Target(
             "restart -> authenticated 200 (GET /v1/bootstrap, median)",

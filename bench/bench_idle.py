@@ -30,7 +30,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -40,8 +42,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from cnm.cluster.health import upkeep_interval
 from cnm.cluster.runtime import open_store
+from cnm.node.data_dir import ClusterTls
 from cnm.store.etcd_process import etcd_arguments
 from common import (
     Agent,
@@ -64,6 +69,7 @@ from common import (
     target_lines,
 )
 from join_agents import LOG_JSON, create, nodes_of, post_join, stop_cluster, voter_endpoints
+from profiling import counters_summary
 
 AGENT_TARGET = 0.3  # % of a core, each agent
 ETCD_TARGET = 1.0  # % of a core, each etcd member
@@ -195,6 +201,36 @@ def written_prefixes(since: int, keys: dict[str, int]) -> dict[str, int]:
     return kinds
 
 
+def client_url(pid: int) -> str | None:
+    """The client URL an etcd process advertises (its command line)."""
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return None
+    for argument in arguments:
+        if argument.startswith("--advertise-client-urls="):
+            return argument.split("=", 1)[1].split(",")[0]
+    return None
+
+
+def etcd_counters(url: str, tls: ClusterTls) -> dict[str, float]:
+    """Every sample of an etcd member's /metrics, by its line's name and labels ({} when it
+    cannot be read: the summary then shows nothing rather than failing the benchmark)."""
+    context = ssl.create_default_context(cafile=str(tls.ca_file))
+    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    try:
+        text = httpx.get(url + "/metrics", verify=context, timeout=5).text
+    except httpx.HTTPError:
+        return {}
+    samples = {}
+    for line in text.splitlines():
+        name, _, number = line.rpartition(" ")
+        if name and not line.startswith("#"):
+            with contextlib.suppress(ValueError):
+                samples[name] = float(number)
+    return samples
+
+
 def measure(
     agents: list[Agent],
     etcd: list[int],
@@ -208,11 +244,28 @@ def measure(
     pids.update({f"etcd {pid}": pid for pid in etcd})
     pids.update({f"baseline {name}": pid for name, pid in baselines.items()})
     revision, _ = store_state(first, nodes)
+    tls = first.layout.cluster_tls
+    urls = {pid: client_url(pid) for pid in etcd}
+    counted = {pid: etcd_counters(url, tls) for pid, url in urls.items() if url}
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     busy, started = machine_busy_seconds(), now()
     time.sleep(window)
     after = {name: cpu_seconds(pid) for name, pid in pids.items()}
     elapsed, busy = now() - started, machine_busy_seconds() - busy
+    busiest = max(etcd, key=lambda pid: after[f"etcd {pid}"] - before[f"etcd {pid}"])
+    busiest_url = urls.get(busiest)
+    profile = None
+    if busiest_url and busiest in counted:
+        leads = etcd_counters(busiest_url, tls).get("etcd_server_is_leader") == 1.0
+        profile = counters_summary(
+            f"bench_idle-etcd-{len(agents)}-nodes",
+            f"the busiest etcd member ({busiest_url}, {'the leader' if leads else 'a follower'})"
+            f" of a {len(agents)}-node idle cluster: its own counters (etcd is Go: py-spy "
+            "cannot see into it)",
+            counted[busiest],
+            etcd_counters(busiest_url, tls),
+            elapsed,
+        )
     last, keys = store_state(first, nodes)
     writes = last - revision
     used = {name: after[name] - before[name] for name in pids}
@@ -234,6 +287,7 @@ def measure(
         "baseline_etcd_pct": percent.get("baseline etcd"),
         "baseline_uvicorn_pct": percent.get("baseline uvicorn"),
         "others_cores": max(0.0, busy - sum(used.values())) / elapsed,
+        "etcd_profile": profile,
     }
 
 
@@ -350,6 +404,7 @@ def report(results: dict[int, dict[str, Any]]) -> tuple[list[Target], list[dict[
                 ETCD_TARGET,
                 "%",
                 baseline=f"bare etcd member (etcd defaults) {r['baseline_etcd_pct']:.2f} %",
+                profile=r.get("etcd_profile"),
             )
         )
     total = results.get(TOTAL_AT)

@@ -1,7 +1,7 @@
 """Benchmark: the status path, GET /v1/bootstrap, beside a bare Starlette app (same bytes).
 
     .venv/bin/python bench/bench_status.py [--runs 3] [--requests 2000] [--concurrency 1,16,64]
-                                           [--json out.json] [--keep]
+                                           [--json out.json] [--keep] [--profile]
 
 Servers, each a process pinned to CPU 0 (`taskset -c 0`, with anything it starts, its etcd
 member included), while this process (the load) runs on CPU 1:
@@ -20,7 +20,9 @@ over the rounds, p50 and p99 latency over all the rounds' requests.
 
 Targets (issue 12 §3), at concurrency 16: HTTP >= 60 % of bare Starlette; HTTP p99 <= 10 ms;
 Basic and JWT each >= 85 % of HTTP. Exit status 1 only when a request fails or answers an
-unexpected status; a missed target is reported, not an error.
+unexpected status; a missed target is reported, not an error. `--profile` then records the
+servers of HTTP, Basic and JWT with py-spy during one more measurement each (bench/profiling.py)
+and links each target to its variant's profile.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,7 @@ from common import (
 )
 from harness.polling import eventually
 from http_load import Blast, Endpoint, blast, fetch_once, get_request, percentile
+from profiling import PySpy
 
 ADMIN = ("admin@example.com", "bench-password")
 SERVER_CPU = 0
@@ -188,6 +191,20 @@ async def measure(
     return results, errors
 
 
+def profile_variants(chosen: list[Variant], total: int) -> dict[str, str | None]:
+    """py-spy on the server of each of HTTP, Basic and JWT during one more measurement at
+    c=FOCUS (five times the requests, for enough samples): where a request's time goes, the
+    authenticated ones beside the unauthenticated (the run's numbers are from before)."""
+    found: dict[str, str | None] = {}
+    for variant in chosen:
+        if variant.label not in ("HTTP", "Basic", "JWT"):
+            continue
+        with PySpy(variant.server_pid, f"bench_status-{variant.label.lower()}") as spy:
+            asyncio.run(_blast(variant, total * 5, FOCUS))
+        found[variant.label] = spy.summary_path
+    return found
+
+
 def summary(runs: list[Measured]) -> dict[str, float]:
     latencies = [value for one in runs for value in one.blast.latencies]
     return {
@@ -249,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency", default="1,16,64", help="comma-separated connection counts (1,16,64)"
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="then py-spy on the servers of HTTP, Basic and JWT during one more measurement",
+    )
     args = parser.parse_args(argv)
     levels = [int(part) for part in args.concurrency.split(",") if part.strip()]
     if args.runs < 1 or not levels or min(levels) < 1 or args.requests < max(levels):
@@ -266,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     bare: subprocess.Popen[bytes] | None = None
     failures: list[str] = []
     results: Results = {}
+    profiles: dict[str, str | None] = {}
     try:
         with claimed_addresses(1) as (bare_addr,):
             idle, member, token = start_agents(factory, prefix)
@@ -278,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                 os.sched_setaffinity(0, {LOAD_CPU})
             chosen = variants(idle, member, token, bare_addr, bare.pid)
             results, failures = asyncio.run(measure(chosen, levels, args.runs, args.requests))
+            if args.profile:
+                profiles = profile_variants(chosen, args.requests)
     except Exception as exc:  # the run is broken: say so, exit 1
         failures.append(f"{type(exc).__name__}: {exc}")
     finally:
@@ -319,7 +344,12 @@ def main(argv: list[str] | None = None) -> int:
                 if label in focus and (base := focus[of]["per_cpu_second"])
             )
         )
-    checks = targets(cells)
+    checks = [
+        replace(check, profile=profiles.get(check.name.split()[1]))
+        if check.name.split()[1] in profiles
+        else check
+        for check in targets(cells)
+    ]
     print(target_lines(checks))
     series = [
         {

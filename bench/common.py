@@ -133,6 +133,9 @@ class Target:
     unit: str  # "s", "ms", "%", "MiB", "ratio", "cores"
     better: Literal["lower", "higher"] = "lower"
     baseline: str = ""  # the same-run baseline it was compared against, in words
+    # Where the time (or memory) goes when it misses: a text file under bench/results/profiles/
+    # (bench/profiling.py), quoted by the report under the missed target.
+    profile: str | None = None
 
     @property
     def passed(self) -> bool:

@@ -127,3 +127,65 @@ def _relative(path: Path) -> str:
         return str(path.resolve().relative_to(root))
     except ValueError:
         return str(path)
+
+
+def _stamped(name: str, directory: Path) -> Path:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"{name}-{stamp}.txt"
+
+
+def memory_map(pid: int, name: str, *, top: int = 12, directory: Path = PROFILE_DIR) -> str | None:
+    """Where a process's resident memory is, from /proc/<pid>/smaps: anonymous (Python objects,
+    the malloc heap) against file-backed (shared libraries and extension modules, counted
+    once mapped and touched), and the mappings holding the most. The path of the summary, or
+    None when the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
+        return None
+    by_mapping: Counter[str] = Counter()
+    anonymous = 0
+    mapping = "[anon]"
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):
+            mapping = fields[5] if len(fields) > 5 else "[anon]"
+        elif fields[:1] == ["Rss:"]:
+            by_mapping[mapping] += int(fields[1])
+        elif fields[:1] == ["Anonymous:"]:
+            anonymous += int(fields[1])
+    total = sum(by_mapping.values())
+    lines = [
+        f"/proc/{pid}/smaps: resident {total / 1024:.1f} MiB = anonymous {anonymous / 1024:.1f} "
+        f"MiB + file-backed {(total - anonymous) / 1024:.1f} MiB; the largest mappings:",
+    ]
+    lines += [f"{kib / 1024:7.1f} MiB  {where}" for where, kib in by_mapping.most_common(top)]
+    path = _stamped(name, directory)
+    path.write_text("\n".join(lines) + "\n")
+    return _relative(path)
+
+
+def counters_summary(
+    name: str,
+    title: str,
+    before: dict[str, float],
+    after: dict[str, float],
+    seconds: float,
+    *,
+    top: int = 20,
+    directory: Path = PROFILE_DIR,
+) -> str:
+    """A process's own counters (e.g. etcd's Prometheus metrics: etcd is Go, py-spy cannot
+    see into it) as rates over a window, the fastest first; the summary's path."""
+    rates = {
+        key: (value - before.get(key, 0.0)) / seconds
+        for key, value in after.items()
+        if key.endswith("_total") or "_total{" in key
+    }
+    busiest = sorted(((rate, key) for key, rate in rates.items() if rate > 0), reverse=True)
+    lines = [f"{title}; per second over {seconds:.0f} s:"]
+    lines += [f"{rate:12.2f}/s  {key}" for rate, key in busiest[:top]]
+    path = _stamped(name, directory)
+    path.write_text("\n".join(lines) + "\n")
+    return _relative(path)
