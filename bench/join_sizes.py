@@ -38,13 +38,14 @@ from join_agents import (
     voter_endpoints,
 )
 from join_floor import store_floor
+from profiling import text_summary
 
 JOIN_TARGET = 0.3
 # (label, source, from-event, to-event); events are seconds after the POST was sent.
 SEGMENTS = [
     ("POST, checks (-> joining_cluster)", "joiner log", None, "joining"),
-    ("contacting: fetch cluster CA (-> trusted)", "joiner log", "joining", "trusted"),
-    ("handshake: clock x4, CSR, admission", "member log", "trusted", "admitted"),
+    ("contacting: CA, password proof (-> trusted)", "joiner log", "joining", "trusted"),
+    ("handshake: clock x4, admission, certs", "member log", "trusted", "admitted"),
     ("store: certs, own record, snapshot", "joiner log", "admitted", "joined"),
     ("HTTPS switch, status (-> completed)", "joiner log", "joined", "completed_log"),
     ("completed -> seen by poll (auth)", "poll", "completed_log", "completed"),
@@ -206,6 +207,14 @@ def sizes_targets(
     floor = Stats.of([r.floor or 0.0 for r in window]).median if window else None
     # A cluster that stopped growing early did not reach the size: no value, a MISS.
     complete = len(window) == last - first + 1
+    account = None
+    if window:
+        text, _ = breakdown(window)
+        account = text_summary(
+            f"bench_join-{largest}-nodes",
+            f"where joins {first}-{last} spent their time (phases from the joiner's and the "
+            "member's JSON logs; CPU from /proc over each join):\n" + text,
+        )
     targets = [
         Target(
             f"join median at {largest} nodes (joins {first}-{last})",
@@ -213,6 +222,7 @@ def sizes_targets(
             JOIN_TARGET,
             "s",
             baseline=f"store floor median {floor:.3f} s" if floor is not None else "",
+            profile=account,
         )
     ]
     sizes = sorted(by_size)

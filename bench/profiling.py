@@ -189,3 +189,11 @@ def counters_summary(
     path = _stamped(name, directory)
     path.write_text("\n".join(lines) + "\n")
     return _relative(path)
+
+
+def text_summary(name: str, text: str, *, directory: Path = PROFILE_DIR) -> str:
+    """A benchmark's own account of where the time went (e.g. a phase breakdown from the
+    agents' logs), kept as a summary like the others; its path."""
+    path = _stamped(name, directory)
+    path.write_text(text.rstrip("\n") + "\n")
+    return _relative(path)
