@@ -12,7 +12,8 @@ tried, so a client keeps working while any listed member is reachable.
 With etcd authentication on (store/etcd_auth.py), each call carries a token of this node's own
 etcd user, got lazily per endpoint (a simple token is a member's: another member may not know
 it) and got again once when etcd calls it invalid (expired after 300 s idle, or auth switched on
-since). Member changes and user administration run in a `root` session instead.
+since). Member changes and user administration (store/etcd_access.py) run in a `root`
+session instead.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from cnm.store.base import (
     TxnResult,
     WatchEvent,
 )
+from cnm.store.etcd_access import EtcdAccessControl
 from cnm.store.etcd_auth import StoreCredentials
 from cnm.store.etcd_wire import (
     AUTH_RACE_RETRIES,
@@ -62,7 +64,7 @@ from cnm.store.lease_stream import StreamedKeepAlives
 log = logging.getLogger(__name__)
 
 
-class EtcdStore(Store):
+class EtcdStore(EtcdAccessControl, Store):
     """A client of an etcd cluster. `endpoints` are client URLs (`https://10.0.0.1:2379`)."""
 
     def __init__(
@@ -335,7 +337,7 @@ class EtcdStore(Store):
 
     def watch_misplaced(self) -> bool:
         preferred = self._endpoints[0]
-        return any(count and endpoint != preferred for endpoint, count in self._watching.items())
+        return any(endpoint != preferred for endpoint in self._watching)
 
     async def watch_prefix(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
         request = {
@@ -459,56 +461,6 @@ class EtcdStore(Store):
             if refusal is None:
                 raise
             raise refusal from exc
-
-    # --- access control (store/etcd_auth.py) ---------------------------------------------------
-
-    async def enable_access_control(
-        self, admin_password: str, prefix: str, node_users: Sequence[tuple[str, str]]
-    ) -> None:
-        """Switch etcd authentication on: the `root` user with `admin_password`, the node role
-        with read and write on `prefix`, `node_users` (name, password) with that role. Run
-        before auth is on (a new store); every step tolerates an earlier attempt's."""
-        role = etcd_auth.NODE_ROLE
-        await self._tolerant("/v3/auth/role/add", {"name": role}, etcd_auth.ROLE_EXISTS)
-        permission = {"permType": "READWRITE", **range_body(prefix, True)}
-        await self._call("/v3/auth/role/grant", {"name": role, "perm": permission})
-        for name, password in node_users:
-            await self._set_user(name, password, role)
-        await self._set_user(etcd_auth.ROOT_USER, admin_password, etcd_auth.ROOT_ROLE)
-        await self._call("/v3/auth/enable", {})
-        # Tokens of "auth is off" are stale now.
-        self._tokens.clear()
-        self._admin_password = admin_password
-
-    async def put_store_user(self, name: str, password: str) -> None:
-        """Create the etcd user `name` with the node role, or give it a new password (which
-        ends the sessions of the old one). As `root`."""
-        await self._set_user(name, password, etcd_auth.NODE_ROLE, admin=True)
-
-    async def delete_store_user(self, name: str) -> None:
-        """Delete the etcd user `name` (ends its sessions); one already gone is no error."""
-        await self._tolerant(
-            "/v3/auth/user/delete", {"name": name}, etcd_auth.USER_NOT_FOUND, admin=True
-        )
-
-    async def _set_user(self, name: str, password: str, role: str, *, admin: bool = False) -> None:
-        body = {"name": name, "password": password}
-        try:
-            await self._call("/v3/auth/user/add", body, admin=admin)
-        except StoreError as exc:
-            if etcd_auth.USER_EXISTS not in exc.message.lower():
-                raise
-            await self._call("/v3/auth/user/changepw", body, admin=admin)
-        await self._call("/v3/auth/user/grant", {"user": name, "role": role}, admin=admin)
-
-    async def _tolerant(
-        self, path: str, body: dict[str, Any], tolerated: str, *, admin: bool = False
-    ) -> None:
-        try:
-            await self._call(path, body, admin=admin)
-        except StoreError as exc:
-            if tolerated not in exc.message.lower() or isinstance(exc, StoreUnavailable):
-                raise
 
     async def leader(self) -> str:
         answer = await self._call("/v3/maintenance/status", {})
