@@ -173,13 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         idle.stop()
         agents = three_voter_cluster(factory, "bench-footprint.example.com")
         time.sleep(args.settle)
-        memory["agent in a 3-node cluster"] = [
-            rss_mib(a.process.pid) for a in agents if a.process is not None
-        ]
-        largest = max(
-            (a.process.pid for a in agents if a.process is not None), key=rss_mib, default=None
-        )
-        if largest is not None:
+        pids = [a.process.pid for a in agents if a.process is not None]
+        sizes = [rss_mib(pid) for pid in pids]
+        memory["agent in a 3-node cluster"] = sizes
+        if pids:
+            largest = pids[sizes.index(max(sizes))]
             maps["agent in a 3-node cluster"] = memory_map(
                 largest, "bench_footprint-in-cluster-largest"
             )

@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import contextlib
 import shutil
-import ssl
 import statistics
 import subprocess
 import sys
@@ -68,6 +66,8 @@ from common import (
     table,
     target_lines,
 )
+from harness import etcd_gateway
+from harness.metrics import parse_samples
 from join_agents import LOG_JSON, create, nodes_of, post_join, stop_cluster, voter_endpoints
 from profiling import counters_summary
 
@@ -214,21 +214,19 @@ def client_url(pid: int) -> str | None:
 
 
 def etcd_counters(url: str, tls: ClusterTls) -> dict[str, float]:
-    """Every sample of an etcd member's /metrics, by its line's name and labels ({} when it
-    cannot be read: the summary then shows nothing rather than failing the benchmark)."""
-    context = ssl.create_default_context(cafile=str(tls.ca_file))
-    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    """Every sample of an etcd member's /metrics, by its name and labels as the exposition
+    writes them ({} when it cannot be read: the summary then shows nothing rather than failing
+    the benchmark)."""
+    context = etcd_gateway.client_context(tls, (tls.cert_file, tls.key_file))
     try:
-        text = httpx.get(url + "/metrics", verify=context, timeout=5).text
-    except httpx.HTTPError:
+        samples = parse_samples(httpx.get(url + "/metrics", verify=context, timeout=5).text)
+    except (httpx.HTTPError, ValueError):
         return {}
-    samples = {}
-    for line in text.splitlines():
-        name, _, number = line.rpartition(" ")
-        if name and not line.startswith("#"):
-            with contextlib.suppress(ValueError):
-                samples[name] = float(number)
-    return samples
+    named = {}
+    for (name, labels), number in samples.items():
+        shown = ",".join(f'{label}="{value}"' for label, value in sorted(labels))
+        named[f"{name}{{{shown}}}" if shown else name] = number
+    return named
 
 
 def measure(

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +221,11 @@ def summary(runs: list[Measured]) -> dict[str, float]:
     }
 
 
-def targets(cells: dict[tuple[str, int], dict[str, float]]) -> list[Target]:
+def targets(
+    cells: dict[tuple[str, int], dict[str, float]], profiles: dict[str, str | None]
+) -> list[Target]:
+    """The issue's targets; each links its variant's profile when `--profile` made one."""
+
     def rate(label: str) -> float | None:
         cell = cells.get((label, FOCUS))
         return cell["rate"] if cell else None
@@ -239,8 +243,11 @@ def targets(cells: dict[tuple[str, int], dict[str, float]]) -> list[Target]:
             "%",
             better="higher",
             baseline="bare Starlette app, same bytes, same core, same run",
+            profile=profiles.get("HTTP"),
         ),
-        Target(f"status HTTP p99 latency, c={FOCUS}", http_p99, 10, "ms"),
+        Target(
+            f"status HTTP p99 latency, c={FOCUS}", http_p99, 10, "ms", profile=profiles.get("HTTP")
+        ),
         Target(
             f"status Basic req/s vs unauthenticated, c={FOCUS}",
             ratio("Basic", "HTTP"),
@@ -248,6 +255,7 @@ def targets(cells: dict[tuple[str, int], dict[str, float]]) -> list[Target]:
             "%",
             better="higher",
             baseline="HTTP without credentials (node before bootstrap), same run",
+            profile=profiles.get("Basic"),
         ),
         Target(
             f"status JWT req/s vs unauthenticated, c={FOCUS}",
@@ -256,6 +264,7 @@ def targets(cells: dict[tuple[str, int], dict[str, float]]) -> list[Target]:
             "%",
             better="higher",
             baseline="HTTP without credentials (node before bootstrap), same run",
+            profile=profiles.get("JWT"),
         ),
     ]
 
@@ -344,12 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                 if label in focus and (base := focus[of]["per_cpu_second"])
             )
         )
-    checks = [
-        replace(check, profile=profiles.get(check.name.split()[1]))
-        if check.name.split()[1] in profiles
-        else check
-        for check in targets(cells)
-    ]
+    checks = targets(cells, profiles)
     print(target_lines(checks))
     series = [
         {
