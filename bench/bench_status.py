@@ -1,10 +1,10 @@
 """Benchmark: the status path, GET /v1/bootstrap, beside a bare Starlette app (same bytes).
 
     .venv/bin/python bench/bench_status.py [--runs 3] [--requests 2000] [--concurrency 1,16,64]
-                                           [--json out.json] [--keep] [--profile]
+                                           [--processes 3] [--json out.json] [--keep] [--profile]
 
-Servers, each a process pinned to CPU 0 (`taskset -c 0`, with anything it starts, its etcd
-member included), while this process (the load) runs on CPU 1:
+Servers, `--processes` of each kind, every one a process pinned to CPU 0 (`taskset -c 0`, with
+anything it starts, its etcd member included), while this process (the load) runs on CPU 1:
 
 - an agent before bootstrap: `HTTP` (port 8080) and `HTTPS` (port 9443, the TLS handshake is made
   before the clock starts: keep-alive connections), no credentials: nothing to authenticate;
@@ -13,10 +13,20 @@ member included), while this process (the load) runs on CPU 1:
 - `bare Starlette`: bench/bare_status_app.py under uvicorn's defaults, answering the body the
   first agent answered, byte for byte.
 
-Every (variant, concurrency) is measured once per round, the rounds in a new random order, so
+Why several processes of each kind: one process answers within 1 % of itself run after run,
+but two processes of the same code differ by up to 10 % (five idle agents: 3140 to 3580 req/s),
+because the kernel places each process's memory at random addresses (ASLR) and CPython's
+speed depends on where its objects land (cache sets, and the hashes of objects hashed by
+address). Started with ASLR off (`setarch -R`) the five agreed within 2.4 %, but on one layout
+that favoured the idle agent over the member by ten points: a fixed draw, not a steadier one.
+So each variant is measured on several processes, each with its own layout, and reported as
+the median over all of them.
+
+Every (server, concurrency) is measured once per round, the rounds in a new random order, so
 slow phases of a shared machine hit all of them. A measurement is `--requests` requests over
-`concurrency` keep-alive connections of the client of `http_load.py`. Reported: median req/s
-over the rounds, p50 and p99 latency over all the rounds' requests.
+`concurrency` keep-alive connections of the client of `http_load.py`. Reported per variant:
+median req/s over its processes and rounds, p50 and p99 latency over all of their requests,
+and at c=16 each process's own median (the spread between processes).
 
 Targets (issue 12 §3), at concurrency 16: HTTP >= 60 % of bare Starlette; HTTP p99 <= 10 ms;
 Basic and JWT each >= 85 % of HTTP. Exit status 1 only when a request fails or answers an
@@ -81,6 +91,7 @@ class Variant:
 class Measured:
     blast: Blast
     server_cpu: float  # CPU seconds the server process used meanwhile
+    server_pid: int
 
 
 def pin_prefix() -> list[str]:
@@ -90,10 +101,19 @@ def pin_prefix() -> list[str]:
     return ["taskset", "-c", str(SERVER_CPU)]
 
 
-def start_agents(factory: AgentFactory, prefix: list[str]) -> tuple[Agent, Agent, str]:
-    """(idle agent, cluster agent, JWT of the admin)."""
-    idle = factory.make("idle", command_prefix=prefix).start(wait=False)
-    member = factory.make("member", command_prefix=prefix).start(wait=False)
+@dataclass(frozen=True)
+class Servers:
+    """One process of each agent kind: an idle agent, a one-node cluster's agent and a JWT of
+    its admin."""
+
+    idle: Agent
+    member: Agent
+    token: str
+
+
+def start_agents(factory: AgentFactory, prefix: list[str], number: int) -> Servers:
+    idle = factory.make(f"idle-{number}", command_prefix=prefix).start(wait=False)
+    member = factory.make(f"member-{number}", command_prefix=prefix).start(wait=False)
     for agent in (idle, member):
         agent.wait_serving(timeout=60)  # generous: a shared machine can be very slow
     member.post(
@@ -107,7 +127,7 @@ def start_agents(factory: AgentFactory, prefix: list[str]) -> tuple[Agent, Agent
     status = member.wait_state("completed", "error", auth=ADMIN, timeout=60)
     if status["bootstrap_status"]["state"] != "completed":
         raise RuntimeError(f"create_cluster failed: {status}")
-    return idle, member, admin_jwt(member, ADMIN)
+    return Servers(idle, member, admin_jwt(member, ADMIN))
 
 
 def start_bare(base: Path, addr: str, body: bytes, prefix: list[str]) -> subprocess.Popen[bytes]:
@@ -136,7 +156,9 @@ def start_bare(base: Path, addr: str, body: bytes, prefix: list[str]) -> subproc
     return process
 
 
-def variants(idle: Agent, member: Agent, token: str, bare: str, bare_pid: int) -> list[Variant]:
+def variants(servers: Servers, bare: str, bare_pid: int) -> list[Variant]:
+    """The five variants served by one process of each kind."""
+    idle, member = servers.idle, servers.member
     credentials = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
 
     def endpoint(addr: str, port: int, authorization: str | None = None) -> Endpoint:
@@ -149,7 +171,7 @@ def variants(idle: Agent, member: Agent, token: str, bare: str, bare_pid: int) -
         Variant("HTTP", endpoint(idle.addr, 8080), idle_pid),
         Variant("HTTPS", endpoint(idle.addr, 9443), idle_pid),
         Variant("Basic", endpoint(member.addr, 8080, f"Basic {credentials}"), member_pid),
-        Variant("JWT", endpoint(member.addr, 8080, f"JWT {token}"), member_pid),
+        Variant("JWT", endpoint(member.addr, 8080, f"JWT {servers.token}"), member_pid),
         Variant(BARE, endpoint(bare, 8080), bare_pid),
     ]
 
@@ -183,7 +205,7 @@ async def measure(
             unexpected = {s: n for s, n in result.statuses.items() if s != variant.expected}
             if unexpected:
                 errors.append(f"run {run + 1} {variant.label} c={concurrency}: {unexpected}")
-            results[(variant.label, concurrency)].append(Measured(result, used))
+            results[(variant.label, concurrency)].append(Measured(result, used, variant.server_pid))
         line = ", ".join(
             f"{label} c{c} {runs[-1].blast.rate:.0f}/s" for (label, c), runs in results.items()
         )
@@ -196,8 +218,8 @@ def profile_variants(chosen: list[Variant], total: int) -> dict[str, str | None]
     c=FOCUS (five times the requests, for enough samples): where a request's time goes, the
     authenticated ones beside the unauthenticated (the run's numbers are from before)."""
     found: dict[str, str | None] = {}
-    for variant in chosen:
-        if variant.label not in ("HTTP", "Basic", "JWT"):
+    for variant in chosen:  # the first process of each
+        if variant.label not in ("HTTP", "Basic", "JWT") or variant.label in found:
             continue
         with PySpy(variant.server_pid, f"bench_status-{variant.label.lower()}") as spy:
             asyncio.run(_blast(variant, total * 5, FOCUS))
@@ -205,10 +227,16 @@ def profile_variants(chosen: list[Variant], total: int) -> dict[str, str | None]
     return found
 
 
-def summary(runs: list[Measured]) -> dict[str, float]:
+def summary(runs: list[Measured]) -> dict[str, Any]:
     latencies = [value for one in runs for value in one.blast.latencies]
+    processes = sorted({one.server_pid for one in runs})
     return {
         "rate": statistics.median(one.blast.rate for one in runs),
+        # Each process's own median: the spread between processes (module docstring).
+        "process_rates": [
+            statistics.median(one.blast.rate for one in runs if one.server_pid == pid)
+            for pid in processes
+        ],
         # Requests per second of server CPU: what one dedicated core would serve, whatever
         # else the machine ran meanwhile (coarse: /proc counts CPU time in 10 ms ticks).
         "per_cpu_second": statistics.median(
@@ -222,7 +250,7 @@ def summary(runs: list[Measured]) -> dict[str, float]:
 
 
 def targets(
-    cells: dict[tuple[str, int], dict[str, float]], profiles: dict[str, str | None]
+    cells: dict[tuple[str, int], dict[str, Any]], profiles: dict[str, str | None]
 ) -> list[Target]:
     """The issue's targets; each links its variant's profile when `--profile` made one."""
 
@@ -280,10 +308,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="then py-spy on the servers of HTTP, Basic and JWT during one more measurement",
     )
+    parser.add_argument(
+        "--processes", type=int, default=3, help="server processes of each kind (default 3)"
+    )
     args = parser.parse_args(argv)
     levels = [int(part) for part in args.concurrency.split(",") if part.strip()]
     if args.runs < 1 or not levels or min(levels) < 1 or args.requests < max(levels):
         parser.error("need --runs >= 1 and --requests >= every concurrency >= 1")
+    if args.processes < 1:
+        parser.error("need --processes >= 1")
     info = machine_info()
     print(machine_line(info))
     prefix = pin_prefix()
@@ -294,28 +327,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     base = Path(tempfile.mkdtemp(prefix="cnm-bench-status-"))
     factory = AgentFactory(base)
-    bare: subprocess.Popen[bytes] | None = None
+    bares: list[subprocess.Popen[bytes]] = []
     failures: list[str] = []
     results: Results = {}
     profiles: dict[str, str | None] = {}
     try:
-        with claimed_addresses(1) as (bare_addr,):
-            idle, member, token = start_agents(factory, prefix)
+        with claimed_addresses(args.processes) as bare_addrs:
+            servers = [start_agents(factory, prefix, n + 1) for n in range(args.processes)]
+            idle = servers[0].idle
             first = Endpoint(idle.addr, 8080, get_request(idle.addr, 8080, "/v1/bootstrap"))
             status, body = asyncio.run(fetch_once(first))
             if status != 200:
                 raise RuntimeError(f"GET /v1/bootstrap answered {status}")
-            bare = start_bare(base, bare_addr, body, prefix)
+            for addr in bare_addrs:
+                bares.append(start_bare(base, addr, body, prefix))
             if prefix:
                 os.sched_setaffinity(0, {LOAD_CPU})
-            chosen = variants(idle, member, token, bare_addr, bare.pid)
+            chosen = [
+                variant
+                for one, addr, bare in zip(servers, bare_addrs, bares, strict=True)
+                for variant in variants(one, addr, bare.pid)
+            ]
             results, failures = asyncio.run(measure(chosen, levels, args.runs, args.requests))
             if args.profile:
                 profiles = profile_variants(chosen, args.requests)
     except Exception as exc:  # the run is broken: say so, exit 1
         failures.append(f"{type(exc).__name__}: {exc}")
     finally:
-        if bare is not None:
+        for bare in bares:
             bare.terminate()
             bare.wait(10)
         kept = base.with_name(base.name + "-kept")
@@ -340,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
                     ]
                 )
     print()
-    print(f"GET /v1/bootstrap, {args.requests} requests per measurement, {args.runs} rounds")
+    print(
+        f"GET /v1/bootstrap, {args.requests} requests per measurement, {args.runs} rounds, "
+        f"{args.processes} processes of each server"
+    )
     headers = ("variant", "conc.", "median req/s", "p50 ms", "p99 ms", "req per server CPU s")
     print(table(headers, rows, decimals=1))
     focus = {label: cells[(label, FOCUS)] for label in LABELS if (label, FOCUS) in cells}
@@ -353,6 +395,14 @@ def main(argv: list[str] | None = None) -> int:
                 if label in focus and (base := focus[of]["per_cpu_second"])
             )
         )
+    print(
+        f"each process's median req/s at c={FOCUS}: "
+        + "; ".join(
+            f"{label} " + " ".join(f"{rate:.0f}" for rate in focus[label]["process_rates"])
+            for label in LABELS
+            if label in focus
+        )
+    )
     checks = targets(cells, profiles)
     print(target_lines(checks))
     series = [
@@ -370,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "requests": args.requests,
         "pinned": bool(prefix),
+        "processes": args.processes,
         "auth_transport": "http",
         "cells": [
             {"variant": label, "concurrency": c, **cell} for (label, c), cell in cells.items()
