@@ -13,14 +13,13 @@ anything it starts, its etcd member included), while this process (the load) run
 - `bare Starlette`: bench/bare_status_app.py under uvicorn's defaults, answering the body the
   first agent answered, byte for byte.
 
-Why several processes of each kind: one process answers within 1 % of itself run after run,
-but two processes of the same code differ by up to 10 % (five idle agents: 3140 to 3580 req/s),
-because the kernel places each process's memory at random addresses (ASLR) and CPython's
-speed depends on where its objects land (cache sets, and the hashes of objects hashed by
-address). Started with ASLR off (`setarch -R`) the five agreed within 2.4 %, but on one layout
-that favoured the idle agent over the member by ten points: a fixed draw, not a steadier one.
-So each variant is measured on several processes, each with its own layout, and reported as
-the median over all of them.
+Why several processes of each kind: one process answers within 1 % of itself run after run, but
+two processes of the same code differ more. Five idle agents spread over 3.2 % (3920 to 4040
+req/s); before the allocator fix of node/malloc_tuning.py, over 7 to 10 %, because whether
+each socket read mapped and faulted in fresh pages depended on the state of that process's
+heap. (With address randomisation off, `setarch -R`, the processes agreed, but on one draw of
+that state, not on a typical one.) So each variant is measured on several processes and
+reported as the median over all of them, and each process's own median is shown.
 
 Every (server, concurrency) is measured once per round, the rounds in a new random order, so
 slow phases of a shared machine hit all of them. A measurement is `--requests` requests over

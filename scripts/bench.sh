@@ -47,7 +47,7 @@ export PATH="$PWD/.venv/bin:$PATH"  # py-spy for bench/profiling.py
 BENCHMARKS=(
     "bench_create|--runs 9|--runs 2"
     "bench_auth|--runs 5 --requests 3000|--runs 1 --requests 400"
-    "bench_status|--runs 5|--runs 1"
+    "bench_status|--runs 3|--runs 1 --processes 2"
     "bench_footprint|--runs 3|--runs 1"
     "bench_join|--sizes 2,10,30,100 --runs 5|--sizes 2,5 --window 3 --burst 5 --runs 1"
     "bench_idle|--sizes 3,30,100 --runs 3|--sizes 3 --runs 1"
