@@ -9,6 +9,7 @@ import platform
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +302,9 @@ def test_os_release_default_path_is_etc() -> None:
 def test_node_facts_for_record(paths: StoragePaths) -> None:
     record = node_facts_for_record(paths=paths, addr="127.0.0.5")
     info = info_at(paths)
+    # The boot time, which uptime is computed from when a record is read: written with the
+    # record, not added by the node's first refresh (one more write seen by every node).
+    assert abs(record.pop("boot_time") - (time.time() - info["uptime"])) <= 2
     # The contract's keys but the node's identity, FIPS mode, drivers and addresses.
     assert set(record) == EXAMPLE_KEYS - {
         "uid",

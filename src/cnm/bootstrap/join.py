@@ -43,6 +43,7 @@ from cnm.bootstrap.schema import BootstrapRequest
 from cnm.bootstrap.store_data import check_store_data, clobber_store_data
 from cnm.cluster import model
 from cnm.cluster.handshake import ClockReading, JoinRequest
+from cnm.cluster.health import heartbeat_put
 from cnm.cluster.records import NodeRecord
 from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend
 from cnm.cluster.writes import update_record
@@ -54,6 +55,7 @@ from cnm.node.data_dir import DataDir
 from cnm.node.local_state import LocalState, atomic_write_bytes
 from cnm.security import key_files
 from cnm.store import etcd_auth
+from cnm.store.base import Put
 
 log = logging.getLogger(__name__)
 
@@ -207,10 +209,19 @@ async def join_cluster(
     store = backend.open_store(local.store_endpoints, tls)
     try:
         runtime = ClusterRuntime(config, local, store, None, backend=backend)
-        # Alive before complete: the record must never read as a failed node (cluster/repair.py).
-        await runtime.take_liveness()
         complete = partial(_complete_record, uid, record)
-        await update_record(store, model.node_key(uid), NodeRecord, complete)
+
+        async def complete_with(liveness: Put) -> int:
+            also = [liveness, heartbeat_put(uid)]
+            _, revision = await update_record(
+                store, model.node_key(uid), NodeRecord, complete, also=also
+            )
+            return revision
+
+        # Alive when complete, in one transaction: the record must never read as a failed
+        # node (cluster/repair.py). The first heartbeat too: every node of the cluster gets
+        # one change for the three instead of three (cluster/health.py).
+        await runtime.take_liveness(complete_with)
         failpoint("join.after_record_completed")
         local.save(config.data_dir)
         await runtime.load()

@@ -32,8 +32,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import psutil
-
 from cnm import SOFTWARE_VERSION
 from cnm.cluster import model
 from cnm.cluster.records import NodeClockRecord, NodeRecord
@@ -162,7 +160,6 @@ def live_facts(paths: StoragePaths, addr: str) -> dict[str, Any]:
     facts = node_facts_for_record(paths=paths, addr=addr)
     facts.pop("uptime", None)
     facts["total_memory"] = machine_memory()
-    facts["boot_time"] = int(psutil.boot_time())
     facts["software_version"] = SOFTWARE_VERSION
     return facts
 
@@ -193,6 +190,20 @@ async def _refresh_record(
         )
 
 
+def heartbeat_put(uid: int) -> Put:
+    """The write of node `uid`'s heartbeat, carrying its wall clock now."""
+    heartbeat = NodeClockRecord(uid=uid, wall=time.time())
+    return Put(model.node_clock_key(uid), heartbeat.encode())
+
+
+def _beat_recently(snapshot: ClusterSnapshot, uid: int, within: float) -> bool:
+    """Whether the snapshot holds a heartbeat of this node younger than `within` seconds (by
+    its own clock): a join writes the first one with its node record (bootstrap/join.py), so
+    the upkeep's first round does not write another a moment later to every node."""
+    found = snapshot.record(model.node_clock_key(uid))
+    return isinstance(found, NodeClockRecord) and 0 <= time.time() - found.wall < within
+
+
 def _holds(record: NodeRecord, facts: dict[str, Any]) -> bool:
     document = record.document()
     return all(document.get(name) == value for name, value in facts.items())
@@ -208,17 +219,17 @@ async def run_node_upkeep(
 ) -> None:
     """Heartbeat and node-record refresh forever (see the module docstring)."""
     observer_for(snapshot)
-    clock_key = model.node_clock_key(local.node_uid)
     while True:
-        with contextlib.suppress(StoreUnavailable, StoreError):
-            heartbeat = NodeClockRecord(uid=local.node_uid, wall=time.time())
-            # Only while the node record exists: a removed node leaves no clock record behind.
-            await store.txn(
-                [Compare.exists(model.node_key(local.node_uid))],
-                [Put(clock_key, heartbeat.encode())],
-            )
+        pause = interval or upkeep_interval(len(snapshot.nodes()))
+        if not _beat_recently(snapshot, local.node_uid, pause / 2):
+            with contextlib.suppress(StoreUnavailable, StoreError):
+                # Only while the node record exists: a removed node leaves no clock record.
+                await store.txn(
+                    [Compare.exists(model.node_key(local.node_uid))],
+                    [heartbeat_put(local.node_uid)],
+                )
         try:
             await _refresh_record(store, snapshot, local, addr)
         except (StoreUnavailable, StoreError, ValueError) as exc:
             log.warning("could not refresh this node's record: %s", exc)
-        await asyncio.sleep(interval or upkeep_interval(len(snapshot.nodes())))
+        await asyncio.sleep(pause)

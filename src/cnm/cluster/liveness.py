@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 
 from cnm.clock import iso, utc_now
 from cnm.cluster import model
@@ -53,26 +54,35 @@ class Liveness:
         self._written = 0
         self._since = ""
 
-    async def take(self) -> None:
+    async def take(self, write: Callable[[Put], Awaitable[int]] | None = None) -> None:
         """A fresh lease (per agent run, and after a lapse: never an old run's) and the
-        liveness key on it; `since` says the node has been up since then (cluster/repair.py)."""
+        liveness key on it; `since` says the node has been up since then (cluster/repair.py).
+        `write`, when given, writes the key's Put in a transaction of the caller's that also
+        guards the node record (a join completes its record in the same one: one store round
+        trip and one watch event fewer on every node) and returns its revision, 0 if it
+        wrote nothing."""
         self.lease = await self.store.lease_grant(LIVENESS_TTL)
         self._since = iso(utc_now())
-        await self._write()
+        self._wrote(await (write or self._write)(self._put()))
 
-    async def _write(self) -> None:
+    def _wrote(self, revision: int) -> None:
+        """After a write of the liveness key: its revision, or 0 when the node record was gone
+        and nothing was written (the lease is dropped then)."""
+        if revision:
+            self._written = revision
+        else:
+            self.lease = 0
+
+    def _put(self) -> Put:
+        record = LivenessRecord(uid=self.uid, addr=self.addr, since=self._since, run=self._run)
+        return Put(model.liveness_key(self.uid), record.encode(), lease=self.lease)
+
+    async def _write(self, put: Put) -> int:
         """Put this node's liveness key on the current lease, only while its node record
         exists: a removed node must not come back as alive in the moments before it notices
         its removal (then the lease is dropped: `run` takes a new one later)."""
-        record = LivenessRecord(uid=self.uid, addr=self.addr, since=self._since, run=self._run)
-        written = await self.store.txn(
-            [Compare.exists(model.node_key(self.uid))],
-            [Put(model.liveness_key(self.uid), record.encode(), lease=self.lease)],
-        )
-        if written.succeeded:
-            self._written = written.revision
-        else:
-            self.lease = 0
+        written = await self.store.txn([Compare.exists(model.node_key(self.uid))], [put])
+        return written.revision if written.succeeded else 0
 
     async def revoke(self) -> None:
         """A clean stop shows the node down at once instead of after the lease TTL."""
@@ -113,7 +123,7 @@ class Liveness:
                         self.store_changed.set()
                     term = renewal.raft_term
                     if self._missing():
-                        await self._write()
+                        self._wrote(await self._write(self._put()))
                 answered = True
             except StoreAccessRefused as exc:
                 # Its store user is gone (removed while cut off from the cluster) or has a new

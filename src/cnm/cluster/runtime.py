@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -40,7 +40,7 @@ from cnm.errors import StoreError, StoreUnavailable
 from cnm.logs import event
 from cnm.node.data_dir import ClusterTls, DataDir, etcd_member_dir
 from cnm.node.local_state import LocalState
-from cnm.store.base import Store
+from cnm.store.base import Put, Store
 from cnm.store.etcd import EtcdStore
 from cnm.store.etcd_auth import load_credentials
 from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess, remove_member_data
@@ -200,11 +200,11 @@ class ClusterRuntime:
     async def load(self) -> None:
         await self.snapshot.load()
 
-    async def take_liveness(self) -> None:
+    async def take_liveness(self, write: Callable[[Put], Awaitable[int]] | None = None) -> None:
         """Take the liveness lease now (the loop of `run` keeps it alive): a node that just
         joined is never seen complete but without liveness, which would read as a failed node
-        (cluster/repair.py) to the joins around it."""
-        await self.liveness.take()
+        (cluster/repair.py) to the joins around it. `write`: see `Liveness.take`."""
+        await self.liveness.take(write)
 
     async def run(self) -> None:
         """The runtime's loops; returns when this node was removed from the cluster, else only

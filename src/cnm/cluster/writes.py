@@ -120,11 +120,14 @@ async def update_record(
     attempts: int = WRITE_ATTEMPTS,
     missing: CnmError | None = None,
     default: R | None = None,
+    also: Sequence[Put] = (),
 ) -> tuple[R, int]:
     """Read-modify-write one record with compare-and-set: `change` returns the new record (the
-    same object: nothing to write, revision 0). (the record written, its revision). When the
-    record does not exist, `change` gets `default` and the write creates it; without a default
-    that raises `missing` (default a `StoreError`). `StoreContention` when it kept changing."""
+    same object: nothing to write, revision 0, unless `also` has puts to make). (the record
+    written, its revision). When the record does not exist, `change` gets `default` and the
+    write creates it; without a default that raises `missing` (default a `StoreError`).
+    `also`: more puts of the same transaction, made only with the record's.
+    `StoreContention` when it kept changing."""
 
     async def attempt() -> tuple[R, int] | None:
         current = await store.get(key)
@@ -135,9 +138,9 @@ async def update_record(
         else:
             old, guard = kind.decode(current.value), Compare.mod(key, "=", current.mod_revision)
         new = change(old)
-        if new is old:
+        if new is old and not also:
             return new, 0
-        result = await store.txn([guard], [Put(key, new.encode())])
+        result = await store.txn([guard], [Put(key, new.encode()), *also])
         return (new, result.revision) if result.succeeded else None
 
     return await cas_retry(attempt, what=f"record {key}", attempts=attempts)

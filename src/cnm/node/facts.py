@@ -303,7 +303,10 @@ def node_facts_for_record(*, paths: StoragePaths, addr: str) -> dict[str, Any]:
     """The machine facts a node object carries (docs/api-contract.md §6), for the node's record.
 
     The caller adds uid, addr, software_version and the cluster-side fields. `addr` is part of the
-    signature callers use but no fact here depends on it.
+    signature callers use but no fact here depends on it. `boot_time` (uptime is computed from
+    it when read) is here and not only in the node's periodic refresh (cluster/health.py): a
+    record written without it was rewritten by the node's first refresh, one more write that
+    every node of the cluster received right after each create and join.
     """
     del addr
-    return {**_host_facts(), **_storage_facts(paths)}
+    return {**_host_facts(), **_storage_facts(paths), "boot_time": int(psutil.boot_time())}
