@@ -43,29 +43,28 @@ GLIBC = platform.libc_ver()[0] == "glibc"
 needs_glibc = pytest.mark.skipif(not GLIBC, reason="the malloc settings are glibc's (mallopt)")
 
 
-def _grown(mode: str) -> dict[str, object]:
+def _measured(script: str, mode: str, name: str) -> float:
+    """The figure `name` that `script` prints as JSON, run in a new interpreter with `mode`
+    ("tuned": the agent's setting applied first, anything else: glibc's defaults)."""
     out = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True
     )
-    result: dict[str, object] = json.loads(out.stdout)
-    return result
+    result = json.loads(out.stdout)
+    assert result["tuned"] is (mode == "tuned"), result
+    value = result[name]
+    assert isinstance(value, float), result
+    return value
 
 
 @needs_glibc
 def test_without_the_setting_a_second_argon2_run_stays_resident() -> None:
     # Why the setting exists: glibc's dynamic threshold keeps the 24 MiB after the second run.
-    untuned = _grown("default")
-    assert untuned["tuned"] is False
-    assert isinstance(untuned["grown_mib"], float)
-    assert untuned["grown_mib"] > 16
+    assert _measured(_SCRIPT, "default", "grown_mib") > 16
 
 
 @needs_glibc
 def test_with_the_setting_argon2_memory_goes_back() -> None:
-    tuned = _grown("tuned")
-    assert tuned["tuned"] is True
-    assert isinstance(tuned["grown_mib"], float)
-    assert tuned["grown_mib"] < 4
+    assert _measured(_SCRIPT, "tuned", "grown_mib") < 4
 
 
 # Socket reads as asyncio's selector transport makes them: recv(256 KiB) of a small message.
@@ -88,18 +87,7 @@ print(json.dumps({"tuned": tuned, "faults_per_read": (faults() - before) / 1000}
 """
 
 
-def _reads(mode: str) -> dict[str, object]:
-    out = subprocess.run(
-        [sys.executable, "-c", _READS, mode], capture_output=True, text=True, check=True
-    )
-    result: dict[str, object] = json.loads(out.stdout)
-    return result
-
-
 @needs_glibc
 def test_socket_reads_fault_no_pages_in() -> None:
     # At glibc's 128 KiB threshold each read mapped 256 KiB and faulted two pages in.
-    tuned = _reads("tuned")
-    assert tuned["tuned"] is True
-    assert isinstance(tuned["faults_per_read"], float)
-    assert tuned["faults_per_read"] < 0.1
+    assert _measured(_READS, "tuned", "faults_per_read") < 0.1
