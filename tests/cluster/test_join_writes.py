@@ -18,7 +18,7 @@ from typing import Any
 from harness import etcd_gateway
 from harness.agents import Agent, AgentFactory
 from harness.bodies import ADMIN
-from harness.cluster_setup import create, join
+from harness.cluster_setup import create, join, voter_count
 from harness.polling import eventually
 
 # The joiner's upkeep starts its first round as the join completes; nothing it could write
@@ -44,12 +44,6 @@ def key_state(agent: Agent, key: str) -> dict[str, Any] | None:
     )
 
 
-def voters(agent: Agent) -> int:
-    response = agent.get("/v1/nodes", auth=ADMIN)
-    assert response.status_code == 200, response.text
-    return sum(1 for node in response.json() if node.get("store_role") == "voter")
-
-
 def test_a_join_writes_its_completion_liveness_and_heartbeat_at_once(
     agents: AgentFactory,
 ) -> None:
@@ -59,7 +53,7 @@ def test_a_join_writes_its_completion_liveness_and_heartbeat_at_once(
     join(third, first)
     # The store's three voters first: the fourth node stays a client, so no voter change
     # rewrites its record (store_role) in the window below.
-    eventually(lambda: voters(first) == 3, timeout=30, message="three voters")
+    eventually(lambda: voter_count(first) == 3, timeout=30, message="three voters")
     join(fourth, first)
     status = fourth.get("/v1/bootstrap", auth=ADMIN)
     assert status.status_code == 200, status.text

@@ -14,7 +14,7 @@ import httpx
 from harness import etcd_gateway
 from harness.agents import Agent, AgentFactory, basic
 from harness.bodies import ADMIN
-from harness.cluster_setup import create, join
+from harness.cluster_setup import create, join, voter_count
 from harness.metrics import parse_samples, value
 from harness.polling import eventually
 
@@ -31,12 +31,6 @@ def watch_streams(agent: Agent) -> float:
     return found
 
 
-def voters(agent: Agent) -> int:
-    response = agent.get("/v1/nodes", auth=ADMIN)
-    assert response.status_code == 200, response.text
-    return sum(1 for node in response.json() if node.get("store_role") == "voter")
-
-
 def user_emails(agent: Agent) -> set[str]:
     response = agent.get("/v1/users", auth=ADMIN)
     assert response.status_code == 200, response.text
@@ -48,7 +42,7 @@ def test_each_voter_node_watches_its_own_member_and_misses_nothing(agents: Agent
     create(first, "watch.example.com")
     join(second, first)
     join(third, first)
-    eventually(lambda: voters(first) == 3, timeout=30, message="three voters")
+    eventually(lambda: voter_count(first) == 3, timeout=30, message="three voters")
 
     # Both joined through node 1; once each is a voter its own member comes first, and its
     # watch moves there: one stream per member, node 1's own included.

@@ -17,3 +17,10 @@ def join(agent: Agent, member: Agent) -> None:
     assert agent.post("/v1/bootstrap/join_cluster", join_body([member.addr])).is_success
     status = agent.wait_state("completed", "error", auth=ADMIN, timeout=60)
     assert status["bootstrap_status"]["state"] == "completed", status
+
+
+def voter_count(agent: Agent) -> int:
+    """How many nodes GET /v1/nodes on `agent` shows as store voters."""
+    response = agent.get("/v1/nodes", auth=ADMIN)
+    assert response.status_code == 200, response.text
+    return sum(1 for node in response.json() if node.get("store_role") == "voter")
