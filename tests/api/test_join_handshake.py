@@ -8,7 +8,7 @@ whose bytes on the wire pin the handshake's field names (they must not change be
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,10 @@ from cnm.clock import utc_now
 from cnm.cluster import model
 from cnm.cluster.handshake import JoinGrant, JoinRefusal, JoinRequest, TimeReply, WireMessage
 from cnm.cluster.records import NodeRecord, StoreRole, trial_license
+from cnm.node.data_dir import DataDir
+from cnm.node.local_state import LocalState
+from cnm.security import key_files
+from cnm.store.base import Compare, KeyValue, Op, Put, TxnResult
 from harness.api_node import memory_backend, node_config, running_node
 from harness.bodies import ADMIN, join_body
 from harness.inprocess import MEMBER_ADDR, Member, TransportWrapper, member_node, wiring_to
@@ -58,6 +62,10 @@ GRANT_FIELDS = {
     "store_key_pem",
     # Added with member-made node keys (the request's csr_pem then null).
     "key_pem",
+    # Added with the member's record write and liveness lease handed to the joiner.
+    "record",
+    "record_revision",
+    "liveness_lease",
 }
 
 
@@ -159,10 +167,35 @@ RACK_B = {"node": {"identity": {"rack_id": "rack-b"}}}
 async def test_a_good_join_is_admitted_and_its_bytes_round_trip(tmp_path: Path) -> None:
     recorders, record = recording()
     async with member_node(tmp_path) as member:
+        read: list[str] = []
+        real_get = member.store.get
+
+        async def recorded_get(key: str) -> KeyValue | None:
+            read.append(key)
+            return await real_get(key)
+
+        leases: list[int] = []
+        real_txn = member.store.txn
+
+        async def recorded_txn(
+            compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+        ) -> TxnResult:
+            leases.extend(
+                op.lease
+                for op in success
+                if isinstance(op, Put) and op.key == model.liveness_key(2)
+            )
+            return await real_txn(compares, success, failure)
+
+        member.store.get = recorded_get  # type: ignore[method-assign]
+        member.store.txn = recorded_txn  # type: ignore[method-assign]
         status = await join(tmp_path, member, transport=record)
         assert status["state"] == "completed", status
-        stored = await member.store.get(model.node_key(2))
+        stored = await real_get(model.node_key(2))
     assert stored is not None
+    # Neither side read a key it had just learned: the member the uid counter (its snapshot
+    # has it), the joiner its record (the grant carries the member's write of it).
+    assert model.NODE_UID_COUNTER not in read and model.node_key(2) not in read
     node = NodeRecord.decode(stored.value)
     assert node.addr == "127.0.0.1" and node.store_role is StoreRole.CLIENT
     assert not node.has("joining")  # the joiner completed the record the member wrote
@@ -186,6 +219,11 @@ async def test_a_good_join_is_admitted_and_its_bytes_round_trip(tmp_path: Path) 
     assert grant.store_cert_pem and "CN=" not in pki_subject(grant.store_cert_pem)
     assert grant.key_pem and "PRIVATE KEY" in grant.key_pem
     assert pki_subject(grant.cert_pem) == "CN=node:2"
+    # The joiner completed the very record of the grant (created then, written once since) and
+    # put its liveness key on the lease the member granted.
+    assert grant.record is not None and grant.record["joining"] is True
+    assert stored.create_revision == grant.record_revision and stored.version == 2
+    assert grant.liveness_lease and leases == [grant.liveness_lease]
     clock = [e for e in exchanges if e[0] == "/v1/join/time"]
     assert clock and all(code == 200 for _, _, code, _ in clock)
     for _, _, _, answer in clock:
@@ -334,3 +372,38 @@ def test_messages_decode_and_encode_to_the_same_bytes(
 def test_a_newer_peer_may_add_fields() -> None:
     raw = compact_json({"t1": 1.0, "t2": 2.0, "t3": 3.0, "from_the_future": True})
     assert TimeReply.model_validate_json(raw) == TimeReply(t1=1.0, t2=2.0, t3=3.0)
+
+
+async def test_the_granted_files_are_durable_before_the_local_state_names_the_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The join writes its certificates, keys and store credentials without waiting on the disk
+    and syncs them while it reaches the store: a restart relies on them only once the local
+    state exists, so they must be on disk first."""
+    order: list[tuple[str, ...]] = []
+    real_durable, real_save = key_files.make_durable, LocalState.save
+
+    def durable(paths: Iterable[Path]) -> None:
+        paths = list(paths)
+        order.append(("durable", *sorted(p.name for p in paths)))
+        real_durable(paths)
+
+    def save(self: LocalState, data_dir: Path) -> None:
+        order.append(("save",))
+        real_save(self, data_dir)
+
+    async with member_node(tmp_path) as member:
+        monkeypatch.setattr(key_files, "make_durable", durable)
+        monkeypatch.setattr(LocalState, "save", save)
+        status = await join(tmp_path, member)
+    assert status["state"] == "completed", status
+    tls = DataDir(tmp_path / "joiner").cluster_tls
+    granted = [
+        tls.ca_file,
+        tls.cert_file,
+        tls.key_file,
+        tls.store_cert_file,
+        tls.store_key_file,
+        tls.store_credentials_file,
+    ]
+    assert order[:2] == [("durable", *sorted(p.name for p in granted)), ("save",)]

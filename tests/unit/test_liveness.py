@@ -8,6 +8,7 @@ import asyncio
 import time
 
 from cnm.cluster import model
+from cnm.cluster.liveness import Liveness
 from cnm.cluster.records import LivenessRecord
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.store.memory import MemoryStore
@@ -71,3 +72,29 @@ def test_the_keepalive_interval_leaves_room_for_two_missed_keepalives() -> None:
     assert 3 * model.LIVENESS_KEEPALIVE <= model.LIVENESS_TTL
     assert model.LIVENESS_KEEPALIVE < 5.0
     assert model.LIVENESS_TTL + 1.0 <= 10.0
+
+
+async def test_a_lease_granted_at_admission_is_used_and_an_expired_one_replaced() -> None:
+    clock = Clock()
+    store = MemoryStore(clock=clock)
+    await store.put(model.node_key(3), b"{}")
+    snapshot = ClusterSnapshot(store)
+    taken = Liveness(
+        store,
+        snapshot,
+        uid=3,
+        addr="127.0.0.3",
+        store_changed=asyncio.Event(),
+        removed=asyncio.Event(),
+    )
+    granted = await store.lease_grant(model.LIVENESS_TTL)
+    await taken.take(granted=granted)
+    key = await store.get(model.liveness_key(3))
+    assert taken.lease == granted and key is not None and key.lease == granted
+    # The joiner was slower than the TTL: the member's lease is gone, the node takes its own.
+    stale = await store.lease_grant(model.LIVENESS_TTL)
+    clock.now += model.LIVENESS_TTL + 1
+    await store.expire_now()
+    await taken.take(granted=stale)
+    key = await store.get(model.liveness_key(3))
+    assert taken.lease not in (0, stale) and key is not None and key.lease == taken.lease

@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cnm.errors import BadRequest, ConfigError
 from cnm.security.cert_facts import normalize_fingerprint
-from cnm.security.key_files import write_private, write_public
+from cnm.security.key_files import make_durable, write_private, write_public
 from cnm.security.pki import (
     CertKey,
     fingerprint_sha256,
@@ -301,6 +301,29 @@ def test_write_failure_leaves_no_temp(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         write_private(target, b"x")
     assert [p.name for p in tmp_path.iterdir()] == ["dir-in-the-way"]
+
+
+def test_files_written_for_later_are_synced_once_each_and_their_directory_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    cert, key = tmp_path / "node.crt", tmp_path / "node.key"
+    write_public(cert, b"cert", durable=False)
+    write_private(key, b"key", durable=False)
+    assert synced == []  # nothing waited on the disk yet
+    assert cert.read_bytes() == b"cert" and stat.S_IMODE(key.stat().st_mode) == 0o600
+    make_durable([cert, key])
+    assert synced == [str(cert), str(key), str(tmp_path)]
+    write_private(key, b"key-2")  # the default: durable at once, file then directory
+    assert [Path(p).name.startswith(".node.key.") for p in synced[3:]] == [True, False]
+    assert synced[4] == str(tmp_path)
 
 
 # --- real TLS handshakes ----------------------------------------------------------------------

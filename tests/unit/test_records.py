@@ -39,7 +39,7 @@ from cnm.cluster.settings import update_cluster
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.writes import UidClaim, allocate_uid, update_record
 from cnm.errors import StoreContention, StoreError
-from cnm.store.base import Compare, Get, Op, Put, TxnResult
+from cnm.store.base import Compare, Get, KeyValue, Op, Put, TxnResult
 from cnm.store.memory import MemoryStore
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
@@ -419,3 +419,58 @@ async def test_allocate_uid_under_endless_contention() -> None:
             store, model.USER_UID_COUNTER, lambda uid: UidClaim(), what="the users", attempts=3
         )
     assert store.attempts == 3
+
+
+class ReadCountingStore(MemoryStore):
+    """Counts the reads of single keys made outside transactions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets: list[str] = []
+
+    async def get(self, key: str) -> KeyValue | None:
+        self.gets.append(key)
+        return await super().get(key)
+
+
+async def test_allocate_uid_from_the_counter_seen_reads_nothing_and_a_stale_one_costs_no_read() -> (
+    None
+):
+    store = ReadCountingStore()
+    await store.put(model.NODE_UID_COUNTER, UidCounter(last=3).encode())
+    first = await allocate_uid(
+        store, model.NODE_UID_COUNTER, lambda uid: UidClaim(), what="x", last_seen=3
+    )
+    assert (first.uid, first.created) == (4, True)
+    assert store.gets == []
+    # The snapshot lags (it still shows 3): the failed transaction read the counter itself, and
+    # the next attempt allocates past it without a read of its own.
+    second = await allocate_uid(
+        store, model.NODE_UID_COUNTER, lambda uid: UidClaim(), what="x", last_seen=3
+    )
+    assert second.uid == 5 and store.gets == []
+    counter = await store.get(model.NODE_UID_COUNTER)
+    assert counter is not None and UidCounter.decode(counter.value).last == 5
+    # A counter written in other bytes than the value guard expects: a lost compare, no harm.
+    await store.put(model.NODE_UID_COUNTER, b'{ "last": 5 }')
+    third = await allocate_uid(
+        store, model.NODE_UID_COUNTER, lambda uid: UidClaim(), what="x", last_seen=5
+    )
+    assert third.uid == 6
+
+
+async def test_update_record_from_a_known_record_reads_only_when_it_lost() -> None:
+    store = ReadCountingStore()
+    revision = await store.put(model.node_key(2), stored(NODE))
+    known = (NodeRecord.decode(stored(NODE)), revision)
+    record, written = await update_record(
+        store, model.node_key(2), NodeRecord, lambda n: n.changed(cores=4), known=known
+    )
+    assert record.cores == 4 and written > revision and store.gets == []
+    # The record changed since (`known` is stale): the guard fails and the retry reads it.
+    record, _ = await update_record(
+        store, model.node_key(2), NodeRecord, lambda n: n.changed(cores=8), known=known
+    )
+    assert record.cores == 8 and store.gets == [model.node_key(2)]
+    current = await store.get(model.node_key(2))
+    assert current is not None and NodeRecord.decode(current.value).cores == 8

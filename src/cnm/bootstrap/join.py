@@ -16,6 +16,8 @@ agent, an in-process ASGI app and a memory store in unit tests.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ from cnm.bootstrap.node_setup import (
 from cnm.bootstrap.schema import BootstrapRequest
 from cnm.bootstrap.store_data import check_store_data, clobber_store_data
 from cnm.cluster import model
-from cnm.cluster.handshake import ClockReading, JoinRequest
+from cnm.cluster.handshake import ClockReading, JoinGrant, JoinRequest
 from cnm.cluster.health import heartbeat_put
 from cnm.cluster.records import NodeRecord
 from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend
@@ -179,17 +181,21 @@ async def join_cluster(
     tls = DataDir(config.data_dir).cluster_tls
     progress.created(tls.directory)
     tls.directory.mkdir(parents=True, exist_ok=True)
+    # Written now (the store client reads them), made durable while the store is reached: only
+    # the local state, saved after that, makes a restart rely on them.
+    written = [tls.ca_file, tls.cert_file, tls.key_file]
     # The CA this node trusted on the link (grant checked against it), not the grant's bytes.
-    key_files.write_public(tls.ca_file, link.ca_pem)
-    key_files.write_public(tls.cert_file, grant.cert_pem.encode())
+    key_files.write_public(tls.ca_file, link.ca_pem, durable=False)
+    key_files.write_public(tls.cert_file, grant.cert_pem.encode(), durable=False)
     assert grant.key_pem is not None  # link.check_grant
-    key_files.write_private(tls.key_file, grant.key_pem.encode())
+    key_files.write_private(tls.key_file, grant.key_pem.encode(), durable=False)
     link.check_issued(tls.cert_file, tls.key_file)
     if grant.store_password and grant.store_cert_pem and grant.store_key_pem:
-        key_files.write_public(tls.store_cert_file, grant.store_cert_pem.encode())
-        key_files.write_private(tls.store_key_file, grant.store_key_pem.encode())
+        key_files.write_public(tls.store_cert_file, grant.store_cert_pem.encode(), durable=False)
+        key_files.write_private(tls.store_key_file, grant.store_key_pem.encode(), durable=False)
         credentials = etcd_auth.StoreCredentials(etcd_auth.node_user(uid), grant.store_password)
-        etcd_auth.save_credentials(tls.store_credentials_file, credentials)
+        etcd_auth.save_credentials(tls.store_credentials_file, credentials, durable=False)
+        written += [tls.store_cert_file, tls.store_key_file, tls.store_credentials_file]
     failpoint("join.after_certs_written")
     local = LocalState(
         cluster_uuid=str(grant.cluster_uuid),
@@ -207,25 +213,34 @@ async def join_cluster(
         ccs_persistent_path=paths.ccs_persistent_path,
     )
     store = backend.open_store(local.store_endpoints, tls)
+    syncing = asyncio.create_task(asyncio.to_thread(key_files.make_durable, written))
     try:
         runtime = ClusterRuntime(config, local, store, None, backend=backend)
         complete = partial(_complete_record, uid, record)
 
+        known = _admitted_record(grant)
+
         async def complete_with(liveness: Put) -> int:
             also = [liveness, heartbeat_put(uid)]
             _, revision = await update_record(
-                store, model.node_key(uid), NodeRecord, complete, also=also
+                store, model.node_key(uid), NodeRecord, complete, also=also, known=known
             )
             return revision
 
         # Alive when complete, in one transaction: the record must never read as a failed
         # node (cluster/repair.py). The first heartbeat too: every node of the cluster gets
-        # one change for the three instead of three (cluster/health.py).
-        await runtime.take_liveness(complete_with)
+        # one change for the three instead of three (cluster/health.py). The record as the
+        # member wrote it and the lease it granted spare two store round trips.
+        await runtime.take_liveness(complete_with, granted=grant.liveness_lease)
         failpoint("join.after_record_completed")
+        await syncing
         local.save(config.data_dir)
         await runtime.load()
     except BaseException:
+        if not syncing.done():
+            syncing.cancel()
+        with contextlib.suppress(BaseException):
+            await syncing
         await store.close()
         raise
     log.info(
@@ -247,6 +262,17 @@ def _out_of_limits(exc: ValidationError) -> ConfigError:
         "handshake",
         fields=names,
     )
+
+
+def _admitted_record(grant: JoinGrant) -> tuple[NodeRecord, int] | None:
+    """The node record the member wrote at admission and its revision, when the grant has
+    them (a record that does not decode is read from the store instead)."""
+    if grant.record is None or grant.record_revision <= 0:
+        return None
+    try:
+        return NodeRecord.model_validate(grant.record), grant.record_revision
+    except ValidationError:
+        return None
 
 
 def _int_fact(record: dict[str, object], name: str) -> int | None:

@@ -129,6 +129,14 @@ class JoinGrant(WireMessage):
     store_password: str | None = Field(default=None, repr=False)
     store_cert_pem: str | None = None
     store_key_pem: str | None = Field(default=None, repr=False)
+    # The node's record as the member wrote it at admission, and that write's store revision:
+    # the node completes it without reading it first. Absent (a re-admission, a replacement,
+    # an older member): the node reads it.
+    record: dict[str, Any] | None = None
+    record_revision: int = 0
+    # A liveness lease the member granted for the node as it admitted it (its TTL running
+    # since then): the node puts its liveness key on it instead of granting one. 0: none.
+    liveness_lease: int = 0
 
 
 class JoinRefusal(WireMessage):

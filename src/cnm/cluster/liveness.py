@@ -22,6 +22,7 @@ from cnm.cluster.records import LivenessRecord
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.errors import StoreAccessRefused, StoreError, StoreUnavailable
 from cnm.store.base import Compare, Put, Store
+from cnm.store.etcd_wire import LEASE_NOT_FOUND
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,28 @@ class Liveness:
         self._written = 0
         self._since = ""
 
-    async def take(self, write: Callable[[Put], Awaitable[int]] | None = None) -> None:
+    async def take(
+        self, write: Callable[[Put], Awaitable[int]] | None = None, *, granted: int = 0
+    ) -> None:
         """A fresh lease (per agent run, and after a lapse: never an old run's) and the
         liveness key on it; `since` says the node has been up since then (cluster/repair.py).
         `write`, when given, writes the key's Put in a transaction of the caller's that also
         guards the node record (a join completes its record in the same one: one store round
         trip and one watch event fewer on every node) and returns its revision, 0 if it
-        wrote nothing."""
-        self.lease = await self.store.lease_grant(LIVENESS_TTL)
+        wrote nothing. `granted`: a lease granted for this run already (the member that
+        admitted the node grants one: cluster/membership.py), used unless it has expired."""
+        if granted:
+            try:
+                await self._take(write, granted)
+                return
+            except StoreError as exc:
+                if LEASE_NOT_FOUND not in exc.message:
+                    raise
+                log.info("the liveness lease granted at admission expired; taking another")
+        await self._take(write, await self.store.lease_grant(LIVENESS_TTL))
+
+    async def _take(self, write: Callable[[Put], Awaitable[int]] | None, lease: int) -> None:
+        self.lease = lease
         self._since = iso(utc_now())
         self._wrote(await (write or self._write)(self._put()))
 

@@ -21,6 +21,8 @@ import binascii
 import ipaddress
 import logging
 import re
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
@@ -29,7 +31,7 @@ from cnm import SOFTWARE_VERSION
 from cnm.cluster import model
 from cnm.cluster.handshake import JoinGrant, JoinRequest, RenewGrant, RenewRequest
 from cnm.cluster.license import check_license_for_join
-from cnm.cluster.records import ClusterRecord, NodeKeyIndex, NodeRecord, StoreRole
+from cnm.cluster.records import ClusterRecord, NodeKeyIndex, NodeRecord, StoreRole, UidCounter
 from cnm.cluster.repair import plan_join, replace_node
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.writes import UidClaim, allocate_uid
@@ -211,6 +213,8 @@ class Admissions:
         # Looked up here, not as the default: `pki` loads on first use (cnm/security).
         self._cert_lifetime = pki.NODE_CERT_LIFETIME if cert_lifetime is None else cert_lifetime
         self._lock = asyncio.Lock()
+        # The last node uid this member allocated (0: none yet).
+        self._allocated = 0
 
     def renew(self, request: RenewRequest) -> RenewGrant:
         """A node's certificate renewal (`renew_certificate`) with this member's lifetime."""
@@ -235,16 +239,21 @@ class Admissions:
             # Only the CSR's key is used, but a bad CSR is refused before a uid is spent on it.
             pki.check_csr(request.csr_pem.encode())
         async with self._lock:
+            written: _Written | None = None
             if replaced is not None:
                 await replace_node(self._store, self._snapshot, request, replaced, holder=self._uid)
                 uid, created = replaced.uid, True
             else:
-                uid, created = await self._allocate(request)
+                uid, created, written = await self._allocate(request)
         failpoint("member.after_uid_allocated")
         # The node's own etcd user, with a fresh password: for a retried join or a replacement
-        # the old password stops opening anything here.
+        # the old password stops opening anything here. Its liveness lease in the same round
+        # trip: the joiner then has one store write fewer to make before it is complete.
         store_password = etcd_auth.new_password()
-        await self._store.put_store_user(etcd_auth.node_user(uid), store_password)
+        lease = await _together(
+            self._store.put_store_user(etcd_auth.node_user(uid), store_password),
+            self._store.lease_grant(model.LIVENESS_TTL),
+        )
         store_cert = pki.issue_store_client_cert(ca, uid)
         node_key_pem: bytes | None = None
         if request.csr_pem is not None:
@@ -288,6 +297,9 @@ class Admissions:
             store_password=store_password,
             store_cert_pem=store_cert.cert_pem.decode(),
             store_key_pem=store_cert.key_pem.decode(),
+            record=written.record.document() if written else None,
+            record_revision=written.revision if written else 0,
+            liveness_lease=lease,
         )
         failpoint("member.before_answer")
         return grant
@@ -300,8 +312,10 @@ class Admissions:
             if node.store_role is StoreRole.VOTER and node.store_client_url
         ]
 
-    async def _allocate(self, request: JoinRequest) -> tuple[int, bool]:
+    async def _allocate(self, request: JoinRequest) -> tuple[int, bool, _Written | None]:
+        """(uid, created, the record written and its revision: None for a re-admission)."""
         index_key = model.node_key_index(request.node_key)
+        claimed: dict[int, NodeRecord] = {}
 
         def claim(uid: int) -> UidClaim:
             record = NodeRecord.model_validate(
@@ -318,6 +332,7 @@ class Admissions:
                     "joining": True,
                 }
             )
+            claimed[uid] = record
             return UidClaim(
                 compares=[Compare.absent(index_key)],
                 ops=[
@@ -332,6 +347,12 @@ class Admissions:
             found = result.reads[0] if result.reads else []
             return NodeKeyIndex.decode(found[0].value).uid if found else None
 
+        # The counter as last known: the snapshot's, or this member's own last allocation when
+        # the watch has not brought that back yet (admissions here come one at a time).
+        counter = self._snapshot.record(model.NODE_UID_COUNTER)
+        seen = counter.last if isinstance(counter, UidCounter) else None
+        if seen is not None and self._allocated > seen:
+            seen = self._allocated
         try:
             allocated = await allocate_uid(
                 self._store,
@@ -340,10 +361,38 @@ class Admissions:
                 lost=lost,
                 what="the node uid counter",
                 attempts=ALLOCATION_ATTEMPTS,
+                last_seen=seen,
             )
         except ValidationError:
             raise InvalidSchema("invalid join request: record", fields=["record"]) from None
-        return allocated.uid, allocated.created
+        if not allocated.created:
+            return allocated.uid, False, None
+        self._allocated = allocated.uid
+        return (
+            allocated.uid,
+            True,
+            _Written(claimed[allocated.uid], allocated.revision),
+        )
+
+
+@dataclass(frozen=True)
+class _Written:
+    """A node record this member wrote at admission, and the store revision of that write."""
+
+    record: NodeRecord
+    revision: int
+
+
+async def _together(user: Awaitable[None], lease: Awaitable[int]) -> int:
+    """Await both store calls at once; the first failure is raised once both ended (a lease
+    granted for an admission that then fails expires unused)."""
+    results = await asyncio.gather(user, lease, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    granted = results[1]
+    assert isinstance(granted, int)
+    return granted
 
 
 def renew_certificate(

@@ -200,11 +200,13 @@ class ClusterRuntime:
     async def load(self) -> None:
         await self.snapshot.load()
 
-    async def take_liveness(self, write: Callable[[Put], Awaitable[int]] | None = None) -> None:
+    async def take_liveness(
+        self, write: Callable[[Put], Awaitable[int]] | None = None, *, granted: int = 0
+    ) -> None:
         """Take the liveness lease now (the loop of `run` keeps it alive): a node that just
         joined is never seen complete but without liveness, which would read as a failed node
-        (cluster/repair.py) to the joins around it. `write`: see `Liveness.take`."""
-        await self.liveness.take(write)
+        (cluster/repair.py) to the joins around it. `write`, `granted`: see `Liveness.take`."""
+        await self.liveness.take(write, granted=granted)
 
     async def run(self) -> None:
         """The runtime's loops; returns when this node was removed from the cluster, else only

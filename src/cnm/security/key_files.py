@@ -9,14 +9,17 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+def _write_atomic(path: Path, data: bytes, mode: int, *, durable: bool = True) -> None:
     """Replace `path` with `data` so readers see the old file or the new one, never a mix.
 
     The temp file is created with its final mode by O_CREAT|O_EXCL, so a private key is never
     readable by others, not even between create and chmod; fchmod then undoes the umask.
+    `durable=False` leaves the fsyncs to a later `make_durable` (what a machine crash would
+    lose until then must not be relied on by anything written meanwhile).
     """
     directory = path.parent
     tmp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
@@ -29,7 +32,8 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -37,7 +41,12 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    # The rename is durable only once the directory entry is on disk.
+    if durable:
+        _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # A rename is durable only once the directory entry is on disk.
     dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(dir_fd)
@@ -45,11 +54,25 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         os.close(dir_fd)
 
 
-def write_private(path: Path, data: bytes) -> None:
+def make_durable(paths: Iterable[Path]) -> None:
+    """fsync files written with `durable=False`, then each of their directories once."""
+    directories: dict[Path, None] = {}
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        directories[path.parent] = None
+    for directory in directories:
+        _fsync_directory(directory)
+
+
+def write_private(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Atomically write secret material (private keys) readable by the owner only (0600)."""
-    _write_atomic(path, data, 0o600)
+    _write_atomic(path, data, 0o600, durable=durable)
 
 
-def write_public(path: Path, data: bytes) -> None:
+def write_public(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Atomically write public material (certificates) readable by everyone (0644)."""
-    _write_atomic(path, data, 0o644)
+    _write_atomic(path, data, 0o644, durable=durable)

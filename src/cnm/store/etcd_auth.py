@@ -76,10 +76,10 @@ def auth_changed_meanwhile(error: StoreError) -> bool:
     return _AUTH_CHANGED in error.message.lower()
 
 
-def save_credentials(path: Path, credentials: StoreCredentials) -> None:
+def save_credentials(path: Path, credentials: StoreCredentials, *, durable: bool = True) -> None:
     """Keep the node's store credentials, readable by its own account only."""
     document = {"user": credentials.user, "password": credentials.password}
-    key_files.write_private(path, json.dumps(document).encode())
+    key_files.write_private(path, json.dumps(document).encode(), durable=durable)
 
 
 def load_credentials(path: Path) -> StoreCredentials | None:
