@@ -43,6 +43,11 @@ async def test_nodes_follow_puts_and_deletes_and_callers_cannot_change_them() ->
         await store.put(model.node_key(3), NodeRecord(uid=3).encode())
         await snapshot.load()
         assert _uids(snapshot) == [1, 3]
+        # A record that does not decode leaves the node as it was, in nodes() as in node().
+        await store.put(model.node_key(3), b"not json")
+        revision = await store.put(model.CLUSTER_KEY, b'{"name": "d"}')
+        assert await wait_for_revision(snapshot, revision, timeout=5)
+        assert _uids(snapshot) == [1, 3] and snapshot.node(3) == snapshot.nodes()[1]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

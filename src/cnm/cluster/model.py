@@ -76,6 +76,12 @@ def liveness_key(uid: int) -> str:
     return f"{LIVENESS_PREFIX}{uid}"
 
 
+def uid_from_key(key: str, prefix: str) -> int | None:
+    """The uid that ends a per-node key under `prefix` (`/cnm/liveness/7` → 7), else None."""
+    tail = key[len(prefix) :] if key.startswith(prefix) else ""
+    return int(tail) if tail.isascii() and tail.isdigit() else None
+
+
 def node_clock_key(uid: int) -> str:
     return f"{NODE_CLOCK_PREFIX}{uid}"
 

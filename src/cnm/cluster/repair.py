@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Collection
 from datetime import UTC, datetime
 
 from cnm.clock import iso
@@ -346,12 +347,16 @@ def revoked_message(uid: int, cluster_name: str) -> str:
 # --- marking down_since -------------------------------------------------------------------------
 
 
-async def mark_down_nodes(store: Store, snapshot: ClusterSnapshot) -> None:
-    """Write `down_since` into the record of each node that is down and has none yet."""
+async def mark_down_nodes(
+    store: Store, snapshot: ClusterSnapshot, uids: Collection[int] | None = None
+) -> None:
+    """Write `down_since` into the record of each node that is down and has none yet (of
+    `uids` only, when given)."""
     if not snapshot.loaded:
         return
-    for node in snapshot.nodes():
-        if node.joining or node.down_since or snapshot.is_alive(node.uid):
+    nodes = snapshot.nodes() if uids is None else filter(None, map(snapshot.node, sorted(uids)))
+    for node in nodes:
+        if not _to_mark(snapshot, node.uid, node):
             continue
         now = iso(datetime.now(UTC))
 
@@ -363,24 +368,43 @@ async def mark_down_nodes(store: Store, snapshot: ClusterSnapshot) -> None:
             await update_record(store, model.node_key(node.uid), NodeRecord, change, attempts=2)
 
 
+def _to_mark(snapshot: ClusterSnapshot, uid: int, node: NodeRecord | None = None) -> bool:
+    """Node `uid` is down (no liveness key), completed its join and has no `down_since` yet."""
+    node = node or snapshot.node(uid)
+    return (
+        node is not None and not node.joining and not node.down_since and not snapshot.is_alive(uid)
+    )
+
+
 async def run_down_marker(
     store: Store, snapshot: ClusterSnapshot, *, interval: float = DOWN_MARK_INTERVAL
 ) -> None:
-    """`mark_down_nodes` on every liveness change and every `interval` seconds, forever."""
+    """`mark_down_nodes` for the nodes of each liveness or node record change, and for all
+    nodes every `interval` seconds, forever."""
     wake = asyncio.Event()
+    changed: set[int] = set()
 
     def on_change(key: str) -> None:
-        if key.startswith((model.LIVENESS_PREFIX, model.NODES_PREFIX)):
+        # Only the node that changed: every node sees every join's changes, and a pass over
+        # all nodes for each would cost the cluster O(N^2) per join.
+        uid = model.uid_from_key(key, model.LIVENESS_PREFIX)
+        if uid is None:
+            uid = model.uid_from_key(key, model.NODES_PREFIX)
+        if uid is not None and _to_mark(snapshot, uid):
+            changed.add(uid)
             wake.set()
 
     snapshot.add_listener(on_change)
     while True:
+        woken = False
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(interval):
-                await wake.wait()
+                woken = await wake.wait()
         wake.clear()
+        uids = set(changed) if woken else None
+        changed.clear()
         try:
-            await mark_down_nodes(store, snapshot)
+            await mark_down_nodes(store, snapshot, uids)
         except (StoreUnavailable, StoreContention, StoreError) as exc:
             log.debug("could not mark down nodes: %s", exc)
 

@@ -64,8 +64,11 @@ class ClusterSnapshot:
         self._store = store
         self._records: dict[str, Record] = {}
         # `nodes()` as of the last change under /cnm/nodes/: every listener of a node change
-        # asks for it (voters, endpoints, backups...), and building it walks every record.
+        # asks for it (voters, endpoints, backups...). Built from the node records kept apart
+        # (by key), not from a walk over every record: every node of the cluster rebuilds it
+        # at each join, so its cost is paid N times per join.
         self._nodes: list[NodeRecord] | None = None
+        self._node_records: dict[str, NodeRecord] = {}
         self._revision = 0
         self._stale_after = stale_after
         self._clock = clock
@@ -103,7 +106,7 @@ class ClusterSnapshot:
     def nodes(self) -> list[NodeRecord]:
         """Every node record, by uid."""
         if self._nodes is None:
-            self._nodes = sorted(self._all(model.NODES_PREFIX, NodeRecord), key=lambda n: n.uid)
+            self._nodes = sorted(self._node_records.values(), key=lambda n: n.uid)
         return list(self._nodes)
 
     def node(self, uid: int) -> NodeRecord | None:
@@ -225,6 +228,11 @@ class ClusterSnapshot:
         }
         self._records = records
         self._nodes = None
+        self._node_records = {
+            key: record
+            for key, record in records.items()
+            if key.startswith(model.NODES_PREFIX) and isinstance(record, NodeRecord)
+        }
         self._revision = revision
         self.mark_contact()
         self._settle()
@@ -301,16 +309,22 @@ class ClusterSnapshot:
         stream = self._store.watch_prefix(model.PREFIX, start_revision=self._revision + 1)
         async for event in stream:
             key = event.kv.key
-            if key.startswith(model.NODES_PREFIX):
+            is_node = key.startswith(model.NODES_PREFIX)
+            if is_node:
                 self._nodes = None
             if event.type is EventType.DELETE:
                 self._records.pop(key, None)
+                self._node_records.pop(key, None)
             else:
                 try:
-                    self._records[key] = decode_at(key, event.kv.value)
+                    record = self._records[key] = decode_at(key, event.kv.value)
                 except ValueError as exc:
                     _undecodable(key, exc)
                     continue
+                if is_node and isinstance(record, NodeRecord):
+                    self._node_records[key] = record
+                elif is_node:
+                    self._node_records.pop(key, None)
             self._revision = max(self._revision, event.kv.mod_revision)
             self.mark_contact()
             self._settle()

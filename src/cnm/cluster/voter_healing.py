@@ -155,9 +155,11 @@ class VoterHealer:
         self._logged: dict[int, str] = {}
 
     async def heal(self) -> None:
-        self._clock.observe()
         if acting_node(self._snapshot) != self._uid:
             return
+        # The other nodes' clocks follow liveness changes one key at a time (VoterManager);
+        # the acting node also walks them all, for nodes it has never seen change.
+        self._clock.observe()
         for ghost in ghosts(self._snapshot, self._clock.down_for):
             await self._remove_ghost(ghost)
         decision = seat_to_give(self._snapshot, self._clock.down_for)

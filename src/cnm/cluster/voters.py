@@ -133,7 +133,11 @@ class VoterManager:
 
     def _on_change(self, key: str) -> None:
         if key.startswith(model.LIVENESS_PREFIX):
-            self.down_clock.observe()
+            # Only the node whose key changed: a walk over every node at every change would
+            # cost each node O(N) per join, O(N^2) over the cluster.
+            uid = model.uid_from_key(key, model.LIVENESS_PREFIX)
+            if uid is not None:
+                self.down_clock.down_for(uid)
         if key.startswith((model.NODES_PREFIX, model.LIVENESS_PREFIX, model.STORE_CHANGE_LOCK)):
             self._wake.set()
 
