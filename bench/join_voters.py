@@ -104,8 +104,11 @@ def voters_cnm(args: argparse.Namespace, base: Path, index: int) -> VoterRun:
 
 
 def etcd_defaults(spec: EtcdMemberSpec) -> EtcdMemberSpec:
-    """etcd as it ships: strict reconfiguration check on, heartbeat 100 ms, election 1000 ms."""
-    return replace(spec, strict_reconfig_check=True, heartbeat_ms=100, election_ms=1000)
+    """etcd as it ships: strict reconfiguration check on, heartbeat 100 ms, election 1000 ms,
+    Go's own number of scheduler threads."""
+    return replace(
+        spec, strict_reconfig_check=True, heartbeat_ms=100, election_ms=1000, go_max_procs=None
+    )
 
 
 async def _raw_voters(addrs: list[str], directory: Path, timeout: float) -> VoterRun:

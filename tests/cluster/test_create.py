@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import ssl
+from pathlib import Path
 
 import httpx
 
@@ -96,7 +97,11 @@ def test_sigterm_stops_agent_and_etcd(agents: AgentFactory) -> None:
     agent = agents.start()
     agent.post("/v1/bootstrap/create_cluster", create_body())
     agent.wait_state("completed", auth=ADMIN)
-    assert agent.etcd_pids()
+    pids = agent.etcd_pids()
+    assert pids
+    # etcd runs one Go scheduler thread (store/etcd_process.py: idle cost).
+    environment = Path(f"/proc/{pids[0]}/environ").read_bytes().split(b"\0")
+    assert b"GOMAXPROCS=1" in environment
     agent.signal(signal.SIGTERM)
     assert agent.process is not None
     assert agent.process.wait(10) == 0

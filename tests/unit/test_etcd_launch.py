@@ -1,0 +1,34 @@
+"""How the agent launches etcd (store/etcd_process.py): its environment."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cnm.store import etcd_process
+
+
+def test_etcd_runs_one_go_scheduler_thread_unless_the_environment_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    spec = etcd_process.EtcdMemberSpec(
+        name="m",
+        data_dir=tmp_path / "d",
+        addr="127.0.0.1",
+        client_port=1,
+        peer_port=2,
+        ca_file=tmp_path / "ca",
+        cert_file=tmp_path / "c",
+        key_file=tmp_path / "k",
+        initial_cluster="m=https://127.0.0.1:2",
+        initial_state="new",
+        cluster_token="t",
+        log_file=tmp_path / "log",
+    )
+    monkeypatch.delenv("GOMAXPROCS", raising=False)
+    assert etcd_process.etcd_environment(spec)["GOMAXPROCS"] == "1"
+    assert "GOMAXPROCS" not in etcd_process.etcd_environment(replace(spec, go_max_procs=None))
+    monkeypatch.setenv("GOMAXPROCS", "4")  # the operator's choice wins
+    assert etcd_process.etcd_environment(spec)["GOMAXPROCS"] == "4"
