@@ -1,7 +1,9 @@
-"""Waiting for state with a deadline instead of sleeping: `eventually(check, timeout)`."""
+"""Waiting for state with a deadline instead of sleeping: `eventually(check, timeout)`, and
+`eventually_async` for a check that needs the running event loop to move on."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -37,3 +39,14 @@ def eventually(
             detail = f"last error: {last_error!r}" if last_error else f"last value: {last_value!r}"
             raise Timeout(f"{message} not reached within {timeout} s; {detail}")
         time.sleep(interval)
+
+
+async def eventually_async(
+    check: Callable[[], object], *, timeout: float = 5.0, message: str = "condition"
+) -> None:
+    """Await until `check()` is truthy, yielding to the event loop between looks."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise Timeout(f"{message} not reached within {timeout} s")
+        await asyncio.sleep(0.01)

@@ -5,7 +5,6 @@ join's changes, and a walk over all nodes for each would cost the cluster O(N^2)
 from __future__ import annotations
 
 import asyncio
-import time
 
 from cnm.cluster import model
 from cnm.cluster.records import LivenessRecord, NodeRecord
@@ -13,6 +12,7 @@ from cnm.cluster.repair import run_down_marker
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.store.base import Put
 from cnm.store.memory import MemoryStore
+from harness.polling import eventually_async
 
 
 class CountingSnapshot(ClusterSnapshot):
@@ -23,13 +23,6 @@ class CountingSnapshot(ClusterSnapshot):
     def nodes(self) -> list[NodeRecord]:
         self.walks += 1
         return super().nodes()
-
-
-async def poll(condition: object, message: str) -> None:
-    deadline = time.monotonic() + 5
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, message
-        await asyncio.sleep(0.01)
 
 
 async def test_a_lapsed_node_is_marked_on_the_change_without_a_walk_over_all_nodes() -> None:
@@ -63,7 +56,7 @@ async def test_a_lapsed_node_is_marked_on_the_change_without_a_walk_over_all_nod
             node = snapshot.node(3)
             return node is not None and bool(node.down_since)
 
-        await poll(marked, "node 3 was not marked down")
+        await eventually_async(marked, message="node 3 marked down")
         assert snapshot.walks == walks  # no pass over every node for either change
         assert [n.uid for n in snapshot.nodes() if n.down_since] == [3]
     finally:

@@ -5,13 +5,13 @@ revision (what the snapshot's freshness is fed with)."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 from cnm.cluster import model
 from cnm.cluster.liveness import Liveness
 from cnm.cluster.records import LivenessRecord
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.store.memory import MemoryStore
+from harness.polling import eventually_async
 
 
 class Clock:
@@ -26,13 +26,6 @@ def liveness(uid: int) -> bytes:
     return LivenessRecord(uid=uid, run="r", since="2026-01-01T00:00:00Z").encode()
 
 
-async def poll(condition: object, message: str) -> None:
-    deadline = time.monotonic() + 5
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, message
-        await asyncio.sleep(0.01)
-
-
 async def test_alive_while_the_key_exists_and_down_once_the_lease_expires() -> None:
     clock = Clock()
     store = MemoryStore(clock=clock)
@@ -42,7 +35,7 @@ async def test_alive_while_the_key_exists_and_down_once_the_lease_expires() -> N
     try:
         lease = await store.lease_grant(model.LIVENESS_TTL)
         await store.put(model.liveness_key(3), liveness(3), lease=lease)
-        await poll(lambda: snapshot.is_alive(3), "the liveness key was not seen")
+        await eventually_async(lambda: snapshot.is_alive(3), message="the liveness key was seen")
         assert not snapshot.is_alive(4)  # never had a key
         # Kept alive just before each expiry: still alive long after the first TTL, and the
         # key was never rewritten.
@@ -59,7 +52,7 @@ async def test_alive_while_the_key_exists_and_down_once_the_lease_expires() -> N
         # The agent dies: no keep-alive; one TTL later the key is gone and the node down.
         clock.now += model.LIVENESS_TTL + 0.1
         await store.expire_now()
-        await poll(lambda: not snapshot.is_alive(3), "the node was not seen down")
+        await eventually_async(lambda: not snapshot.is_alive(3), message="the node seen down")
         assert (await store.lease_renew(lease)).ttl == 0  # the agent takes a new lease then
     finally:
         watching.cancel()
