@@ -17,7 +17,6 @@ agent, an in-process ASGI app and a memory store in unit tests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from dataclasses import dataclass
@@ -237,10 +236,11 @@ async def join_cluster(
         local.save(config.data_dir)
         await runtime.load()
     except BaseException:
-        if not syncing.done():
-            syncing.cancel()
-        with contextlib.suppress(BaseException):
-            await syncing
+        # Waited for without raising: a cancellation of this task must not be swallowed here.
+        syncing.cancel()
+        await asyncio.wait([syncing])
+        if not syncing.cancelled():
+            syncing.exception()  # retrieved: a failed sync is moot once the join failed
         await store.close()
         raise
     log.info(
