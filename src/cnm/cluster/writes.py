@@ -217,13 +217,9 @@ async def allocate_uid(
         found = lost(result)
         if found is not None:
             return Allocated(found, 0, created=False)
-        # The counter's read is the failure branch's last Get (None: a store that ran none).
-        gets = sum(isinstance(op, Get) for op in wanted.reads) + 1
-        if len(result.reads) == gets:
-            counter_now = result.reads[-1]
-            seen[0] = _counter_state(counter_key, counter_now[0] if counter_now else None)
-        else:
-            seen[0] = None
+        # The failure branch's last read is the counter's (its Get is appended above).
+        counter_now = result.reads[-1]
+        seen[0] = _counter_state(counter_key, counter_now[0] if counter_now else None)
         return None
 
     return await cas_retry(attempt, what=what, attempts=attempts)
