@@ -9,6 +9,10 @@ because versions differ in the status they send. The gateway's JSON omits false 
 Every call has a timeout; transport failures become `StoreUnavailable` and the next endpoint is
 tried, so a client keeps working while any listed member is reachable.
 
+Two calls do not go through httpx: lease keep-alives ride etcd's gRPC stream when `grpc_tls` is
+given (store/lease_stream.py), and watches are read on a connection of their own
+(store/watch_stream.py), because every node pays a watch message's cost at every change.
+
 With etcd authentication on (store/etcd_auth.py), each call carries a token of this node's own
 etcd user, got lazily per endpoint (a simple token is a member's: another member may not know
 it) and got again once when etcd calls it invalid (expired after 300 s idle, or auth switched on
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
 from collections import Counter
@@ -60,6 +63,7 @@ from cnm.store.etcd_wire import (
     range_body,
 )
 from cnm.store.lease_stream import StreamedKeepAlives
+from cnm.store.watch_stream import WatchStreamError, watch_messages
 
 log = logging.getLogger(__name__)
 
@@ -357,18 +361,18 @@ class EtcdStore(EtcdAccessControl, Store):
     async def _watch_at(
         self, endpoint: str, request: dict[str, Any]
     ) -> AsyncGenerator[WatchEvent, None]:
-        # No read timeout: a quiet watch is healthy. Connect and write still time out.
-        timeout = httpx.Timeout(self._timeout, read=None)
         credentials = self._node_credentials()
         try:
             headers = await self._auth_headers(endpoint, credentials, self._timeout)
-            async with self._http.stream(
-                "POST", endpoint + "/v3/watch", json=request, timeout=timeout, headers=headers
-            ) as response:
-                async for line in response.aiter_lines():
-                    if not line.strip():
-                        continue
-                    message = json.loads(line)
+            messages = watch_messages(
+                endpoint + "/v3/watch",
+                request,
+                tls=self._tls,
+                headers=headers,
+                timeout=self._timeout,
+            )
+            async with contextlib.aclosing(messages):
+                async for message in messages:
                     if "error" in message:
                         self._watch_refused(endpoint, credentials, str(message["error"]))
                         raise StoreUnavailable(f"etcd watch at {endpoint}: {message['error']}")
@@ -380,7 +384,7 @@ class EtcdStore(EtcdAccessControl, Store):
                     for raw in result.get("events") or []:
                         kind = EventType(raw.get("type", "PUT"))
                         yield WatchEvent(kind, kv_from(raw["kv"]))
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, WatchStreamError) as exc:
             raise StoreUnavailable(f"etcd watch at {endpoint} broke: {exc}") from exc
         raise StoreUnavailable(f"etcd watch at {endpoint} closed by the server")
 
