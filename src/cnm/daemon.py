@@ -113,7 +113,10 @@ def remember_http_support(data_dir: Path, enabled: bool) -> None:
     value = b"true" if enabled else b"false"
     try:
         if not path.exists() or path.read_bytes() != value:
-            atomic_write_bytes(path, value)
+            # Not synced: this runs before a create or join reports `completed`, and a file
+            # lost or emptied by a machine crash reads as "true", HTTP's default, until the
+            # snapshot says otherwise a moment after the start.
+            atomic_write_bytes(path, value, durable=False)
     except OSError as exc:
         log.warning("could not keep the cluster's http_support in %s: %s", path, exc)
 
