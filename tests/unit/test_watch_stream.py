@@ -221,3 +221,32 @@ async def test_a_header_value_with_a_line_break_is_refused(server: ScriptedServe
     with pytest.raises(WatchStreamError, match="line break"):
         await read_all(server, headers={"Authorization": "a\r\nX-Injected: 1"})
     assert server.requests == []
+
+
+async def test_an_error_status_with_a_chunked_body_names_its_error(server: ScriptedServer) -> None:
+    async def script(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(chunk(line({"error": "etcdserver: no leader"})) + b"0\r\n\r\n")
+        await writer.drain()
+
+    server.script = script
+    with pytest.raises(WatchStreamError, match="HTTP 503: etcdserver: no leader"):
+        await read_all(server)
+
+
+async def test_cancelling_the_reading_task_closes_its_connection(server: ScriptedServer) -> None:
+    server.script = chunked_answer(chunk(line({"n": 1})), end=False)
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        messages = watch_messages(server.url, {}, tls=None, headers=None, timeout=2.0)
+        async with contextlib.aclosing(messages):
+            async for _ in messages:
+                first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 5.0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(server.closed_by_client.wait(), 5.0)

@@ -16,7 +16,8 @@ names it). Anything else unexpected — a body that is not chunked, a malformed 
 beyond `MAX_LINE`, the connection closed — raises `WatchStreamError`.
 
 Connecting, the TLS handshake and the answer's head are bounded by the caller's timeout; the
-body is not (a quiet watch is healthy), as before.
+body is not (a quiet watch is healthy), as before. `asyncio.timeout`, never `wait_for`, which on
+Python 3.11 can swallow a cancellation (bench/README.md).
 """
 
 from __future__ import annotations
@@ -60,18 +61,17 @@ async def watch_messages(
     payload = json.dumps(body).encode()
     request = _request_head(parts.netloc, parts.path or "/", headers, len(payload)) + payload
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
                 host, port, ssl=context, server_hostname=host if context else None
-            ),
-            timeout,
-        )
+            )
     except (OSError, TimeoutError, ssl.SSLError) as exc:
         raise WatchStreamError(f"cannot connect: {exc or type(exc).__name__}") from exc
     try:
         writer.write(request)
         try:
-            head = await asyncio.wait_for(_read_head(reader), timeout)
+            async with asyncio.timeout(timeout):
+                head = await _read_head(reader)
         except TimeoutError as exc:
             raise WatchStreamError(f"no answer within {timeout} s") from exc
         status, fields = head
@@ -80,8 +80,10 @@ async def watch_messages(
             raise WatchStreamError(f"HTTP {status}: {await _error_text(reader, fields, chunked)}")
         if not chunked:
             raise WatchStreamError("the watch answer is not chunked")
-        async for line in _chunked_lines(reader):
-            if line.strip():
+        async with contextlib.aclosing(_chunked_lines(reader)) as lines:
+            async for line in lines:
+                if not line.strip():
+                    continue
                 try:
                     message = json.loads(line)
                 except ValueError as exc:
@@ -94,7 +96,8 @@ async def watch_messages(
     finally:
         writer.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT)
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await writer.wait_closed()
 
 
 def _request_head(netloc: str, path: str, headers: Mapping[str, str] | None, length: int) -> bytes:
@@ -158,7 +161,8 @@ async def _error_text(
     """What an error answer says (its `message` or `error`, else its first bytes)."""
     raw = b""
     with contextlib.suppress(Exception):
-        raw = await asyncio.wait_for(_error_body(reader, fields, chunked), _CLOSE_TIMEOUT)
+        async with asyncio.timeout(_CLOSE_TIMEOUT):
+            raw = await _error_body(reader, fields, chunked)
     text = raw.decode("utf-8", "replace").strip()
     with contextlib.suppress(ValueError):
         decoded = json.loads(text)
@@ -173,7 +177,8 @@ async def _error_body(
     reader: asyncio.StreamReader, fields: Mapping[str, str], chunked: bool
 ) -> bytes:
     if chunked:
-        async for line in _chunked_lines(reader):
-            return line[:_MAX_ERROR_BODY]
+        async with contextlib.aclosing(_chunked_lines(reader)) as lines:
+            async for line in lines:
+                return line[:_MAX_ERROR_BODY]
         return b""
     return await reader.readexactly(min(int(fields.get("content-length", "0")), _MAX_ERROR_BODY))
