@@ -265,6 +265,12 @@ class StoreAccessRefused(StoreError):
     http_status = 503
 
 
+class LeaseNotFound(StoreError):
+    """A write or revoke named a lease the store does not have (it expired or was revoked):
+    the writer takes a new lease. Raised by every store backend for etcd's "lease not found",
+    so callers never match etcd's wording themselves."""
+
+
 class StoreContention(StoreError):
     """A compare-and-set lost to concurrent writes of the same records attempt after attempt
     (cluster/writes.py `cas_retry`): the store is healthy, the client should simply retry.

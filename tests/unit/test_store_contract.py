@@ -24,7 +24,7 @@ from typing import TypeVar
 import pytest
 import pytest_asyncio
 
-from cnm.errors import StoreError, StoreUnavailable
+from cnm.errors import LeaseNotFound, StoreError, StoreUnavailable
 from cnm.security import key_files, pki
 from cnm.store.base import (
     Compare,
@@ -532,12 +532,22 @@ async def test_renew_answers_with_the_store_revision(backend: Backend) -> None:
     assert (await store.lease_renew(lease)).ttl == 0
 
 
-async def test_put_with_unknown_lease_is_a_store_error(backend: Backend) -> None:
+async def test_put_with_unknown_lease_is_lease_not_found(backend: Backend) -> None:
     store, key = backend.store, backend.key("a")
-    with pytest.raises(StoreError) as caught:
+    with pytest.raises(LeaseNotFound) as caught:
         await store.put(key, b"1", lease=987654321)
     assert not isinstance(caught.value, StoreUnavailable)
     assert "lease" in caught.value.message
+    assert await store.get(key) is None
+
+
+async def test_a_transaction_on_a_revoked_lease_is_lease_not_found(backend: Backend) -> None:
+    # What a joiner meets when the lease granted at its admission expired (cluster/liveness.py).
+    store, key = backend.store, backend.key("a")
+    lease = await store.lease_grant(LONG_TTL)
+    await store.lease_revoke(lease)
+    with pytest.raises(LeaseNotFound):
+        await store.txn([], [Put(key, b"1", lease=lease)], [])
     assert await store.get(key) is None
 
 

@@ -20,9 +20,8 @@ from cnm.clock import iso, utc_now
 from cnm.cluster import model
 from cnm.cluster.records import LivenessRecord
 from cnm.cluster.snapshot import ClusterSnapshot
-from cnm.errors import StoreAccessRefused, StoreError, StoreUnavailable
+from cnm.errors import LeaseNotFound, StoreAccessRefused, StoreError, StoreUnavailable
 from cnm.store.base import Compare, Put, Store
-from cnm.store.etcd_wire import LEASE_NOT_FOUND
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +68,7 @@ class Liveness:
             try:
                 await self._take(write, granted)
                 return
-            except StoreError as exc:
-                if LEASE_NOT_FOUND not in exc.message:
-                    raise
+            except LeaseNotFound:
                 log.info("the liveness lease granted at admission expired; taking another")
         await self._take(write, await self.store.lease_grant(LIVENESS_TTL))
 

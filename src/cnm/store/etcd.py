@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from cnm.errors import StoreAccessRefused, StoreError, StoreUnavailable
+from cnm.errors import LeaseNotFound, StoreAccessRefused, StoreError, StoreUnavailable
 from cnm.store import etcd_auth
 from cnm.store.base import (
     Compare,
@@ -258,6 +258,8 @@ class EtcdStore(EtcdAccessControl, Store):
             message = str(answer.get("message") or answer["error"])
             if int(answer.get("code", 0)) in UNAVAILABLE_CODES:
                 raise StoreUnavailable(f"etcd at {endpoint}: {message}")
+            if LEASE_NOT_FOUND in message:
+                raise LeaseNotFound(f"etcd at {endpoint} refused {path}: {message}")
             raise StoreError(f"etcd at {endpoint} refused {path}: {message}")
         return answer
 
@@ -333,11 +335,8 @@ class EtcdStore(EtcdAccessControl, Store):
         )
 
     async def lease_revoke(self, lease_id: int) -> None:
-        try:
+        with contextlib.suppress(LeaseNotFound):  # expired or revoked already: done
             await self._call("/v3/lease/revoke", {"ID": str(lease_id)})
-        except StoreError as exc:
-            if LEASE_NOT_FOUND not in exc.message:
-                raise
 
     def watch_misplaced(self) -> bool:
         preferred = self._endpoints[0]

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 
-from cnm.errors import StoreError
+from cnm.errors import LeaseNotFound, StoreError
 from cnm.store.base import (
     Compare,
     CompareTarget,
@@ -97,7 +97,7 @@ class MemoryStore(Store):
         # All or nothing, as in etcd: refuse before changing anything.
         for op in ops:
             if isinstance(op, Put) and op.lease and op.lease not in self._leases:
-                raise StoreError(f"etcdserver: requested lease not found ({op.lease})")
+                raise LeaseNotFound(f"etcdserver: requested lease not found ({op.lease})")
         reads: list[list[KeyValue]] = []
         writes = any(
             isinstance(op, Put) or (isinstance(op, Delete) and self._range(op.key, op.prefix))
