@@ -74,20 +74,33 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class _Tally:
+    """Counts a reader's events; reports ready when etcd confirms the watch, and the CPU spent
+    from then once `count` events have been read."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.start: float | None = None
+        self.seen = 0
+
+    def took(self, message: dict[str, Any]) -> float | None:
+        result = message.get("result", {})
+        if self.start is None and result.get("created"):
+            self.start = _cpu()
+            print("ready", flush=True)
+        self.seen += len(result.get("events") or [])
+        if self.seen < self.count or self.start is None:
+            return None
+        return _cpu() - self.start
+
+
 async def _read_cnm(url: str, context: ssl.SSLContext, count: int) -> float:
-    start: float | None = None
-    seen = 0
+    tally = _Tally(count)
     messages = watch_messages(url, watch_request(), tls=context, headers=None, timeout=5.0)
     try:
         async for message in messages:
-            result = message.get("result", {})
-            if start is None and result.get("created"):
-                start = _cpu()
-                print("ready", flush=True)
-            seen += len(result.get("events") or [])
-            if seen >= count:
-                assert start is not None
-                return _cpu() - start
+            if (used := tally.took(message)) is not None:
+                return used
     finally:
         await messages.aclose()
     raise RunFailed("the watch ended early")
@@ -96,24 +109,15 @@ async def _read_cnm(url: str, context: ssl.SSLContext, count: int) -> float:
 async def _read_httpx(url: str, context: ssl.SSLContext, count: int) -> float:
     import httpx  # only the baseline's child needs it
 
-    start: float | None = None
-    seen = 0
+    tally = _Tally(count)
     timeout = httpx.Timeout(5.0, read=None)
     async with (
         httpx.AsyncClient(verify=context, timeout=timeout) as client,
         client.stream("POST", url, json=watch_request()) as response,
     ):
         async for line in response.aiter_lines():
-            if not line.strip():
-                continue
-            result = json.loads(line).get("result", {})
-            if start is None and result.get("created"):
-                start = _cpu()
-                print("ready", flush=True)
-            seen += len(result.get("events") or [])
-            if seen >= count:
-                assert start is not None
-                return _cpu() - start
+            if line.strip() and (used := tally.took(json.loads(line))) is not None:
+                return used
     raise RunFailed("the watch ended early")
 
 
