@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     targets: list[Target] = []
     series: list[dict[str, Any]] = []
-    voter_targets: list[dict[str, Any]] = []
+    part_targets: list[dict[str, Any]] = []
     base = Path(tempfile.mkdtemp(prefix="cnm-bench-join-"))
     began = now()
     try:
@@ -181,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             result = part_burst(args, base, failures)
             print()
-            document["burst"] = report_burst(result, args.burst_poll) if result else {}
+            burst = report_burst(result, args.burst_poll) if result else {}
+            part_targets.extend(burst.pop("targets", []))
+            document["burst"] = burst
         if "voters" in parts:
             print()
             print(
@@ -196,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
             voter_runs = part_voters(args, base, failures)
             print()
             voters = report_voters(voter_runs) if voter_runs else {}
-            # The voters part's targets and series come as dicts already: kept beside the sizes'.
-            voter_targets.extend(voters.pop("targets", []))
+            # The burst's and voters' targets (and the voters' series) come as dicts already:
+            # kept beside the sizes'.
+            part_targets.extend(voters.pop("targets", []))
             series.extend(voters.pop("series", []))
             document["voters"] = voters
     finally:
@@ -205,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\ndata directories (agent.log, logs/etcd.log) kept in {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
-    document["targets"] = [target.as_dict() for target in targets] + voter_targets
+    document["targets"] = [target.as_dict() for target in targets] + part_targets
     document["series"] = series
     document["failures"] = failures
     document["elapsed_s"] = now() - began
