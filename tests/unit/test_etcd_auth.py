@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from cnm.errors import StoreAccessRefused, StoreError
+from cnm.errors import StoreAccessRefused, StoreError, StoreUnavailable
 from cnm.store import etcd_auth
 from cnm.store.base import EventType
 from cnm.store.etcd_auth import StoreCredentials
@@ -60,6 +60,31 @@ async def test_watches_carry_the_token(secured: Secured) -> None:
         async with asyncio.timeout(5):
             event = await anext(aiter(stream))
         assert event.type is EventType.PUT and event.kv.key == "/cnm/w/x"
+        await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        await store.close()
+
+
+async def test_a_watch_refused_for_its_token_drops_it_and_the_next_watch_works(
+    secured: Secured,
+) -> None:
+    # The snapshot watches again after a break (cluster/snapshot.py): the refused token must
+    # not be sent again, or an expired token would keep the node's watch down for good.
+    store = secured.client(secured.node)
+    try:
+        _, revision = await store.get_prefix("/cnm/w/")
+        slot = (secured.url, secured.node.user)
+        store._tokens[slot] = "forged.1"  # what an expired token looks like to etcd
+        refused = store.watch_prefix("/cnm/w/", start_revision=revision + 1)
+        with pytest.raises(StoreUnavailable):
+            async with asyncio.timeout(5):
+                await anext(aiter(refused))
+        assert store._tokens.get(slot) != "forged.1"
+        stream = store.watch_prefix("/cnm/w/", start_revision=revision + 1)
+        await store.put("/cnm/w/y", b"1")
+        async with asyncio.timeout(5):
+            event = await anext(aiter(stream))
+        assert event.kv.key == "/cnm/w/y"
         await stream.aclose()  # type: ignore[attr-defined]
     finally:
         await store.close()
