@@ -11,39 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cnm.node.data_dir import CLUSTER_IDENTITY_FILE, DataDir
+from cnm.security import key_files
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True) -> None:
-    """Replace `path` with `data`. `durable=False` skips the fsyncs: for a file whose loss or
-    emptiness after a machine crash costs nothing (a process crash loses nothing either way)."""
+    """Replace `path` with `data` (its directory made if missing). `durable=False` skips the
+    fsyncs: for a file whose loss or emptiness after a machine crash costs nothing (a process
+    crash loses nothing either way)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-    if not durable:
-        return
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    key_files.write_atomic(path, data, mode, durable=durable)
 
 
 def atomic_write_json(path: Path, document: Any, *, mode: int = 0o600) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
-def _write_atomic(path: Path, data: bytes, mode: int, *, durable: bool = True) -> None:
+def write_atomic(path: Path, data: bytes, mode: int, *, durable: bool = True) -> None:
     """Replace `path` with `data` so readers see the old file or the new one, never a mix.
 
     The temp file is created with its final mode by O_CREAT|O_EXCL, so a private key is never
@@ -70,9 +70,9 @@ def make_durable(paths: Iterable[Path]) -> None:
 
 def write_private(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Atomically write secret material (private keys) readable by the owner only (0600)."""
-    _write_atomic(path, data, 0o600, durable=durable)
+    write_atomic(path, data, 0o600, durable=durable)
 
 
 def write_public(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Atomically write public material (certificates) readable by everyone (0644)."""
-    _write_atomic(path, data, 0o644, durable=durable)
+    write_atomic(path, data, 0o644, durable=durable)
