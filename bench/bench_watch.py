@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import random
 import resource
@@ -40,7 +39,7 @@ from typing import Any
 
 from cnm.cluster.runtime import open_store
 from cnm.store.etcd_process import EtcdProcess
-from cnm.store.etcd_wire import client_tls_context
+from cnm.store.etcd_wire import client_tls_context, range_body
 from cnm.store.watch_stream import watch_messages
 from common import (
     RunFailed,
@@ -60,13 +59,9 @@ VALUE = json.dumps({"uid": 42, "addr": "127.0.0.42", "facts": "x" * 600}).encode
 CHILD_TIMEOUT = 120.0
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
 def watch_request() -> dict[str, Any]:
-    end = PREFIX[:-1] + chr(ord(PREFIX[-1]) + 1)
-    return {"create_request": {"key": _b64(PREFIX), "range_end": _b64(end)}}
+    """The request EtcdStore.watch_prefix sends, without a start revision."""
+    return {"create_request": range_body(PREFIX, True)}
 
 
 def _cpu() -> float:
