@@ -22,6 +22,7 @@ from typing import Any
 # Every event a log line may carry, with its fields.
 EVENTS = {
     "bootstrap_transition": "action, from_state, state, phase, error_code: a bootstrap step",
+    "status_unreadable": "path: the bootstrap status file did not read; it was moved aside",
     "store_member_started": "name, pid: this node's store member (etcd) was spawned",
     "https_switched": "the API now serves the cluster certificate",
     "ca_trusted": "member, fingerprint: a joiner trusted the cluster CA on first use",

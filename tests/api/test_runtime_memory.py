@@ -4,11 +4,13 @@ comes back from its local state after a restart, as on etcd, in milliseconds."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
 from cnm.cluster import model
 from cnm.cluster.records import NodeRecord, StoreRole
+from cnm.node.data_dir import DataDir
 from cnm.node.local_state import LocalState
 from cnm.store.memory import MemoryStore
 from harness.agents import basic
@@ -51,3 +53,44 @@ async def test_a_restarted_node_resumes_its_cluster_from_local_state(tmp_path: P
         assert node.manager.runtime.member.running
         cluster = await node.client.get("/v1/cluster", headers=basic(*ADMIN))
         assert cluster.status_code == 200 and cluster.json()["name"] == "c1.example.com"
+
+
+async def test_a_torn_status_file_with_local_state_resumes_the_cluster(tmp_path: Path) -> None:
+    config = node_config(tmp_path)
+    store = MemoryStore()
+    async with running_node(config, backend=memory_backend(store)) as node:
+        created = await node.client.post("/v1/bootstrap/create_cluster", json=create_body())
+        assert created.status_code == 200, created.text
+        await node.wait_state("completed", headers=basic(*ADMIN))
+    status_file = DataDir(config.data_dir).status_file
+    status_file.write_bytes(b"")  # what a rename that reached the disk before the data leaves
+    async with running_node(config, backend=memory_backend(store)) as node:
+        decision = await node.manager.restore()
+        assert decision == "rejoining cluster c1.example.com as node 1"
+        status = await node.bootstrap_status(headers=basic(*ADMIN))
+        assert status["state"] == "completed", status
+        cluster = await node.client.get("/v1/cluster", headers=basic(*ADMIN))
+        assert cluster.status_code == 200 and cluster.json()["name"] == "c1.example.com"
+    # Recorded again, durable; the unreadable one kept aside for a look.
+    assert json.loads(status_file.read_bytes())["state"] == "completed"
+    assert status_file.with_name(status_file.name + ".unreadable").read_bytes() == b""
+
+
+async def test_a_torn_status_file_without_local_state_is_an_error_and_a_new_post_works(
+    tmp_path: Path,
+) -> None:
+    config = node_config(tmp_path)
+    status_file = DataDir(config.data_dir).status_file
+    status_file.parent.mkdir(parents=True)
+    status_file.write_bytes(b'{"state": "joining_cluster", "act')
+    async with running_node(config, backend=memory_backend()) as node:
+        decision = await node.manager.restore()
+        assert decision == "unreadable status without local state marked as error"
+        status = await node.bootstrap_status()
+        assert status["state"] == "error" and status["error_code"] == "internal_error"
+        message = status["error_details"]["message"]
+        assert "outcome of the last bootstrap request is unknown" in message, message
+        assert f"{status_file.name}.unreadable" in message, message
+        created = await node.client.post("/v1/bootstrap/create_cluster", json=create_body())
+        assert created.status_code == 200, created.text
+        await node.wait_state("completed", headers=basic(*ADMIN))

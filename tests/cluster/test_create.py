@@ -93,6 +93,21 @@ def test_restart_after_completed_serves_the_cluster(agents: AgentFactory) -> Non
     assert agent.get("/v1/bootstrap").status_code == 401
 
 
+def test_a_restart_over_a_torn_status_file_resumes_the_cluster(agents: AgentFactory) -> None:
+    agent = agents.start()
+    agent.post("/v1/bootstrap/create_cluster", create_body())
+    agent.wait_state("completed", auth=ADMIN)
+    assert agent.stop() == 0
+    status_file = agent.layout.status_file
+    status_file.write_bytes(b"")  # what a machine crash may leave of a replaced file
+    agent.start(wait=False)
+    status = agent.wait_state("completed", auth=ADMIN, timeout=30.0)
+    assert status["local_node_info"]["uid"] == "1"
+    assert agent.get("/v1/cluster", auth=ADMIN).status_code == 200
+    assert status_file.with_name(status_file.name + ".unreadable").exists()
+    assert "is unreadable (JSONDecodeError" in agent.log()
+
+
 def test_sigterm_stops_agent_and_etcd(agents: AgentFactory) -> None:
     agent = agents.start()
     agent.post("/v1/bootstrap/create_cluster", create_body())

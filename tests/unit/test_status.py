@@ -16,6 +16,7 @@ from cnm.bootstrap.status import (
     ACTION_STATES,
     BootstrapState,
     BootstrapStatus,
+    UnreadableStatus,
 )
 from cnm.errors import (
     BootstrapInternalError,
@@ -260,3 +261,43 @@ def test_remove(tmp_path: Path) -> None:
     BootstrapStatus.remove(tmp_path)
     assert not (tmp_path / STATUS_FILE).exists()
     BootstrapStatus.remove(tmp_path)  # removing twice is fine
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "JSONDecodeError"),  # a rename that reached the disk before the data
+        (b'{"state": "joining_clu', "JSONDecodeError"),  # torn
+        (b"[]", "not a JSON object"),
+        (b'{"state": "dancing"}', "ValueError"),
+        (b'{"action": "create_cluster"}', "KeyError"),
+        (b'{"state": "error", "start_time": "yesterday"}', "ValueError"),
+        (b'{"state": "error", "phase": 7}', "phase is int"),
+        (b'{"state": "error", "created_paths": "/var"}', "created_paths is not a list"),
+        (b'{"state": "error", "notes": ["a"]}', "notes is list"),
+        (b'{"state": "error", "error_details": "x"}', "error_details is str"),
+    ],
+)
+def test_a_file_that_is_not_a_status_is_unreadable_not_a_crash(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    (tmp_path / STATUS_FILE).write_bytes(content)
+    with pytest.raises(UnreadableStatus) as raised:
+        BootstrapStatus.load(tmp_path)
+    assert raised.value.path == tmp_path / STATUS_FILE
+    assert reason in raised.value.reason
+    assert (tmp_path / STATUS_FILE).read_bytes() == content  # loading changes nothing
+
+
+def test_only_a_change_of_state_is_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    status = BootstrapStatus().initiated("join_cluster")
+    status.save(tmp_path)
+    assert len(synced) == 2  # the file, then its directory
+    synced.clear()
+    running = status.running("handshake")
+    running.save(tmp_path, durable=False)
+    assert synced == []
+    assert BootstrapStatus.load(tmp_path) == running  # written all the same

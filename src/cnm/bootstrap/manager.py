@@ -9,7 +9,11 @@ At start, `restore()` applies the decision table (etcd's bootstrap.go is the mod
 - no status, or idle / error: wait for a request;
 - completed with local state: resume the cluster;
 - an action in progress (the agent died mid-way): if the local state proves the action got to
-  its end, resume and complete it; otherwise `error`, saying the attempt was interrupted.
+  its end, resume and complete it; otherwise `error`, saying the attempt was interrupted;
+- a status file that does not read as one (`UnreadableStatus`): it is kept aside as
+  `<name>.unreadable`; with local state the node is in its cluster (the local state is written
+  only once the cluster has the node), so it resumes and is recorded completed; without,
+  `error`, saying the last request's outcome is unknown and to send it again.
 
 Leaving: when the cluster removes this node (its runtime sees the `removed` marker, see
 cluster/removal.py), `leave_cluster` stops the runtime, wipes what the cluster gave the node
@@ -32,7 +36,7 @@ from cnm.bootstrap.create import check_create_request, create_cluster
 from cnm.bootstrap.join import NETWORK_WIRING, JoinWiring, check_join_request, join_cluster
 from cnm.bootstrap.recover import check_recover_request, recover_cluster
 from cnm.bootstrap.schema import BootstrapRequest, parse_bootstrap_body
-from cnm.bootstrap.status import BootstrapState, BootstrapStatus
+from cnm.bootstrap.status import BootstrapState, BootstrapStatus, UnreadableStatus
 from cnm.bootstrap.validation import ACTIONS, check_request
 from cnm.cluster.repair import replaced_message, replacement_of, revoked_message
 from cnm.cluster.runtime import ETCD_BACKEND, ClusterRuntime, StoreBackend, member_spec
@@ -93,7 +97,13 @@ class BootstrapManager:
         self._on_completed = on_completed
         # How a join reaches its member and the store (in-process in unit tests).
         self._join_wiring = join_wiring
-        self.status = BootstrapStatus.load(config.data_dir)
+        # Why the status file could not be read (it was moved aside), for `restore()`.
+        self._unreadable: str | None = None
+        try:
+            self.status = BootstrapStatus.load(config.data_dir)
+        except UnreadableStatus as exc:
+            self.status = BootstrapStatus()
+            self._unreadable = _set_aside(exc)
         self.runtime: ClusterRuntime | None = None
         # While `restore()` brings a completed node back (store member, snapshot): its local
         # state, so the API can say which node it is and answer "starting" meanwhile.
@@ -105,23 +115,25 @@ class BootstrapManager:
 
     # --- the Progress protocol of the actions ---------------------------------------------------
 
+    # A phase or a note is progress within a state: replaced atomically, not fsynced (module
+    # docstring of bootstrap/status.py).
     def phase(self, name: str) -> None:
-        self._set(self.status.running(name))
+        self._set(self.status.running(name), durable=False)
 
     def created(self, path: Path) -> None:
         self._set(self.status.created(path))
 
     def note(self, **notes: str) -> None:
-        self._set(self.status.noted(**notes))
+        self._set(self.status.noted(**notes), durable=False)
 
     @property
     def start_time(self) -> datetime:
         assert self.status.start_time is not None
         return self.status.start_time
 
-    def _set(self, status: BootstrapStatus) -> None:
+    def _set(self, status: BootstrapStatus, *, durable: bool = True) -> None:
         try:
-            status.save(self.config.data_dir)
+            status.save(self.config.data_dir, durable=durable)
         except OSError as exc:
             # A data dir that cannot be written (read-only mount, chattr +i, full disk) is an
             # error state with a message, kept in memory since it cannot be kept on disk.
@@ -171,8 +183,22 @@ class BootstrapManager:
             self._set(BootstrapStatus())
             data.leaving_file.unlink(missing_ok=True)
             return "finished leaving the cluster this node was removed from: idle"
-        state = self.status.state
         local = LocalState.load(self.config.data_dir)
+        if self._unreadable is not None:
+            if local is None:
+                self._set(
+                    BootstrapStatus().failed(
+                        BootstrapInternalError(
+                            f"the bootstrap status could not be read ({self._unreadable}) and "
+                            "this node holds no cluster state: the outcome of the last "
+                            "bootstrap request is unknown; send it again"
+                        )
+                    )
+                )
+                return "unreadable status without local state marked as error"
+            # In its cluster: recorded completed, then resumed like any completed node.
+            self._set(BootstrapStatus().completed())
+        state = self.status.state
         if state is BootstrapState.COMPLETED and local is not None:
             try:
                 replaced = await self._replaced(local)
@@ -431,3 +457,22 @@ def log_transition(previous: BootstrapStatus, status: BootstrapStatus) -> None:
             error_code=status.error_code if status.state is BootstrapState.ERROR else None,
         ),
     )
+
+
+def _set_aside(unreadable: UnreadableStatus) -> str:
+    """Move an unreadable status file aside (kept for a look, never read again); says what
+    happened, for the log and the status that replaces it."""
+    kept = unreadable.path.with_name(unreadable.path.name + ".unreadable")
+    try:
+        unreadable.path.replace(kept)
+        where = f"kept as {kept}"
+    except OSError as exc:
+        where = f"could not be moved aside: {exc.strerror or exc}"
+    log.error(
+        "the bootstrap status file %s is unreadable (%s); %s",
+        unreadable.path,
+        unreadable.reason,
+        where,
+        extra=event("status_unreadable", path=str(unreadable.path)),
+    )
+    return f"{unreadable.path.name}: {unreadable.reason}; {where}"

@@ -4,6 +4,14 @@
 needs to recover after a crash (the action, the phase, and what a failed attempt left behind).
 It is persisted atomically at every transition, so an agent killed mid-bootstrap restarts in a
 state it can explain: an interrupted attempt becomes `error` with a message that says so.
+
+A change of state (and a path an attempt created) is fsynced before the agent goes on; a phase
+or a note within the same state is only replaced atomically, not fsynced: a machine crash may
+cost it (the restart then names an earlier phase of the same state), and the join no longer
+waits for two disk flushes per phase. A file that does not read as a status at all (torn by a
+machine crash on a file system that reorders a rename before the data, or edited by hand) is
+`UnreadableStatus`, which the manager turns into a decision of its own instead of an agent that
+cannot start (bootstrap/manager.py).
 """
 
 from __future__ import annotations
@@ -19,6 +27,15 @@ from cnm.clock import iso, parse_iso, utc_now
 from cnm.errors import BootstrapFailure
 from cnm.node.data_dir import DataDir
 from cnm.node.local_state import atomic_write_json, read_json
+
+
+class UnreadableStatus(Exception):
+    """The status file exists but is not a status document."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 class BootstrapState(StrEnum):
@@ -117,7 +134,7 @@ class BootstrapStatus:
 
     # --- persistence ----------------------------------------------------------------------------
 
-    def save(self, data_dir: Path) -> None:
+    def save(self, data_dir: Path, *, durable: bool = True) -> None:
         document = {
             "state": self.state.value,
             "action": self.action,
@@ -129,26 +146,55 @@ class BootstrapStatus:
             "created_paths": list(self.created_paths),
             "notes": self.notes,
         }
-        atomic_write_json(DataDir(data_dir).status_file, document)
+        atomic_write_json(DataDir(data_dir).status_file, document, durable=durable)
 
     @classmethod
     def load(cls, data_dir: Path) -> BootstrapStatus:
-        raw = read_json(DataDir(data_dir).status_file)
-        if raw is None:
-            return cls()
-        return cls(
-            state=BootstrapState(raw["state"]),
-            action=raw.get("action"),
-            start_time=parse_iso(raw["start_time"]) if raw.get("start_time") else None,
-            end_time=parse_iso(raw["end_time"]) if raw.get("end_time") else None,
-            phase=raw.get("phase"),
-            error_code=raw.get("error_code"),
-            error_details=raw.get("error_details"),
-            created_paths=tuple(raw.get("created_paths") or ()),
-            notes=dict(raw.get("notes") or {}),
-        )
+        """The recorded status (idle without a file); `UnreadableStatus` when the file is there
+        but is not a status document."""
+        path = DataDir(data_dir).status_file
+        try:
+            raw = read_json(path)
+            if raw is None:
+                return cls()
+            if not isinstance(raw, dict):
+                raise TypeError("the document is not a JSON object")
+            return cls(
+                state=BootstrapState(raw["state"]),
+                action=_optional_str(raw.get("action"), "action"),
+                start_time=parse_iso(raw["start_time"]) if raw.get("start_time") else None,
+                end_time=parse_iso(raw["end_time"]) if raw.get("end_time") else None,
+                phase=_optional_str(raw.get("phase"), "phase"),
+                error_code=_optional_str(raw.get("error_code"), "error_code"),
+                error_details=_optional_dict(raw.get("error_details"), "error_details"),
+                created_paths=tuple(_strings(raw.get("created_paths") or [], "created_paths")),
+                notes=dict(_optional_dict(raw.get("notes"), "notes") or {}),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # ValueError covers JSON that does not parse (a torn or empty file), an unknown
+            # state and a malformed time; the others, a document of the wrong shape.
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise UnreadableStatus(path, reason) from None
 
     @staticmethod
     def remove(data_dir: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             DataDir(data_dir).status_file.unlink()
+
+
+def _optional_str(value: Any, name: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{name} is {type(value).__name__}, not a string")
+
+
+def _optional_dict(value: Any, name: str) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    raise TypeError(f"{name} is {type(value).__name__}, not an object")
+
+
+def _strings(value: Any, name: str) -> list[str]:
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    raise TypeError(f"{name} is not a list of strings")

@@ -27,9 +27,11 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600, durable: b
     key_files.write_atomic(path, data, mode, durable=durable)
 
 
-def atomic_write_json(path: Path, document: Any, *, mode: int = 0o600) -> None:
+def atomic_write_json(
+    path: Path, document: Any, *, mode: int = 0o600, durable: bool = True
+) -> None:
     data = json.dumps(document, indent=1, sort_keys=True).encode() + b"\n"
-    atomic_write_bytes(path, data, mode=mode)
+    atomic_write_bytes(path, data, mode=mode, durable=durable)
 
 
 def read_json(path: Path) -> Any | None:
