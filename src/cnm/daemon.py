@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -47,8 +48,12 @@ log = logging.getLogger(__name__)
 
 # Making a P-256 key and a certificate takes well under a second, even on a loaded machine.
 SELF_SIGNED_TIMEOUT = 60.0
-# A stop still under way after this long logs what it waits for (supervisors kill at ~10 s).
-STOP_REPORT_AFTER = 5.0
+# How long a stop gives the API to finish before every task is cancelled.
+API_STOP_TIMEOUT = 5.0
+# A stop still under way this long after it began, and again every as long, logs what each
+# task waits at. After API_STOP_TIMEOUT, so what a report lists is stuck after its
+# cancellation; before supervisors kill (~10 s).
+STOP_REPORT_AFTER = 6.0
 
 
 def ensure_self_signed(data_dir: Path, addr: str) -> tuple[Path, Path]:
@@ -217,7 +222,7 @@ class NodeAgent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         manager: BootstrapManager | None = None
-        report: asyncio.TimerHandle | None = None
+        report: _StopReports | None = None
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
@@ -280,9 +285,9 @@ class NodeAgent:
                 stop = tasks.create_task(self._stopping.wait())
                 await asyncio.wait([http, https, stop], return_when=asyncio.FIRST_COMPLETED)
                 log.info("stopping: API first, then the cluster store member")
-                report = loop.call_later(STOP_REPORT_AFTER, _report_unfinished)
+                report = _StopReports(loop)
                 self.servers.stop()
-                await asyncio.wait([http, https], timeout=5)
+                await asyncio.wait([http, https], timeout=API_STOP_TIMEOUT)
                 # uvicorn bounds its graceful shutdown; should it still run, it is cancelled
                 # like everything else rather than hold the agent's exit.
                 for task in (http, https, stop, *self._background):
@@ -302,20 +307,57 @@ class NodeAgent:
         return 0
 
 
-def _report_unfinished() -> None:
-    """Log the tasks a stop still waits for, each with the line it waits at."""
+class _StopReports:
+    """`_report_unfinished` every STOP_REPORT_AFTER seconds from its making until `cancel`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._began = loop.time()
+        self._handle = loop.call_later(STOP_REPORT_AFTER, self._report)
+
+    def _report(self) -> None:
+        _report_unfinished(self._loop.time() - self._began)
+        self._handle = self._loop.call_later(STOP_REPORT_AFTER, self._report)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+def _report_unfinished(elapsed: float) -> None:
+    """Log the tasks a stop still waits for, each with where it waits: the innermost
+    coroutine or generator it awaits, followed down from the task's own (a task's stack shows
+    only the outermost)."""
     waiting = []
     for task in asyncio.all_tasks():
         if task.done() or task is asyncio.current_task():
             continue
-        frames = task.get_stack()
-        where = f"{frames[-1].f_code.co_filename}:{frames[-1].f_lineno}" if frames else "?"
-        waiting.append(f"{task.get_name()} at {where}")
+        waiting.append(f"{task.get_name()} at {_innermost_await(task.get_coro())}")
     log.warning(
         "still stopping after %.0f s; waiting for: %s",
-        STOP_REPORT_AFTER,
+        elapsed,
         "; ".join(sorted(waiting)) or "nothing (the store member's stop)",
     )
+
+
+def _innermost_await(awaitable: object) -> str:
+    """Where a chain of awaits ends: the innermost frame outside asyncio itself (asyncio's own,
+    an Event's or a Queue's wait, added in brackets). An `async for` ends the chain at the
+    generator's step object, which does not say which generator it steps."""
+    frames = []
+    for _ in range(100):  # a chain is short; the bound only guards against a cycle
+        frame = _first_attribute(awaitable, ("cr_frame", "ag_frame", "gi_frame"))
+        if frame is None:
+            break
+        frames.append(f"{frame.f_code.co_filename}:{frame.f_lineno}")
+        awaitable = _first_attribute(awaitable, ("cr_await", "ag_await", "gi_yieldfrom"))
+    ours = [where for where in frames if f"{os.sep}asyncio{os.sep}" not in where]
+    if not ours:
+        return frames[-1] if frames else "?"
+    return ours[-1] if ours[-1] == frames[-1] else f"{ours[-1]} (in {frames[-1]})"
+
+
+def _first_attribute(value: object, names: tuple[str, ...]) -> Any:
+    return next((getattr(value, n) for n in names if getattr(value, n, None) is not None), None)
 
 
 def run_agent(config: NodeConfig) -> int:

@@ -1,5 +1,5 @@
 """A stop that takes long says what it waits for (daemon.py `_report_unfinished`): each task
-still running, by name, with the line it waits at."""
+still running, by name, with the innermost line it waits at, again and again until it ends."""
 
 from __future__ import annotations
 
@@ -8,24 +8,75 @@ import logging
 
 import pytest
 
-from cnm.daemon import _report_unfinished
+from cnm import daemon
+from cnm.daemon import _report_unfinished, _StopReports
 
 
 async def _hangs() -> None:
-    await asyncio.Event().wait()
+    await asyncio.Event().wait()  # the line a report must name
 
 
-async def test_the_report_names_each_unfinished_task_and_where_it_waits(
+async def _outer() -> None:
+    await _hangs()
+
+
+def _line_of_hangs() -> int:
+    return _hangs.__code__.co_firstlineno + 1
+
+
+async def test_the_report_names_each_unfinished_task_and_its_innermost_wait(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    task = asyncio.create_task(_hangs(), name="store-close")
+    task = asyncio.create_task(_outer(), name="store-close")
     await asyncio.sleep(0)  # let it reach its await
     try:
         with caplog.at_level(logging.WARNING, logger="cnm.daemon"):
-            _report_unfinished()
+            _report_unfinished(7.0)
         (message,) = [r.getMessage() for r in caplog.records]
-        assert "still stopping after" in message
-        assert "store-close at " in message and "test_stop_report.py:" in message
+        assert "still stopping after 7 s" in message
+        # Not the task's own frame (_outer): the coroutine it awaits.
+        assert f"store-close at {__file__}:{_line_of_hangs()}" in message, message
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def _generator_that_hangs() -> object:
+    await asyncio.Event().wait()
+    yield None
+
+
+async def test_a_task_stepping_an_async_generator_is_named_at_its_async_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def consume() -> None:
+        async for _ in _generator_that_hangs():  # the line a report must name
+            pass
+
+    task = asyncio.create_task(consume(), name="watch")
+    await asyncio.sleep(0)
+    try:
+        with caplog.at_level(logging.WARNING, logger="cnm.daemon"):
+            _report_unfinished(1.0)
+        (message,) = [r.getMessage() for r in caplog.records]
+        assert f"watch at {__file__}:{consume.__code__.co_firstlineno + 1}" in message, message
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_reports_repeat_until_cancelled(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon, "STOP_REPORT_AFTER", 0.01)
+    with caplog.at_level(logging.WARNING, logger="cnm.daemon"):
+        reports = _StopReports(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while len(caplog.records) < 2:
+            assert loop.time() < deadline, "a second report never came"
+            await asyncio.sleep(0.01)
+        reports.cancel()
+        seen = len(caplog.records)
+        await asyncio.sleep(0.05)
+    assert len(caplog.records) == seen  # none after the cancel
