@@ -54,6 +54,11 @@ API_STOP_TIMEOUT = 5.0
 # task waits at. After API_STOP_TIMEOUT, so what a report lists is stuck after its
 # cancellation; before supervisors kill (~10 s).
 STOP_REPORT_AFTER = 6.0
+# Every task still running this long after the stop cancelled it is cancelled again, and again
+# as often: a cancellation lost inside a library (asyncio.wait_for lost one on Python 3.11,
+# bench/README.md "Fixed: agents that never exited") must not hold the stop for ever. Long
+# enough for any cleanup a cancellation starts (closing connections: 1 s at most).
+RECANCEL_AFTER = 3.0
 
 
 def ensure_self_signed(data_dir: Path, addr: str) -> tuple[Path, Path]:
@@ -223,6 +228,7 @@ class NodeAgent:
             loop.add_signal_handler(sig, self.request_stop)
         manager: BootstrapManager | None = None
         report: _StopReports | None = None
+        recancel: _Recanceller | None = None
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
@@ -292,7 +298,10 @@ class NodeAgent:
                 # like everything else rather than hold the agent's exit.
                 for task in (http, https, stop, *self._background):
                     task.cancel()
+                recancel = _Recanceller(loop, keep=asyncio.current_task())
         finally:
+            if recancel is not None:
+                recancel.cancel()
             if manager is not None and manager.runtime is not None:
                 with contextlib.suppress(Exception):
                     await manager.runtime.stop()
@@ -318,6 +327,30 @@ class _StopReports:
     def _report(self) -> None:
         _report_unfinished(self._loop.time() - self._began)
         self._handle = self._loop.call_later(STOP_REPORT_AFTER, self._report)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+class _Recanceller:
+    """Every RECANCEL_AFTER seconds until `cancel`: cancel each task of the loop still running
+    but `keep` (the agent's main task, which waits for them), and log which."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, keep: asyncio.Task[Any] | None) -> None:
+        self._loop = loop
+        self._keep = keep
+        self._handle = loop.call_later(RECANCEL_AFTER, self._recancel)
+
+    def _recancel(self) -> None:
+        running = [t for t in asyncio.all_tasks(self._loop) if t is not self._keep and not t.done()]
+        for task in running:
+            task.cancel()
+        if running:
+            log.warning(
+                "cancelled again, still running after their cancellation: %s",
+                ", ".join(sorted(task.get_name() for task in running)),
+            )
+        self._handle = self._loop.call_later(RECANCEL_AFTER, self._recancel)
 
     def cancel(self) -> None:
         self._handle.cancel()

@@ -80,3 +80,35 @@ async def test_reports_repeat_until_cancelled(
         seen = len(caplog.records)
         await asyncio.sleep(0.05)
     assert len(caplog.records) == seen  # none after the cancel
+
+
+async def test_a_task_that_lost_its_cancellation_is_cancelled_again(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As asyncio.wait_for lost one on Python 3.11: the first cancellation is swallowed."""
+    monkeypatch.setattr(daemon, "RECANCEL_AFTER", 0.01)
+    swallowed = asyncio.Event()
+
+    async def loses_one_cancellation() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.set()  # lost: the task goes on as if nothing happened
+        await asyncio.Event().wait()
+
+    stuck = asyncio.create_task(loses_one_cancellation(), name="snapshot")
+    await asyncio.sleep(0)
+    stuck.cancel()
+    await swallowed.wait()
+    with caplog.at_level(logging.WARNING, logger="cnm.daemon"):
+        # Kept: the task that waits for the others (here this test's, the agent's main task).
+        recancel = daemon._Recanceller(asyncio.get_running_loop(), keep=asyncio.current_task())
+        try:
+            async with asyncio.timeout(5):
+                await asyncio.wait([stuck])
+        finally:
+            recancel.cancel()
+    assert stuck.cancelled()
+    assert any(
+        "cancelled again" in r.getMessage() and "snapshot" in r.getMessage() for r in caplog.records
+    )
