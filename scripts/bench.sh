@@ -52,6 +52,7 @@ BENCHMARKS=(
     "bench_join|--sizes 2,10,30,100 --runs 5|--sizes 2,5 --window 3 --burst 5 --runs 1"
     "bench_idle|--sizes 3,30,100 --runs 3|--sizes 3 --runs 1"
     "bench_watch|--runs 5|--runs 1 --messages 500"
+    "bench_events|--runs 5|--runs 1 --events 100 --sizes 10,30"
     "bench_restart|--runs 3|--runs 1"
     "bench_repair|--runs 3|--runs 1"
     "bench_heal|--runs 3|--runs 1"

@@ -32,7 +32,7 @@ from typing import Any
 from cnm import SOFTWARE_VERSION
 from cnm.clock import utc_now
 from cnm.cluster import model
-from cnm.cluster.records import ClusterRecord, StoreRole
+from cnm.cluster.records import ClusterRecord
 from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.writes import wait_for_revision
 from cnm.errors import ConfigError, PathError, StoreError, StoreUnavailable
@@ -239,7 +239,7 @@ async def backup_now(
 
 
 def voter_set(snapshot: ClusterSnapshot) -> frozenset[int]:
-    return frozenset(n.uid for n in snapshot.nodes() if n.store_role is StoreRole.VOTER)
+    return frozenset(n.uid for n in snapshot.voters())
 
 
 async def run_backups(

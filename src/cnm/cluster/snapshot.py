@@ -34,6 +34,7 @@ from cnm.cluster.records import (
     NodeRecord,
     Record,
     RemovedNode,
+    StoreRole,
     UserLoginIndex,
     UserRecord,
     decode_at,
@@ -69,6 +70,12 @@ class ClusterSnapshot:
         # at each join, so its cost is paid N times per join.
         self._nodes: list[NodeRecord] | None = None
         self._node_records: dict[str, NodeRecord] = {}
+        # The voters' records and the keys of the records still `joining`, kept as each node
+        # record changes: what each node asks of every change (the voters, how many nodes
+        # completed their join) then costs O(voters), not a walk over every node, which the
+        # cluster's N nodes would each pay at every change of a join (bench/bench_events.py).
+        self._voters: dict[str, NodeRecord] = {}
+        self._joining: set[str] = set()
         self._revision = 0
         self._stale_after = stale_after
         self._clock = clock
@@ -111,6 +118,14 @@ class ClusterSnapshot:
 
     def node(self, uid: int) -> NodeRecord | None:
         return self._typed(model.node_key(uid), NodeRecord)
+
+    def voters(self) -> list[NodeRecord]:
+        """The node records whose `store_role` is voter (joining or not), by uid."""
+        return sorted(self._voters.values(), key=lambda n: n.uid)
+
+    def completed_node_count(self) -> int:
+        """How many node records completed their join (are not `joining`)."""
+        return len(self._node_records) - len(self._joining)
 
     def liveness(self, uid: int) -> LivenessRecord | None:
         return self._typed(model.liveness_key(uid), LivenessRecord)
@@ -233,12 +248,27 @@ class ClusterSnapshot:
             for key, record in records.items()
             if key.startswith(model.NODES_PREFIX) and isinstance(record, NodeRecord)
         }
+        self._voters = {}
+        self._joining = set()
+        for key, node in self._node_records.items():
+            self._index_node(key, node)
         self._revision = revision
         self.mark_contact()
         self._settle()
         self._loaded.set()
         for key in sorted(changed):
             self._notify(key)
+
+    def _index_node(self, key: str, node: NodeRecord | None) -> None:
+        """Keep `_voters` and `_joining` in step with the node record at `key` (None: gone)."""
+        if node is not None and node.store_role is StoreRole.VOTER:
+            self._voters[key] = node
+        else:
+            self._voters.pop(key, None)
+        if node is not None and node.joining:
+            self._joining.add(key)
+        else:
+            self._joining.discard(key)
 
     async def wait_loaded(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):
@@ -315,16 +345,24 @@ class ClusterSnapshot:
             if event.type is EventType.DELETE:
                 self._records.pop(key, None)
                 self._node_records.pop(key, None)
+                self._index_node(key, None)
             else:
                 try:
-                    record = self._records[key] = decode_at(key, event.kv.value)
+                    record: Record | None = decode_at(key, event.kv.value)
                 except ValueError as exc:
+                    # The record is kept as it was, but the event counts as seen: the snapshot
+                    # is as current as the store all the same (a revision never reached would
+                    # make it stale: 503s, then a reload, 5 s later), and waiters wake.
                     _undecodable(key, exc)
-                    continue
+                    record = None
+                if record is not None:
+                    self._records[key] = record
                 if is_node and isinstance(record, NodeRecord):
                     self._node_records[key] = record
-                elif is_node:
+                    self._index_node(key, record)
+                elif is_node and record is not None:
                     self._node_records.pop(key, None)
+                    self._index_node(key, None)
             self._revision = max(self._revision, event.kv.mod_revision)
             self.mark_contact()
             self._settle()

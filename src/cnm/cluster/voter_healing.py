@@ -54,11 +54,7 @@ def real_nodes(snapshot: ClusterSnapshot) -> list[NodeRecord]:
 
 def acting_node(snapshot: ClusterSnapshot) -> int | None:
     """The one node that heals the store: the live voter with the lowest uid."""
-    live = [
-        n.uid
-        for n in real_nodes(snapshot)
-        if n.store_role is StoreRole.VOTER and snapshot.is_alive(n.uid)
-    ]
+    live = [n.uid for n in snapshot.voters() if not n.joining and snapshot.is_alive(n.uid)]
     return min(live) if live else None
 
 

@@ -61,6 +61,11 @@ def target_voters(node_count: int, store_voters: int) -> int:
 def next_voter(snapshot: ClusterSnapshot) -> int | None:
     """The uid of the node that should become a voter next, or None when none should."""
     cluster = snapshot.cluster() or ClusterRecord()
+    # Most nodes at most changes: the voters are all there. Said from the voters' records
+    # alone, not a walk over every node (each node asks at every change of the cluster).
+    completed_voters = sum(1 for n in snapshot.voters() if not n.joining)
+    if completed_voters >= target_voters(snapshot.completed_node_count(), cluster.store_voters):
+        return None
     # A record still `joining` may be a ghost (its joiner died after admission): it is neither
     # a voter nor a candidate, nor counted in the voters wanted (voter_healing.py).
     nodes = real_nodes(snapshot)
@@ -92,7 +97,7 @@ def voter_endpoints(snapshot: ClusterSnapshot, own_uid: int) -> list[str]:
     """Client URLs of the voters, this node's own first (it is the closest); a node without
     a member starts at the voter its uid picks, so the store clients' requests and watches
     spread over the voters instead of all landing on the lowest uid's member."""
-    voters = [n for n in snapshot.nodes() if n.store_role is StoreRole.VOTER and n.store_client_url]
+    voters = [n for n in snapshot.voters() if n.store_client_url]
     own = [n for n in voters if n.uid == own_uid]
     others = sorted((n for n in voters if n.uid != own_uid), key=lambda n: n.uid)
     if others:

@@ -20,7 +20,6 @@ import logging
 import time
 
 from cnm.cluster import model
-from cnm.cluster.records import StoreRole
 from cnm.cluster.runtime import ClusterRuntime
 from cnm.errors import CnmError
 from cnm.logs import event
@@ -41,8 +40,7 @@ class VoterLog:
         self._voters = self._current() if runtime.snapshot.loaded else None
 
     def _current(self) -> list[int]:
-        nodes = self._runtime.snapshot.nodes()
-        return sorted(n.uid for n in nodes if n.store_role is StoreRole.VOTER)
+        return [n.uid for n in self._runtime.snapshot.voters()]
 
     def on_change(self, key: str) -> None:
         if not key.startswith(model.NODES_PREFIX):
