@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cnm.cluster import model
 from cnm.cluster.records import NodeRecord, StoreRole
+from cnm.config import NodeConfig
 from cnm.node.data_dir import DataDir
 from cnm.node.local_state import LocalState
 from cnm.store.memory import MemoryStore
@@ -37,13 +38,18 @@ async def test_a_new_voter_becomes_a_store_endpoint_saved_in_local_state(tmp_pat
         assert saved is not None and saved.store_endpoints == (*own, other)
 
 
-async def test_a_restarted_node_resumes_its_cluster_from_local_state(tmp_path: Path) -> None:
-    config = node_config(tmp_path)
-    store = MemoryStore()
+async def _create_and_stop(config: NodeConfig, store: MemoryStore) -> None:
+    """A node of `config` creates cluster c1.example.com on `store`, then stops."""
     async with running_node(config, backend=memory_backend(store)) as node:
         created = await node.client.post("/v1/bootstrap/create_cluster", json=create_body())
         assert created.status_code == 200, created.text
         await node.wait_state("completed", headers=basic(*ADMIN))
+
+
+async def test_a_restarted_node_resumes_its_cluster_from_local_state(tmp_path: Path) -> None:
+    config = node_config(tmp_path)
+    store = MemoryStore()
+    await _create_and_stop(config, store)
     # The same data directory and the same store, as an agent restarted on its host.
     async with running_node(config, backend=memory_backend(store)) as node:
         assert node.manager.runtime is None
@@ -58,10 +64,7 @@ async def test_a_restarted_node_resumes_its_cluster_from_local_state(tmp_path: P
 async def test_a_torn_status_file_with_local_state_resumes_the_cluster(tmp_path: Path) -> None:
     config = node_config(tmp_path)
     store = MemoryStore()
-    async with running_node(config, backend=memory_backend(store)) as node:
-        created = await node.client.post("/v1/bootstrap/create_cluster", json=create_body())
-        assert created.status_code == 200, created.text
-        await node.wait_state("completed", headers=basic(*ADMIN))
+    await _create_and_stop(config, store)
     status_file = DataDir(config.data_dir).status_file
     status_file.write_bytes(b"")  # what a rename that reached the disk before the data leaves
     async with running_node(config, backend=memory_backend(store)) as node:
