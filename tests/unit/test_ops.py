@@ -12,10 +12,15 @@ from typing import Any
 import pytest
 
 from cnm.bootstrap.status import BootstrapState, BootstrapStatus
+from cnm.cluster import model
+from cnm.cluster.records import NodeRecord, StoreRole
+from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.errors import ConfigError, StoreUnavailable
 from cnm.logs import _JsonFormatter, _TextFormatter, event
+from cnm.ops.collector import voters
 from cnm.ops.metrics import AgentMetrics
 from cnm.ops.store_watch import StoreProbe
+from cnm.store.memory import MemoryStore
 
 
 def sample(metrics: AgentMetrics, name: str, **labels: str) -> float | None:
@@ -118,3 +123,21 @@ def test_event_fields_are_json_keys_and_never_replace_the_base_ones() -> None:
     assert line["level"] == "info" and line["node"] == "10.0.0.1"
     text = _TextFormatter("10.0.0.1").format(record)
     assert text.endswith("INFO cnm.test.ops: admitted 10.0.0.2") and "\n" not in text
+
+
+async def test_voter_gauges_count_as_the_voter_manager_does_not_a_joining_record() -> None:
+    """cnm_store_voters_wanted / _present: four completed nodes want 3 voters, whatever record
+    is still `joining` (a joiner that may have died after admission: voter_healing.py)."""
+    store = MemoryStore()
+    for uid, role in ((1, StoreRole.VOTER), (2, StoreRole.VOTER), (3, StoreRole.CLIENT)):
+        await store.put(model.node_key(uid), NodeRecord(uid=uid, store_role=role).encode())
+    await store.put(model.node_key(4), NodeRecord(uid=4).encode())
+    # A replacement still completing its join holds a voter's record: not a voter yet.
+    joining = NodeRecord(uid=5, store_role=StoreRole.VOTER, joining=True)
+    await store.put(model.node_key(5), joining.encode())
+    snapshot = ClusterSnapshot(store)
+    await snapshot.load()
+    assert voters(snapshot) == (3, 2)
+    await store.put(model.node_key(5), joining.model_copy(update={"joining": False}).encode())
+    await snapshot.load()
+    assert voters(snapshot) == (5, 3)  # five completed nodes want five

@@ -22,6 +22,7 @@ from cnm.clock import parse_iso
 from cnm.cluster import model
 from cnm.cluster.records import LicenseRecord, NodeStatus, StoreRole
 from cnm.cluster.runtime import ClusterRuntime
+from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.cluster.voters import target_voters
 from cnm.ops.metrics import AgentMetrics
 from cnm.security.passwords import PasswordVerifier
@@ -53,14 +54,13 @@ def node_statuses(runtime: ClusterRuntime) -> Counter[str]:
     return counts
 
 
-def voters(runtime: ClusterRuntime) -> tuple[int, int]:
-    """(voters the cluster wants, voters it has), by the rules of `cnm.cluster.voters`."""
-    snapshot = runtime.snapshot
-    nodes = snapshot.nodes()
+def voters(snapshot: ClusterSnapshot) -> tuple[int, int]:
+    """(voters the cluster wants, voters it has), by the rules of `cnm.cluster.voters`: a
+    record still `joining` (a joiner that may have died after admission) is not counted."""
     cluster = snapshot.cluster()
     store_voters = cluster.store_voters if cluster else model.DEFAULT_STORE_VOTERS
-    wanted = target_voters(len(nodes), store_voters)
-    present = sum(1 for node in nodes if node.store_role is StoreRole.VOTER)
+    wanted = target_voters(snapshot.completed_node_count(), store_voters)
+    present = sum(1 for node in snapshot.voters() if not node.joining)
     return wanted, present
 
 
@@ -134,7 +134,7 @@ class StateCollector(Collector):
         for status, count in sorted(node_statuses(runtime).items()):
             nodes.add_metric([status], float(count))
         yield nodes
-        wanted, present = voters(runtime)
+        wanted, present = voters(runtime.snapshot)
         yield _gauge(
             "cnm_store_voters_wanted", "Store voters the cluster wants at its size.", wanted
         )

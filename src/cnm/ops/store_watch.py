@@ -49,7 +49,7 @@ class VoterLog:
         if current == self._voters:
             return
         previous, self._voters = self._voters, current
-        wanted, _ = voters(self._runtime)
+        wanted, _ = voters(self._runtime.snapshot)
         log.info(
             f"store voters now nodes {current or '-'} (wanted {wanted}; were {previous or '-'})",
             extra=event(
