@@ -15,9 +15,9 @@ from cnm.bootstrap.status import BootstrapState, BootstrapStatus
 from cnm.cluster import model
 from cnm.cluster.records import NodeRecord, StoreRole
 from cnm.cluster.snapshot import ClusterSnapshot
+from cnm.cluster.voters import voter_counts
 from cnm.errors import ConfigError, StoreUnavailable
 from cnm.logs import _JsonFormatter, _TextFormatter, event
-from cnm.ops.collector import voters
 from cnm.ops.metrics import AgentMetrics
 from cnm.ops.store_watch import StoreProbe
 from cnm.store.memory import MemoryStore
@@ -137,7 +137,7 @@ async def test_voter_gauges_count_as_the_voter_manager_does_not_a_joining_record
     await store.put(model.node_key(5), joining.encode())
     snapshot = ClusterSnapshot(store)
     await snapshot.load()
-    assert voters(snapshot) == (3, 2)
+    assert voter_counts(snapshot) == (3, 2)
     await store.put(model.node_key(5), joining.model_copy(update={"joining": False}).encode())
     await snapshot.load()
-    assert voters(snapshot) == (5, 3)  # five completed nodes want five
+    assert voter_counts(snapshot) == (5, 3)  # five completed nodes want five

@@ -58,16 +58,21 @@ def target_voters(node_count: int, store_voters: int) -> int:
     return max(1, min(wanted, store_voters))
 
 
+def voter_counts(snapshot: ClusterSnapshot) -> tuple[int, int]:
+    """(voters the cluster wants at its size, voters it has). A record still `joining` may be
+    a ghost (its joiner died after admission): it is neither a voter nor counted in the voters
+    wanted (voter_healing.py). From the voters' records and a count kept by the snapshot, not
+    a walk over every node: every node asks at every change of the cluster."""
+    cluster = snapshot.cluster() or ClusterRecord()
+    wanted = target_voters(snapshot.completed_node_count(), cluster.store_voters)
+    return wanted, sum(1 for n in snapshot.voters() if not n.joining)
+
+
 def next_voter(snapshot: ClusterSnapshot) -> int | None:
     """The uid of the node that should become a voter next, or None when none should."""
-    cluster = snapshot.cluster() or ClusterRecord()
-    # Most nodes at most changes: the voters are all there. Said from the voters' records
-    # alone, not a walk over every node (each node asks at every change of the cluster).
-    completed_voters = sum(1 for n in snapshot.voters() if not n.joining)
-    if completed_voters >= target_voters(snapshot.completed_node_count(), cluster.store_voters):
-        return None
-    # A record still `joining` may be a ghost (its joiner died after admission): it is neither
-    # a voter nor a candidate, nor counted in the voters wanted (voter_healing.py).
+    wanted, present = voter_counts(snapshot)
+    if present >= wanted:
+        return None  # most nodes at most changes: the voters are all there
     nodes = real_nodes(snapshot)
     # A learner counts only while its node lives: one that died half way is replaced (and its
     # etcd learner removed by the next node to take the lock).
@@ -77,7 +82,6 @@ def next_voter(snapshot: ClusterSnapshot) -> int | None:
         if n.store_role is StoreRole.VOTER
         or (n.store_role is StoreRole.LEARNER and snapshot.is_alive(n.uid))
     ]
-    wanted = target_voters(len(nodes), cluster.store_voters)
     if len(voters) >= wanted:
         return None
     # A replacement still completing its join keeps the seat of the voter it replaces

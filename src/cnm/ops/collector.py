@@ -19,11 +19,9 @@ from prometheus_client.registry import Collector
 from cnm.bootstrap.manager import BootstrapManager
 from cnm.bootstrap.status import BootstrapState
 from cnm.clock import parse_iso
-from cnm.cluster import model
 from cnm.cluster.records import LicenseRecord, NodeStatus, StoreRole
 from cnm.cluster.runtime import ClusterRuntime
-from cnm.cluster.snapshot import ClusterSnapshot
-from cnm.cluster.voters import target_voters
+from cnm.cluster.voters import voter_counts
 from cnm.ops.metrics import AgentMetrics
 from cnm.security.passwords import PasswordVerifier
 
@@ -52,16 +50,6 @@ def node_statuses(runtime: ClusterRuntime) -> Counter[str]:
         alive = snapshot.is_alive(record.uid)
         counts[NodeStatus.ACTIVE if alive else NodeStatus.DOWN] += 1
     return counts
-
-
-def voters(snapshot: ClusterSnapshot) -> tuple[int, int]:
-    """(voters the cluster wants, voters it has), by the rules of `cnm.cluster.voters`: a
-    record still `joining` (a joiner that may have died after admission) is not counted."""
-    cluster = snapshot.cluster()
-    store_voters = cluster.store_voters if cluster else model.DEFAULT_STORE_VOTERS
-    wanted = target_voters(snapshot.completed_node_count(), store_voters)
-    present = sum(1 for node in snapshot.voters() if not node.joining)
-    return wanted, present
 
 
 def license_seconds_left(record: LicenseRecord | None, now: datetime) -> float | None:
@@ -134,7 +122,7 @@ class StateCollector(Collector):
         for status, count in sorted(node_statuses(runtime).items()):
             nodes.add_metric([status], float(count))
         yield nodes
-        wanted, present = voters(runtime.snapshot)
+        wanted, present = voter_counts(runtime.snapshot)
         yield _gauge(
             "cnm_store_voters_wanted", "Store voters the cluster wants at its size.", wanted
         )

@@ -21,9 +21,9 @@ import time
 
 from cnm.cluster import model
 from cnm.cluster.runtime import ClusterRuntime
+from cnm.cluster.voters import voter_counts
 from cnm.errors import CnmError
 from cnm.logs import event
-from cnm.ops.collector import voters
 from cnm.ops.metrics import AgentMetrics
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class VoterLog:
         if current == self._voters:
             return
         previous, self._voters = self._voters, current
-        wanted, _ = voters(self._runtime.snapshot)
+        wanted, _ = voter_counts(self._runtime.snapshot)
         log.info(
             f"store voters now nodes {current or '-'} (wanted {wanted}; were {previous or '-'})",
             extra=event(
