@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -227,8 +227,8 @@ class NodeAgent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         manager: BootstrapManager | None = None
-        report: _StopReports | None = None
-        recancel: _Recanceller | None = None
+        report: _Every | None = None
+        recancel: _Every | None = None
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
@@ -291,14 +291,14 @@ class NodeAgent:
                 stop = tasks.create_task(self._stopping.wait())
                 await asyncio.wait([http, https, stop], return_when=asyncio.FIRST_COMPLETED)
                 log.info("stopping: API first, then the cluster store member")
-                report = _StopReports(loop)
+                report = _stop_reports(loop)
                 self.servers.stop()
                 await asyncio.wait([http, https], timeout=API_STOP_TIMEOUT)
                 # uvicorn bounds its graceful shutdown; should it still run, it is cancelled
                 # like everything else rather than hold the agent's exit.
                 for task in (http, https, stop, *self._background):
                     task.cancel()
-                recancel = _Recanceller(loop, keep=asyncio.current_task())
+                recancel = _recanceller(loop, keep=asyncio.current_task())
         finally:
             if recancel is not None:
                 recancel.cancel()
@@ -316,33 +316,37 @@ class NodeAgent:
         return 0
 
 
-class _StopReports:
-    """`_report_unfinished` every STOP_REPORT_AFTER seconds from its making until `cancel`."""
+class _Every:
+    """`action()` every `interval` seconds from its making until `cancel`."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, interval: float, action: Callable[[], None]
+    ) -> None:
         self._loop = loop
-        self._began = loop.time()
-        self._handle = loop.call_later(STOP_REPORT_AFTER, self._report)
+        self._interval = interval
+        self._action = action
+        self._handle = loop.call_later(interval, self._run)
 
-    def _report(self) -> None:
-        _report_unfinished(self._loop.time() - self._began)
-        self._handle = self._loop.call_later(STOP_REPORT_AFTER, self._report)
+    def _run(self) -> None:
+        self._action()
+        self._handle = self._loop.call_later(self._interval, self._run)
 
     def cancel(self) -> None:
         self._handle.cancel()
 
 
-class _Recanceller:
-    """Every RECANCEL_AFTER seconds until `cancel`: cancel each task of the loop still running
-    but `keep` (the agent's main task, which waits for them), and log which."""
+def _stop_reports(loop: asyncio.AbstractEventLoop) -> _Every:
+    """`_report_unfinished` every STOP_REPORT_AFTER seconds from now."""
+    began = loop.time()
+    return _Every(loop, STOP_REPORT_AFTER, lambda: _report_unfinished(loop.time() - began))
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, keep: asyncio.Task[Any] | None) -> None:
-        self._loop = loop
-        self._keep = keep
-        self._handle = loop.call_later(RECANCEL_AFTER, self._recancel)
 
-    def _recancel(self) -> None:
-        running = [t for t in asyncio.all_tasks(self._loop) if t is not self._keep and not t.done()]
+def _recanceller(loop: asyncio.AbstractEventLoop, *, keep: asyncio.Task[Any] | None) -> _Every:
+    """Every RECANCEL_AFTER seconds: cancel each task of the loop still running but `keep`
+    (the agent's main task, which waits for them), and log which."""
+
+    def recancel() -> None:
+        running = [t for t in asyncio.all_tasks(loop) if t is not keep and not t.done()]
         for task in running:
             task.cancel()
         if running:
@@ -350,10 +354,8 @@ class _Recanceller:
                 "cancelled again, still running after their cancellation: %s",
                 ", ".join(sorted(task.get_name() for task in running)),
             )
-        self._handle = self._loop.call_later(RECANCEL_AFTER, self._recancel)
 
-    def cancel(self) -> None:
-        self._handle.cancel()
+    return _Every(loop, RECANCEL_AFTER, recancel)
 
 
 def _report_unfinished(elapsed: float) -> None:

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from cnm import daemon
-from cnm.daemon import _report_unfinished, _StopReports
+from cnm.daemon import _report_unfinished, _stop_reports
 
 
 async def _hangs() -> None:
@@ -70,7 +70,7 @@ async def test_reports_repeat_until_cancelled(
 ) -> None:
     monkeypatch.setattr(daemon, "STOP_REPORT_AFTER", 0.01)
     with caplog.at_level(logging.WARNING, logger="cnm.daemon"):
-        reports = _StopReports(asyncio.get_running_loop())
+        reports = _stop_reports(asyncio.get_running_loop())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 5
         while len(caplog.records) < 2:
@@ -102,7 +102,7 @@ async def test_a_task_that_lost_its_cancellation_is_cancelled_again(
     await swallowed.wait()
     with caplog.at_level(logging.WARNING, logger="cnm.daemon"):
         # Kept: the task that waits for the others (here this test's, the agent's main task).
-        recancel = daemon._Recanceller(asyncio.get_running_loop(), keep=asyncio.current_task())
+        recancel = daemon._recanceller(asyncio.get_running_loop(), keep=asyncio.current_task())
         try:
             async with asyncio.timeout(5):
                 await asyncio.wait([stuck])
