@@ -243,15 +243,10 @@ class ClusterSnapshot:
         }
         self._records = records
         self._nodes = None
-        self._node_records = {
-            key: record
-            for key, record in records.items()
-            if key.startswith(model.NODES_PREFIX) and isinstance(record, NodeRecord)
-        }
-        self._voters = {}
-        self._joining = set()
-        for key, node in self._node_records.items():
-            self._index_node(key, node)
+        self._node_records, self._voters, self._joining = {}, {}, set()
+        for key, record in records.items():
+            if key.startswith(model.NODES_PREFIX) and isinstance(record, NodeRecord):
+                self._set_node(key, record)
         self._revision = revision
         self.mark_contact()
         self._settle()
@@ -259,8 +254,13 @@ class ClusterSnapshot:
         for key in sorted(changed):
             self._notify(key)
 
-    def _index_node(self, key: str, node: NodeRecord | None) -> None:
-        """Keep `_voters` and `_joining` in step with the node record at `key` (None: gone)."""
+    def _set_node(self, key: str, node: NodeRecord | None) -> None:
+        """The node record at `key` is now `node` (None: gone): `_node_records` and, in step
+        with it, `_voters` and `_joining`."""
+        if node is not None:
+            self._node_records[key] = node
+        else:
+            self._node_records.pop(key, None)
         if node is not None and node.store_role is StoreRole.VOTER:
             self._voters[key] = node
         else:
@@ -344,8 +344,7 @@ class ClusterSnapshot:
                 self._nodes = None
             if event.type is EventType.DELETE:
                 self._records.pop(key, None)
-                self._node_records.pop(key, None)
-                self._index_node(key, None)
+                self._set_node(key, None)
             else:
                 try:
                     record: Record | None = decode_at(key, event.kv.value)
@@ -357,12 +356,8 @@ class ClusterSnapshot:
                     record = None
                 if record is not None:
                     self._records[key] = record
-                if is_node and isinstance(record, NodeRecord):
-                    self._node_records[key] = record
-                    self._index_node(key, record)
-                elif is_node and record is not None:
-                    self._node_records.pop(key, None)
-                    self._index_node(key, None)
+                if is_node and record is not None:
+                    self._set_node(key, record if isinstance(record, NodeRecord) else None)
             self._revision = max(self._revision, event.kv.mod_revision)
             self.mark_contact()
             self._settle()
