@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
 
-from cnm.api.app import create_app
+from cnm.api.app import ApiApp, create_app
 from cnm.api.auth import Authenticator, FailureLimiter
 from cnm.api.context import ApiContext
 from cnm.bootstrap.join import NETWORK_WIRING, JoinWiring
@@ -75,7 +74,7 @@ class Spawner:
 class Node:
     config: NodeConfig
     manager: BootstrapManager
-    app: FastAPI
+    app: ApiApp
     client: httpx.AsyncClient
     spawner: Spawner
     completed: list[ClusterRuntime] = field(default_factory=list)

@@ -24,6 +24,10 @@ NOT_IN_AGENT = (
     "typer",
     # Documentation only: built with the OpenAPI document on its first request.
     "cnm.api.openapi_models",
+    # The web framework is Starlette (docs/architecture.md, "The web framework"): FastAPI and
+    # the OpenTelemetry API it imports cost ~12 MiB for features cnm does not use.
+    "fastapi",
+    "opentelemetry",
 )
 
 

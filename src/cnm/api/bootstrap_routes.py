@@ -3,35 +3,24 @@ POST validate/{action}."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any, cast
+from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
-from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
 
 from cnm import SOFTWARE_VERSION
 from cnm.api.context import ApiContext, read_body
 from cnm.api.errors import validation_failure_response
 from cnm.api.openapi import ACTION_PARAMETER, OPEN_UNTIL_BOOTSTRAP, operation
 from cnm.api.responses import empty_ok, json_bytes
+from cnm.api.routing import ApiRouter
 from cnm.api.status_body import StatusBody
 from cnm.node.data_dir import default_ccs_path
 from cnm.node.facts import StoragePaths, local_node_info
 
 
-class _PlainRoute(APIRoute):
-    """A route whose handler is its endpoint, `endpoint(request) -> Response`, called as is:
-    FastAPI's per-request work (resolving dependencies, parsing parameters, checking the
-    response) has nothing to do for an endpoint that declares none, yet costs the route every
-    client polls a few percent of its time. Documentation (`operation`) is unaffected."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        return cast(Callable[[Request], Coroutine[Any, Any, Response]], self.endpoint)
-
-
-def bootstrap_router(context: ApiContext) -> APIRouter:
-    router = APIRouter()
+def bootstrap_router(context: ApiContext) -> ApiRouter:
+    router = ApiRouter()
     body = StatusBody()
 
     def status_document() -> dict[str, Any]:
@@ -70,11 +59,10 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
         )
         return json_bytes(body.render(sources, status_document))
 
-    router.add_api_route(
+    router.add(
         "/v1/bootstrap",
         get_status,
-        methods=["GET"],
-        route_class_override=_PlainRoute,
+        method="GET",
         **operation(
             "The bootstrap status and this machine's facts",
             ok="BootstrapInfo",
@@ -82,19 +70,11 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
             security=OPEN_UNTIL_BOOTSTRAP,
         ),
     )
-    router.add_api_route(
-        "/v1/boostrap",
-        get_status,
-        methods=["GET"],
-        include_in_schema=False,
-        route_class_override=_PlainRoute,
-    )
+    router.add("/v1/boostrap", get_status, method="GET", include_in_schema=False)
 
-    # `action` is read from the path parameters, not declared as an argument: FastAPI would
-    # validate it (an unknown action is a 404 here, docs/api-contract.md §1).
+    # An unknown `action` is a 404 (docs/api-contract.md §1), answered by the manager.
     @router.post(
         "/v1/bootstrap/validate/{action}",
-        response_class=Response,
         **operation(
             "Run the checks of a bootstrap action; change nothing",
             ok=None,
@@ -115,7 +95,6 @@ def bootstrap_router(context: ApiContext) -> APIRouter:
 
     @router.post(
         "/v1/bootstrap/{action}",
-        response_class=Response,
         **operation(
             "Start a bootstrap action (then poll GET /v1/bootstrap)",
             ok=None,

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from starlette.requests import Request
+from starlette.responses import Response
 
 from cnm.api.auth import (
     CHECK_VIEWERS,
@@ -27,6 +27,7 @@ from cnm.api.bodies import path_uid, read_json_object
 from cnm.api.context import ApiContext
 from cnm.api.openapi import operation, uid_parameter
 from cnm.api.responses import compact
+from cnm.api.routing import ApiRouter
 from cnm.cluster.backup import backup_now, latest_backup
 from cnm.cluster.health import node_check, node_uptime, observer_for
 from cnm.cluster.records import ClusterRecord, NodeRecord, NodeStatus
@@ -63,7 +64,7 @@ def _nodes(snapshot: ClusterSnapshot) -> list[dict[str, Any]]:
 
 
 def _record_routes(
-    router: APIRouter,
+    router: ApiRouter,
     context: ApiContext,
     path: str,
     view: Callable[[ClusterSnapshot, ClusterRecord], dict[str, Any]],
@@ -114,8 +115,8 @@ def _policy_view(snapshot: ClusterSnapshot, record: ClusterRecord) -> dict[str, 
     return public_policy(record)
 
 
-def cluster_router(context: ApiContext) -> APIRouter:
-    router = APIRouter()
+def cluster_router(context: ApiContext) -> ApiRouter:
+    router = ApiRouter()
 
     # /v1/cluster and /v1/cluster/policy read and write the same record, each through its own
     # view of it (`update_cluster` takes only that view's fields).

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from fastapi import Request
+from starlette.requests import Request
 
 from cnm.api.auth import Authenticator, SignInAttempt, parse_basic
 from cnm.api.client_watch import watch_of

@@ -23,11 +23,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.routing import Match
 
 from cnm.api.responses import compact
@@ -38,7 +37,6 @@ from cnm.errors import (
     ClientDisconnected,
     CnmError,
     HttpError,
-    InvalidSchema,
     MethodNotAllowed,
     NoCluster,
     NotFound,
@@ -91,8 +89,7 @@ def join_refusal_response(failure: BootstrapFailure) -> Response:
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route of the app serves on the request's path. Starlette's 405 names
     only the first route that matched the path, and several routes may share one path."""
-    # Asked of the routing itself, method by method (FastAPI wraps included routers, so the
-    # routes' own method sets are not all in sight).
+    # Asked of the routing itself, method by method: what a route serves is its own business.
     routes = request.app.router.routes
     return [
         method
@@ -103,7 +100,7 @@ def allowed_methods(request: Request) -> list[str]:
     ]
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: Starlette) -> None:
     async def on_cnm_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, CnmError)
         if exc.http_status >= 500 and not isinstance(exc, NoCluster):
@@ -129,11 +126,6 @@ def install_error_handlers(app: FastAPI) -> None:
         # The framework's status, not the class's: http_error stands for any of them.
         return compact(error_body(error), status_code=exc.status_code, headers=exc.headers)
 
-    async def on_validation_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        fields = [".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()]
-        return error_response(InvalidSchema("invalid request: " + ", ".join(fields)))
-
     async def on_client_gone(request: Request, exc: Exception) -> Response:
         # The client went away mid-request (killed, timed out): nothing is wrong here and
         # nobody reads the answer.
@@ -150,6 +142,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(CnmError, on_cnm_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from starlette.requests import Request
+from starlette.responses import Response
 
 from cnm.api.auth import CLUSTER_ADMINS
 from cnm.api.context import ApiContext, read_body
 from cnm.api.errors import join_refusal_response
 from cnm.api.responses import compact
+from cnm.api.routing import ApiRouter
 from cnm.cluster.handshake import (
     JOIN_TOKEN_HEADER,
     CaAnswer,
@@ -42,8 +43,8 @@ from cnm.node.data_dir import DataDir
 from cnm.security import join_proof, pki
 
 
-def join_router(context: ApiContext) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+def join_router(context: ApiContext) -> ApiRouter:
+    router = ApiRouter(include_in_schema=False)
 
     proofs = JoinAuthenticator()
 
@@ -97,7 +98,7 @@ def join_router(context: ApiContext) -> APIRouter:
         return compact(runtime.admissions.renew(asked).to_wire())
 
     @router.get("/v1/join/ca")
-    async def ca() -> Response:
+    async def ca(request: Request) -> Response:
         runtime = await context.runtime_after_resume()
         if runtime is not None and not runtime.snapshot.loaded:
             # Back in the cluster but not read it yet (a store without quorum): not "no cluster".

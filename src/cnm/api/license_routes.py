@@ -9,13 +9,14 @@ with the new license object once this node's snapshot shows it.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from starlette.requests import Request
+from starlette.responses import Response
 
 from cnm.api.auth import LICENSE_INSTALLERS, LICENSE_VIEWERS, require_role
 from cnm.api.context import ApiContext, read_body
 from cnm.api.openapi import operation
 from cnm.api.responses import compact
+from cnm.api.routing import ApiRouter
 from cnm.clock import utc_now
 from cnm.cluster import fields, model
 from cnm.cluster.license import (
@@ -39,8 +40,8 @@ def _license_text(raw: bytes) -> str:
     return value
 
 
-def license_router(context: ApiContext) -> APIRouter:
-    router = APIRouter()
+def license_router(context: ApiContext) -> ApiRouter:
+    router = ApiRouter()
 
     @router.get(
         "/v1/license", **operation("The license", ok="LicenseObject", errors=(401, 403, 503))

@@ -7,21 +7,22 @@ no longer lists the node.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from starlette.requests import Request
+from starlette.responses import Response
 
 from cnm.api.auth import NODE_REMOVERS, require_role
 from cnm.api.bodies import path_uid
 from cnm.api.context import ApiContext
 from cnm.api.openapi import operation, uid_parameter
 from cnm.api.responses import compact
+from cnm.api.routing import ApiRouter
 from cnm.cluster.removal import remove_node
 from cnm.cluster.writes import wait_for_revision
 from cnm.errors import NodeNotFound
 
 
-def node_action_router(context: ApiContext) -> APIRouter:
-    router = APIRouter()
+def node_action_router(context: ApiContext) -> ApiRouter:
+    router = ApiRouter()
 
     # `uid` from the path parameters: anything but a known uid is a 404, not FastAPI's 422.
     @router.post(

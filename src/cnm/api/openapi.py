@@ -1,33 +1,44 @@
 """The OpenAPI document (`GET /v1/openapi.json`): what each operation takes and answers.
 
-Routes declare their documentation with `operation(...)` (keyword arguments for FastAPI's
-route decorators): the request body's schema, path parameters, the statuses the route really
-answers with their bodies, and who may call it. None of it changes how a request is handled:
-path parameters are read from `request.path_params` and bodies by `cnm.json_body`, so FastAPI
-validates nothing (and never answers its default 422, which is why no operation lists it), and
-answers are written by `api/responses.py` without response-model validation, so routes stay as
-fast as they were. `install_openapi(app)` builds the document from the routes once, adds the
-body schemas (`api/openapi_models.py`, the bootstrap object of `cnm.bootstrap.schema`), the
-error codes and the security schemes. tests/api/test_openapi_fuzz.py runs Schemathesis against
-it; docs/api-contract.md §1 lists the same routes.
+Routes declare their documentation with `operation(...)` (keyword arguments for `ApiRouter`'s
+route decorators, api/routing.py): the request body's schema, path parameters, the statuses the
+route really answers with their bodies, and who may call it. None of it changes how a request is
+handled: path parameters are read from `request.path_params` and bodies by `cnm.json_body`, and
+answers are written by `api/responses.py`. `build_document(routes)` makes the document from the
+routes (operationId = the route's name, what a client generator names its methods after), adds
+the body schemas (`api/openapi_models.py`, the bootstrap object of `cnm.bootstrap.schema`), the
+error codes and the security schemes; the app builds it on first request.
+tests/api/test_openapi_fuzz.py runs Schemathesis against it; docs/api-contract.md §1 lists the
+same routes.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from starlette.routing import BaseRoute
 
+from cnm.api.routing import ApiRoute
 from cnm.bootstrap.schema import MAX_STRING_CHARS, BootstrapRequest
 from cnm.bootstrap.validation import ACTIONS
 from cnm.errors import ERROR_CLASSES
 from cnm.json_body import MAX_BODY_BYTES, MAX_JSON_DEPTH
 
+OPENAPI_VERSION = "3.1.0"
 REF = "#/components/schemas/{model}"
+DESCRIPTION = (
+    "The bootstrap REST API of Redis Enterprise Software as cnm answers it "
+    "(docs/api-contract.md). Answers are compact JSON with sorted keys; error bodies "
+    "are described in docs/api-errors.md. A method a path does not list answers 405 "
+    "`method_not_allowed` with an `Allow` header; a path not listed answers 404 "
+    "`not_found`. What the schemas cannot say: an integer is a JSON integer (`1.0` is "
+    "a 400), no string may hold a NUL character, and a password must also meet the "
+    "cluster's `password_min_length` (at least 8)."
+)
 JSON = "application/json"
 
 # Security requirements: before bootstrap the bootstrap routes ignore credentials (`{}`: none),
@@ -161,7 +172,7 @@ def operation(
     failure: Model | None = None,
     description: str | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for a route decorator: its documentation, nothing else.
+    """Keyword arguments for a route decorator (api/routing.py): its documentation only.
 
     `ok` is the 200 body (None: 200 with an empty body); `errors` the error statuses it answers
     with the error body; `failure` a 406 body other than the error body; `body` the request
@@ -255,42 +266,31 @@ def _response_schemas() -> dict[str, Any]:
     return definitions
 
 
-def build_document(app: FastAPI) -> dict[str, Any]:
-    document = get_openapi(
-        title=app.title,
-        version=app.version,
-        description=(
-            "The bootstrap REST API of Redis Enterprise Software as cnm answers it "
-            "(docs/api-contract.md). Answers are compact JSON with sorted keys; error bodies "
-            "are described in docs/api-errors.md. A method a path does not list answers 405 "
-            "`method_not_allowed` with an `Allow` header; a path not listed answers 404 "
-            "`not_found`. What the schemas cannot say: an integer is a JSON integer (`1.0` is "
-            "a 400), no string may hold a NUL character, and a password must also meet the "
-            "cluster's `password_min_length` (at least 8)."
-        ),
-        routes=app.routes,
-    )
-    components = document.setdefault("components", {})
-    schemas = components.setdefault("schemas", {})
-    # FastAPI's validation-error shapes describe a 422 no route answers.
-    for name in ("HTTPValidationError", "ValidationError"):
-        schemas.pop(name, None)
-    for methods in document.get("paths", {}).values():
-        for op in methods.values():
-            op.get("responses", {}).pop("422", None)
-    schemas.update(_response_schemas())
-    schemas.update(_body_schemas())
-    components["securitySchemes"] = SECURITY_SCHEMES
-    return document
+def _paths(routes: Iterable[BaseRoute]) -> dict[str, dict[str, Any]]:
+    """Each documented route's operation, under its path template and method."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        if not isinstance(route, ApiRoute) or not route.include_in_schema:
+            continue
+        op: dict[str, Any] = {"operationId": route.name}
+        if route.summary:
+            op["summary"] = route.summary
+        # Without a description of its own, the handler's docstring describes the operation.
+        description = route.description or inspect.getdoc(route.endpoint)
+        if description:
+            op["description"] = description
+        op.update(route.openapi_extra)
+        paths.setdefault(route.path_format, {})[route.method.lower()] = op
+    return paths
 
 
-def install_openapi(app: FastAPI) -> None:
-    """Serve `build_document(app)` at the app's `openapi_url`, built on first request."""
-    cached: dict[str, Any] = {}
-
-    def openapi() -> dict[str, Any]:
-        if not cached:
-            cached.update(build_document(app))
-        return cached
-
-    app.openapi = openapi  # type: ignore[method-assign]
+def build_document(routes: Iterable[BaseRoute], *, title: str, version: str) -> dict[str, Any]:
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": title, "version": version, "description": DESCRIPTION},
+        "paths": _paths(routes),
+        "components": {
+            "schemas": {**_response_schemas(), **_body_schemas()},
+            "securitySchemes": SECURITY_SCHEMES,
+        },
+    }

@@ -20,7 +20,7 @@ from email.utils import formatdate
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.applications import Starlette
 from uvicorn.server import ServerState
 
 from cnm.api.slow_clients import KEEP_ALIVE_TIMEOUT, guarded_protocol
@@ -87,7 +87,7 @@ class _EmbeddedServer(uvicorn.Server):
 class ApiServers:
     def __init__(
         self,
-        app: FastAPI,
+        app: Starlette,
         *,
         host: str,
         http_port: int,

@@ -14,14 +14,15 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from starlette.requests import Request
+from starlette.responses import Response
 
 from cnm.api.auth import USER_ADMINS, require_role
 from cnm.api.bodies import path_uid, read_json_object
 from cnm.api.context import ApiContext
 from cnm.api.openapi import operation, uid_parameter
 from cnm.api.responses import compact
+from cnm.api.routing import ApiRouter
 from cnm.cluster import fields, sign_in
 from cnm.cluster.writes import wait_for_revision
 from cnm.errors import UserNotFound
@@ -30,8 +31,8 @@ from cnm.logs import event
 log = logging.getLogger(__name__)
 
 
-def sign_in_router(context: ApiContext) -> APIRouter:
-    router = APIRouter()
+def sign_in_router(context: ApiContext) -> ApiRouter:
+    router = ApiRouter()
 
     def user_uid(uid: str) -> int:
         number = path_uid(uid)

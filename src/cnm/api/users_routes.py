@@ -13,14 +13,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from starlette.requests import Request
+from starlette.responses import Response
 
 from cnm.api.auth import USER_ADMINS, require_role
 from cnm.api.bodies import path_uid, read_json_object
 from cnm.api.context import ApiContext, sign_in_attempt
 from cnm.api.openapi import CREDENTIALS, operation, uid_parameter
 from cnm.api.responses import compact, empty_ok
+from cnm.api.routing import ApiRouter
 from cnm.clock import utc_now
 from cnm.cluster import fields
 from cnm.cluster.records import ClusterRecord, UserRecord
@@ -45,8 +46,8 @@ from cnm.errors import (
 from cnm.security.tokens import DEFAULT_TTL, MAX_TTL, MIN_TTL, issue_token
 
 
-def users_router(context: ApiContext) -> APIRouter:
-    router = APIRouter()
+def users_router(context: ApiContext) -> ApiRouter:
+    router = ApiRouter()
 
     uid = [uid_parameter("user")]
 
@@ -139,7 +140,6 @@ def users_router(context: ApiContext) -> APIRouter:
 
     @router.delete(
         "/v1/users/{uid}",
-        response_class=Response,
         **operation(
             "Delete a user", ok=None, errors=(401, 403, 404, 406, 409, 503), parameters=uid
         ),

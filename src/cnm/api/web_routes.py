@@ -8,9 +8,11 @@ framing, API calls to this origin only.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
-from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 
+from cnm.api.routing import ApiRouter
 from cnm.web import ASSETS, INDEX, read_asset
 
 PAGE_CSP = "; ".join(
@@ -35,15 +37,16 @@ def _serve(name: str) -> Response:
     )
 
 
-def web_router() -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+def web_router() -> ApiRouter:
+    router = ApiRouter(include_in_schema=False)
 
     @router.get("/")
-    async def page() -> Response:
+    async def page(request: Request) -> Response:
         return _serve(INDEX)
 
     @router.get("/web/{name}")
-    async def asset(name: str) -> Response:
+    async def asset(request: Request) -> Response:
+        name = request.path_params["name"]
         if name not in ASSETS:
             # The API's own 404 answer (`not_found`, naming the path).
             raise HTTPException(status_code=404)

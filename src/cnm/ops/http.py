@@ -18,13 +18,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cnm.api.auth import CLUSTER_VIEWERS, require_role
 from cnm.api.context import ApiContext
+from cnm.api.routing import ApiRouter
 from cnm.ops.collector import StateCollector
 from cnm.ops.metrics import AgentMetrics
 
@@ -93,9 +95,9 @@ class MetricsMiddleware:
             self.metrics.sign_in_failures.labels(scheme_label(scope)).inc()
 
 
-def metrics_router(context: ApiContext, metrics: AgentMetrics) -> APIRouter:
+def metrics_router(context: ApiContext, metrics: AgentMetrics) -> ApiRouter:
     # Not in the OpenAPI document: it is the Prometheus text format, not the JSON API.
-    router = APIRouter(include_in_schema=False)
+    router = ApiRouter(include_in_schema=False)
 
     @router.get(METRICS_PATH)
     async def scrape(request: Request) -> Response:
@@ -107,7 +109,7 @@ def metrics_router(context: ApiContext, metrics: AgentMetrics) -> APIRouter:
     return router
 
 
-def install_metrics(app: FastAPI, context: ApiContext) -> None:
+def install_metrics(app: Starlette, context: ApiContext) -> None:
     """Wire the metrics of one agent (`context.metrics`) into its app."""
     metrics = context.metrics
     metrics.registry.register(
@@ -115,4 +117,4 @@ def install_metrics(app: FastAPI, context: ApiContext) -> None:
     )
     context.manager.listeners.append(metrics.on_bootstrap_transition)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.include_router(metrics_router(context, metrics))
+    app.router.routes.extend(metrics_router(context, metrics).routes)
