@@ -51,6 +51,7 @@ from common import (
     Target,
     admin_jwt,
     base_parser,
+    etcd_pids_under,
     machine_info,
     machine_line,
     table,
@@ -100,7 +101,12 @@ def setup(factory: AgentFactory) -> tuple[str, str, str, int]:
     if pinned():
         # The agents on one CPU, this process (the load) on the other: unpinned, the
         # scheduler's placement moved a variant's rate by a third from one run to the next.
+        # The member's etcd too, as bench_status does: left free it ran beside the load, on
+        # the member's variants only.
         for pid in (member.process.pid, idle.process.pid):
+            for thread in Path(f"/proc/{pid}/task").iterdir():
+                os.sched_setaffinity(int(thread.name), {SERVER_CPU})
+        for pid in etcd_pids_under(factory.base):
             for thread in Path(f"/proc/{pid}/task").iterdir():
                 os.sched_setaffinity(int(thread.name), {SERVER_CPU})
         os.sched_setaffinity(0, {LOAD_CPU})
