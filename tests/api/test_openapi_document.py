@@ -132,4 +132,12 @@ async def test_a_method_a_path_does_not_list_is_405_with_allow(
             assert response.json()["error_code"] == "method_not_allowed"
             allowed = {m.strip().lower() for m in response.headers["allow"].split(",")}
             served = {m for pattern, other in templates if pattern.match(url) for m in other}
-            assert allowed - {"head"} == served, (method, path)
+            assert allowed == served, (method, path)
+
+
+async def test_head_is_not_served_by_get_routes(node: Node) -> None:
+    # Starlette would answer HEAD on every GET route; the API lists GET only (api/routing.py).
+    for path, allow in (("/v1/bootstrap", "GET"), ("/v1/cluster", "GET, PUT"), ("/", "GET")):
+        response = await node.client.head(path)
+        assert response.status_code == 405, path
+        assert response.headers["allow"] == allow, path
