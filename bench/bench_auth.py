@@ -1,10 +1,10 @@
 """Benchmark: the cost of authentication on read routes, Basic and JWT, beside no authentication.
 
     .venv/bin/python bench/bench_auth.py [--runs 5] [--requests 2000] [--concurrency 8]
-                                         [--json out.json] [--keep] [--profile]
+                                         [--processes 3] [--json out.json] [--keep] [--profile]
 
-Two agents on their own loopback addresses: one that created a cluster, one left before
-bootstrap. The variants:
+`--processes` pairs of agents on their own loopback addresses: in each pair one that created a
+cluster of its own, one left before bootstrap. The variants:
 
 - GET /v1/cluster and GET /v1/bootstrap on the cluster node with HTTP Basic credentials (the
   agent's short-lived cache of successful verifications makes this an HMAC and two dictionary
@@ -17,11 +17,16 @@ bootstrap. The variants:
 The baseline of /v1/cluster is its 401; that of /v1/bootstrap is its 200 before bootstrap (its
 401 skips the machine facts that its 200 gathers, so it is shown for reference only). Each of the
 `--runs` rounds measures every variant once, in a new random order, so that slow phases of the
-machine hit all of them. A measurement sends `--requests` requests over `--concurrency`
-keep-alive connections of the minimal HTTP/1.1 client of `http_load.py` (no pipelining), so the
-client costs a fraction of the server and the agent's single event loop is what is measured. On a
-machine with two CPUs or more, both agents (every thread) run on CPU 0 and the load on CPU 1, as
-bench_status does: unpinned, one variant's rate spread 2316-3396 req/s over five runs.
+machine hit all of them; every variant is measured on each of the `--processes` agents of its
+kind and its rate is the median over all of them and all rounds, as bench_status does: two
+processes of the same code differ by up to a tenth, and the cluster node's own speed moved by a
+third from one 0.4 s measurement to the next on this VM (bench/README.md), so one process per
+kind made the ratio swing 78-97 % between runs. A measurement sends `--requests` requests
+over `--concurrency` keep-alive connections of the minimal HTTP/1.1 client of `http_load.py` (no
+pipelining), so the client costs a fraction of the server and the agent's single event loop is
+what is measured. On a machine with two CPUs or more, the agents (every thread) and the members'
+etcd run on CPU 0 and the load on CPU 1, as bench_status does: unpinned, one variant's rate
+spread 2316-3396 req/s over five runs.
 
 Output: requests/s per variant (median, min, max over the runs) and the ratio of each
 authenticated median to the baseline median of the same route. Target (issue 3): authenticated
@@ -81,8 +86,17 @@ class Variant:
         )
 
 
-def setup(factory: AgentFactory) -> tuple[str, str, str, int]:
-    """(cluster node address, idle node address, JWT of the admin, cluster node's pid)."""
+@dataclass(frozen=True)
+class Pair:
+    member: str  # address of the agent that created a cluster
+    idle: str  # address of the agent left before bootstrap
+    token: str  # the admin's JWT on `member`
+    member_pid: int
+
+
+def start_pair(factory: AgentFactory) -> tuple[Pair, list[int]]:
+    """A pair of agents, and the pids to pin (both agents and the member's etcd)."""
+    before = set(etcd_pids_under(factory.base))
     member = factory.start()
     response = member.post(
         "/v1/bootstrap/create_cluster",
@@ -98,19 +112,28 @@ def setup(factory: AgentFactory) -> tuple[str, str, str, int]:
         raise RuntimeError(f"create_cluster failed: {status}")
     idle = factory.start()
     assert member.process is not None and idle.process is not None
+    etcd = [pid for pid in etcd_pids_under(factory.base) if pid not in before]
+    pair = Pair(member.addr, idle.addr, admin_jwt(member, ADMIN), member.process.pid)
+    return pair, [member.process.pid, idle.process.pid, *etcd]
+
+
+def setup(factory: AgentFactory, processes: int) -> list[Pair]:
+    pairs: list[Pair] = []
+    pids: list[int] = []
+    for _ in range(processes):
+        pair, started = start_pair(factory)
+        pairs.append(pair)
+        pids += started
     if pinned():
         # The agents on one CPU, this process (the load) on the other: unpinned, the
         # scheduler's placement moved a variant's rate by a third from one run to the next.
-        # The member's etcd too, as bench_status does: left free it ran beside the load, on
-        # the member's variants only.
-        for pid in (member.process.pid, idle.process.pid):
-            for thread in Path(f"/proc/{pid}/task").iterdir():
-                os.sched_setaffinity(int(thread.name), {SERVER_CPU})
-        for pid in etcd_pids_under(factory.base):
+        # The members' etcd too, as bench_status does: left free it could run beside the
+        # load, slowing the members' variants only.
+        for pid in pids:
             for thread in Path(f"/proc/{pid}/task").iterdir():
                 os.sched_setaffinity(int(thread.name), {SERVER_CPU})
         os.sched_setaffinity(0, {LOAD_CPU})
-    return member.addr, idle.addr, admin_jwt(member, ADMIN), member.process.pid
+    return pairs
 
 
 def pinned() -> bool:
@@ -118,12 +141,13 @@ def pinned() -> bool:
     return (os.cpu_count() or 1) >= 2
 
 
-def variants(member: str, idle: str, token: str) -> list[Variant]:
+def variants(pair: Pair) -> list[Variant]:
     """The baseline of /v1/cluster is its 401 (there is no unauthenticated 200 once a node is
     in a cluster); that of /v1/bootstrap is its 200 before bootstrap, the same handler with no
     authentication at all (its 401 skips the machine facts the 200 gathers, so it would flatter
     the baseline; it is shown for reference)."""
     credentials = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
+    member, idle, token = pair.member, pair.idle, pair.token
     return [
         Variant("/v1/cluster none (401)", "/v1/cluster", member, None, 401, "/v1/cluster"),
         Variant("/v1/cluster Basic", "/v1/cluster", member, f"Basic {credentials}", 200),
@@ -153,13 +177,17 @@ async def measure(
     for run in range(runs):
         # A new order each round: no variant always follows the same neighbour.
         random.Random(run).shuffle(order)
+        this_round: dict[str, list[float]] = {name: [] for name in rates}
         for variant in order:
             result = await blast(variant.endpoint(), total, concurrency)
             unexpected = {s: n for s, n in result.statuses.items() if s != variant.expected}
             if unexpected:
                 errors.append(f"run {run + 1} {variant.name}: unexpected statuses {unexpected}")
             rates[variant.name].append(result.rate)
-        line = ", ".join(f"{name} {values[-1]:.0f}/s" for name, values in rates.items())
+            this_round[variant.name].append(result.rate)
+        line = ", ".join(
+            f"{name} {statistics.median(values):.0f}/s" for name, values in this_round.items()
+        )
         print(f"run {run + 1}: {line}", flush=True)
     return rates, errors
 
@@ -168,12 +196,13 @@ def report(
     chosen: list[Variant], rates: dict[str, list[float]]
 ) -> tuple[list[list[object]], list[Target]]:
     """Table rows, and a target per authenticated variant against its route's baseline."""
+    unique = list({v.name: v for v in chosen}.values())  # one per name, whatever the process
     baselines = {
-        v.baseline_of: (v.name, statistics.median(rates[v.name])) for v in chosen if v.baseline_of
+        v.baseline_of: (v.name, statistics.median(rates[v.name])) for v in unique if v.baseline_of
     }
     rows: list[list[object]] = []
     targets: list[Target] = []
-    for variant in chosen:
+    for variant in unique:
         values = rates[variant.name]
         median = statistics.median(values)
         ratio = "-"
@@ -199,12 +228,15 @@ def main() -> int:
     parser = base_parser(__doc__.splitlines()[0] if __doc__ else "", default_runs=5)
     parser.add_argument("--requests", type=int, default=2000, help="requests per run (2000)")
     parser.add_argument("--concurrency", type=int, default=8, help="connections (8)")
+    parser.add_argument("--processes", type=int, default=3, help="agents of each kind (default 3)")
     parser.add_argument(
         "--profile", action="store_true", help="py-spy on the cluster node while measuring"
     )
     args = parser.parse_args()
     if args.runs < 1 or args.requests < args.concurrency or args.concurrency < 1:
         parser.error("need --runs >= 1 and --requests >= --concurrency >= 1")
+    if args.processes < 1:
+        parser.error("need --processes >= 1")
     info = machine_info()
     print(machine_line(info))
     base = Path(tempfile.mkdtemp(prefix="cnm-bench-auth-"))
@@ -212,10 +244,14 @@ def main() -> int:
     failed = ""
     profile: str | None = None
     try:
-        member, idle, token, pid = setup(factory)
-        chosen = variants(member, idle, token)
+        pairs = setup(factory, args.processes)
+        chosen = [variant for pair in pairs for variant in variants(pair)]
         with contextlib.ExitStack() as stack:
-            spy = stack.enter_context(PySpy(pid, "bench_auth-member")) if args.profile else None
+            spy = (
+                stack.enter_context(PySpy(pairs[0].member_pid, "bench_auth-member"))
+                if args.profile
+                else None
+            )
             rates, errors = asyncio.run(measure(chosen, args.runs, args.requests, args.concurrency))
         profile = spy.summary_path if spy else None
     except Exception as exc:  # the run is broken: say so, exit 1
@@ -241,7 +277,7 @@ def main() -> int:
     print()
     print(
         f"{args.requests} requests per run over {args.concurrency} connections, "
-        f"{args.runs} runs per variant"
+        f"{args.runs} runs of each variant on each of {args.processes} processes"
     )
     print(table(("variant", "runs", "median req/s", "min", "max", "vs baseline"), rows, decimals=0))
     print(target_lines(targets))
@@ -250,6 +286,7 @@ def main() -> int:
             "machine": info,
             "requests": args.requests,
             "concurrency": args.concurrency,
+            "processes": args.processes,
             "rates": rates,
             # requests/s per variant, for the report's table (median, min, max over the runs)
             "stats": [
