@@ -51,14 +51,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import (
+    LOAD_CPU,
     AgentFactory,
+    Servers,
     Stats,
     Target,
-    admin_jwt,
     base_parser,
-    etcd_pids_under,
     machine_info,
     machine_line,
+    pin_prefix,
+    server_pair,
     table,
     target_lines,
     write_json,
@@ -67,7 +69,6 @@ from http_load import Endpoint, blast, get_request
 from profiling import PySpy
 
 ADMIN = ("admin@example.com", "bench-password")
-SERVER_CPU, LOAD_CPU = 0, 1
 TARGET = 0.85
 
 
@@ -86,68 +87,26 @@ class Variant:
         )
 
 
-@dataclass(frozen=True)
-class Pair:
-    member: str  # address of the agent that created a cluster
-    idle: str  # address of the agent left before bootstrap
-    token: str  # the admin's JWT on `member`
-    member_pid: int
-
-
-def start_pair(factory: AgentFactory) -> tuple[Pair, list[int]]:
-    """A pair of agents, and the pids to pin (both agents and the member's etcd)."""
-    before = set(etcd_pids_under(factory.base))
-    member = factory.start()
-    response = member.post(
-        "/v1/bootstrap/create_cluster",
-        {
-            "action": "create_cluster",
-            "cluster": {"name": "bench.example.com"},
-            "credentials": {"username": ADMIN[0], "password": ADMIN[1]},
-        },
-    )
-    response.raise_for_status()
-    status = member.wait_state("completed", "error", auth=ADMIN)
-    if status["bootstrap_status"]["state"] != "completed":
-        raise RuntimeError(f"create_cluster failed: {status}")
-    idle = factory.start()
-    assert member.process is not None and idle.process is not None
-    etcd = [pid for pid in etcd_pids_under(factory.base) if pid not in before]
-    pair = Pair(member.addr, idle.addr, admin_jwt(member, ADMIN), member.process.pid)
-    return pair, [member.process.pid, idle.process.pid, *etcd]
-
-
-def setup(factory: AgentFactory, processes: int) -> list[Pair]:
-    pairs: list[Pair] = []
-    pids: list[int] = []
-    for _ in range(processes):
-        pair, started = start_pair(factory)
-        pairs.append(pair)
-        pids += started
-    if pinned():
-        # The agents on one CPU, this process (the load) on the other: unpinned, the
-        # scheduler's placement moved a variant's rate by a third from one run to the next.
-        # The members' etcd too, as bench_status does: left free it could run beside the
-        # load, slowing the members' variants only.
-        for pid in pids:
-            for thread in Path(f"/proc/{pid}/task").iterdir():
-                os.sched_setaffinity(int(thread.name), {SERVER_CPU})
+def setup(factory: AgentFactory, processes: int) -> list[Servers]:
+    # The agents and their etcd on one CPU, this process (the load) on the other: unpinned,
+    # the scheduler's placement moved a variant's rate by a third from one run to the next.
+    prefix = pin_prefix()
+    servers = [
+        server_pair(factory, prefix, n + 1, cluster="bench.example.com", admin=ADMIN)
+        for n in range(processes)
+    ]
+    if prefix:
         os.sched_setaffinity(0, {LOAD_CPU})
-    return pairs
+    return servers
 
 
-def pinned() -> bool:
-    """Whether agents and load get a CPU each (a machine with at least two)."""
-    return (os.cpu_count() or 1) >= 2
-
-
-def variants(pair: Pair) -> list[Variant]:
+def variants(servers: Servers) -> list[Variant]:
     """The baseline of /v1/cluster is its 401 (there is no unauthenticated 200 once a node is
     in a cluster); that of /v1/bootstrap is its 200 before bootstrap, the same handler with no
     authentication at all (its 401 skips the machine facts the 200 gathers, so it would flatter
     the baseline; it is shown for reference)."""
     credentials = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
-    member, idle, token = pair.member, pair.idle, pair.token
+    member, idle, token = servers.member.addr, servers.idle.addr, servers.token
     return [
         Variant("/v1/cluster none (401)", "/v1/cluster", member, None, 401, "/v1/cluster"),
         Variant("/v1/cluster Basic", "/v1/cluster", member, f"Basic {credentials}", 200),
@@ -244,11 +203,13 @@ def main() -> int:
     failed = ""
     profile: str | None = None
     try:
-        pairs = setup(factory, args.processes)
-        chosen = [variant for pair in pairs for variant in variants(pair)]
+        servers = setup(factory, args.processes)
+        chosen = [variant for one in servers for variant in variants(one)]
+        member = servers[0].member.process
+        assert member is not None
         with contextlib.ExitStack() as stack:
             spy = (
-                stack.enter_context(PySpy(pairs[0].member_pid, "bench_auth-member"))
+                stack.enter_context(PySpy(member.pid, "bench_auth-member"))
                 if args.profile
                 else None
             )

@@ -53,16 +53,19 @@ from typing import Any
 import httpx
 
 from common import (
-    Agent,
+    LOAD_CPU,
+    SERVER_CPU,
     AgentFactory,
+    Servers,
     Target,
-    admin_jwt,
     base_parser,
     claimed_addresses,
     cpu_seconds,
     finish,
     machine_info,
     machine_line,
+    pin_prefix,
+    server_pair,
     table,
     target_lines,
 )
@@ -71,8 +74,6 @@ from http_load import Blast, Endpoint, blast, fetch_once, get_request, percentil
 from profiling import PySpy
 
 ADMIN = ("admin@example.com", "bench-password")
-SERVER_CPU = 0
-LOAD_CPU = 1
 FOCUS = 16  # the concurrency the targets are judged at
 BARE = "bare Starlette"
 LABELS = ("HTTP", "HTTPS", "Basic", "JWT", BARE)
@@ -93,40 +94,8 @@ class Measured:
     server_pid: int
 
 
-def pin_prefix() -> list[str]:
-    """`taskset -c 0` when this machine has the two CPUs the method needs, else nothing."""
-    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
-        return []
-    return ["taskset", "-c", str(SERVER_CPU)]
-
-
-@dataclass(frozen=True)
-class Servers:
-    """One process of each agent kind: an idle agent, a one-node cluster's agent and a JWT of
-    its admin."""
-
-    idle: Agent
-    member: Agent
-    token: str
-
-
-def start_agents(factory: AgentFactory, prefix: list[str], number: int) -> Servers:
-    idle = factory.make(f"idle-{number}", command_prefix=prefix).start(wait=False)
-    member = factory.make(f"member-{number}", command_prefix=prefix).start(wait=False)
-    for agent in (idle, member):
-        agent.wait_serving(timeout=60)  # generous: a shared machine can be very slow
-    member.post(
-        "/v1/bootstrap/create_cluster",
-        {
-            "action": "create_cluster",
-            "cluster": {"name": "bench-status.example.com"},
-            "credentials": {"username": ADMIN[0], "password": ADMIN[1]},
-        },
-    ).raise_for_status()
-    status = member.wait_state("completed", "error", auth=ADMIN, timeout=60)
-    if status["bootstrap_status"]["state"] != "completed":
-        raise RuntimeError(f"create_cluster failed: {status}")
-    return Servers(idle, member, admin_jwt(member, ADMIN))
+def start_servers(factory: AgentFactory, prefix: list[str], number: int) -> Servers:
+    return server_pair(factory, prefix, number, cluster="bench-status.example.com", admin=ADMIN)
 
 
 def start_bare(base: Path, addr: str, body: bytes, prefix: list[str]) -> subprocess.Popen[bytes]:
@@ -332,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     profiles: dict[str, str | None] = {}
     try:
         with claimed_addresses(args.processes) as bare_addrs:
-            servers = [start_agents(factory, prefix, n + 1) for n in range(args.processes)]
+            servers = [start_servers(factory, prefix, n + 1) for n in range(args.processes)]
             idle = servers[0].idle
             first = Endpoint(idle.addr, 8080, get_request(idle.addr, 8080, "/v1/bootstrap"))
             status, body = asyncio.run(fetch_once(first))

@@ -45,11 +45,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 __all__ = [
     "BREAKDOWN_HEADERS",
+    "LOAD_CPU",
     "ROOT",
+    "SERVER_CPU",
     "STATS_HEADERS",
     "Agent",
     "AgentFactory",
     "RunFailed",
+    "Servers",
     "Stats",
     "Target",
     "admin_jwt",
@@ -71,8 +74,10 @@ __all__ = [
     "node_tls",
     "now",
     "phase_line",
+    "pin_prefix",
     "release_address",
     "segment_rows",
+    "server_pair",
     "start_agents",
     "stats_row",
     "stats_segment",
@@ -477,3 +482,49 @@ def lone_member(
         token=token,
     )
     return tls, spec
+
+
+# The throughput benchmarks' method (bench_status, bench_auth): the servers on one CPU, the load
+# on the other, so that the agent's single event loop is what is measured.
+SERVER_CPU = 0
+LOAD_CPU = 1
+
+
+def pin_prefix() -> list[str]:
+    """`taskset -c 0` when this machine has the two CPUs the method needs, else nothing. An
+    agent started under it keeps its etcd member on that CPU too (children inherit it)."""
+    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
+        return []
+    return ["taskset", "-c", str(SERVER_CPU)]
+
+
+@dataclass(frozen=True)
+class Servers:
+    """An agent left before bootstrap, an agent that created a one-node cluster, and a JWT of
+    that cluster's admin."""
+
+    idle: Agent
+    member: Agent
+    token: str
+
+
+def server_pair(
+    factory: AgentFactory, prefix: list[str], number: int, *, cluster: str, admin: tuple[str, str]
+) -> Servers:
+    """Servers number `number`, started under `prefix` (`pin_prefix()`)."""
+    idle = factory.make(f"idle-{number}", command_prefix=prefix).start(wait=False)
+    member = factory.make(f"member-{number}", command_prefix=prefix).start(wait=False)
+    for agent in (idle, member):
+        agent.wait_serving(timeout=60)  # generous: a shared machine can be very slow
+    member.post(
+        "/v1/bootstrap/create_cluster",
+        {
+            "action": "create_cluster",
+            "cluster": {"name": cluster},
+            "credentials": {"username": admin[0], "password": admin[1]},
+        },
+    ).raise_for_status()
+    status = member.wait_state("completed", "error", auth=admin, timeout=60)
+    if status["bootstrap_status"]["state"] != "completed":
+        raise RuntimeError(f"create_cluster failed: {status}")
+    return Servers(idle, member, admin_jwt(member, admin))
