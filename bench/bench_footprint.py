@@ -8,7 +8,11 @@ seconds without requests):
 
 - an agent before bootstrap, at its first start (it makes its self-signed HTTPS certificate,
   which loads the cryptography library) and after a restart (the certificate exists);
-- each agent of a 3-node cluster (create + 2 joins);
+- each agent of a 3-node cluster (create + 2 joins), once its signer child has exited: the node
+  that made the CA and signed the others' certificates has a signer process do it
+  (security/signing.py), which exits after `signing.IDLE_EXIT` seconds without a request;
+  read while it lives, its RSS is reported too (no target: it exists only while there is
+  signing to do);
 - baseline: a bare `python -c "import uvicorn, starlette.applications, pydantic"` process,
   the floor of any agent built on them (cnm's web framework is Starlette since 2026-12-04;
   before, the baseline imported FastAPI: 43.7 MiB).
@@ -26,6 +30,7 @@ largest mappings: `profiling.memory_map`), the report's "where it goes" for a mi
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import statistics
 import subprocess
@@ -37,6 +42,7 @@ from typing import Any
 
 import httpx
 
+from cnm.security import signing
 from common import (
     STATS_HEADERS,
     AgentFactory,
@@ -52,7 +58,7 @@ from common import (
     target_lines,
     three_voter_cluster,
 )
-from harness.agents import Agent
+from harness.agents import Agent, signer_children
 from harness.bodies import ADMIN
 from harness.polling import eventually
 from profiling import memory_map
@@ -70,6 +76,7 @@ def rss_mib(pid: int) -> float:
 
 
 BARE = "bare python: import uvicorn, starlette, pydantic"
+SIGNER = "signer child, right after the joins (then exits)"
 
 
 def bare_import_rss(settle: float) -> float:
@@ -177,8 +184,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         idle.stop()
         agents = three_voter_cluster(factory, "bench-footprint.example.com")
-        time.sleep(args.settle)
         pids = [a.process.pid for a in agents if a.process is not None]
+        signers = [child for pid in pids for child, _ in signer_children(pid)]
+        for child in signers:
+            with contextlib.suppress(OSError, RunFailed):  # it may have just exited
+                memory.setdefault(SIGNER, []).append(rss_mib(child))
+        eventually(
+            lambda: not any(signer_children(pid) for pid in pids),
+            timeout=signing.IDLE_EXIT + 30,
+            interval=0.2,
+            message="the signer child exits when idle",
+        )
+        time.sleep(args.settle)
         sizes = [rss_mib(pid) for pid in pids]
         memory["agent in a 3-node cluster"] = sizes
         if pids:
@@ -222,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         table(
             ("process", "samples", "median MiB", "max MiB"),
-            [[name, len(v), statistics.median(v), max(v)] for name, v in memory.items()],
+            [[name, len(v), statistics.median(v), max(v)] for name, v in memory.items() if v],
             decimals=1,
         )
     )

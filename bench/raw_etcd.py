@@ -19,7 +19,7 @@ from pathlib import Path
 from cnm.cluster.runtime import open_store
 from cnm.errors import StoreError
 from cnm.node.data_dir import ClusterTls
-from cnm.security import pki
+from cnm.security import node_certs, pki
 from cnm.store.base import Member, MembershipChangeRefused
 from cnm.store.etcd_process import EtcdMemberSpec, EtcdProcess
 from cnm.store.recipes import add_learner, initial_cluster, promote_learner
@@ -54,7 +54,9 @@ class RawCluster:
         token = str(uuid.uuid4())
         self.specs: list[EtcdMemberSpec] = []
         for number, addr in enumerate(addrs, start=1):
-            tls = node_tls(directory / f"tls-{number}", ca, addr, pki.node_cert_sans(addr, []))
+            tls = node_tls(
+                directory / f"tls-{number}", ca, addr, node_certs.node_cert_sans(addr, [])
+            )
             spec = member_spec(
                 f"node-{number}",
                 addr,

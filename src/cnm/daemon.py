@@ -42,6 +42,7 @@ from cnm.node.local_state import atomic_write_bytes
 from cnm.node.malloc_tuning import tune_malloc
 from cnm.ops.metrics import AgentMetrics
 from cnm.ops.store_watch import watch_store
+from cnm.security import signing
 from cnm.security.passwords import PasswordVerifier
 
 log = logging.getLogger(__name__)
@@ -306,6 +307,8 @@ class NodeAgent:
                 with contextlib.suppress(Exception):
                     await manager.runtime.stop()
             self.verifier.close()
+            # The signer child would end with the agent anyway (its input closes): say so now.
+            signing.close_shared()
             if report is not None:
                 report.cancel()
             # Closing the loop puts SIGTERM back to its default action; a second SIGTERM from

@@ -239,6 +239,14 @@ class NoCluster(CnmError):
     http_status = 503
 
 
+class SignerUnavailable(CnmError):
+    """The certificate signer process (security/signing.py) could not be started or did not
+    answer in time. Retryable: the next request starts a new one."""
+
+    error_code = "signer_unavailable"
+    http_status = 503
+
+
 # --- errors of the cluster store ----------------------------------------------------------------
 
 

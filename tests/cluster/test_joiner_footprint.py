@@ -1,15 +1,21 @@
-"""A joining node needs no X.509 library (issue 12 §4): the member makes its key with its
-certificate, and what the joiner checks (one CA, the chain, the key) it checks with Python's
-`ssl`. So a node that joined (and then became a store voter) never loads `cryptography`, ten MiB
-it would keep for good; the node that made the cluster's CA does. Real agents, read from
-/proc/<pid>/maps."""
+"""No agent loads an X.509 library (issue 12 §4). A joining node needs none: the member makes its
+key with its certificate, and what the joiner checks (one CA, the chain, the key) it checks
+with Python's `ssl`. The node that makes the cluster's CA and signs the others' certificates
+has a signer child process do it (security/signing.py), which exits once idle: `cryptography`,
+about fourteen MiB it would keep for good, is never mapped into an agent. Real agents, read
+from /proc.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
+from cnm.security import signing
+from harness import agents as agents_harness
 from harness import bodies
 from harness.agents import Agent, AgentFactory
 from harness.bodies import ADMIN, create_body
@@ -24,13 +30,20 @@ def loads_cryptography(agent: Agent) -> bool:
     return "/cryptography/" in maps
 
 
+def signer_children(agent: Agent) -> list[tuple[int, str]]:
+    assert agent.process is not None
+    return agents_harness.signer_children(agent.process.pid)
+
+
 def completed(agent: Agent, body: dict[str, object], action: str) -> None:
     assert agent.post(f"/v1/bootstrap/{action}", body).status_code == 200
     status = agent.wait_state("completed", "error", auth=ADMIN, timeout=60)
     assert status["bootstrap_status"]["state"] == "completed", status
 
 
-def test_nodes_that_joined_never_load_cryptography(agents: AgentFactory) -> None:
+def test_no_node_loads_cryptography_and_the_signer_exits_when_idle(
+    agents: AgentFactory,
+) -> None:
     first, second, third = agents.start(), agents.start(), agents.start()
     completed(first, create_body("lean.example.com"), "create_cluster")
     for joiner in (second, third):
@@ -41,6 +54,37 @@ def test_nodes_that_joined_never_load_cryptography(agents: AgentFactory) -> None
         return roles == ["voter"] * 3
 
     eventually(three_voters, timeout=60, interval=0.2, message="three store voters")
-    assert loads_cryptography(first)  # it made the CA and signed the others' certificates
-    assert not loads_cryptography(second)
-    assert not loads_cryptography(third)
+    # The first node made the CA and signed the others' certificates, in its signer child.
+    assert [state for _, state in signer_children(first)] in (["S"], ["R"])
+    for agent in (first, second, third):
+        assert not loads_cryptography(agent), agent.addr
+    assert signer_children(second) == signer_children(third) == []
+    # Idle, the child exits (signing.IDLE_EXIT) and is reaped: no zombie is left behind.
+    eventually(
+        lambda: signer_children(first) == [],
+        timeout=signing.IDLE_EXIT + 20,
+        interval=0.2,
+        message="the first node's signer exits when idle",
+    )
+    # The next join starts a new one; the agent still never maps the library.
+    fourth = agents.start()
+    completed(fourth, bodies.join_body([first.addr]), "join_cluster")
+    assert len(signer_children(first)) == 1
+    assert not loads_cryptography(first)
+
+
+def test_a_signer_killed_before_the_admission_is_replaced(agents: AgentFactory) -> None:
+    first, second = agents.start(), agents.start()
+    completed(first, create_body("killed-signer.example.com"), "create_cluster")
+    # A join's first request starts the member's signer; kill it before the admission needs it.
+    assert first.get("/v1/join/ca").status_code == 200
+    (pid, _), *_ = eventually(
+        lambda: signer_children(first), timeout=30, message="the member's signer starts"
+    )
+    os.kill(pid, signal.SIGKILL)
+    completed(second, bodies.join_body([first.addr]), "join_cluster")
+    replacement = signer_children(first)
+    assert len(replacement) == 1 and replacement[0][0] != pid
+    assert not Path(f"/proc/{pid}").exists()  # the killed one was reaped: no zombie
+    nodes = first.get("/v1/nodes", auth=ADMIN).json()
+    assert [node["uid"] for node in nodes] == [1, 2]

@@ -168,6 +168,16 @@ def test_put_takes_the_text_itself_too(node: Agent, keys: tuple[bytes, Path]) ->
     assert node.get("/v1/license", auth=ADMIN).json()["owner"] == "Raw Corp"
 
 
+def test_checking_licenses_never_loads_cryptography_into_the_agent(
+    node: Agent, keys: tuple[bytes, Path]
+) -> None:
+    # Signatures are checked by the signer child (security/signing.py): the agent that checked
+    # every license above, and checks this one, never maps the library.
+    assert put_license(node, {"license": license(keys[0])}).status_code == 200
+    assert node.process is not None
+    assert "/cryptography/" not in Path(f"/proc/{node.process.pid}/maps").read_text()
+
+
 def test_keys_inline_in_a_config_file(
     agents: AgentFactory, keys: tuple[bytes, Path], tmp_path: Path
 ) -> None:

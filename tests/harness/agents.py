@@ -46,6 +46,24 @@ def etcd_pids_under(directory: Path) -> list[int]:
     return found
 
 
+def signer_children(parent: int) -> list[tuple[int, str]]:
+    """(pid, state letter from /proc) of the signer child processes of process `parent`
+    (security/signing.py)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == parent and b"cnm.security.signer_process" in command:
+            found.append((int(entry.name), state))
+    return found
+
+
 @dataclass
 class Agent:
     addr: str

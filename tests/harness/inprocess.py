@@ -30,7 +30,7 @@ from cnm.cluster.join_auth import verifier_record
 from cnm.cluster.runtime import ClusterRuntime
 from cnm.node.data_dir import DataDir
 from cnm.node.local_state import LocalState
-from cnm.security import join_proof, key_files, pki
+from cnm.security import join_proof, key_files, node_certs, pki
 from cnm.security.passwords import hash_password
 from cnm.store.memory import MemoryStore
 from harness.api_node import Node, node_config, running_node
@@ -81,7 +81,7 @@ async def seed_cluster(
     ca = pki.make_ca("inprocess.example.com")
     tls = DataDir(config.data_dir).cluster_tls
     tls.directory.mkdir(parents=True, exist_ok=True)
-    node_cert = pki.issue_node_cert(ca, 1, pki.node_cert_sans(config.addr, []))
+    node_cert = pki.issue_node_cert(ca, 1, node_certs.node_cert_sans(config.addr, []))
     key_files.write_public(tls.ca_file, ca.cert_pem)
     key_files.write_public(tls.cert_file, node_cert.cert_pem)
     key_files.write_private(tls.key_file, node_cert.key_pem)

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 # Client side (rich, the REST client, the other commands), httpx's own CLI (rich, pygments)
-# and the cryptography library (loaded when a certificate, a token or a license is handled).
+# and the cryptography library (the agent's certificates and license checks are the signer
+# child's: security/signing.py; tests/cluster/test_joiner_footprint.py checks a real cluster).
 NOT_IN_AGENT = (
     "rich",
     "pygments",

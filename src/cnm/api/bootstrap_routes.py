@@ -88,7 +88,7 @@ def bootstrap_router(context: ApiContext) -> ApiRouter:
     async def validate(request: Request) -> Response:
         await context.authenticate_if_bootstrapped(request)
         action = request.path_params["action"]
-        failure = context.manager.validate(action, await read_body(request))
+        failure = await context.manager.validate(action, await read_body(request))
         if failure is None:
             return empty_ok()
         return validation_failure_response(failure)

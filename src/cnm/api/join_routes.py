@@ -40,7 +40,7 @@ from cnm.cluster.join_auth import JoinAuthenticator
 from cnm.cluster.runtime import ClusterRuntime
 from cnm.errors import BootstrapFailure, InsufficientPermissions, NoCluster, Unauthorized
 from cnm.node.data_dir import DataDir
-from cnm.security import join_proof, pki
+from cnm.security import cert_facts, join_proof, signing
 
 
 def join_router(context: ApiContext) -> ApiRouter:
@@ -51,7 +51,7 @@ def join_router(context: ApiContext) -> ApiRouter:
     def served_binding() -> bytes:
         """tls-server-end-point of the certificate this node's HTTPS serves in a cluster."""
         cert = DataDir(context.config.data_dir).cluster_tls.cert_file.read_bytes()
-        return join_proof.tls_server_end_point(pki.certificate_der(cert))
+        return join_proof.tls_server_end_point(cert_facts.certificate_der(cert))
 
     async def admin(request: Request) -> None:
         token = request.headers.get(JOIN_TOKEN_HEADER)
@@ -95,7 +95,7 @@ def join_router(context: ApiContext) -> ApiRouter:
         # Authenticated by the node's current certificate (cluster/membership.py).
         runtime = await in_cluster()
         asked = parse_renew_request(await read_body(request))
-        return compact(runtime.admissions.renew(asked).to_wire())
+        return compact((await runtime.admissions.renew(asked)).to_wire())
 
     @router.get("/v1/join/ca")
     async def ca(request: Request) -> Response:
@@ -106,8 +106,11 @@ def join_router(context: ApiContext) -> ApiRouter:
         record = runtime.snapshot.ca() if runtime else None
         if record is None:
             raise NoCluster("this node is not part of a cluster: it cannot admit nodes")
+        # A join's first request: the signer (security/signing.py) starts now and is ready
+        # by the time the admission that needs it comes, after the password proof.
+        signing.warm()
         cert = record.cert_pem
-        answer = CaAnswer(ca_pem=cert, ca_fingerprint=pki.fingerprint_sha256(cert.encode()))
+        answer = CaAnswer(ca_pem=cert, ca_fingerprint=cert_facts.fingerprint_sha256(cert.encode()))
         return compact(answer.to_wire())
 
     @router.post("/v1/join/time")

@@ -22,8 +22,8 @@ from cnm.cluster import fields, model
 from cnm.cluster.license import (
     LICENSE_START,
     MAX_LICENSE_CHARS,
+    check_license_text,
     public_license,
-    verify_license_text,
 )
 from cnm.cluster.records import LicenseRecord
 from cnm.cluster.writes import wait_for_revision
@@ -71,7 +71,7 @@ def license_router(context: ApiContext) -> ApiRouter:
         nodes = snapshot.nodes()
         shards = sum(node.shard_count for node in nodes)
         now = utc_now()
-        record = verify_license_text(
+        record = await check_license_text(
             text,
             context.config.license_public_keys,
             cluster.name if cluster else "",

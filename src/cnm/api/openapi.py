@@ -75,8 +75,9 @@ _ERROR_REASONS = {
     429: "Too many sign-in attempts or password checks at once: `too_many_requests`, with "
     "`Retry-After` (seconds).",
     413: f"`payload_too_large`: the body is larger than {MAX_BODY_BYTES} bytes (`limit`).",
-    503: "`no_cluster` (the node is not in a cluster yet) or `store_unavailable` (it cannot "
-    "reach or has not read the cluster store).",
+    503: "`no_cluster` (the node is not in a cluster yet), `store_unavailable` (it cannot "
+    "reach or has not read the cluster store) or `signer_unavailable` (its certificate signer "
+    "process did not answer: send the request again).",
 }
 _UNAUTHORIZED_HEADERS = {
     "WWW-Authenticate": {

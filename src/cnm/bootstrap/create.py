@@ -26,7 +26,7 @@ from cnm.bootstrap.store_data import check_store_data, clobber_store_data
 from cnm.clock import utc_now
 from cnm.cluster import model
 from cnm.cluster.join_auth import make_verifier_record
-from cnm.cluster.license import verify_license_text
+from cnm.cluster.license import check_license_text
 from cnm.cluster.records import (
     CaSecret,
     LicenseRecord,
@@ -45,7 +45,7 @@ from cnm.failpoints import failpoint
 from cnm.node.data_dir import ClusterTls, DataDir
 from cnm.node.facts import StoragePaths
 from cnm.node.local_state import LocalState
-from cnm.security import key_files, pki
+from cnm.security import cert_facts, key_files, node_certs, signing
 from cnm.security.passwords import hash_password
 from cnm.store import etcd_auth
 from cnm.store.base import Compare, Put, Store
@@ -64,19 +64,19 @@ async def enable_store_auth(
     await store.enable_access_control(admin_password, model.PREFIX, users)
 
 
-def license_for_create(
+async def license_for_create(
     config: NodeConfig, req: BootstrapRequest, now: datetime
 ) -> LicenseRecord | None:
     """The record of the request's license, checked for a one-node cluster of the request's name
     (raises `InvalidLicense`); None when the request asks for the trial license."""
     if not (req.license and req.license.strip()):
         return None
-    return verify_license_text(
+    return await check_license_text(
         req.license, config.license_public_keys, req.cluster.name or "", now, node_count=1
     )
 
 
-def check_create_request(
+async def check_create_request(
     config: NodeConfig, req: BootstrapRequest, *, leftovers: tuple[str, ...] = ()
 ) -> tuple[StoragePaths, LicenseRecord | None]:
     """The checks of create that need no cluster: paths, license, rack. Raises the failure;
@@ -85,7 +85,7 @@ def check_create_request(
     obstacle."""
     paths = storage_paths(config, req)
     check_node_paths(paths, req)
-    license = license_for_create(config, req, utc_now())
+    license = await license_for_create(config, req, utc_now())
     if req.policy.rack_aware and not req.node.identity.rack_id:
         raise ConfigError(
             "node.identity.rack_id: required when policy.rack_aware is true (every node of a "
@@ -103,7 +103,9 @@ async def create_cluster(
     *,
     backend: StoreBackend = ETCD_BACKEND,
 ) -> ClusterRuntime:
-    paths, license = check_create_request(config, req)
+    # The certificates below are made by the signer process: have it start while we check.
+    signing.warm()
+    paths, license = await check_create_request(config, req)
     clobber_store_data(paths, req)
     name = req.cluster.name or ""
     password = req.credentials.password or ""
@@ -113,14 +115,14 @@ async def create_cluster(
     tls = DataDir(config.data_dir).cluster_tls
     progress.created(tls.directory)
     tls.directory.mkdir(parents=True, exist_ok=True)
-    ca = pki.make_ca(name)
-    sans = pki.node_cert_sans(config.addr, req.node.identity.external_addr)
+    ca = await signing.make_ca(name)
+    sans = node_certs.node_cert_sans(config.addr, req.node.identity.external_addr)
     lifetime = timedelta(seconds=config.node_cert_lifetime)
-    node_cert = pki.issue_node_cert(ca, 1, sans, lifetime=lifetime)
+    node_cert = await signing.issue_node_cert(ca, 1, sans, lifetime=lifetime)
     key_files.write_public(tls.ca_file, ca.cert_pem)
     key_files.write_public(tls.cert_file, node_cert.cert_pem)
     key_files.write_private(tls.key_file, node_cert.key_pem)
-    store_cert = pki.issue_store_client_cert(ca, 1)
+    store_cert = await signing.issue_store_client_cert(ca, 1)
     key_files.write_public(tls.store_cert_file, store_cert.cert_pem)
     key_files.write_private(tls.store_key_file, store_cert.key_pem)
     failpoint("create.after_certificates")
@@ -171,7 +173,7 @@ async def create_cluster(
             http_port=config.http_port,
             https_port=config.https_port,
             node_settings=node_settings(config),
-            ca_fingerprint=pki.fingerprint_sha256(ca.cert_pem),
+            ca_fingerprint=cert_facts.fingerprint_sha256(ca.cert_pem),
         )
         node = NodeRecord.model_validate(
             {

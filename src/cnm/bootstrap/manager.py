@@ -359,21 +359,21 @@ class BootstrapManager:
             return  # the state says error and why: what a poll of the status shows
         self._spawn(self._run(action, request))
 
-    def validate(self, action: str, raw: bytes) -> BootstrapFailure | None:
+    async def validate(self, action: str, raw: bytes) -> BootstrapFailure | None:
         """Every check of `action` that needs no cluster, synchronously; no state changes."""
         request = self._parse(action, raw)
         if self.status.state is BootstrapState.COMPLETED:
             raise AlreadyBootstrapped("this node has already completed its bootstrap")
         try:
-            self._check(action, request)
+            await self._check(action, request)
         except BootstrapFailure as failure:
             return failure
         return None
 
-    def _check(self, action: str, request: BootstrapRequest) -> None:
+    async def _check(self, action: str, request: BootstrapRequest) -> None:
         check_request(request, action)
         if action == "create_cluster":
-            check_create_request(self.config, request, leftovers=self.status.created_paths)
+            await check_create_request(self.config, request, leftovers=self.status.created_paths)
         elif action == "join_cluster":
             check_join_request(self.config, request, leftovers=self.status.created_paths)
         else:

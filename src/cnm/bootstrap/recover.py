@@ -35,7 +35,7 @@ from cnm.failpoints import failpoint
 from cnm.node.data_dir import DataDir
 from cnm.node.facts import StoragePaths
 from cnm.node.local_state import LocalState
-from cnm.security import key_files, pki
+from cnm.security import key_files, node_certs, signing
 from cnm.store import etcd_auth
 from cnm.store.base import Compare, Put
 
@@ -122,6 +122,8 @@ async def recover_cluster(
     backend: StoreBackend = ETCD_BACKEND,
 ) -> ClusterRuntime:
     progress.phase("snapshot")
+    # The certificates below are made by the signer process: have it start while we check.
+    signing.warm()
     plan = check_recover_request(config, req)
     clobber_store_data(plan.paths, req)
     snapshot = plan.snapshot
@@ -138,13 +140,13 @@ async def recover_cluster(
     tls = DataDir(config.data_dir).cluster_tls
     progress.created(tls.directory)
     tls.directory.mkdir(parents=True, exist_ok=True)
-    ca = pki.CertKey(cert_pem=secret.cert_pem.encode(), key_pem=secret.key_pem.encode())
-    sans = pki.node_cert_sans(config.addr, req.node.identity.external_addr)
-    node_cert = pki.issue_cert(ca, f"cnm node {config.addr}", sans)
+    ca = node_certs.CertKey(cert_pem=secret.cert_pem.encode(), key_pem=secret.key_pem.encode())
+    sans = node_certs.node_cert_sans(config.addr, req.node.identity.external_addr)
+    node_cert = await signing.issue_cert(ca, f"cnm node {config.addr}", sans)
     key_files.write_public(tls.ca_file, ca.cert_pem)
     key_files.write_public(tls.cert_file, node_cert.cert_pem)
     key_files.write_private(tls.key_file, node_cert.key_pem)
-    store_cert = pki.issue_store_client_cert(ca, plan.uid)
+    store_cert = await signing.issue_store_client_cert(ca, plan.uid)
     key_files.write_public(tls.store_cert_file, store_cert.cert_pem)
     key_files.write_private(tls.store_key_file, store_cert.key_pem)
     failpoint("recover.after_certificates")

@@ -26,7 +26,7 @@ from cnm.cluster.snapshot import ClusterSnapshot
 from cnm.config import NodeConfig, url_host
 from cnm.logs import event
 from cnm.node.data_dir import ClusterTls
-from cnm.security import cert_facts, key_files, pki
+from cnm.security import cert_facts, key_files, signing
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ async def renew_once(
 ) -> bool:
     """Ask the members in turn for a new certificate; True once one is installed."""
     current = tls.cert_file.read_bytes()
-    csr_pem, key_pem = pki.make_csr("cnm node", [])
-    signature = pki.sign_data(tls.key_file.read_bytes(), csr_pem)
+    csr_pem, key_pem = await signing.make_csr("cnm node", [])
+    signature = await signing.sign_data(tls.key_file.read_bytes(), csr_pem)
     request = RenewRequest(
         cert_pem=current.decode(),
         csr_pem=csr_pem.decode(),
@@ -79,13 +79,16 @@ async def renew_once(
                 log.warning("certificate renewal refused by %s: HTTP %d", url, response.status_code)
                 continue
             cert_pem = RenewGrant.model_validate_json(response.content).cert_pem.encode()
-            if not pki.verify_chain(cert_pem, ca_pem) or pki.certificate_uid(cert_pem) != uid:
+            if (
+                not await signing.verify_chain(cert_pem, ca_pem)
+                or cert_facts.certificate_uid(cert_pem) != uid
+            ):
                 log.warning("certificate renewal through %s gave an unusable certificate", url)
                 continue
             # Key first: the pair is whole again once the certificate follows.
             key_files.write_private(tls.key_file, key_pem)
             key_files.write_public(tls.cert_file, cert_pem)
-            _, not_after = pki.certificate_lifetime(cert_pem)
+            _, not_after = cert_facts.certificate_lifetime(cert_pem)
             log.info(
                 "renewed this node's certificate through node %d, valid until %s",
                 node.uid,

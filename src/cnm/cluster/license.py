@@ -12,6 +12,9 @@ Limits: `shards_limit` and `nodes_limit` are integers, and 0 means "no limit". T
 null because typed clients parse them as integers (docs/api-contract.md §1); the trial license has
 `shards_limit` 4 and `nodes_limit` 0.
 
+Verification needs `cryptography` (Ed25519); the agent has its signer process do it
+(security/signing.py), the command line and tests call `verify_license_text` directly.
+
 Trust. An agent trusts the Ed25519 public keys of its `license_public_keys` setting: each entry is
 either a PEM text (starting with `-----BEGIN`) or the path of a PEM file. A license verifies when
 any of them verifies its signature. Keys are read at each check (a license is checked rarely), so
@@ -39,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from cnm.clock import iso, parse_iso
 from cnm.cluster.records import LicenseRecord
 from cnm.errors import InvalidLicense, LicenseCorrupt
+from cnm.security import signing
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -260,33 +264,54 @@ def _unarmour(text: str) -> tuple[dict[str, Any], bytes]:
     return envelope["terms"], signature
 
 
-def read_license(text: str, public_keys: Sequence[str | Ed25519PublicKey]) -> LicenseTerms:
-    """The terms of a license whose signature a trusted key verifies (no other check)."""
+def signature_verdict(
+    public_keys: Sequence[str | Ed25519PublicKey], signed: bytes, signature: bytes
+) -> str | None:
+    """None when a trusted key verifies `signature` of `signed`, else why not (the message of
+    a `bad_signature`). Runs in the signer process for the agent (`read_license_checked`)."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    terms_document, signature = _unarmour(text)
-    terms = LicenseTerms.from_document(terms_document)
     keys = [key for key in public_keys if isinstance(key, Ed25519PublicKey)]
     loaded, problems = load_public_keys([key for key in public_keys if isinstance(key, str)])
     keys.extend(loaded)
-    signed = canonical_json(terms_document)
     for key in keys:
         try:
             key.verify(signature, signed)
-            return terms
+            return None
         except InvalidSignature:
             continue
     if not keys:
         reason = "no license public key is configured on this node (license_public_keys)"
         if problems:
             reason = "none of the configured license public keys is usable: " + "; ".join(problems)
-        raise _corrupt(Violation.BAD_SIGNATURE, reason)
-    raise _corrupt(
-        Violation.BAD_SIGNATURE,
+        return reason
+    return (
         "the signature does not verify with any trusted license key (forged, altered, or "
-        "issued by a vendor this node does not trust)",
+        "issued by a vendor this node does not trust)"
     )
+
+
+def read_license(text: str, public_keys: Sequence[str | Ed25519PublicKey]) -> LicenseTerms:
+    """The terms of a license whose signature a trusted key verifies (no other check)."""
+    terms_document, signature = _unarmour(text)
+    terms = LicenseTerms.from_document(terms_document)
+    reason = signature_verdict(public_keys, canonical_json(terms_document), signature)
+    if reason is not None:
+        raise _corrupt(Violation.BAD_SIGNATURE, reason)
+    return terms
+
+
+async def read_license_checked(text: str, public_keys: Sequence[str]) -> LicenseTerms:
+    """`read_license` for the agent: the signature is checked by the signer process
+    (security/signing.py), so that the agent never loads `cryptography`."""
+    terms_document, signature = _unarmour(text)
+    terms = LicenseTerms.from_document(terms_document)
+    signed = canonical_json(terms_document)
+    reason = await signing.license_signature_verdict(list(public_keys), signed, signature)
+    if reason is not None:
+        raise _corrupt(Violation.BAD_SIGNATURE, reason)
+    return terms
 
 
 # --- checks ---------------------------------------------------------------------------------------
@@ -353,15 +378,28 @@ def verify_license_text(
     node_count: int,
     shard_count: int = 0,
 ) -> LicenseRecord:
-    """Every check of a license to install (create_cluster, PUT /v1/license): the record to
-    store, or `LicenseCorrupt` / `InvalidLicense` with the first violation."""
+    """Every check of a license to install: the record to store, or `LicenseCorrupt` /
+    `InvalidLicense` with the first violation. The agent uses `check_license_text`."""
     terms = read_license(text, public_keys)
     check_terms(
-        terms,
-        cluster_name=cluster_name,
-        now=now,
-        node_count=node_count,
-        shard_count=shard_count,
+        terms, cluster_name=cluster_name, now=now, node_count=node_count, shard_count=shard_count
+    )
+    return license_record(text, terms)
+
+
+async def check_license_text(
+    text: str,
+    public_keys: Sequence[str],
+    cluster_name: str,
+    now: datetime,
+    node_count: int,
+    shard_count: int = 0,
+) -> LicenseRecord:
+    """`verify_license_text` in the agent (create_cluster, PUT /v1/license), its signature
+    checked by the signer process."""
+    terms = await read_license_checked(text, public_keys)
+    check_terms(
+        terms, cluster_name=cluster_name, now=now, node_count=node_count, shard_count=shard_count
     )
     return license_record(text, terms)
 

@@ -46,7 +46,7 @@ from cnm.errors import (
     Unauthorized,
 )
 from cnm.failpoints import failpoint
-from cnm.security import pki
+from cnm.security import cert_facts, node_certs, signing
 from cnm.store import etcd_auth
 from cnm.store.base import Compare, Get, Put, Store, TxnResult
 
@@ -150,8 +150,8 @@ def check_admission(
 
 def certificate_names(request: JoinRequest) -> list[str]:
     """The SANs a member puts in a joiner's certificate: its addresses as the cluster records
-    them (pki.node_cert_sans), never what its CSR asks for. Only IP addresses: a DNS name (or a
-    wildcard) is nothing a member can check."""
+    them (node_certs.node_cert_sans), never what its CSR asks for. Only IP addresses: a DNS name
+    (or a wildcard) is nothing a member can check."""
     for field, values in (("addr", [request.addr]), ("external_addr", request.external_addr)):
         for value in values:
             try:
@@ -162,7 +162,7 @@ def certificate_names(request: JoinRequest) -> list[str]:
                     "certificate names the node's IP addresses only",
                     fields=[f"node.identity.{field}"],
                 ) from None
-    return pki.node_cert_sans(request.addr, request.external_addr)
+    return node_certs.node_cert_sans(request.addr, request.external_addr)
 
 
 def check_addresses(
@@ -210,16 +210,17 @@ class Admissions:
         self._snapshot = snapshot
         # This member's uid: it holds the store-change lock under it during a replacement.
         self._uid = uid
-        # Looked up here, not as the default: `pki` loads on first use (cnm/security).
-        self._cert_lifetime = pki.NODE_CERT_LIFETIME if cert_lifetime is None else cert_lifetime
+        self._cert_lifetime = (
+            node_certs.NODE_CERT_LIFETIME if cert_lifetime is None else cert_lifetime
+        )
         self._lock = asyncio.Lock()
         # The last node uid this member allocated (0: none yet).
         self._allocated = 0
 
-    def renew(self, request: RenewRequest) -> RenewGrant:
+    async def renew(self, request: RenewRequest) -> RenewGrant:
         """A node's certificate renewal (`renew_certificate`) with this member's lifetime."""
         self._snapshot.require_fresh()
-        return renew_certificate(self._snapshot, request, lifetime=self._cert_lifetime)
+        return await renew_certificate(self._snapshot, request, lifetime=self._cert_lifetime)
 
     async def admit(self, request: JoinRequest, *, member_addr: str) -> JoinGrant:
         """Check the joiner, allocate (or find again) its uid and sign its certificate."""
@@ -234,10 +235,10 @@ class Admissions:
         ca_record = self._snapshot.ca()
         if ca_record is None:
             raise StoreUnavailable("the cluster CA is not in this node's snapshot yet; retry")
-        ca = pki.CertKey(ca_record.cert_pem.encode(), ca_record.key_pem.encode())
+        ca = node_certs.CertKey(ca_record.cert_pem.encode(), ca_record.key_pem.encode())
         if request.csr_pem is not None:
             # Only the CSR's key is used, but a bad CSR is refused before a uid is spent on it.
-            pki.check_csr(request.csr_pem.encode())
+            await signing.check_csr(request.csr_pem.encode())
         async with self._lock:
             written: _Written | None = None
             if replaced is not None:
@@ -254,10 +255,10 @@ class Admissions:
             self._store.put_store_user(etcd_auth.node_user(uid), store_password),
             self._store.lease_grant(model.LIVENESS_TTL),
         )
-        store_cert = pki.issue_store_client_cert(ca, uid)
+        store_cert = await signing.issue_store_client_cert(ca, uid)
         node_key_pem: bytes | None = None
         if request.csr_pem is not None:
-            certificate = pki.sign_node_csr(
+            certificate = await signing.sign_node_csr(
                 ca,
                 request.csr_pem.encode(),
                 uid=uid,
@@ -267,7 +268,7 @@ class Admissions:
         else:
             # The key is made here and sent over the admission's authenticated channel, like the
             # store client's: this member holds the CA key, so it could certify any key anyway.
-            issued = pki.issue_node_cert(
+            issued = await signing.issue_node_cert(
                 ca, uid, certificate_names(request), lifetime=self._cert_lifetime
             )
             certificate, node_key_pem = issued.cert_pem, issued.key_pem
@@ -285,7 +286,7 @@ class Admissions:
             cert_pem=certificate.decode(),
             key_pem=node_key_pem.decode() if node_key_pem is not None else None,
             ca_pem=ca.cert_pem.decode(),
-            ca_fingerprint=pki.fingerprint_sha256(ca.cert_pem),
+            ca_fingerprint=cert_facts.fingerprint_sha256(ca.cert_pem),
             # Not the replaced voter's (this snapshot may not show its new record yet).
             store_endpoints=[
                 url
@@ -395,7 +396,7 @@ async def _together(user: Awaitable[None], lease: Awaitable[int]) -> int:
     return granted
 
 
-def renew_certificate(
+async def renew_certificate(
     snapshot: ClusterSnapshot, request: RenewRequest, *, lifetime: timedelta
 ) -> RenewGrant:
     """A new certificate for a node that proves it holds its current one: the current
@@ -405,9 +406,9 @@ def renew_certificate(
     ca_record = snapshot.ca()
     if ca_record is None:
         raise StoreUnavailable("the cluster CA is not in this node's snapshot yet; retry")
-    ca = pki.CertKey(ca_record.cert_pem.encode(), ca_record.key_pem.encode())
+    ca = node_certs.CertKey(ca_record.cert_pem.encode(), ca_record.key_pem.encode())
     current = request.cert_pem.encode()
-    uid = pki.certificate_uid(current)
+    uid = cert_facts.certificate_uid(current)
     node = snapshot.node(uid) if uid is not None else None
     try:
         signature = base64.b64decode(request.signature, validate=True)
@@ -416,13 +417,15 @@ def renew_certificate(
     if (
         uid is None
         or node is None
-        or not pki.verify_chain(current, ca.cert_pem)
-        or not pki.verify_data(current, request.csr_pem.encode(), signature)
+        or not await signing.verify_chain(current, ca.cert_pem)
+        or not await signing.verify_data(current, request.csr_pem.encode(), signature)
     ):
         raise Unauthorized(
             "certificate renewal refused: the certificate is not a valid node certificate of "
             "this cluster for a node still in it, or the CSR was not signed with its key"
         )
-    sans = pki.node_cert_sans(node.addr, node.external_addr)
-    cert = pki.sign_node_csr(ca, request.csr_pem.encode(), uid=uid, sans=sans, lifetime=lifetime)
+    sans = node_certs.node_cert_sans(node.addr, node.external_addr)
+    cert = await signing.sign_node_csr(
+        ca, request.csr_pem.encode(), uid=uid, sans=sans, lifetime=lifetime
+    )
     return RenewGrant(cert_pem=cert.decode())

@@ -1,9 +1,11 @@
 """Security leaves of cnm: the cluster's X.509 PKI (etcd mTLS, HTTPS) and password hashing.
 
-`pki` is loaded lazily (importlib's `LazyLoader`): `from cnm.security import pki` gives a module
-whose code runs at its first attribute access. It is built on the `cryptography` library, ten
-MiB of resident memory, and an agent that is not in a cluster and already has its self-signed
-certificate never uses it; every module that does simply touches `pki.<name>` when it needs it.
+`pki` is built on the `cryptography` library, about fourteen MiB of resident memory once loaded.
+The agent never loads it: its certificate work runs in a signer child process that exits when
+idle (`signing`, `signer_process`), and what it reads of certificates needs no library
+(`cert_facts`, `node_certs`, `tls_trust`). For the command line and the child, `pki` is loaded
+lazily (importlib's `LazyLoader`): `from cnm.security import pki` gives a module whose code runs
+at its first attribute access, so importing a module that names it costs nothing.
 """
 
 from __future__ import annotations

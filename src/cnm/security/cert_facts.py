@@ -6,7 +6,9 @@ due for renewal? does it name this node? cluster/cert_renewal.py). Loading `cryp
 that alone keeps about ten MiB resident for the agent's whole life, so these two reads walk the
 DER encoding themselves: the certificate is the node's own file, written by this code, and
 anything that does not parse as a certificate raises `ValueError`, as `cryptography` would.
-Everything that signs, verifies or issues stays in security/pki.py.
+Likewise a certificate's DER bytes and SHA-256 fingerprint (the cluster CA's, offered to every
+joiner; the served certificate's, bound into each join's password proof). Everything that
+signs, verifies or issues stays in security/pki.py.
 
 The layout read (RFC 5280 §4.1): Certificate ::= SEQUENCE { tbsCertificate SEQUENCE {
 [0] version OPTIONAL, serialNumber, signature AlgorithmIdentifier, issuer Name, validity
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -150,3 +153,16 @@ def normalize_fingerprint(text: str) -> str:
     if not _HEX64.fullmatch(cleaned):
         raise ValueError(f"not a SHA-256 fingerprint (64 hex digits): {text!r}")
     return bytes.fromhex(cleaned).hex(":")
+
+
+def certificate_der(cert_pem: bytes) -> bytes:
+    """The DER bytes of the (first) certificate in a PEM (what TLS sends, what channel bindings
+    and fingerprints hash); `ValueError` if it holds no certificate."""
+    _tbs_fields(cert_pem)  # a certificate, not any base64 between the markers
+    return _der(cert_pem)
+
+
+def fingerprint_sha256(cert_pem: bytes) -> str:
+    """SHA-256 of the DER certificate as lowercase colon-separated hex ("ab:cd:...", 95 chars),
+    as pki.fingerprint_sha256 gives it; `ValueError` if `cert_pem` holds no certificate."""
+    return hashlib.sha256(certificate_der(cert_pem)).digest().hex(":")

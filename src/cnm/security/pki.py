@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -29,18 +28,11 @@ from cryptography.x509.verification import (
 
 from cnm.errors import BadRequest, ConfigError
 from cnm.security.cert_facts import CLOCK_SKEW
+from cnm.security.node_certs import NODE_CERT_LIFETIME, CertKey, node_common_name
 
 # X.520 upper bound for a commonName; cryptography refuses longer ones.
 _CN_MAX = 64
 # Signed certificates start CLOCK_SKEW in the past so a peer whose clock lags ours accepts them.
-
-
-@dataclass(frozen=True)
-class CertKey:
-    """A PEM certificate and its PEM (PKCS#8, unencrypted) private key."""
-
-    cert_pem: bytes
-    key_pem: bytes
 
 
 # --- building blocks --------------------------------------------------------------------------
@@ -142,18 +134,6 @@ def _load_ca(ca: CertKey) -> tuple[x509.Certificate, _SigningKey]:
 # --- certificates -----------------------------------------------------------------------------
 
 
-def node_cert_sans(addr: str, external: Sequence[str]) -> list[str]:
-    """Names in a node's certificate. etcd checks a peer's certificate IP SANs against the
-    connection's source address, and on a loopback cluster the kernel sources every connection
-    from 127.0.0.1, so a node on a loopback address also carries 127.0.0.1."""
-    # Only addresses the cluster knows the node by: a member certifies a joiner with these, and
-    # a name the member cannot check (the joiner's host name) would be the joiner's word.
-    sans = [addr, *external]
-    if ipaddress.ip_address(addr).is_loopback:
-        sans.append("127.0.0.1")
-    return list(dict.fromkeys(sans))
-
-
 def make_self_signed(common_name: str, sans: Sequence[str], *, days: int = 3650) -> CertKey:
     """A self-signed TLS server certificate (a node's HTTPS API before any CA exists)."""
     key = _new_key()
@@ -193,15 +173,6 @@ def make_csr(common_name: str, sans: Sequence[str]) -> tuple[bytes, bytes]:
         builder = builder.add_extension(san, critical=False)
     csr = builder.sign(key, hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM), _key_pem(key)
-
-
-# A node certificate's default lifetime (issue 11 §3): one year, renewed by the agent at 2/3.
-NODE_CERT_LIFETIME = timedelta(days=365)
-
-
-def node_common_name(uid: int) -> str:
-    """The subject a member gives node `uid`'s certificate: the node's identity, not its name."""
-    return f"node:{uid}"
 
 
 def _load_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
