@@ -88,3 +88,19 @@ def test_a_signer_killed_before_the_admission_is_replaced(agents: AgentFactory) 
     assert not Path(f"/proc/{pid}").exists()  # the killed one was reaped: no zombie
     nodes = first.get("/v1/nodes", auth=ADMIN).json()
     assert [node["uid"] for node in nodes] == [1, 2]
+    # The signer never outlives its agent, even one killed with SIGKILL: its input closes.
+    first.kill9()
+    eventually(
+        lambda: not running(replacement[0][0]),
+        timeout=30,
+        message="the signer of a killed agent exits",
+    )
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (whoever adopted it reaps it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
