@@ -26,6 +26,7 @@ EVENTS = {
     "store_member_started": "name, pid: this node's store member (etcd) was spawned",
     "https_switched": "the API now serves the cluster certificate",
     "ca_trusted": "member, fingerprint: a joiner trusted the cluster CA on first use",
+    "admission_retry": "member, attempt: a joiner asks again after its member answered 503",
     "cert_renewed": "through, not_after: this node renewed its certificate",
     "join_verifier_made": "uid: a user got its join-proof verifier at a Basic sign-in",
     "join_admission": "joiner_addr, outcome, error_code, node_uid: a member's admission decision",

@@ -3,17 +3,21 @@ the signer here is a real child process that dies on every request."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from cnm.cluster import model
 from cnm.cluster.license import LicenseTerms, generate_key_pair, issue_license, load_private_key
+from cnm.cluster.records import NodeRecord
 from cnm.security import signing
 from harness.agents import basic
 from harness.api_node import bootstrapped_node, memory_backend, node_config, running_node
 from harness.bodies import ADMIN, create_body
+from harness.inprocess import Member, join_member, member_node
 
 DIES = "import sys, os; sys.stdin.buffer.readline(); os._exit(3)"
 
@@ -70,3 +74,61 @@ async def test_create_without_a_signer_ends_in_error_naming_it(
         assert again.status_code == 200, again.text
         status = await node.wait_state("completed", "error", headers=basic(*ADMIN))
         assert status["state"] == "completed", status
+
+
+async def node_uids(member: Member) -> list[int]:
+    """The uids of the node records in the member's store (not its snapshot, which may lag)."""
+    records, _ = await member.store.get_prefix(model.NODES_PREFIX)
+    return sorted(NodeRecord.decode(kv.value).uid for kv in records)
+
+
+def signer_dying_first(count_file: Path, starts: int) -> list[str]:
+    """A signer command whose first `starts` children die at once (counted in `count_file`),
+    and whose later ones are the real signer."""
+    code = (
+        "import os, sys\n"
+        "path = sys.argv[1]\n"
+        "seen = int(open(path).read()) if os.path.exists(path) else 0\n"
+        "open(path, 'w').write(str(seen + 1))\n"
+        "if seen < int(sys.argv[2]):\n"
+        "    os._exit(3)\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'cnm.security.signer_process',"
+        " '--idle', '10'])\n"
+    )
+    return [sys.executable, "-c", code, str(count_file), str(starts)]
+
+
+async def test_a_join_asks_again_while_the_member_answers_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Three dying starts: whatever the order of the warm start and the admission, the first
+    # admission gets a 503 (its signer died twice) and the second is answered.
+    caplog.set_level(logging.INFO, logger="cnm.bootstrap.join")
+    count = tmp_path / "starts"
+    flaky = signing.Signer(command=signer_dying_first(count, 3))
+    monkeypatch.setattr(signing, "shared", lambda: flaky)
+    async with member_node(tmp_path) as member:
+        status = await join_member(tmp_path, member, retry_time=0, max_retries=3)
+        assert status["state"] == "completed", status
+        # The admission asked again was the same one: node 2, no uid spent on the refusal.
+        assert await node_uids(member) == [1, 2]
+    flaky.close()
+    assert int(count.read_text()) == 4
+    retries = [r for r in caplog.records if "asking again" in r.getMessage()]
+    assert len(retries) == 1
+    assert "cannot admit nodes right now" in retries[0].getMessage()
+
+
+async def test_a_join_gives_up_after_max_retries_naming_the_member_s_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = signing.Signer(command=[sys.executable, "-c", DIES])
+    monkeypatch.setattr(signing, "shared", lambda: broken)
+    async with member_node(tmp_path) as member:
+        status = await join_member(tmp_path, member, retry_time=0, max_retries=2)
+        assert status["state"] == "error", status
+        assert status["error_code"] == "connect_error", status
+        message = status["error_details"]["message"]
+        assert "cannot admit nodes right now" in message and "certificate signer" in message
+        # The member asks its signer before it writes anything: no node 2 was admitted.
+        assert await node_uids(member) == [1]

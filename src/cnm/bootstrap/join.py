@@ -27,6 +27,8 @@ from pydantic import ValidationError
 
 from cnm import SOFTWARE_VERSION
 from cnm.bootstrap.member_link import (
+    MemberLink,
+    MemberUnavailable,
     PeerCertificate,
     TransportFactory,
     connect,
@@ -117,6 +119,8 @@ async def join_cluster(
     clobber_store_data(paths, req)
     auth = (req.credentials.username or "", req.credentials.password or "")
     identity = req.node.identity
+    attempts = req.max_retries if req.max_retries is not None else DEFAULT_ATTEMPTS
+    retry_time = float(req.retry_time if req.retry_time is not None else DEFAULT_RETRY_TIME)
 
     progress.phase("contacting")
     link = await connect(
@@ -124,8 +128,8 @@ async def join_cluster(
         default_port=req.cnm_https_port or config.https_port,
         pinned_fingerprint=req.cluster.ca_fingerprint,
         local_address=config.addr,
-        attempts=req.max_retries if req.max_retries is not None else DEFAULT_ATTEMPTS,
-        retry_time=float(req.retry_time if req.retry_time is not None else DEFAULT_RETRY_TIME),
+        attempts=attempts,
+        retry_time=retry_time,
         transport_factory=wiring.transport,
         peer_certificate=wiring.peer_certificate,
     )
@@ -170,7 +174,7 @@ async def join_cluster(
             )
         except ValidationError as exc:
             raise _out_of_limits(exc) from None
-        grant = await link.admit(request, auth)
+        grant = await admitted(link, request, auth, attempts=attempts, retry_time=retry_time)
         failpoint("join.after_admission")
     finally:
         await link.close()
@@ -251,6 +255,36 @@ async def join_cluster(
         extra=event("joined", uid=uid, member=link.url),
     )
     return runtime
+
+
+async def admitted(
+    link: MemberLink,
+    request: JoinRequest,
+    auth: tuple[str, str],
+    *,
+    attempts: int,
+    retry_time: float,
+) -> JoinGrant:
+    """The member's grant, asked for again `retry_time` seconds apart (`attempts` times in all,
+    the join's `max_retries`) while the member answers 503: its store is electing a leader or
+    its signer failed, which a moment cures. Asking again is safe: the node key makes the
+    member find the uid it may already have allocated (cluster/membership.py)."""
+    for attempt in range(1, max(attempts, 1) + 1):
+        try:
+            return await link.admit(request, auth)
+        except MemberUnavailable as exc:
+            if attempt >= attempts:
+                raise
+            log.info(
+                "%s (attempt %d of %d); asking again in %.1f s",
+                exc.message,
+                attempt,
+                attempts,
+                retry_time,
+                extra=event("admission_retry", member=link.url, attempt=attempt),
+            )
+            await asyncio.sleep(retry_time)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def _out_of_limits(exc: ValidationError) -> ConfigError:

@@ -402,6 +402,11 @@ async def connect(
     )
 
 
+class MemberUnavailable(ConnectError):
+    """The member answered 503: it cannot admit nodes right now (its store is electing a
+    leader, or its certificate signer failed). The same request may succeed a moment later."""
+
+
 def failure_from_answer(response: httpx.Response) -> BootstrapFailure:
     """The member's refusal as the same bootstrap failure (code, message, details)."""
     try:
@@ -410,5 +415,5 @@ def failure_from_answer(response: httpx.Response) -> BootstrapFailure:
         return ConnectError(f"the member answered HTTP {response.status_code} without details")
     if response.status_code == 503:
         failure = refusal.to_failure()
-        return ConnectError(f"the member cannot admit nodes right now: {failure.message}")
+        return MemberUnavailable(f"the member cannot admit nodes right now: {failure.message}")
     return refusal.to_failure()

@@ -239,6 +239,9 @@ class Admissions:
         if request.csr_pem is not None:
             # Only the CSR's key is used, but a bad CSR is refused before a uid is spent on it.
             await signing.check_csr(request.csr_pem.encode())
+        else:
+            # Likewise a signer that cannot work: refused before anything is written.
+            await signing.ready()
         async with self._lock:
             written: _Written | None = None
             if replaced is not None:

@@ -72,6 +72,7 @@ def _license_signature_verdict(args: dict[str, Any]) -> str | None:
 
 
 OPS: dict[str, _Op] = {
+    "ping": lambda a: True,
     "make_ca": lambda a: _pair(pki.make_ca(str(a["cluster_name"]))),
     "issue_node_cert": lambda a: _pair(
         pki.issue_node_cert(_ca(a), int(a["uid"]), list(a["sans"]), lifetime=_lifetime(a))
