@@ -269,12 +269,10 @@ async def admitted(
     the join's `max_retries`) while the member answers 503: its store is electing a leader or
     its signer failed, which a moment cures. Asking again is safe: the node key makes the
     member find the uid it may already have allocated (cluster/membership.py)."""
-    for attempt in range(1, max(attempts, 1) + 1):
+    for attempt in range(1, attempts):
         try:
             return await link.admit(request, auth)
         except MemberUnavailable as exc:
-            if attempt >= attempts:
-                raise
             log.info(
                 "%s (attempt %d of %d); asking again in %.1f s",
                 exc.message,
@@ -284,7 +282,7 @@ async def admitted(
                 extra=event("admission_retry", member=link.url, attempt=attempt),
             )
             await asyncio.sleep(retry_time)
-    raise AssertionError("unreachable")  # the loop returns or raises
+    return await link.admit(request, auth)  # the last attempt: its failure is the join's
 
 
 def _out_of_limits(exc: ValidationError) -> ConfigError:

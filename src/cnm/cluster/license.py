@@ -292,26 +292,31 @@ def signature_verdict(
     )
 
 
+def _opened(text: str) -> tuple[LicenseTerms, bytes, bytes]:
+    """(terms, the bytes the signature covers, the signature) of an armoured license."""
+    terms_document, signature = _unarmour(text)
+    return LicenseTerms.from_document(terms_document), canonical_json(terms_document), signature
+
+
+def _trusted(terms: LicenseTerms, verdict: str | None) -> LicenseTerms:
+    """`terms`, once `signature_verdict` found nothing wrong; else the `bad_signature`."""
+    if verdict is not None:
+        raise _corrupt(Violation.BAD_SIGNATURE, verdict)
+    return terms
+
+
 def read_license(text: str, public_keys: Sequence[str | Ed25519PublicKey]) -> LicenseTerms:
     """The terms of a license whose signature a trusted key verifies (no other check)."""
-    terms_document, signature = _unarmour(text)
-    terms = LicenseTerms.from_document(terms_document)
-    reason = signature_verdict(public_keys, canonical_json(terms_document), signature)
-    if reason is not None:
-        raise _corrupt(Violation.BAD_SIGNATURE, reason)
-    return terms
+    terms, signed, signature = _opened(text)
+    return _trusted(terms, signature_verdict(public_keys, signed, signature))
 
 
 async def read_license_checked(text: str, public_keys: Sequence[str]) -> LicenseTerms:
     """`read_license` for the agent: the signature is checked by the signer process
     (security/signing.py), so that the agent never loads `cryptography`."""
-    terms_document, signature = _unarmour(text)
-    terms = LicenseTerms.from_document(terms_document)
-    signed = canonical_json(terms_document)
-    reason = await signing.license_signature_verdict(list(public_keys), signed, signature)
-    if reason is not None:
-        raise _corrupt(Violation.BAD_SIGNATURE, reason)
-    return terms
+    terms, signed, signature = _opened(text)
+    verdict = await signing.license_signature_verdict(list(public_keys), signed, signature)
+    return _trusted(terms, verdict)
 
 
 # --- checks ---------------------------------------------------------------------------------------
@@ -381,10 +386,7 @@ def verify_license_text(
     """Every check of a license to install: the record to store, or `LicenseCorrupt` /
     `InvalidLicense` with the first violation. The agent uses `check_license_text`."""
     terms = read_license(text, public_keys)
-    check_terms(
-        terms, cluster_name=cluster_name, now=now, node_count=node_count, shard_count=shard_count
-    )
-    return license_record(text, terms)
+    return _installable(text, terms, cluster_name, now, node_count, shard_count)
 
 
 async def check_license_text(
@@ -398,6 +400,18 @@ async def check_license_text(
     """`verify_license_text` in the agent (create_cluster, PUT /v1/license), its signature
     checked by the signer process."""
     terms = await read_license_checked(text, public_keys)
+    return _installable(text, terms, cluster_name, now, node_count, shard_count)
+
+
+def _installable(
+    text: str,
+    terms: LicenseTerms,
+    cluster_name: str,
+    now: datetime,
+    node_count: int,
+    shard_count: int,
+) -> LicenseRecord:
+    """The record of a license whose signature verified, once its terms allow this cluster."""
     check_terms(
         terms, cluster_name=cluster_name, now=now, node_count=node_count, shard_count=shard_count
     )
