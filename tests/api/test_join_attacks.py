@@ -35,7 +35,7 @@ from cnm.cluster.handshake import ClockReading, JoinRequest
 from cnm.cluster.records import UserRecord
 from cnm.errors import ConnectError
 from cnm.node.data_dir import DataDir
-from cnm.security import join_proof, pki
+from cnm.security import cert_facts, join_proof, pki
 from harness.api_node import memory_backend, node_config, running_node
 from harness.bodies import ADMIN, join_body
 from harness.fake_member import FakeMember, fake_member
@@ -82,7 +82,7 @@ async def test_a_second_ca_behind_the_pinned_one_is_refused_and_gets_no_secret(
     async with fake_member(tmp_path / "attacker", handler) as member:
         holder.append(member)
         with pytest.raises(ConnectError, match="exactly one CA certificate"):
-            await _try_join(member, pki.fingerprint_sha256(real.cert_pem))
+            await _try_join(member, cert_facts.fingerprint_sha256(real.cert_pem))
     assert [r.path for r in member.received] == ["/v1/join/ca"]
     assert not any(r.carries(SECRET) for r in member.received)
 
@@ -101,7 +101,7 @@ async def test_a_pinned_certificate_that_is_no_ca_is_refused_at_first_sight(
 
     async with fake_member(tmp_path / "attacker", handler) as member:
         with pytest.raises(ConnectError, match="not a CA"):
-            await _try_join(member, pki.fingerprint_sha256(leaf.cert_pem))
+            await _try_join(member, cert_facts.fingerprint_sha256(leaf.cert_pem))
     assert [r.path for r in member.received] == ["/v1/join/ca"]
 
 
@@ -117,7 +117,7 @@ async def test_the_real_ca_alone_does_not_make_the_attackers_tls_trusted(
 
     async with fake_member(tmp_path / "attacker", handler) as member:
         with pytest.raises(ConnectError):
-            await _try_join(member, pki.fingerprint_sha256(real.cert_pem))
+            await _try_join(member, cert_facts.fingerprint_sha256(real.cert_pem))
     assert not any(r.carries(SECRET) for r in member.received)
 
 
@@ -135,7 +135,7 @@ class SwapGrantCa(httpx.AsyncBaseTransport):
             return response
         grant = json.loads(await response.aread())
         grant["ca_pem"] = self.other.cert_pem.decode()
-        grant["ca_fingerprint"] = pki.fingerprint_sha256(self.other.cert_pem)
+        grant["ca_fingerprint"] = cert_facts.fingerprint_sha256(self.other.cert_pem)
         grant["cert_pem"] = pki.issue_cert(self.other, "x", ["127.0.0.1"]).cert_pem.decode()
         return httpx.Response(200, json=grant)
 

@@ -30,7 +30,7 @@ from cnm.cluster.join_auth import verifier_record
 from cnm.cluster.runtime import ClusterRuntime
 from cnm.node.data_dir import DataDir
 from cnm.node.local_state import LocalState
-from cnm.security import join_proof, key_files, node_certs, pki
+from cnm.security import cert_facts, join_proof, key_files, node_certs, pki
 from cnm.security.passwords import hash_password
 from cnm.store.memory import MemoryStore
 from harness.api_node import Node, node_config, running_node
@@ -97,7 +97,7 @@ async def seed_cluster(
         http_port=config.http_port,
         https_port=config.https_port,
         node_settings=settings,
-        ca_fingerprint=pki.fingerprint_sha256(ca.cert_pem),
+        ca_fingerprint=cert_facts.fingerprint_sha256(ca.cert_pem),
     )
     node = {
         "uid": 1,
@@ -177,7 +177,7 @@ def wiring_to(member: Member, transport: TransportWrapper | None = None) -> Join
         # No TLS in-process: the certificate the member's HTTPS would have presented.
         del response
         cert = DataDir(member.node.config.data_dir).cluster_tls.cert_file.read_bytes()
-        return pki.certificate_der(cert)
+        return cert_facts.certificate_der(cert)
 
     return JoinWiring(transport=make_transport, peer_certificate=served_certificate)
 

@@ -40,6 +40,9 @@ def test_the_certificates_cnm_makes_read_as_cryptography_reads_them() -> None:
     for pem in made:
         assert cert_facts.certificate_lifetime(pem) == pki.certificate_lifetime(pem)
         assert cert_facts.certificate_uid(pem) == pki.certificate_uid(pem)
+        parsed = x509.load_pem_x509_certificate(pem)
+        assert cert_facts.certificate_der(pem) == parsed.public_bytes(serialization.Encoding.DER)
+        assert cert_facts.fingerprint_sha256(pem) == parsed.fingerprint(hashes.SHA256()).hex(":")
     assert cert_facts.certificate_uid(made[2]) == 7
     assert cert_facts.certificate_uid(made[0]) is None
 

@@ -19,11 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cnm.errors import BadRequest, ConfigError
-from cnm.security.cert_facts import normalize_fingerprint
+from cnm.security.cert_facts import fingerprint_sha256, normalize_fingerprint
 from cnm.security.key_files import make_durable, write_private, write_public
 from cnm.security.pki import (
     CertKey,
-    fingerprint_sha256,
     issue_cert,
     make_ca,
     make_csr,

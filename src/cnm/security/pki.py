@@ -1,11 +1,13 @@
-"""The cluster's X.509 PKI: keys, certificates, CSRs, fingerprints.
+"""The cluster's X.509 PKI: keys, certificates, CSRs, signatures and chain checks.
 
 Owns everything cnm does with certificates through the `cryptography` library: the self-signed
 certificate of a node's HTTPS API, the per-cluster CA, the node certificates that CA signs for
-etcd peer/client mutual TLS, the SHA-256 fingerprints operators pin, and chain checks. Writing
-key material to disk is security/key_files.py's; what a joiner checks without this library,
-security/tls_trust.py's. All keys are EC P-256: generating one takes well under a millisecond where
-RSA-2048 takes ~50-100 ms, and every TLS stack etcd and Python use supports it.
+etcd peer/client mutual TLS, and chain checks; the agent has it run by its signer process
+(security/signing.py). Writing key material to disk is security/key_files.py's; a
+certificate's dates, names, DER bytes and fingerprint read without this library,
+security/cert_facts.py's; what a joiner checks, security/tls_trust.py's. All keys are EC
+P-256: generating one takes well under a millisecond where RSA-2048 takes ~50-100 ms, and every
+TLS stack etcd and Python use supports it.
 """
 
 from __future__ import annotations
@@ -334,13 +336,7 @@ def issue_store_client_cert(ca: CertKey, uid: int) -> CertKey:
     return CertKey(cert, _key_pem(key))
 
 
-# --- fingerprints and verification ------------------------------------------------------------
-
-
-def fingerprint_sha256(cert_pem: bytes) -> str:
-    """SHA-256 of the DER certificate as lowercase colon-separated hex ("ab:cd:...", 95 chars)."""
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    return cert.fingerprint(hashes.SHA256()).hex(":")
+# --- verification -----------------------------------------------------------------------------
 
 
 def single_ca_certificate(pem: bytes) -> bytes:
@@ -364,11 +360,6 @@ def single_ca_certificate(pem: bytes) -> bytes:
     if not constraints.ca:
         raise ValueError("the certificate is not a CA (CA:FALSE)")
     return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def certificate_der(cert_pem: bytes) -> bytes:
-    """The DER bytes of a PEM certificate (what TLS sends, what channel bindings hash)."""
-    return x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
 
 
 def verify_chain(cert_pem: bytes, ca_pem: bytes) -> bool:
