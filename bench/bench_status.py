@@ -94,10 +94,6 @@ class Measured:
     server_pid: int
 
 
-def start_servers(factory: AgentFactory, prefix: list[str], number: int) -> Servers:
-    return server_pair(factory, prefix, number, cluster="bench-status.example.com", admin=ADMIN)
-
-
 def start_bare(base: Path, addr: str, body: bytes, prefix: list[str]) -> subprocess.Popen[bytes]:
     body_file = base / "status-body.json"
     body_file.write_bytes(body)
@@ -301,7 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     profiles: dict[str, str | None] = {}
     try:
         with claimed_addresses(args.processes) as bare_addrs:
-            servers = [start_servers(factory, prefix, n + 1) for n in range(args.processes)]
+            servers = [
+                server_pair(factory, prefix, n + 1, cluster="bench-status.example.com", admin=ADMIN)
+                for n in range(args.processes)
+            ]
             idle = servers[0].idle
             first = Endpoint(idle.addr, 8080, get_request(idle.addr, 8080, "/v1/bootstrap"))
             status, body = asyncio.run(fetch_once(first))

@@ -22,6 +22,14 @@ from harness.inprocess import Member, join_member, member_node
 DIES = "import sys, os; sys.stdin.buffer.readline(); os._exit(3)"
 
 
+def use_signer(monkeypatch: pytest.MonkeyPatch, command: list[str]) -> signing.Signer:
+    """Make the process's signer one whose children run `command` (until the test ends or
+    `monkeypatch.undo()`)."""
+    signer = signing.Signer(command=command)
+    monkeypatch.setattr(signing, "shared", lambda: signer)
+    return signer
+
+
 async def test_put_license_without_a_signer_is_a_503_and_installs_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -41,8 +49,7 @@ async def test_put_license_without_a_signer_is_a_503_and_installs_nothing(
             features=(),
         )
         text = issue_license(load_private_key(private), terms)
-        broken = signing.Signer(command=[sys.executable, "-c", DIES])
-        monkeypatch.setattr(signing, "shared", lambda: broken)
+        use_signer(monkeypatch, [sys.executable, "-c", DIES])
         response = await node.client.put("/v1/license", json={"license": text}, headers=headers)
         assert response.status_code == 503, response.text
         body = response.json()
@@ -57,8 +64,7 @@ async def test_put_license_without_a_signer_is_a_503_and_installs_nothing(
 async def test_create_without_a_signer_ends_in_error_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    broken = signing.Signer(command=[sys.executable, "-c", DIES])
-    monkeypatch.setattr(signing, "shared", lambda: broken)
+    use_signer(monkeypatch, [sys.executable, "-c", DIES])
     async with running_node(node_config(tmp_path), backend=memory_backend()) as node:
         response = await node.client.post("/v1/bootstrap/create_cluster", json=create_body())
         assert response.status_code == 200, response.text
@@ -105,8 +111,7 @@ async def test_a_join_asks_again_while_the_member_answers_503(
     # admission gets a 503 (its signer died twice) and the second is answered.
     caplog.set_level(logging.INFO, logger="cnm.bootstrap.join")
     count = tmp_path / "starts"
-    flaky = signing.Signer(command=signer_dying_first(count, 3))
-    monkeypatch.setattr(signing, "shared", lambda: flaky)
+    flaky = use_signer(monkeypatch, signer_dying_first(count, 3))
     async with member_node(tmp_path) as member:
         status = await join_member(tmp_path, member, retry_time=0, max_retries=3)
         assert status["state"] == "completed", status
@@ -122,8 +127,7 @@ async def test_a_join_asks_again_while_the_member_answers_503(
 async def test_a_join_gives_up_after_max_retries_naming_the_member_s_503(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    broken = signing.Signer(command=[sys.executable, "-c", DIES])
-    monkeypatch.setattr(signing, "shared", lambda: broken)
+    use_signer(monkeypatch, [sys.executable, "-c", DIES])
     async with member_node(tmp_path) as member:
         status = await join_member(tmp_path, member, retry_time=0, max_retries=2)
         assert status["state"] == "error", status

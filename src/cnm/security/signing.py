@@ -168,8 +168,7 @@ class Signer:
             remaining = deadline - time.monotonic()
             ready = select.select([fd], [], [], max(remaining, 0))[0] if remaining > 0 else []
             if not ready:
-                self._forget(proc)
-                proc.kill()
+                self._kill(proc)
                 raise SignerUnavailable(
                     f"the certificate signer did not answer within {self._timeout:.0f} s "
                     "(an overloaded machine?); it was stopped, retry"
@@ -183,8 +182,7 @@ class Signer:
         except ValueError:
             reply = None
         if not isinstance(reply, dict):
-            self._forget(proc)
-            proc.kill()
+            self._kill(proc)
             raise SignerUnavailable("the certificate signer answered something unreadable")
         return reply
 
@@ -194,6 +192,11 @@ class Signer:
         proc.wait()
         with contextlib.suppress(RuntimeError):  # the interpreter is exiting
             self._executor.submit(self._forget, proc)
+
+    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
+        """(Worker thread) Drop a child that cannot be trusted to answer, and kill it."""
+        self._forget(proc)
+        proc.kill()
 
     def _forget(self, proc: subprocess.Popen[bytes] | None) -> None:
         """(Worker thread) Drop `proc` (None: the current child) and close our ends of its
@@ -260,6 +263,11 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def _text(pem: bytes) -> str:
+    """A PEM as JSON text (bytes beyond ASCII, in no valid PEM, become U+FFFD)."""
+    return pem.decode("ascii", errors="replace")
+
+
 async def ready() -> None:
     """Return once a signer answers (a round trip, ~0.2 ms when one runs); `SignerUnavailable`
     if none can. The admission asks before it writes anything: a signer that cannot start
@@ -288,7 +296,7 @@ async def issue_store_client_cert(ca: CertKey, uid: int) -> CertKey:
 
 
 async def check_csr(csr_pem: bytes) -> None:
-    await shared().call("check_csr", {"csr_pem": csr_pem.decode("ascii", errors="replace")})
+    await shared().call("check_csr", {"csr_pem": _text(csr_pem)})
 
 
 async def sign_node_csr(
@@ -296,7 +304,7 @@ async def sign_node_csr(
 ) -> bytes:
     args = {
         "ca": _ca(ca),
-        "csr_pem": csr_pem.decode("ascii", errors="replace"),
+        "csr_pem": _text(csr_pem),
         "uid": uid,
         "sans": list(sans),
         "lifetime": lifetime.total_seconds(),
@@ -306,15 +314,15 @@ async def sign_node_csr(
 
 async def verify_chain(cert_pem: bytes, ca_pem: bytes) -> bool:
     args = {
-        "cert_pem": cert_pem.decode("ascii", errors="replace"),
-        "ca_pem": ca_pem.decode("ascii", errors="replace"),
+        "cert_pem": _text(cert_pem),
+        "ca_pem": _text(ca_pem),
     }
     return bool(await shared().call("verify_chain", args))
 
 
 async def verify_data(cert_pem: bytes, data: bytes, signature: bytes) -> bool:
     args = {
-        "cert_pem": cert_pem.decode("ascii", errors="replace"),
+        "cert_pem": _text(cert_pem),
         "data": _b64(data),
         "signature": _b64(signature),
     }
@@ -327,7 +335,7 @@ async def make_csr(common_name: str, sans: Sequence[str]) -> tuple[bytes, bytes]
 
 
 async def sign_data(key_pem: bytes, data: bytes) -> bytes:
-    args = {"key_pem": key_pem.decode("ascii", errors="replace"), "data": _b64(data)}
+    args = {"key_pem": _text(key_pem), "data": _b64(data)}
     return base64.b64decode(str(await shared().call("sign_data", args)))
 
 
