@@ -189,25 +189,34 @@ async def test_remembered_tokens_expire_and_stay_bounded(
     assert remembered == tokens[-4:]
 
 
-async def test_only_a_password_sign_in_works_out_its_attempt(
+async def test_recognise_answers_without_the_password_path_only_what_it_may(
     cluster: Cluster, verifier: PasswordVerifier
 ) -> None:
+    """`recognise` (no await, no request object: what a poller costs) answers tokens and Basic
+    headers that signed in recently; anything else is left to `authenticate`."""
     snapshot = cluster.snapshot
     auth = Authenticator(verifier)
-    asked: list[str] = []
-
-    def attempt() -> SignInAttempt:
-        asked.append("attempt")
-        return SignInAttempt(client="192.0.2.9", store=cluster.store)
-
     secret = await token_secret(cluster.store, snapshot)
     user = snapshot.user(2)
     assert user is not None
     token = issue_token(secret, user_uid=2, password_hash=user.password_hash, ttl=60, now=time())
-    assert (await auth.authenticate(f"JWT {token}", snapshot, attempt)).uid == 2
-    assert asked == []
-    assert (await auth.authenticate(basic(*USER)["Authorization"], snapshot, attempt)).uid == 2
-    assert asked == ["attempt"]
+    recognised = auth.recognise(f"JWT {token}", snapshot, "192.0.2.9")
+    assert recognised is not None and recognised.uid == 2
+    with pytest.raises(Unauthorized):  # a bad token is refused here, not passed on
+        auth.recognise(f"JWT {token}x", snapshot, "192.0.2.9")
+    header = basic(*USER)["Authorization"]
+    assert auth.recognise(header, snapshot, "192.0.2.9") is None  # never signed in yet
+    assert auth.recognise(None, snapshot, "192.0.2.9") is None
+    attempt = SignInAttempt(client="192.0.2.9", store=cluster.store)
+    assert (await auth.authenticate(header, snapshot, attempt)).uid == 2
+    recognised = auth.recognise(header, snapshot, "192.0.2.9")
+    assert recognised is not None and recognised.uid == 2
+    # An address over its failure rate needs the full path (which refuses it).
+    for _ in range(20):
+        auth.limiter.failed("192.0.2.10", time())
+    assert auth.recognise(header, snapshot, "192.0.2.10") is None
+    with pytest.raises(TooManyRequests):
+        await auth.authenticate(header, snapshot, SignInAttempt(client="192.0.2.10"))
 
 
 # The header fast path (`RecentSignIns`): a poller's repeated Basic header skips the verifier,

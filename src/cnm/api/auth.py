@@ -257,37 +257,46 @@ class Authenticator:
         self._verified: OrderedDict[str, TokenClaims] = OrderedDict()
         self.recent = RecentSignIns(verifier)
 
+    def recognise(
+        self, header: str | None, snapshot: ClusterSnapshot, client: str | None
+    ) -> UserRecord | None:
+        """The user of credentials decided without waiting for anything: a token (its user,
+        or `Unauthorized`), or a Basic header that signed in recently and whose user needs no
+        check of the address `client`. None: only the password path (`authenticate`) can say.
+        What a poller sends on every request ends here, with no coroutine and no request
+        object made for it."""
+        scheme, _, token = (header or "").strip().partition(" ")
+        if scheme.lower() in TOKEN_SCHEMES:
+            return self.authenticate_token(token.strip(), snapshot)
+        if not header:
+            return None
+        known = self.recent.user(self.recent.key(header), snapshot)
+        if known is not None and self._unhindered(known, snapshot, client):
+            return known
+        return None
+
     async def authenticate(
         self,
         header: str | None,
         snapshot: ClusterSnapshot,
-        attempt: SignInAttempt | Callable[[], SignInAttempt] | None = None,
+        attempt: SignInAttempt | None = None,
     ) -> UserRecord:
-        """The user the credentials belong to, or `Unauthorized`. `attempt` may be given as a
-        function, called for password sign-ins only: a token needs no client address, and
-        working it out cost a token request a third of its authentication."""
-        scheme, _, token = (header or "").strip().partition(" ")
-        if scheme.lower() in TOKEN_SCHEMES:
-            return self.authenticate_token(token.strip(), snapshot)
-        key = self.recent.key(header) if header else b""
-        known = self.recent.user(key, snapshot) if key else None
-        if callable(attempt):
-            attempt = attempt()
-        if known is not None and self._unhindered(known, snapshot, attempt):
+        """The user the credentials belong to, or `Unauthorized`."""
+        attempt = attempt or SignInAttempt()
+        known = self.recognise(header, snapshot, attempt.client)
+        if known is not None:
             return known
         username, password = parse_basic(header)
         generation = self.verifier.generation
         user = await self.authenticate_password(username, password, snapshot, attempt)
-        self.recent.remember(key, user, generation)
+        if header:
+            self.recent.remember(self.recent.key(header), user, generation)
         return user
 
-    def _unhindered(
-        self, user: UserRecord, snapshot: ClusterSnapshot, attempt: SignInAttempt | None
-    ) -> bool:
-        """Whether a sign-in of `user` from this attempt's address needs no check of the
-        address: no failures counted for the pair (so no lock, nothing to clear) and the
-        address is not over its failure rate. Otherwise the full path decides."""
-        client = attempt.client if attempt is not None else None
+    def _unhindered(self, user: UserRecord, snapshot: ClusterSnapshot, client: str | None) -> bool:
+        """Whether a sign-in of `user` from `client` needs no check of the address: no
+        failures counted for the pair (so no lock, nothing to clear) and the address is not
+        over its failure rate. Otherwise the full path decides."""
         if client is None:
             return True
         return sign_in.failures_of(snapshot, user.uid, client) is None and self.limiter.allows(

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
+from starlette.types import Scope
 
 from cnm.api.auth import Authenticator, SignInAttempt, parse_basic
 from cnm.api.client_watch import watch_of
@@ -44,7 +45,9 @@ class ApiContext:
 
     async def authenticate_if_bootstrapped(self, request: Request) -> UserRecord | None:
         """Before the node is in a cluster anything goes; after, valid credentials only."""
-        runtime = await self.runtime_after_resume()
+        runtime = self.manager.runtime
+        if runtime is None:
+            runtime = await self.runtime_after_resume()
         if runtime is None:
             if self.manager.status.state is BootstrapState.COMPLETED:
                 raise StoreUnavailable(
@@ -76,6 +79,8 @@ class ApiContext:
         the store does not serve, checked against the last users this node knew (its data
         dir's copy of their verifiers), so an operator can still see the node's state."""
         runtime = self.manager.runtime
+        if runtime is not None and runtime.snapshot.loaded:  # a node in a serving cluster
+            return await self._user_of(request, runtime)
         store_down = (
             runtime is None and self.manager.status.state is BootstrapState.COMPLETED
         ) or (runtime is not None and not runtime.snapshot.loaded)
@@ -99,10 +104,16 @@ class ApiContext:
                     "still starting); retry in a few seconds"
                 ),
             )
-        header = request.headers.get("authorization")
-        user = await self.authenticator.authenticate(
-            header, runtime.snapshot, lambda: sign_in_attempt(request, runtime)
-        )
+        return await self._user_of(request, runtime)
+
+    async def _user_of(self, request: Request, runtime: ClusterRuntime) -> UserRecord:
+        """The user of the request's credentials, once the snapshot has the users."""
+        header = authorization_of(request.scope)
+        snapshot = runtime.snapshot
+        user = self.authenticator.recognise(header, snapshot, client_of(request.scope))
+        if user is None:
+            attempt = sign_in_attempt(request, runtime)
+            user = await self.authenticator.authenticate(header, snapshot, attempt)
         if user.join_verifier is None:
             self._make_join_verifier(runtime, user, header)
         return user
@@ -150,14 +161,31 @@ class ApiContext:
 
 
 def sign_in_attempt(request: Request, runtime: ClusterRuntime) -> SignInAttempt:
-    """Where this request's sign-in comes from: the peer address of the connection (no
-    forwarding header is trusted: anyone could send one)."""
+    """Where this request's sign-in comes from (`client_of`), the store to count its failures
+    in, and how to tell that its client has gone."""
     watch = watch_of(request.scope)
     return SignInAttempt(
-        client=request.client.host if request.client else None,
+        client=client_of(request.scope),
         store=runtime.store,
         gone=watch.gone if watch is not None else None,
     )
+
+
+def client_of(scope: Scope) -> str | None:
+    """The peer address of the request's connection. No forwarding header is trusted: anyone
+    could send one."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+def authorization_of(scope: Scope) -> str | None:
+    """The request's `Authorization` header, read straight from the ASGI scope (the server
+    gives header names in lower case), as Starlette's `request.headers` would give it without
+    making that object for the one header every authenticated request reads."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return None
 
 
 async def read_body(request: Request) -> bytes:

@@ -21,6 +21,7 @@ that no client has sent a token to has no use for it.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import secrets
 import uuid
@@ -44,9 +45,10 @@ def decode_secret(stored: str) -> bytes:
     return base64.b64decode(stored)
 
 
+@functools.lru_cache(maxsize=256)
 def password_version(password_hash: str) -> str:
     """A digest of the stored hash: not the hash (which stays secret), just enough to tell that
-    the password changed."""
+    the password changed. Remembered per hash: every token request compares it."""
     return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
 
