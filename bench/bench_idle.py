@@ -2,7 +2,7 @@
 cluster sizes, beside bare processes idling in the same windows.
 
     .venv/bin/python bench/bench_idle.py [--sizes 3,30,100] [--window 20] [--settle 10]
-                                         [--batch 5] [--json out.json] [--keep]
+                                         [--batch 5] [--go-profile 60] [--json out.json] [--keep]
 
 One cluster grows to the largest size: node 1 creates it, the others join through node 1
 (`--batch` joins at once; untimed set-up). At each size of `--sizes`, once every node shows
@@ -20,6 +20,12 @@ machine's busy time in the window is shown too (other test runs, this benchmark'
 
 Also counted over each window: the store's revision change (every write is one revision),
 which shows whether an idle cluster writes, and so whether writes fan out to every watcher.
+
+Where the busiest member's time goes (the report's profile of each etcd row): its own counters
+over the window (etcd's /metrics, read before and after), and, after the window, `--go-profile`
+seconds of its CPU profile. The agents run their members with Go's profiler on
+(`CNM_ETCD_PPROF=1`, store/etcd_process.py), which costs nothing until a profile is read; it is
+read only after the measured window, and decoded by go_profile.py (py-spy cannot see into Go).
 
 Targets (issue 12 §2): the median agent ≤ 0.3 % of a core and the busiest etcd member (the
 leader) ≤ 1 % at every size; the whole idle cluster (agents + etcd) < 0.5 cores at 100 nodes.
@@ -45,7 +51,7 @@ import httpx
 from cnm.cluster.health import upkeep_interval
 from cnm.cluster.runtime import open_store
 from cnm.node.data_dir import ClusterTls
-from cnm.store.etcd_process import etcd_arguments
+from cnm.store.etcd_process import PPROF_ENV, etcd_arguments
 from common import (
     Agent,
     AgentFactory,
@@ -66,10 +72,12 @@ from common import (
     table,
     target_lines,
 )
+from go_profile import ProfileError, parse
+from go_profile import summary as go_summary
 from harness import etcd_gateway
 from harness.metrics import parse_samples
 from join_agents import LOG_JSON, create, nodes_of, post_join, stop_cluster, voter_endpoints
-from profiling import counters_summary
+from profiling import counters_text, text_summary
 
 AGENT_TARGET = 0.3  # % of a core, each agent
 ETCD_TARGET = 1.0  # % of a core, each etcd member
@@ -229,6 +237,29 @@ def etcd_counters(url: str, tls: ClusterTls) -> dict[str, float]:
     return named
 
 
+def go_cpu_profile(url: str, tls: ClusterTls, seconds: float, who: str) -> str:
+    """A summary of `seconds` of the member's own CPU profile (go_profile.py), taken after the
+    measured window: reading a profile costs the member CPU. A line saying why when none."""
+    context = etcd_gateway.client_context(tls, (tls.cert_file, tls.key_file))
+    try:
+        answer = httpx.get(
+            url + "/debug/pprof/profile",
+            params={"seconds": int(seconds)},
+            verify=context,
+            timeout=seconds + 30,
+        )
+        answer.raise_for_status()
+        profile = parse(answer.content)
+    except (httpx.HTTPError, ProfileError) as exc:
+        return f"{who}: no Go CPU profile ({type(exc).__name__}: {exc})"
+    samples = len(profile.samples)
+    return go_summary(
+        profile,
+        f"{who}: Go's CPU profile over {seconds:.0f} s right after the window "
+        f"({samples} stacks, one sample per 10 ms of CPU)",
+    )
+
+
 def measure(
     agents: list[Agent],
     etcd: list[int],
@@ -236,8 +267,10 @@ def measure(
     window: float,
     first: Agent,
     nodes: list[dict[str, Any]],
+    profile_seconds: float,
 ) -> dict[str, Any]:
-    """CPU % of a core of each process over `window` s, and the store writes meanwhile."""
+    """CPU % of a core of each process over `window` s, and the store writes meanwhile; then
+    `profile_seconds` of the busiest member's CPU profile (0: none)."""
     pids = {f"agent {a.addr}": a.process.pid for a in agents if a.process is not None}
     pids.update({f"etcd {pid}": pid for pid in etcd})
     pids.update({f"baseline {name}": pid for name, pid in baselines.items()})
@@ -255,14 +288,19 @@ def measure(
     profile = None
     if busiest_url and busiest in counted:
         leads = etcd_counters(busiest_url, tls).get("etcd_server_is_leader") == 1.0
-        profile = counters_summary(
-            f"bench_idle-etcd-{len(agents)}-nodes",
+        who = (
             f"the busiest etcd member ({busiest_url}, {'the leader' if leads else 'a follower'})"
-            f" of a {len(agents)}-node idle cluster: its own counters (etcd is Go: py-spy "
-            "cannot see into it)",
+            f" of a {len(agents)}-node idle cluster"
+        )
+        counters = counters_text(
+            f"{who}: its own counters",
             counted[busiest],
             etcd_counters(busiest_url, tls),
             elapsed,
+        )
+        go = go_cpu_profile(busiest_url, tls, profile_seconds, who) if profile_seconds else ""
+        profile = text_summary(
+            f"bench_idle-etcd-{len(agents)}-nodes", f"{go}\n\n{counters}" if go else counters
         )
     last, keys = store_state(first, nodes)
     writes = last - revision
@@ -292,7 +330,11 @@ def measure(
 def run(args: argparse.Namespace, base: Path, failures: list[str]) -> dict[int, dict[str, Any]]:
     results: dict[int, dict[str, Any]] = {}
     factory = AgentFactory(base / "cluster")
-    agents = [factory.make(f"node-{n}", extra_args=LOG_JSON) for n in range(1, max(args.sizes) + 1)]
+    # Go's profiler on in every member, read only after each measured window (go_cpu_profile).
+    agents = [
+        factory.make(f"node-{n}", extra_args=LOG_JSON, env={PPROF_ENV: "1"})
+        for n in range(1, max(args.sizes) + 1)
+    ]
     with claimed_addresses(2) as (etcd_addr, app_addr):
         bare = start_bare_etcd(base / "bare-etcd", etcd_addr)
         app = start_idle_app(app_addr)
@@ -322,6 +364,7 @@ def run(args: argparse.Namespace, base: Path, failures: list[str]) -> dict[int, 
                     args.window,
                     agents[0],
                     nodes,
+                    args.go_profile,
                 )
                 results[size] = result
                 print(
@@ -442,6 +485,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=10.0, help="s left alone before (10)")
     parser.add_argument("--batch", type=int, default=5, help="joins at once while growing (5)")
     parser.add_argument("--timeout", type=float, default=60.0, help="s per join (default 60)")
+    parser.add_argument(
+        "--go-profile",
+        type=float,
+        default=60.0,
+        help="s of the busiest etcd member's CPU profile after each window (default 60; 0: none)",
+    )
     args = parser.parse_args(argv)
     if etcd_missing():
         return 1

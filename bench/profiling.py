@@ -166,18 +166,11 @@ def memory_map(pid: int, name: str, *, top: int = 12, directory: Path = PROFILE_
     return _relative(path)
 
 
-def counters_summary(
-    name: str,
-    title: str,
-    before: dict[str, float],
-    after: dict[str, float],
-    seconds: float,
-    *,
-    top: int = 20,
-    directory: Path = PROFILE_DIR,
+def counters_text(
+    title: str, before: dict[str, float], after: dict[str, float], seconds: float, *, top: int = 20
 ) -> str:
-    """A process's own counters (e.g. etcd's Prometheus metrics: etcd is Go, py-spy cannot
-    see into it) as rates over a window, the fastest first; the summary's path."""
+    """A process's own counters (e.g. etcd's Prometheus metrics) as rates over a window, the
+    fastest first."""
     rates = {
         key: (value - before.get(key, 0.0)) / seconds
         for key, value in after.items()
@@ -186,9 +179,7 @@ def counters_summary(
     busiest = sorted(((rate, key) for key, rate in rates.items() if rate > 0), reverse=True)
     lines = [f"{title}; per second over {seconds:.0f} s:"]
     lines += [f"{rate:12.2f}/s  {key}" for rate, key in busiest[:top]]
-    path = _stamped(name, directory)
-    path.write_text("\n".join(lines) + "\n")
-    return _relative(path)
+    return "\n".join(lines)
 
 
 def text_summary(name: str, text: str, *, directory: Path = PROFILE_DIR) -> str:

@@ -22,7 +22,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +36,8 @@ from cnm.store.member import MemberExit
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+# The agent's environment variable that turns on etcd's Go profiler (`EtcdMemberSpec.pprof`).
+PPROF_ENV = "CNM_ETCD_PPROF"
 # What etcd logs (then exits) when it learns that the cluster removed it (etcd's ErrMemberRemoved,
 # "the member has been permanently removed from the cluster").
 _REMOVED_MARKERS = ("permanently removed from the cluster", "member has been permanently removed")
@@ -78,6 +80,10 @@ class EtcdMemberSpec:
     # core -> 2.0-2.1 %, the followers 1.8-2.0 % -> 1.2-1.3 %. cnm's store carries the
     # cluster's metadata at a few writes a second, well within one core; None: Go's default.
     go_max_procs: int | None = 1
+    # Go's profiler (`--enable-pprof`: /debug/pprof on the client port, behind the same mutual
+    # TLS), for finding where an etcd member's CPU goes (bench/bench_idle.py). Off unless the
+    # agent's environment sets CNM_ETCD_PPROF=1: a profile being read costs the member CPU.
+    pprof: bool = field(default_factory=lambda: os.environ.get(PPROF_ENV) == "1")
 
     @property
     def client_url(self) -> str:
@@ -122,6 +128,7 @@ def etcd_arguments(binary: str, spec: EtcdMemberSpec) -> list[str]:
         # the lowest cost keeps each authenticate (and thus each join) cheap.
         "--auth-token=simple",
         "--bcrypt-cost=4",
+        *(["--enable-pprof"] if spec.pprof else []),
     ]
 
 
