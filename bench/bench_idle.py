@@ -285,6 +285,8 @@ def measure(
     elapsed, busy = now() - started, machine_busy_seconds() - busy
     busiest = max(etcd, key=lambda pid: after[f"etcd {pid}"] - before[f"etcd {pid}"])
     busiest_url = urls.get(busiest)
+    # The window's writes are read before the profile's extra seconds.
+    last, keys = store_state(first, nodes)
     profile = None
     if busiest_url and busiest in counted:
         leads = etcd_counters(busiest_url, tls).get("etcd_server_is_leader") == 1.0
@@ -302,7 +304,6 @@ def measure(
         profile = text_summary(
             f"bench_idle-etcd-{len(agents)}-nodes", f"{go}\n\n{counters}" if go else counters
         )
-    last, keys = store_state(first, nodes)
     writes = last - revision
     used = {name: after[name] - before[name] for name in pids}
     percent = {name: 100.0 * seconds / elapsed for name, seconds in used.items()}
