@@ -68,6 +68,15 @@ from cnm.store.watch_stream import WatchStreamError, watch_messages
 log = logging.getLogger(__name__)
 
 
+# Seconds an idle connection to a member is kept for the next call. httpx's default (5 s) closed
+# it between an idle agent's calls (its store probe every 30 s, its clock heartbeat every
+# max(10, N) s), so each of them was a new mutual-TLS handshake for the agent and for etcd,
+# which keeps idle client connections open; the idle leader's CPU profile showed handshakes as
+# a fifth to a third of its time (docs/architecture.md, "The leader's floor"). A connection the
+# member closed meanwhile is seen closed and replaced before use.
+KEEP_IDLE_CONNECTIONS = 120.0
+
+
 class EtcdStore(EtcdAccessControl, Store):
     """A client of an etcd cluster. `endpoints` are client URLs (`https://10.0.0.1:2379`)."""
 
@@ -93,7 +102,11 @@ class EtcdStore(EtcdAccessControl, Store):
         self._http = httpx.AsyncClient(
             verify=tls if tls is not None else True,
             timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+            limits=httpx.Limits(
+                max_connections=32,
+                max_keepalive_connections=8,
+                keepalive_expiry=KEEP_IDLE_CONNECTIONS,
+            ),
         )
         self._credentials = credentials
         self._node: StoreCredentials | None = None
