@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from cnm.store.protobuf_wire import read_varint
+
 # profile.proto's field numbers.
 PROFILE_SAMPLE_TYPE, PROFILE_SAMPLE, PROFILE_LOCATION, PROFILE_FUNCTION = 1, 2, 4, 5
 PROFILE_STRING_TABLE = 6
@@ -34,18 +36,10 @@ class ProfileError(ValueError):
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if at >= len(data):
-            raise ProfileError("truncated varint")
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, at
-        shift += 7
-        if shift > 63:
-            raise ProfileError("varint longer than 64 bits")
+    try:
+        return read_varint(data, at)
+    except ValueError as exc:
+        raise ProfileError(str(exc)) from None
 
 
 def fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:

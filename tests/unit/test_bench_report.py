@@ -8,29 +8,16 @@ loaded from their files; neither imports anything of the benchmarks' own.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from harness.bench_modules import load_bench_module
 
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load("report")
-profiling = _load("profiling")
+report = load_bench_module("report")
+profiling = load_bench_module("profiling")
 
 
 def _target(name: str, value: float | None, limit: float, passed: bool, **extra: Any) -> dict:

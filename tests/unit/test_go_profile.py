@@ -8,26 +8,12 @@ of the benchmarks' own)."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from harness.bench_modules import load_bench_module
 
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-go_profile = _load("go_profile")
+go_profile = load_bench_module("go_profile")
 
 
 def varint(value: int) -> bytes:
@@ -111,6 +97,8 @@ def test_bytes_that_are_not_a_profile_are_refused_with_a_reason() -> None:
         go_profile.parse(b"\x0a\x05ab")  # a field longer than the bytes
     with pytest.raises(go_profile.ProfileError):
         go_profile.parse(b"\x0b")  # wire type 3 (groups) is not protobuf 3
+    with pytest.raises(go_profile.ProfileError):
+        go_profile.parse(b"\x0a\x80")  # the bytes end inside a length's varint
     empty = go_profile.parse(gzip.compress(field(1, field(1, 1)) + field(6, b"")))
     assert go_profile.summary(empty, "idle") == "idle: no CPU samples in the profile"
 

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from cnm.store.base import LeaseRenewal
 from cnm.store.etcd_wire import client_tls_context
+from cnm.store.protobuf_wire import read_varint
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _GOAWAY, _WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
@@ -76,16 +77,10 @@ def _varint(value: int) -> bytes:
 
 
 def _read_varint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if at >= len(data) or shift > 63:
-            raise LeaseStreamError("malformed protobuf varint in a keep-alive answer")
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, at
-        shift += 7
+    try:
+        return read_varint(data, at)
+    except ValueError:
+        raise LeaseStreamError("malformed protobuf varint in a keep-alive answer") from None
 
 
 def _fields(data: bytes) -> dict[int, int | bytes]:
