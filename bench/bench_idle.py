@@ -289,7 +289,8 @@ def measure(
     last, keys = store_state(first, nodes)
     profile = None
     if busiest_url and busiest in counted:
-        leads = etcd_counters(busiest_url, tls).get("etcd_server_is_leader") == 1.0
+        counted_after = etcd_counters(busiest_url, tls)
+        leads = counted_after.get("etcd_server_is_leader") == 1.0
         who = (
             f"the busiest etcd member ({busiest_url}, {'the leader' if leads else 'a follower'})"
             f" of a {len(agents)}-node idle cluster"
@@ -297,7 +298,7 @@ def measure(
         counters = counters_text(
             f"{who}: its own counters",
             counted[busiest],
-            etcd_counters(busiest_url, tls),
+            counted_after,
             elapsed,
         )
         go = go_cpu_profile(busiest_url, tls, profile_seconds, who) if profile_seconds else ""

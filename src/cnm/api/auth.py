@@ -286,6 +286,13 @@ class Authenticator:
         known = self.recognise(header, snapshot, attempt.client)
         if known is not None:
             return known
+        return await self.password_sign_in(header, snapshot, attempt)
+
+    async def password_sign_in(
+        self, header: str | None, snapshot: ClusterSnapshot, attempt: SignInAttempt
+    ) -> UserRecord:
+        """The password path of `authenticate`, for a header `recognise` did not answer: its
+        Basic credentials checked, and remembered when they sign in."""
         username, password = parse_basic(header)
         generation = self.verifier.generation
         user = await self.authenticate_password(username, password, snapshot, attempt)

@@ -113,7 +113,7 @@ class ApiContext:
         user = self.authenticator.recognise(header, snapshot, client_of(request.scope))
         if user is None:
             attempt = sign_in_attempt(request, runtime)
-            user = await self.authenticator.authenticate(header, snapshot, attempt)
+            user = await self.authenticator.password_sign_in(header, snapshot, attempt)
         if user.join_verifier is None:
             self._make_join_verifier(runtime, user, header)
         return user
